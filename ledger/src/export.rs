@@ -1,0 +1,226 @@
+//! JSON Lines export and import. The first line is a header naming the ledger; every other line
+//! is one record with its hashes. Import re-encodes each record, recomputes its hash and link,
+//! and refuses the whole file at the first line that does not verify: a tampered, reordered or
+//! truncated export never becomes a ledger.
+
+use std::io::{BufRead, Write};
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+
+use redb::Durability;
+use serde::{Deserialize, Serialize};
+
+use crate::chain::{Checkpoint, LedgerId};
+use crate::codec::{Record, reseal};
+use crate::error::Error;
+use crate::event::Timestamp;
+use crate::reader::{Reader, decode};
+use crate::storage::{self, EVENTS, Head, META, META_HEAD, encode_head};
+
+/// Marks line 1 of an export; its value is the export format version.
+pub const EXPORT_FORMAT_VERSION: u32 = 1;
+
+/// Records per import transaction: bounds memory, and each commit is cheap (not durable until
+/// the last one, since an interrupted import leaves no ledger behind).
+const IMPORT_COMMIT_RECORDS: u64 = 50_000;
+
+/// Line 1 of an export.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ExportHeader {
+    pub fleetlog_export: u32,
+    pub ledger_id: LedgerId,
+    pub record_format_version: u8,
+    /// The newest record exported: the import must end exactly here.
+    pub head: Checkpoint,
+}
+
+pub(crate) fn export(
+    reader: &Reader,
+    mut out: impl Write,
+    progress: &dyn Fn(u64),
+) -> Result<Checkpoint, Error> {
+    // One snapshot for header and body: the head written is the last record written.
+    let meta = reader.meta()?;
+    let head = meta.head.checkpoint();
+    let header = ExportHeader {
+        fleetlog_export: EXPORT_FORMAT_VERSION,
+        ledger_id: meta.ledger_id,
+        record_format_version: crate::codec::FORMAT_VERSION,
+        head,
+    };
+    serde_json::to_writer(&mut out, &header).map_err(std::io::Error::from)?;
+    out.write_all(b"\n")?;
+    let mut written = 0u64;
+    reader.scan_raw(1..=head.seq, |seq, bytes| {
+        let record = decode(seq, bytes)?;
+        serde_json::to_writer(&mut out, &record).map_err(std::io::Error::from)?;
+        out.write_all(b"\n")?;
+        written += 1;
+        if written.is_multiple_of(65_536) {
+            progress(written);
+        }
+        Ok(ControlFlow::Continue(()))
+    })?;
+    if written != head.seq {
+        return Err(Error::Corrupted {
+            seq: written + 1,
+            problem: "the record is missing from the ledger being exported".to_owned(),
+        });
+    }
+    out.flush()?;
+    progress(written);
+    Ok(head)
+}
+
+/// Imports into a new file at `path`. Writes to a temporary file beside it and renames it into
+/// place only after every line verified, so a refused import leaves nothing behind.
+pub(crate) fn import(
+    path: &Path,
+    input: impl BufRead,
+    progress: &dyn Fn(u64),
+) -> Result<Checkpoint, Error> {
+    if path.exists() {
+        return Err(Error::AlreadyExists {
+            path: path.to_owned(),
+        });
+    }
+    let temporary = temporary_path(path);
+    let result = import_into(&temporary, input, progress);
+    match result {
+        Ok(head) => {
+            std::fs::rename(&temporary, path)?;
+            if let Some(parent) = path
+                .parent()
+                .filter(|parent| !parent.as_os_str().is_empty())
+            {
+                std::fs::File::open(parent)?.sync_all()?;
+            }
+            Ok(head)
+        }
+        Err(error) => {
+            let _ = std::fs::remove_file(&temporary);
+            Err(error)
+        }
+    }
+}
+
+fn temporary_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".importing");
+    path.with_file_name(name)
+}
+
+fn import_into(
+    temporary: &Path,
+    mut input: impl BufRead,
+    progress: &dyn Fn(u64),
+) -> Result<Checkpoint, Error> {
+    let mut line = String::new();
+    let bad = |line: u64, problem: String| Error::Import { line, problem };
+    if input.read_line(&mut line)? == 0 {
+        return Err(bad(
+            1,
+            "the file is empty; expected an export header".to_owned(),
+        ));
+    }
+    let header: ExportHeader = serde_json::from_str(&line)
+        .map_err(|error| bad(1, format!("not a fleetlog export header: {error}")))?;
+    if header.fleetlog_export != EXPORT_FORMAT_VERSION {
+        return Err(bad(
+            1,
+            format!(
+                "export format {} is not supported (this build reads {EXPORT_FORMAT_VERSION})",
+                header.fleetlog_export
+            ),
+        ));
+    }
+    let _ = std::fs::remove_file(temporary);
+    // Private until renamed into place, so it may use cheap non-durable commits.
+    let db = storage::create(temporary, header.ledger_id, storage::Sharing::Private)?;
+    let mut head = Head {
+        seq: 0,
+        hash: header.ledger_id.genesis_prev(),
+        ts: Timestamp(0),
+    };
+    let mut line_number = 1u64;
+    let mut txn = db.begin_write()?;
+    loop {
+        line.clear();
+        if input.read_line(&mut line)? == 0 {
+            break;
+        }
+        line_number += 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let record: Record = serde_json::from_str(&line)
+            .map_err(|error| bad(line_number, format!("not a record: {error}")))?;
+        let problem = check_next(&head, &record);
+        if let Some(problem) = problem {
+            return Err(bad(line_number, problem));
+        }
+        let (bytes, hash) = reseal(&record).map_err(|error| bad(line_number, error.to_string()))?;
+        if hash != record.hash {
+            return Err(bad(
+                line_number,
+                format!(
+                    "seq {}: the content does not match its hash; the export was altered",
+                    record.seq
+                ),
+            ));
+        }
+        txn.open_table(EVENTS)?
+            .insert(record.seq, bytes.as_slice())?;
+        head = Head {
+            seq: record.seq,
+            hash,
+            ts: record.ts,
+        };
+        if head.seq.is_multiple_of(IMPORT_COMMIT_RECORDS) {
+            txn.set_durability(Durability::None)?;
+            txn.commit()?;
+            txn = db.begin_write()?;
+            progress(head.seq);
+        }
+    }
+    if head.checkpoint() != header.head {
+        return Err(bad(
+            line_number,
+            format!(
+                "the export ends at {} but its header says it ends at {}; it was truncated",
+                head.checkpoint(),
+                header.head
+            ),
+        ));
+    }
+    txn.open_table(META)?
+        .insert(META_HEAD, encode_head(&head).as_slice())?;
+    txn.set_durability(Durability::Immediate)?;
+    txn.commit()?;
+    drop(db);
+    progress(head.seq);
+    Ok(head.checkpoint())
+}
+
+fn check_next(head: &Head, record: &Record) -> Option<String> {
+    let expected = head.seq + 1;
+    if record.seq != expected {
+        return Some(format!(
+            "expected seq {expected} but found seq {}: lines are missing or out of order",
+            record.seq
+        ));
+    }
+    if record.prev != head.hash {
+        return Some(format!(
+            "seq {}: its prev does not match the previous record's hash; the chain is broken",
+            record.seq
+        ));
+    }
+    if record.ts < head.ts {
+        return Some(format!(
+            "seq {}: its time {} is before the previous record's {}",
+            record.seq, record.ts, head.ts
+        ));
+    }
+    None
+}

@@ -1,0 +1,303 @@
+//! fleetlog-ledger: the append-only, blake3 hash-chained event log every fleetlog feature is
+//! built on, stored in one redb file.
+//!
+//! Invariants:
+//! - seqs are dense from 1; each record's `prev` is the previous record's hash (record 1's is
+//!   derived from the ledger's random id); `ts` never decreases.
+//! - an append is acknowledged only after the redb commit holding it returned with
+//!   `Durability::Immediate`; one writer thread owns every write transaction.
+//! - nothing is ever rewritten or deleted; a failed commit poisons the writer until reopen.
+//! - only this crate touches redb, and only `codec` knows the byte layout of a record.
+
+mod chain;
+mod codec;
+mod error;
+mod event;
+mod export;
+pub mod limits;
+mod reader;
+mod storage;
+mod tail;
+mod verify;
+mod writer;
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use chain::{Checkpoint, GENESIS_CONTEXT, LedgerId};
+pub use codec::{ChainHash, EncodedEntry, FORMAT_VERSION, Record, RecordView, encode_entry};
+pub use error::Error;
+pub use event::{Event, FieldProblem, Json, Outcome, SignalTarget, Timestamp};
+pub use export::{EXPORT_FORMAT_VERSION, ExportHeader};
+pub use reader::Reader;
+pub use storage::{FILE_FORMAT_VERSION, Head};
+pub use tail::{Next, Subscription};
+pub use verify::{BreakKind, ChainBreak, VerifyOptions, VerifyReport};
+pub use writer::Receipt;
+
+use storage::Store;
+use tail::HeadWatch;
+use writer::{IdempotencyKey, Request, WriterHandle};
+
+/// One event to append: who did it and what happened.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewEvent {
+    pub actor: String,
+    pub event: Event,
+}
+
+impl NewEvent {
+    pub fn new(actor: impl Into<String>, event: Event) -> Self {
+        NewEvent {
+            actor: actor.into(),
+            event,
+        }
+    }
+}
+
+/// An append that was accepted by the writer's queue; [`Pending::wait`] returns once it is
+/// durable. Lets one thread keep many appends in flight.
+#[must_use = "an append is only known to be durable once wait() returns Ok"]
+pub struct Pending {
+    receiver: crossbeam_channel::Receiver<Result<Vec<Receipt>, Error>>,
+}
+
+impl Pending {
+    pub fn wait(self) -> Result<Vec<Receipt>, Error> {
+        self.receiver.recv().map_err(|_| Error::WriterStopped)?
+    }
+}
+
+struct Inner {
+    reader: Reader,
+    watch: Arc<HeadWatch>,
+    ledger_id: LedgerId,
+    writer: Option<WriterHandle>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(writer) = self.writer.take() {
+            // Closing the channel lets the writer finish the batch in flight and exit.
+            drop(writer.sender);
+            let _ = writer.thread.join();
+        }
+        self.watch.close();
+    }
+}
+
+/// A handle to one ledger file: cheap to clone and share between threads. The writer thread
+/// stops when the last clone is dropped, after finishing the batch in flight.
+#[derive(Clone)]
+pub struct Ledger {
+    inner: Arc<Inner>,
+}
+
+impl Ledger {
+    /// Creates a new, empty ledger at `path` (mode 0600) with a fresh random id.
+    pub fn create(path: impl AsRef<Path>) -> Result<Ledger, Error> {
+        let path = path.as_ref();
+        let db = storage::create(path, LedgerId::random()?, storage::Sharing::Shared)?;
+        Self::start(path, db)
+    }
+
+    /// Opens an existing ledger for appending. Fails with [`Error::AlreadyOpen`] while another
+    /// process is writing it.
+    pub fn open(path: impl AsRef<Path>) -> Result<Ledger, Error> {
+        let path = path.as_ref();
+        Self::start(path, storage::open_writable(path)?)
+    }
+
+    /// Opens the ledger at `path`, creating it first if it does not exist.
+    pub fn open_or_create(path: impl AsRef<Path>) -> Result<Ledger, Error> {
+        let path = path.as_ref();
+        match path.exists() {
+            true => Self::open(path),
+            false => Self::create(path),
+        }
+    }
+
+    /// Opens a ledger for reading only, beside a writer in another process if there is one.
+    /// Runs the open check on the ledger's newest records.
+    pub fn open_read_only(path: impl AsRef<Path>) -> Result<Ledger, Error> {
+        let ledger = Self::open_for_audit(path)?;
+        let meta = ledger.inner.reader.meta()?;
+        storage::open_check(&ledger.inner.reader.store.begin_read()?, &meta)?;
+        Ok(ledger)
+    }
+
+    /// Opens read-only without the open check, so that `verify` can report on a damaged file
+    /// instead of refusing to open it.
+    pub fn open_for_audit(path: impl AsRef<Path>) -> Result<Ledger, Error> {
+        let path = path.as_ref();
+        let store = Store::ReadOnly(storage::open_read_only(path)?);
+        let reader = Reader {
+            store: Arc::new(store),
+            path: Arc::new(path.to_owned()),
+        };
+        let meta = reader.meta()?;
+        Ok(Ledger {
+            inner: Arc::new(Inner {
+                reader,
+                watch: Arc::new(HeadWatch::new(meta.head, true)),
+                ledger_id: meta.ledger_id,
+                writer: None,
+            }),
+        })
+    }
+
+    fn start(path: &Path, db: redb::Database) -> Result<Ledger, Error> {
+        let db = Arc::new(db);
+        let reader = Reader {
+            store: Arc::new(Store::Writable(Arc::clone(&db))),
+            path: Arc::new(path.to_owned()),
+        };
+        let txn = reader.store.begin_read()?;
+        let meta = storage::read_meta(&txn, path)?;
+        storage::open_check(&txn, &meta)?;
+        drop(txn);
+        let watch = Arc::new(HeadWatch::new(meta.head, false));
+        let writer = writer::spawn(
+            db,
+            meta.head,
+            Arc::clone(&watch),
+            limits::WRITER_QUEUE_REQUESTS_MAX,
+        )?;
+        Ok(Ledger {
+            inner: Arc::new(Inner {
+                reader,
+                watch,
+                ledger_id: meta.ledger_id,
+                writer: Some(writer),
+            }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.inner.reader.path()
+    }
+
+    pub fn ledger_id(&self) -> LedgerId {
+        self.inner.ledger_id
+    }
+
+    pub fn is_read_only(&self) -> bool {
+        self.inner.writer.is_none()
+    }
+
+    /// A handle for reads, sharing this ledger's file.
+    pub fn reader(&self) -> &Reader {
+        &self.inner.reader
+    }
+
+    /// The newest committed record. For a read-only handle, as stored now (another process may
+    /// be appending).
+    pub fn head(&self) -> Result<Head, Error> {
+        match self.is_read_only() {
+            true => Ok(self.inner.reader.meta()?.head),
+            false => Ok(self.inner.watch.head()),
+        }
+    }
+
+    /// Appends one event and returns once it is durable.
+    pub fn append(&self, actor: &str, event: &Event) -> Result<Receipt, Error> {
+        let receipts = self
+            .submit(vec![encode_entry(actor, event)?], None)?
+            .wait()?;
+        Ok(receipts[0])
+    }
+
+    /// Appends one event under an idempotency key: a retry with the same key and content
+    /// returns the original receipt; the same key with other content is
+    /// [`Error::IdempotencyConflict`].
+    pub fn append_idempotent(
+        &self,
+        key: &str,
+        actor: &str,
+        event: &Event,
+    ) -> Result<Receipt, Error> {
+        let entries = vec![encode_entry(actor, event)?];
+        let receipts = self.submit(entries, Some(key.to_owned()))?.wait()?;
+        Ok(receipts[0])
+    }
+
+    /// Appends several events atomically (all or none), in order, with consecutive seqs.
+    pub fn append_all(&self, events: &[NewEvent]) -> Result<Vec<Receipt>, Error> {
+        let entries = events
+            .iter()
+            .map(|new| encode_entry(&new.actor, &new.event))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.submit(entries, None)?.wait()
+    }
+
+    /// Queues pre-encoded entries (committed atomically together) and returns without waiting
+    /// for durability. Blocks only when the writer's queue is full.
+    pub fn submit(
+        &self,
+        entries: Vec<EncodedEntry>,
+        key: Option<String>,
+    ) -> Result<Pending, Error> {
+        let writer = self.inner.writer.as_ref().ok_or(Error::ReadOnly)?;
+        if entries.is_empty() {
+            return Err(Error::EmptyAppend);
+        }
+        if entries.len() > limits::REQUEST_EVENTS_MAX {
+            return Err(Error::RequestTooLarge {
+                events: entries.len(),
+                limit: limits::REQUEST_EVENTS_MAX,
+            });
+        }
+        let key = key
+            .map(|key| IdempotencyKey::new(key, &entries))
+            .transpose()?;
+        let (reply, receiver) = crossbeam_channel::bounded(1);
+        writer
+            .sender
+            .send(Request {
+                entries,
+                key,
+                reply,
+            })
+            .map_err(|_| Error::WriterStopped)?;
+        Ok(Pending { receiver })
+    }
+
+    /// History from `from_seq`, then every new record as it commits.
+    pub fn subscribe(&self, from_seq: u64) -> Subscription {
+        Subscription::new(
+            self.inner.reader.clone(),
+            Arc::clone(&self.inner.watch),
+            from_seq,
+        )
+    }
+
+    /// Recomputes the chain; see [`VerifyReport`].
+    pub fn verify(&self, options: VerifyOptions<'_>) -> Result<VerifyReport, Error> {
+        verify::verify(&self.inner.reader, options)
+    }
+
+    /// Writes the whole log as JSON Lines; returns the head it ends at.
+    pub fn export_jsonl(
+        &self,
+        out: impl Write,
+        progress: &dyn Fn(u64),
+    ) -> Result<Checkpoint, Error> {
+        export::export(&self.inner.reader, out, progress)
+    }
+
+    /// Creates a new ledger at `path` from a JSON Lines export, verifying every line; refuses the
+    /// whole import, writing nothing, at the first line that does not verify.
+    pub fn import_jsonl(
+        path: impl AsRef<Path>,
+        input: impl BufRead,
+        progress: &dyn Fn(u64),
+    ) -> Result<Checkpoint, Error> {
+        export::import(path.as_ref(), input, progress)
+    }
+}
+
+/// The default ledger file name, relative to the working directory.
+pub fn default_path() -> PathBuf {
+    PathBuf::from("fleetlog.redb")
+}

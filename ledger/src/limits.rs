@@ -1,0 +1,29 @@
+//! Every bound the ledger enforces, in one place. Exceeding one is an [`crate::Error`] naming the
+//! limit, never unbounded memory or a silently truncated record.
+
+/// Largest encoded event body (actor + event), in bytes.
+pub const EVENT_BYTES_MAX: usize = 1024 * 1024;
+
+/// Longest actor (agent id), in bytes of UTF-8.
+pub const ACTOR_BYTES_MAX: usize = 128;
+
+/// Longest identifier inside an event (workflow id, resource name, signal type, tag …), in bytes.
+pub const ID_BYTES_MAX: usize = 256;
+
+/// Longest idempotency key, in bytes.
+pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 128;
+
+/// Most events one append request may carry (they commit atomically together).
+pub const REQUEST_EVENTS_MAX: usize = 4096;
+
+/// Most events the writer puts in one transaction. Bounds commit latency under load.
+pub const BATCH_EVENTS_MAX: usize = 8192;
+
+/// Most encoded bytes the writer puts in one transaction.
+pub const BATCH_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+/// Requests waiting for the writer. A full channel blocks appenders: back-pressure, not memory.
+pub const WRITER_QUEUE_REQUESTS_MAX: usize = 16 * 1024;
+
+/// Records checked by the tail check that runs on every open.
+pub const OPEN_CHECK_RECORDS: u64 = 64;

@@ -1,0 +1,156 @@
+//! Live tail: read history from a seq, then follow new records as they commit. Followers sleep
+//! on a condition variable that the writer signals after each commit, so a new record wakes
+//! them at once and an idle ledger costs them nothing.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::codec::Record;
+use crate::error::Error;
+use crate::reader::Reader;
+use crate::storage::Head;
+
+/// Records read per refill of a subscription's buffer.
+const TAIL_CHUNK_RECORDS: u64 = 1024;
+
+#[derive(Debug)]
+struct WatchState {
+    head: Head,
+    /// No more commits will come through this handle (closed, poisoned, or read-only).
+    closed: bool,
+}
+
+/// The committed head, published by the writer after each durable commit.
+#[derive(Debug)]
+pub(crate) struct HeadWatch {
+    state: Mutex<WatchState>,
+    changed: Condvar,
+}
+
+impl HeadWatch {
+    pub(crate) fn new(head: Head, closed: bool) -> Self {
+        HeadWatch {
+            state: Mutex::new(WatchState { head, closed }),
+            changed: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, WatchState> {
+        // A panic while holding this lock cannot leave the state half-written (plain copies),
+        // so recovering the guard is sound.
+        self.state
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    pub(crate) fn head(&self) -> Head {
+        self.lock().head
+    }
+
+    pub(crate) fn publish(&self, head: Head) {
+        self.lock().head = head;
+        self.changed.notify_all();
+    }
+
+    pub(crate) fn poison(&self) {
+        self.close();
+    }
+
+    pub(crate) fn close(&self) {
+        self.lock().closed = true;
+        self.changed.notify_all();
+    }
+
+    /// Waits until the head passes `seq` or the watch closes; false on timeout.
+    fn wait_past(&self, seq: u64, deadline: Option<Instant>) -> WaitResult {
+        let mut state = self.lock();
+        loop {
+            if state.head.seq >= seq {
+                return WaitResult::Ready;
+            }
+            if state.closed {
+                return WaitResult::Closed;
+            }
+            state = match deadline {
+                None => self
+                    .changed
+                    .wait(state)
+                    .unwrap_or_else(|poison| poison.into_inner()),
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return WaitResult::TimedOut;
+                    }
+                    self.changed
+                        .wait_timeout(state, left)
+                        .unwrap_or_else(|poison| poison.into_inner())
+                        .0
+                }
+            };
+        }
+    }
+}
+
+enum WaitResult {
+    Ready,
+    TimedOut,
+    Closed,
+}
+
+/// What [`Subscription::next`] found.
+#[derive(Debug)]
+pub enum Next {
+    Record(Box<Record>),
+    /// Nothing new before the timeout.
+    TimedOut,
+    /// History is exhausted and no writer in this process will append more.
+    Closed,
+}
+
+/// History from a seq, then live records, in order, each exactly once.
+pub struct Subscription {
+    reader: Reader,
+    watch: Arc<HeadWatch>,
+    next_seq: u64,
+    buffer: VecDeque<Record>,
+}
+
+impl Subscription {
+    pub(crate) fn new(reader: Reader, watch: Arc<HeadWatch>, from_seq: u64) -> Self {
+        Subscription {
+            reader,
+            watch,
+            next_seq: from_seq.max(1),
+            buffer: VecDeque::new(),
+        }
+    }
+
+    /// The seq the next record will have.
+    pub fn position(&self) -> u64 {
+        self.next_seq - self.buffer.len() as u64
+    }
+
+    /// The next record; waits up to `timeout` (forever if `None`) for one to commit.
+    pub fn next(&mut self, timeout: Option<Duration>) -> Result<Next, Error> {
+        let deadline = timeout.map(|timeout| Instant::now() + timeout);
+        loop {
+            if let Some(record) = self.buffer.pop_front() {
+                return Ok(Next::Record(Box::new(record)));
+            }
+            let head = self.watch.head();
+            if head.seq >= self.next_seq {
+                let last = head.seq.min(self.next_seq + TAIL_CHUNK_RECORDS - 1);
+                let records = self.reader.range(self.next_seq..=last)?;
+                self.next_seq = last + 1;
+                self.buffer.extend(records);
+                continue;
+            }
+            match self.watch.wait_past(self.next_seq, deadline) {
+                WaitResult::Ready => continue,
+                WaitResult::TimedOut => return Ok(Next::TimedOut),
+                WaitResult::Closed => return Ok(Next::Closed),
+            }
+        }
+    }
+}
