@@ -24,6 +24,11 @@ pub enum Error {
     #[error("{path} does not exist; create it first with `fleetlog init`")]
     NotFound { path: PathBuf },
 
+    #[error(
+        "{path} was not closed cleanly (its writer crashed or was killed) and needs recovery, which a read-only open cannot do; open it for writing once (for example `fleetlog recover`), then retry"
+    )]
+    NeedsRecovery { path: PathBuf },
+
     #[error("{path} is not a fleetlog ledger: {problem}")]
     NotALedger { path: PathBuf, problem: String },
 

@@ -149,6 +149,8 @@ pub(crate) fn open_writable(path: &Path) -> Result<Database, Error> {
         }
         Err(error) => return Err(not_a_ledger_or(path, error)),
     };
+    // Refuse a file this build cannot read before writing anything to it.
+    read_meta(&db.begin_read()?, path)?;
     let txn = begin_durable_write(&db)?;
     txn.open_table(META)?
         .insert(META_WRITER_PID, std::process::id().to_le_bytes().as_slice())?;
@@ -164,7 +166,12 @@ pub(crate) fn open_read_only(path: &Path) -> Result<ReadOnlyDatabase, Error> {
     }
     builder(Sharing::Shared)
         .open_read_only(path)
-        .map_err(|error| not_a_ledger_or(path, error))
+        .map_err(|error| match error {
+            DatabaseError::RepairAborted => Error::NeedsRecovery {
+                path: path.to_owned(),
+            },
+            other => not_a_ledger_or(path, other),
+        })
 }
 
 fn not_a_ledger_or(path: &Path, error: DatabaseError) -> Error {

@@ -1,1 +1,336 @@
-//! placeholder
+//! Helpers shared by the integration tests (`tests/suite`) and the benchmarks (`benches/`):
+//! temporary ledgers and realistic events. Nothing here is part of fleetlog's API.
+
+use std::path::{Path, PathBuf};
+
+use fleetlog_ledger::{Event, Json, Ledger, Outcome, SignalTarget, Timestamp};
+
+/// A ledger in its own temporary directory, removed on drop.
+pub struct TempLedger {
+    pub dir: tempfile::TempDir,
+    pub path: PathBuf,
+}
+
+impl TempLedger {
+    /// A fresh directory with no ledger in it yet.
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("the temp directory is writable");
+        let path = dir.path().join("fleet.redb");
+        TempLedger { dir, path }
+    }
+
+    pub fn create(&self) -> Ledger {
+        Ledger::create(&self.path).expect("a new ledger in a fresh directory")
+    }
+
+    pub fn open(&self) -> Ledger {
+        Ledger::open(&self.path).expect("the ledger opens")
+    }
+
+    pub fn sibling(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Default for TempLedger {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A user event carrying `payload` as JSON.
+pub fn custom(kind: &str, payload: serde_json::Value) -> Event {
+    Event::Custom {
+        kind: kind.to_owned(),
+        payload: Json::from_value(&payload),
+    }
+}
+
+/// The `n`th event of a realistic fleet mix: heartbeats dominate, then signals, locks, tasks and
+/// workflow telemetry. Deterministic in `n`.
+pub fn fleet_event(n: u64) -> (String, Event) {
+    let agent = format!("agent-{}", n % 16);
+    let event = match n % 10 {
+        0..=3 => Event::AgentHeartbeat {
+            status: "working".to_owned(),
+            progress: Some((n % 100) as f64 / 100.0),
+            current_task: Some(format!("task-{}", n / 10)),
+            metadata: Json::null(),
+            ttl_ms: 30_000,
+        },
+        4 => Event::SignalSent {
+            kind: "task_complete".to_owned(),
+            target: SignalTarget::Agent(format!("agent-{}", (n + 1) % 16)),
+            payload: Json::from_value(&serde_json::json!({"task": n, "ok": true})),
+            ttl_ms: 60_000,
+            correlation_id: None,
+        },
+        5 => Event::LockAcquired {
+            resource: format!("src/module_{}.rs", n % 32),
+            intent: "edit".to_owned(),
+            ttl_ms: 10_000,
+            requested_at: Timestamp(1_763_900_000_000_000 + n as i64),
+            takeover_of: None,
+        },
+        6 => Event::LockReleased {
+            resource: format!("src/module_{}.rs", n % 32),
+            token: n.saturating_sub(1),
+        },
+        7 => Event::TaskEnqueued {
+            title: format!("Implement endpoint {n}"),
+            description: "Add the handler, validation and tests".to_owned(),
+            priority: (n % 5) as i32,
+            tags: vec!["backend".to_owned(), "api".to_owned()],
+            payload: Json::from_value(&serde_json::json!({"ticket": n})),
+            max_attempts: 3,
+            depends_on: vec![],
+            not_before: None,
+            workflow_id: Some(format!("wf-{}", n / 100)),
+        },
+        8 => Event::TaskClaimed {
+            task: n.saturating_sub(1),
+            lease_ttl_ms: 60_000,
+            attempt: 1,
+        },
+        _ => Event::StageCompleted {
+            workflow_id: format!("wf-{}", n / 100),
+            stage: "implement".to_owned(),
+            agent: agent.clone(),
+            tier: "standard".to_owned(),
+            outcome: Outcome::Success,
+            duration_ms: 1_000 + n % 5_000,
+            cost_usd: 0.0125,
+            tokens: 4_000,
+            description: "API development".to_owned(),
+            tags: vec!["backend".to_owned()],
+            quality: None,
+            occurred_at: None,
+        },
+    };
+    (agent, event)
+}
+
+/// One event of every variant in the vocabulary, in variant order, with every optional field
+/// set: the golden ledger is made of these, so any change to the encoding of any variant shows.
+pub fn every_variant() -> Vec<(String, Event)> {
+    let json = |value: serde_json::Value| Json::from_value(&value);
+    let at = Timestamp(1_763_900_000_123_456);
+    let s = |text: &str| text.to_owned();
+    let events = vec![
+        Event::AgentRegistered {
+            role: s("coder"),
+            name: s("Ada"),
+            working_on: s("api"),
+            capabilities: vec![s("rust"), s("sql")],
+            metadata: json(serde_json::json!({"model": "m1"})),
+        },
+        Event::AgentHeartbeat {
+            status: s("working"),
+            progress: Some(0.25),
+            current_task: Some(s("t-1")),
+            metadata: json(serde_json::json!({})),
+            ttl_ms: 30_000,
+        },
+        Event::AgentDeregistered { reason: s("done") },
+        Event::AgentExpired {
+            agent: s("agent-2"),
+            last_seen: at,
+            deadline: Timestamp(at.0 + 30_000_000),
+        },
+        Event::SignalSent {
+            kind: s("task_complete"),
+            target: SignalTarget::Agent(s("agent-2")),
+            payload: json(serde_json::json!({"ok": true, "n": 1.5})),
+            ttl_ms: 60_000,
+            correlation_id: Some(5),
+        },
+        Event::SignalSent {
+            kind: s("abort"),
+            target: SignalTarget::Broadcast,
+            payload: Json::null(),
+            ttl_ms: 1,
+            correlation_id: None,
+        },
+        Event::SignalConsumed { signal: 5 },
+        Event::SignalExpired {
+            signal: 6,
+            deadline: at,
+        },
+        Event::LockAcquired {
+            resource: s("src/lib.rs"),
+            intent: s("edit"),
+            ttl_ms: 10_000,
+            requested_at: at,
+            takeover_of: Some(3),
+        },
+        Event::LockRenewed {
+            resource: s("src/lib.rs"),
+            token: 9,
+            ttl_ms: 10_000,
+        },
+        Event::LockReleased {
+            resource: s("src/lib.rs"),
+            token: 9,
+        },
+        Event::LockExpired {
+            resource: s("src/main.rs"),
+            token: 4,
+            holder: s("agent-3"),
+            deadline: at,
+        },
+        Event::TaskEnqueued {
+            title: s("Build API"),
+            description: s("CRUD endpoints"),
+            priority: -2,
+            tags: vec![s("backend")],
+            payload: json(serde_json::json!([1, 2, 3])),
+            max_attempts: 3,
+            depends_on: vec![1, 2],
+            not_before: Some(at),
+            workflow_id: Some(s("wf-1")),
+        },
+        Event::TaskClaimed {
+            task: 13,
+            lease_ttl_ms: 60_000,
+            attempt: 1,
+        },
+        Event::TaskLeaseRenewed {
+            task: 13,
+            lease_ttl_ms: 60_000,
+        },
+        Event::TaskLeaseExpired {
+            task: 13,
+            agent: s("agent-1"),
+            attempt: 1,
+            deadline: at,
+        },
+        Event::TaskCompleted {
+            task: 13,
+            result: json(serde_json::json!({"files": 4})),
+        },
+        Event::TaskFailed {
+            task: 13,
+            error: s("tests failed"),
+            retryable: true,
+            retry_at: Some(at),
+        },
+        Event::TaskDeadLettered {
+            task: 13,
+            reason: s("3 attempts failed"),
+        },
+        Event::TaskCancelled {
+            task: 14,
+            reason: s("obsolete"),
+        },
+        Event::TaskSkipped {
+            task: 15,
+            blocked_by: 13,
+        },
+        Event::ApprovalRequested {
+            action: s("deploy"),
+            context: json(serde_json::json!({"env": "prod"})),
+            approvers: vec![s("lead")],
+            timeout_ms: 600_000,
+        },
+        Event::ApprovalDecided {
+            approval: 22,
+            approved: true,
+            reason: s("looks good"),
+        },
+        Event::ApprovalExpired {
+            approval: 22,
+            deadline: at,
+        },
+        Event::ThreadPosted {
+            title: s("Schema change"),
+            message: s("Renaming a column"),
+            priority: 1,
+        },
+        Event::ThreadReplied {
+            thread: 25,
+            message: s("Fine by me"),
+        },
+        Event::DecisionLogged {
+            decision_type: s("architecture"),
+            context: s("storage"),
+            reason: s("embedded"),
+            alternatives: vec![s("redis"), s("postgres")],
+            metadata: json(serde_json::json!({"confidence": 0.8})),
+        },
+        Event::WorkflowStarted {
+            workflow_id: s("wf-1"),
+            project: s("shop"),
+            agent_plan: vec![s("planner"), s("coder")],
+            estimated_duration_ms: Some(3_600_000),
+            session_id: Some(s("sess-1")),
+            occurred_at: Some(at),
+        },
+        Event::StageStarted {
+            workflow_id: s("wf-1"),
+            stage: s("plan"),
+            agent: s("planner"),
+            tier: s("premium"),
+            occurred_at: None,
+        },
+        Event::StageCompleted {
+            workflow_id: s("wf-1"),
+            stage: s("plan"),
+            agent: s("planner"),
+            tier: s("premium"),
+            outcome: Outcome::Partial,
+            duration_ms: 120_000,
+            cost_usd: 0.42,
+            tokens: 12_345,
+            description: s("API development plan"),
+            tags: vec![s("backend")],
+            quality: Some(4.5),
+            occurred_at: Some(at),
+        },
+        Event::Handoff {
+            workflow_id: s("wf-1"),
+            from_agent: s("planner"),
+            to_agent: s("coder"),
+            artifacts: vec![s("plan.md")],
+            occurred_at: None,
+        },
+        Event::Checkpoint {
+            workflow_id: s("wf-1"),
+            stage: s("code"),
+            state: json(serde_json::json!({"done": ["a"]})),
+        },
+        Event::WorkflowCompleted {
+            workflow_id: s("wf-1"),
+            success: false,
+            error: Some(s("timeout")),
+            agents_executed: vec![s("planner")],
+            duration_ms: Some(4_000_000),
+            occurred_at: Some(at),
+        },
+        Event::WorkflowCancelled {
+            workflow_id: s("wf-2"),
+            reason: s("superseded"),
+        },
+        Event::BudgetSet {
+            workflow_id: s("wf-1"),
+            limit_usd: 5.0,
+        },
+        Event::BudgetExceeded {
+            workflow_id: s("wf-1"),
+            limit_usd: 5.0,
+            spent_usd: 5.25,
+        },
+        Event::Custom {
+            kind: s("note"),
+            payload: json(serde_json::json!({"text": "héllo \"quoted\"\n"})),
+        },
+    ];
+    events
+        .into_iter()
+        .enumerate()
+        .map(|(n, event)| (format!("agent-{}", n % 3), event))
+        .collect()
+}
