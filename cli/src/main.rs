@@ -1,1 +1,109 @@
-fn main() {}
+//! `fleetlog`: the operator's command line over one ledger file.
+//!
+//! Invariants: commands that only read open the file read-only, so they work beside a running
+//! writer; every command prints a human table by default and one JSON document with `--json`;
+//! exit codes are 0 ok, 1 error (including a broken chain), 2 usage, 3 not found.
+
+mod commands;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// An append-only, hash-chained coordination log for agent fleets.
+#[derive(Parser)]
+#[command(name = "fleetlog", version, about)]
+struct Cli {
+    /// The ledger file.
+    #[arg(
+        long,
+        global = true,
+        env = "FLEETLOG_DB",
+        default_value = "fleetlog.redb"
+    )]
+    db: PathBuf,
+    /// Print one JSON document instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a new, empty ledger.
+    Init,
+    /// Append a custom event (`custom { kind, payload }`).
+    Append {
+        /// Who did it: an agent id.
+        #[arg(long)]
+        actor: String,
+        /// What kind of action, for example `deploy`.
+        #[arg(long)]
+        kind: String,
+        /// Free-form JSON payload.
+        #[arg(long, default_value = "null")]
+        payload: String,
+        /// A retry with the same key and content returns the original receipt.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
+    /// Print the newest record as `seq:hash`; keep it to check for tampering later.
+    Head,
+    /// Recompute the hash chain and report the first bad record.
+    Verify {
+        /// Start from a `seq:hash` printed earlier by `fleetlog head` instead of genesis.
+        #[arg(long)]
+        from: Option<String>,
+        /// Hashing threads; 0 means one per core.
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+    },
+    /// List events by seq or time range.
+    Events {
+        /// First seq to show.
+        #[arg(long)]
+        from: Option<u64>,
+        /// Last seq to show.
+        #[arg(long)]
+        to: Option<u64>,
+        /// Only events stamped at or after this RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// Only events stamped before this RFC 3339 time.
+        #[arg(long)]
+        until: Option<String>,
+        /// Show at most this many (the newest when no range is given).
+        #[arg(long, default_value_t = 50)]
+        limit: u64,
+    },
+    /// Event counts by kind and actor, as of now or any earlier seq or time.
+    Stats {
+        /// `head`, a seq, or an RFC 3339 time.
+        #[arg(long, default_value = "head")]
+        as_of: String,
+    },
+    /// Write the whole log as JSON Lines (to stdout, or --out).
+    Export {
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Create a new ledger at --db from a JSON Lines export, verifying every line.
+    Import { file: PathBuf },
+    /// Recover a ledger whose writer crashed, so read-only commands can open it.
+    Recover,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let out = output::Output::new(cli.json);
+    match commands::run(&cli.db, cli.command, &out) {
+        Ok(code) => code,
+        Err(error) => {
+            out.error(&error);
+            commands::exit_code_for(&error)
+        }
+    }
+}

@@ -9,5 +9,6 @@ mod golden;
 mod idempotency;
 mod open;
 mod raw;
+mod replay;
 mod tail;
 mod tamper;

@@ -1,0 +1,338 @@
+//! One function per subcommand. Each validates its arguments, calls the ledger or a projection,
+//! and hands the result to `Output`.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Write};
+use std::ops::{ControlFlow, RangeInclusive};
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use fleetlog_ledger::{Checkpoint, Error, Event, Json, Ledger, Record, Timestamp, VerifyOptions};
+use fleetlog_projections::{Activity, AsOf, replay};
+use serde_json::{Value, json};
+
+use crate::Command;
+use crate::output::{Output, table};
+
+pub fn run(db: &Path, command: Command, out: &Output) -> Result<ExitCode> {
+    match command {
+        Command::Init => init(db, out),
+        Command::Append {
+            actor,
+            kind,
+            payload,
+            idempotency_key,
+        } => append(db, &actor, kind, &payload, idempotency_key, out),
+        Command::Head => head(db, out),
+        Command::Verify { from, threads } => verify(db, from.as_deref(), threads, out),
+        Command::Events {
+            from,
+            to,
+            since,
+            until,
+            limit,
+        } => events(db, from, to, since, until, limit, out),
+        Command::Stats { as_of } => stats(db, &as_of, out),
+        Command::Export { out: file } => export(db, file.as_deref(), out),
+        Command::Import { file } => import(db, &file, out),
+        Command::Recover => recover(db, out),
+    }
+}
+
+/// 3 for "not found", 1 for every other failure.
+pub fn exit_code_for(error: &anyhow::Error) -> ExitCode {
+    match error.downcast_ref::<Error>() {
+        Some(Error::NotFound { .. }) => ExitCode::from(3),
+        _ => ExitCode::FAILURE,
+    }
+}
+
+/// Opens read-only; a file left needing recovery by a crashed writer is recovered first (that
+/// takes a writable open, which fails if another process is writing it).
+fn open_for_reading(db: &Path, audit: bool) -> Result<Ledger> {
+    let open = |db: &Path| match audit {
+        true => Ledger::open_for_audit(db),
+        false => Ledger::open_read_only(db),
+    };
+    match open(db) {
+        Err(Error::NeedsRecovery { .. }) => {
+            drop(Ledger::open(db).context("recovering the ledger before reading it")?);
+            Ok(open(db)?)
+        }
+        other => Ok(other?),
+    }
+}
+
+fn init(db: &Path, out: &Output) -> Result<ExitCode> {
+    let ledger = Ledger::create(db)?;
+    let head = ledger.head()?;
+    out.emit(
+        &json!({ "db": db, "ledger_id": ledger.ledger_id(), "head": head.checkpoint() }),
+        || {
+            format!(
+                "created {} (ledger id {})\ngenesis {}",
+                db.display(),
+                ledger.ledger_id(),
+                head.checkpoint()
+            )
+        },
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn append(
+    db: &Path,
+    actor: &str,
+    kind: String,
+    payload: &str,
+    idempotency_key: Option<String>,
+    out: &Output,
+) -> Result<ExitCode> {
+    let payload = Json::parse(payload).with_context(|| {
+        format!("--payload is not valid JSON: {payload:?} (quote strings: '\"text\"')")
+    })?;
+    let event = Event::Custom { kind, payload };
+    let ledger = Ledger::open(db)?;
+    let receipt = match idempotency_key {
+        Some(key) => ledger.append_idempotent(&key, actor, &event)?,
+        None => ledger.append(actor, &event)?,
+    };
+    out.emit(
+        &json!({ "seq": receipt.seq, "ts": receipt.ts, "hash": receipt.hash }),
+        || {
+            format!(
+                "appended seq {} at {}\nhash {}",
+                receipt.seq, receipt.ts, receipt.hash
+            )
+        },
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn head(db: &Path, out: &Output) -> Result<ExitCode> {
+    let ledger = open_for_reading(db, false)?;
+    let head = ledger.head()?;
+    out.emit(
+        &json!({ "seq": head.seq, "hash": head.hash, "ts": head.ts, "checkpoint": head.checkpoint().to_string() }),
+        || head.checkpoint().to_string(),
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn verify(db: &Path, from: Option<&str>, threads: usize, out: &Output) -> Result<ExitCode> {
+    let from = from.map(str::parse::<Checkpoint>).transpose()?;
+    let ledger = open_for_reading(db, true)?;
+    let total = ledger.reader().last_seq()?;
+    let bar = out.progress(
+        total.saturating_sub(from.map_or(0, |from| from.seq)),
+        "verifying",
+    );
+    let progress = |checked: u64| bar.set_position(checked);
+    let report = ledger.verify(VerifyOptions {
+        from,
+        threads,
+        progress: Some(&progress),
+    })?;
+    bar.finish_and_clear();
+    let value = serde_json::to_value(&report).context("serialising the report")?;
+    out.emit(&value, || match &report.problem {
+        None => format!(
+            "ok: {} records verified from {}\nhead {}",
+            report.checked,
+            match report.anchor.seq {
+                0 => "genesis".to_owned(),
+                _ => report.anchor.to_string(),
+            },
+            report.verified_head
+        ),
+        Some(problem) => format!(
+            "BROKEN: {problem}\n{} records verified before it; the last good record is {}",
+            report.checked, report.verified_head
+        ),
+    });
+    Ok(match report.is_intact() {
+        true => ExitCode::SUCCESS,
+        false => ExitCode::FAILURE,
+    })
+}
+
+fn parse_time(flag: &str, text: &str) -> Result<Timestamp> {
+    Timestamp::parse_rfc3339(text).with_context(|| {
+        format!("{flag} {text:?} is not an RFC 3339 time such as 2026-11-23T10:00:00Z")
+    })
+}
+
+fn events(
+    db: &Path,
+    from: Option<u64>,
+    to: Option<u64>,
+    since: Option<String>,
+    until: Option<String>,
+    limit: u64,
+    out: &Output,
+) -> Result<ExitCode> {
+    if limit == 0 {
+        bail!("--limit must be at least 1");
+    }
+    let ledger = open_for_reading(db, false)?;
+    let reader = ledger.reader();
+    let last = reader.last_seq()?;
+    let explicit_start = from.is_some() || since.is_some();
+    let mut seqs: RangeInclusive<u64> = 1..=last;
+    if since.is_some() || until.is_some() {
+        let since = since.map(|text| parse_time("--since", &text)).transpose()?;
+        let until = until.map(|text| parse_time("--until", &text)).transpose()?;
+        seqs = reader.seqs_between(
+            since.unwrap_or(Timestamp(i64::MIN)),
+            until.unwrap_or(Timestamp(i64::MAX)),
+        )?;
+    }
+    let low = (*seqs.start()).max(from.unwrap_or(1));
+    let high = (*seqs.end()).min(to.unwrap_or(u64::MAX));
+    // With an explicit start, show the first `limit`; otherwise the newest `limit`.
+    let range = match explicit_start {
+        true => low..=high.min(low.saturating_add(limit - 1)),
+        false => high.saturating_sub(limit - 1).max(low)..=high,
+    };
+    let mut records: Vec<Record> = Vec::new();
+    reader.scan(range, |record| {
+        records.push(record);
+        Ok(ControlFlow::Continue(()))
+    })?;
+    let value = serde_json::to_value(&records).context("serialising events")?;
+    out.emit(&value, || {
+        let rows: Vec<Vec<String>> = records
+            .iter()
+            .map(|record| {
+                vec![
+                    record.seq.to_string(),
+                    record.ts.to_string(),
+                    record.actor.clone(),
+                    record.event.kind().to_owned(),
+                    detail(&record.event),
+                ]
+            })
+            .collect();
+        table(&["SEQ", "TIME", "ACTOR", "KIND", "DETAIL"], &rows)
+    });
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The event's fields as compact JSON, cut to fit a terminal line.
+fn detail(event: &Event) -> String {
+    let mut value = serde_json::to_value(event).unwrap_or(Value::Null);
+    if let Some(fields) = value.as_object_mut() {
+        fields.remove("type");
+    }
+    let text = value.to_string();
+    match text.chars().count() > 90 {
+        true => text.chars().take(89).collect::<String>() + "…",
+        false => text,
+    }
+}
+
+fn stats(db: &Path, as_of: &str, out: &Output) -> Result<ExitCode> {
+    let as_of: AsOf = as_of.parse()?;
+    let ledger = open_for_reading(db, false)?;
+    let bar = out.progress(ledger.reader().last_seq()?, "replaying");
+    let mut activity = Activity::default();
+    let progress = |seq: u64| bar.set_position(seq);
+    replay(ledger.reader(), &mut activity, as_of, &progress)?;
+    bar.finish_and_clear();
+    let kinds = activity.kinds_by_count();
+    let value = json!({
+        "as_of": as_of.to_string(),
+        "events": activity.events,
+        "last_seq": activity.last_seq,
+        "first": activity.first,
+        "last": activity.last,
+        "by_kind": activity.by_kind,
+        "by_actor": activity.by_actor,
+    });
+    out.emit(&value, || {
+        let span = match (activity.first, activity.last) {
+            (Some(first), Some(last)) => format!("{first} .. {last}"),
+            _ => "empty".to_owned(),
+        };
+        let kind_rows: Vec<Vec<String>> = kinds
+            .iter()
+            .map(|row| vec![row.kind.to_owned(), row.count.to_string()])
+            .collect();
+        let mut actors: Vec<(&String, &u64)> = activity.by_actor.iter().collect();
+        actors.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        let actor_rows: Vec<Vec<String>> = actors
+            .iter()
+            .map(|(actor, count)| vec![(*actor).clone(), count.to_string()])
+            .collect();
+        format!(
+            "as of {as_of}: {} events (through seq {}), {span}\n\n{}\n\n{}",
+            activity.events,
+            activity.last_seq,
+            table(&["KIND", "EVENTS"], &kind_rows),
+            table(&["ACTOR", "EVENTS"], &actor_rows)
+        )
+    });
+    Ok(ExitCode::SUCCESS)
+}
+
+fn export(db: &Path, file: Option<&Path>, out: &Output) -> Result<ExitCode> {
+    let ledger = open_for_reading(db, false)?;
+    let bar = out.progress(ledger.reader().last_seq()?, "exporting");
+    let progress = |written: u64| bar.set_position(written);
+    let head = match file {
+        Some(file) => {
+            let mut writer = BufWriter::new(
+                File::create(file).with_context(|| format!("creating {}", file.display()))?,
+            );
+            let head = ledger.export_jsonl(&mut writer, &progress)?;
+            writer.flush()?;
+            writer
+                .into_inner()
+                .map_err(|error| error.into_error())?
+                .sync_all()?;
+            head
+        }
+        None => ledger.export_jsonl(BufWriter::new(std::io::stdout().lock()), &progress)?,
+    };
+    bar.finish_and_clear();
+    if let Some(file) = file {
+        out.emit(&json!({ "file": file, "head": head }), || {
+            format!(
+                "exported {} records to {}\nhead {head}",
+                head.seq,
+                file.display()
+            )
+        });
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn import(db: &Path, file: &Path, out: &Output) -> Result<ExitCode> {
+    let input = File::open(file).with_context(|| format!("opening {}", file.display()))?;
+    let bar = out.progress(0, "importing");
+    let progress = |imported: u64| {
+        bar.set_length(imported);
+        bar.set_position(imported);
+    };
+    let head = Ledger::import_jsonl(db, BufReader::new(input), &progress)?;
+    bar.finish_and_clear();
+    out.emit(&json!({ "db": db, "head": head }), || {
+        format!(
+            "imported {} records into {}; every hash verified\nhead {head}",
+            head.seq,
+            db.display()
+        )
+    });
+    Ok(ExitCode::SUCCESS)
+}
+
+fn recover(db: &Path, out: &Output) -> Result<ExitCode> {
+    let ledger = Ledger::open(db)?;
+    let head = ledger.head()?;
+    drop(ledger);
+    out.emit(&json!({ "db": db, "head": head.checkpoint() }), || {
+        format!("{} is consistent; head {}", db.display(), head.checkpoint())
+    });
+    Ok(ExitCode::SUCCESS)
+}

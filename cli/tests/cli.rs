@@ -1,0 +1,203 @@
+//! Guards the `fleetlog` binary end to end: each command's output, `--json`, exit codes, and
+//! that bad input changes nothing.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn fleetlog(db: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fleetlog"))
+        .arg("--db")
+        .arg(db)
+        .args(args)
+        .output()
+        .expect("the fleetlog binary runs")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn json(output: &Output) -> serde_json::Value {
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|error| panic!("not one JSON document ({error}): {}", stdout(output)))
+}
+
+#[test]
+fn init_append_head_verify_events_and_stats_work_together() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("fleet.redb");
+    assert!(fleetlog(&db, &["init"]).status.success());
+    for n in 0..5 {
+        let payload = format!("{{\"n\": {n}}}");
+        let output = fleetlog(
+            &db,
+            &[
+                "append",
+                "--actor",
+                "agent-1",
+                "--kind",
+                "deploy",
+                "--payload",
+                &payload,
+            ],
+        );
+        assert!(output.status.success(), "{}", stderr(&output));
+    }
+    let head = json(&fleetlog(&db, &["--json", "head"]));
+    assert_eq!(head["seq"], 5);
+    let checkpoint = head["checkpoint"].as_str().expect("checkpoint").to_owned();
+    assert_eq!(stdout(&fleetlog(&db, &["head"])).trim(), checkpoint);
+
+    let verify = fleetlog(&db, &["verify"]);
+    assert!(verify.status.success());
+    assert!(
+        stdout(&verify).starts_with("ok: 5 records verified from genesis"),
+        "{}",
+        stdout(&verify)
+    );
+    let verify = json(&fleetlog(&db, &["--json", "verify", "--from", &checkpoint]));
+    assert_eq!(verify["checked"], 0);
+    assert_eq!(verify["problem"], serde_json::Value::Null);
+
+    let events = json(&fleetlog(
+        &db,
+        &["--json", "events", "--from", "2", "--limit", "2"],
+    ));
+    let seqs: Vec<u64> = events
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|e| e["seq"].as_u64().expect("seq"))
+        .collect();
+    assert_eq!(seqs, vec![2, 3]);
+    assert_eq!(events[0]["event"]["payload"]["n"], 1);
+    let table = stdout(&fleetlog(&db, &["events"]));
+    assert!(table.starts_with("SEQ"), "{table}");
+    assert_eq!(table.lines().count(), 6);
+
+    let stats = json(&fleetlog(&db, &["--json", "stats", "--as-of", "3"]));
+    assert_eq!(stats["events"], 3);
+    assert_eq!(stats["by_actor"]["agent-1"], 3);
+}
+
+#[test]
+fn export_then_import_round_trips_through_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("fleet.redb");
+    assert!(fleetlog(&db, &["init"]).status.success());
+    assert!(
+        fleetlog(&db, &["append", "--actor", "a", "--kind", "k"])
+            .status
+            .success()
+    );
+    let export = dir.path().join("fleet.jsonl");
+    let output = fleetlog(&db, &["export", "--out", export.to_str().expect("utf-8")]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let copy = dir.path().join("copy.redb");
+    let output = fleetlog(&copy, &["import", export.to_str().expect("utf-8")]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(
+        stdout(&fleetlog(&copy, &["head"])),
+        stdout(&fleetlog(&db, &["head"]))
+    );
+    // Piping to stdout gives the same text as the file.
+    let piped = fleetlog(&db, &["export"]);
+    assert_eq!(piped.stdout, std::fs::read(&export).expect("export file"));
+}
+
+#[test]
+fn bad_input_gets_a_clear_error_and_changes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("fleet.redb");
+    let missing = fleetlog(&db, &["head"]);
+    assert_eq!(missing.status.code(), Some(3));
+    assert!(
+        stderr(&missing).contains("fleetlog init"),
+        "{}",
+        stderr(&missing)
+    );
+
+    assert!(fleetlog(&db, &["init"]).status.success());
+    let again = fleetlog(&db, &["init"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(stderr(&again).contains("already exists"));
+
+    let bad_json = fleetlog(
+        &db,
+        &[
+            "append",
+            "--actor",
+            "a",
+            "--kind",
+            "k",
+            "--payload",
+            "{nope",
+        ],
+    );
+    assert_eq!(bad_json.status.code(), Some(1));
+    assert!(
+        stderr(&bad_json).contains("--payload is not valid JSON"),
+        "{}",
+        stderr(&bad_json)
+    );
+    let no_actor = fleetlog(&db, &["--json", "append", "--actor", "", "--kind", "k"]);
+    assert_eq!(no_actor.status.code(), Some(1));
+    let error: serde_json::Value = serde_json::from_slice(&no_actor.stderr).expect("JSON error");
+    assert!(
+        error["error"]
+            .as_str()
+            .expect("message")
+            .contains("is empty")
+    );
+    let bad_checkpoint = fleetlog(&db, &["verify", "--from", "12"]);
+    assert_eq!(bad_checkpoint.status.code(), Some(1));
+    assert!(stderr(&bad_checkpoint).contains("SEQ:HASH"));
+    let usage = fleetlog(&db, &["events", "--limit", "many"]);
+    assert_eq!(usage.status.code(), Some(2));
+
+    assert_eq!(
+        json(&fleetlog(&db, &["--json", "head"]))["seq"],
+        0,
+        "nothing was appended"
+    );
+}
+
+#[test]
+fn verify_exits_nonzero_when_history_differs_from_a_kept_checkpoint() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("fleet.redb");
+    assert!(fleetlog(&db, &["init"]).status.success());
+    for _ in 0..3 {
+        assert!(
+            fleetlog(
+                &db,
+                &[
+                    "append",
+                    "--actor",
+                    "a",
+                    "--kind",
+                    "k",
+                    "--payload",
+                    "\"abc\""
+                ]
+            )
+            .status
+            .success()
+        );
+    }
+    let head = stdout(&fleetlog(&db, &["head"])).trim().to_owned();
+    // A checkpoint from another history: same seq, different hash.
+    let forged = format!("3:{}", "0".repeat(64));
+    let output = fleetlog(&db, &["verify", "--from", &forged]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stdout(&output).contains("BROKEN: seq 3: history was rewritten"),
+        "{}",
+        stdout(&output)
+    );
+    assert!(fleetlog(&db, &["verify", "--from", &head]).status.success());
+}

@@ -1,0 +1,94 @@
+//! Folding the log into a projection, up to any point in its history.
+
+use std::fmt;
+use std::ops::ControlFlow;
+use std::str::FromStr;
+
+use fleetlog_ledger::{Reader, Record, Timestamp};
+
+/// A fold over the log.
+pub trait Projection {
+    /// Applies one record. Called in seq order, exactly once per record.
+    fn apply(&mut self, record: &Record);
+}
+
+/// How far to replay: the whole log, up to and including a seq, or every record stamped at or
+/// before a time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum AsOf {
+    #[default]
+    Head,
+    Seq(u64),
+    Time(Timestamp),
+}
+
+impl fmt::Display for AsOf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AsOf::Head => f.write_str("head"),
+            AsOf::Seq(seq) => write!(f, "seq {seq}"),
+            AsOf::Time(ts) => write!(f, "{ts}"),
+        }
+    }
+}
+
+impl FromStr for AsOf {
+    type Err = ReplayError;
+
+    /// `head`, a seq (`1200`), or an RFC 3339 time (`2026-11-23T10:00:00Z`).
+    fn from_str(text: &str) -> Result<Self, ReplayError> {
+        if text == "head" {
+            return Ok(AsOf::Head);
+        }
+        if let Ok(seq) = text.parse() {
+            return Ok(AsOf::Seq(seq));
+        }
+        Timestamp::parse_rfc3339(text)
+            .map(AsOf::Time)
+            .map_err(|_| ReplayError::BadAsOf(text.to_owned()))
+    }
+}
+
+/// Why a replay failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReplayError {
+    #[error(transparent)]
+    Ledger(#[from] fleetlog_ledger::Error),
+    #[error(
+        "{0:?} is not a point in the log: give `head`, a seq such as 1200, or an RFC 3339 time such as 2026-11-23T10:00:00Z"
+    )]
+    BadAsOf(String),
+}
+
+/// Folds every record up to `as_of` into `projection`; returns the seq of the last record
+/// applied (0 if none). `progress` is called now and then with that seq.
+pub fn replay<P: Projection>(
+    reader: &Reader,
+    projection: &mut P,
+    as_of: AsOf,
+    progress: &dyn Fn(u64),
+) -> Result<u64, ReplayError> {
+    let last = match as_of {
+        AsOf::Head => reader.last_seq()?,
+        AsOf::Seq(seq) => seq.min(reader.last_seq()?),
+        // Records stamped after `ts` start at the first seq at or after ts + 1µs.
+        AsOf::Time(ts) => {
+            match reader.seq_at_or_after(Timestamp(ts.as_micros().saturating_add(1)))? {
+                Some(seq) => seq - 1,
+                None => reader.last_seq()?,
+            }
+        }
+    };
+    let mut applied = 0;
+    reader.scan(1..=last, |record| {
+        projection.apply(&record);
+        applied = record.seq;
+        if applied.is_multiple_of(65_536) {
+            progress(applied);
+        }
+        Ok(ControlFlow::Continue(()))
+    })?;
+    progress(applied);
+    Ok(applied)
+}
