@@ -14,6 +14,8 @@ mod codec;
 mod error;
 mod event;
 mod export;
+#[cfg(feature = "fault-injection")]
+mod fault;
 pub mod limits;
 mod reader;
 mod storage;
@@ -30,15 +32,17 @@ pub use codec::{ChainHash, EncodedEntry, FORMAT_VERSION, Record, RecordView, enc
 pub use error::Error;
 pub use event::{Event, FieldProblem, Json, Outcome, SignalTarget, Timestamp};
 pub use export::{EXPORT_FORMAT_VERSION, ExportHeader};
+#[cfg(feature = "fault-injection")]
+pub use fault::FaultSwitch;
 pub use reader::Reader;
 pub use storage::{FILE_FORMAT_VERSION, Head};
 pub use tail::{Next, Subscription};
 pub use verify::{BreakKind, ChainBreak, VerifyOptions, VerifyReport};
-pub use writer::Receipt;
+pub use writer::{Receipt, WriterStats};
 
 use storage::Store;
 use tail::HeadWatch;
-use writer::{IdempotencyKey, Request, WriterHandle};
+use writer::{IdempotencyKey, Request, WriterCounters, WriterHandle};
 
 /// One event to append: who did it and what happened.
 #[derive(Clone, Debug, PartialEq)]
@@ -74,6 +78,7 @@ struct Inner {
     watch: Arc<HeadWatch>,
     ledger_id: LedgerId,
     writer: Option<WriterHandle>,
+    counters: Arc<WriterCounters>,
 }
 
 impl Drop for Inner {
@@ -88,7 +93,8 @@ impl Drop for Inner {
 }
 
 /// A handle to one ledger file: cheap to clone and share between threads. The writer thread
-/// stops when the last clone is dropped, after finishing the batch in flight.
+/// stops when the last clone is dropped, after finishing the batch in flight; the file itself
+/// closes once every [`Reader`] and [`Subscription`] taken from it is dropped too.
 #[derive(Clone)]
 pub struct Ledger {
     inner: Arc<Inner>,
@@ -143,6 +149,7 @@ impl Ledger {
                 watch: Arc::new(HeadWatch::new(meta.head, true)),
                 ledger_id: meta.ledger_id,
                 writer: None,
+                counters: Arc::default(),
             }),
         })
     }
@@ -158,10 +165,12 @@ impl Ledger {
         storage::open_check(&txn, &meta)?;
         drop(txn);
         let watch = Arc::new(HeadWatch::new(meta.head, false));
+        let counters = Arc::<WriterCounters>::default();
         let writer = writer::spawn(
             db,
             meta.head,
             Arc::clone(&watch),
+            Arc::clone(&counters),
             limits::WRITER_QUEUE_REQUESTS_MAX,
         )?;
         Ok(Ledger {
@@ -170,6 +179,7 @@ impl Ledger {
                 watch,
                 ledger_id: meta.ledger_id,
                 writer: Some(writer),
+                counters,
             }),
         })
     }
@@ -184,6 +194,11 @@ impl Ledger {
 
     pub fn is_read_only(&self) -> bool {
         self.inner.writer.is_none()
+    }
+
+    /// What the writer has done since this handle opened the ledger (all zero when read-only).
+    pub fn writer_stats(&self) -> WriterStats {
+        self.inner.counters.snapshot()
     }
 
     /// A handle for reads, sharing this ledger's file.

@@ -105,7 +105,23 @@ pub(crate) fn create(
             _ => Error::Io(error),
         })?;
     let backend = redb::backends::FileBackend::new(file)?;
-    let db = builder(sharing).create_with_backend(backend)?;
+    initialise(builder(sharing).create_with_backend(backend)?, ledger_id)
+}
+
+/// Creates a new ledger on any storage backend (used by fault-injection tests).
+#[cfg(feature = "fault-injection")]
+pub(crate) fn create_on(
+    backend: impl redb::StorageBackend,
+    ledger_id: LedgerId,
+) -> Result<Database, Error> {
+    initialise(
+        builder(Sharing::Shared).create_with_backend(backend)?,
+        ledger_id,
+    )
+}
+
+/// Writes the tables and meta of an empty ledger into a fresh database.
+fn initialise(db: Database, ledger_id: LedgerId) -> Result<Database, Error> {
     let txn = begin_durable_write(&db)?;
     {
         txn.open_table(EVENTS)?;

@@ -13,7 +13,9 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use redb::{Database, ReadableTable, Table};
@@ -36,6 +38,63 @@ pub struct Receipt {
 }
 
 pub(crate) type Reply = Sender<Result<Vec<Receipt>, Error>>;
+
+/// Counters the writer keeps about its work, read without stopping it.
+#[derive(Debug, Default)]
+pub(crate) struct WriterCounters {
+    commits: AtomicU64,
+    requests: AtomicU64,
+    events: AtomicU64,
+    commit_micros_total: AtomicU64,
+    commit_micros_max: AtomicU64,
+}
+
+/// A snapshot of the writer's counters since the ledger was opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriterStats {
+    /// Durable commits made.
+    pub commits: u64,
+    /// Append requests committed (idempotent retries included).
+    pub requests: u64,
+    /// Events appended.
+    pub events: u64,
+    /// Time spent inside commits, in microseconds.
+    pub commit_micros_total: u64,
+    /// The slowest commit, in microseconds.
+    pub commit_micros_max: u64,
+}
+
+impl WriterStats {
+    /// Mean events per commit: how much group commit is batching.
+    pub fn mean_batch_events(&self) -> f64 {
+        match self.commits {
+            0 => 0.0,
+            commits => self.events as f64 / commits as f64,
+        }
+    }
+}
+
+impl WriterCounters {
+    pub(crate) fn snapshot(&self) -> WriterStats {
+        WriterStats {
+            commits: self.commits.load(Ordering::Relaxed),
+            requests: self.requests.load(Ordering::Relaxed),
+            events: self.events.load(Ordering::Relaxed),
+            commit_micros_total: self.commit_micros_total.load(Ordering::Relaxed),
+            commit_micros_max: self.commit_micros_max.load(Ordering::Relaxed),
+        }
+    }
+
+    fn record(&self, requests: usize, events: u64, commit_micros: u64) {
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        self.requests.fetch_add(requests as u64, Ordering::Relaxed);
+        self.events.fetch_add(events, Ordering::Relaxed);
+        self.commit_micros_total
+            .fetch_add(commit_micros, Ordering::Relaxed);
+        self.commit_micros_max
+            .fetch_max(commit_micros, Ordering::Relaxed);
+    }
+}
 
 /// Events that commit together, atomically, with an optional idempotency key.
 pub(crate) struct Request {
@@ -85,6 +144,7 @@ pub(crate) fn spawn(
     db: Arc<Database>,
     head: Head,
     watch: Arc<HeadWatch>,
+    counters: Arc<WriterCounters>,
     queue_max: usize,
 ) -> Result<WriterHandle, Error> {
     let (sender, receiver) = crossbeam_channel::bounded(queue_max);
@@ -93,6 +153,7 @@ pub(crate) fn spawn(
         receiver,
         head,
         watch,
+        counters,
         poisoned: None,
         carry: None,
     };
@@ -107,6 +168,7 @@ struct Writer {
     receiver: Receiver<Request>,
     head: Head,
     watch: Arc<HeadWatch>,
+    counters: Arc<WriterCounters>,
     poisoned: Option<String>,
     /// A request taken from the channel that did not fit the previous batch.
     carry: Option<Request>,
@@ -233,7 +295,11 @@ impl Writer {
         }
         txn.open_table(META)?
             .insert(META_HEAD, encode_head(&head).as_slice())?;
+        let started = Instant::now();
         txn.commit()?;
+        let commit_micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.counters
+            .record(batch.len(), head.seq - self.head.seq, commit_micros);
         Ok((replies, head))
     }
 }

@@ -183,3 +183,22 @@ fn time_ranges_find_records_by_timestamp() {
             .is_empty()
     );
 }
+
+#[test]
+fn writer_stats_count_commits_events_and_skip_idempotent_retries() {
+    let temp = TempLedger::new();
+    let ledger = temp.create();
+    let events: Vec<NewEvent> = (0..10)
+        .map(|n| NewEvent::new("a", custom("n", serde_json::json!(n))))
+        .collect();
+    ledger.append_all(&events).expect("append_all");
+    let event = custom("once", serde_json::json!(1));
+    ledger.append_idempotent("k", "a", &event).expect("first");
+    ledger.append_idempotent("k", "a", &event).expect("retry");
+    let stats = ledger.writer_stats();
+    assert_eq!(stats.commits, 2, "the retry needs no commit");
+    assert_eq!(stats.events, 11);
+    assert_eq!(stats.requests, 2);
+    assert!((stats.mean_batch_events() - 5.5).abs() < 1e-9);
+    assert!(stats.commit_micros_max > 0 && stats.commit_micros_total >= stats.commit_micros_max);
+}

@@ -5,6 +5,7 @@ mod append;
 mod concurrency;
 mod crash;
 mod export_import;
+mod faults;
 mod golden;
 mod idempotency;
 mod open;
