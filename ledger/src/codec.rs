@@ -356,6 +356,27 @@ mod tests {
     }
 
     #[test]
+    fn times_outside_years_1_to_9999_are_refused_and_ttls_saturate() {
+        let event = Event::LockAcquired {
+            resource: "r".to_owned(),
+            intent: "edit".to_owned(),
+            ttl_ms: 1,
+            requested_at: Timestamp(i64::MAX),
+            takeover_of: None,
+        };
+        let error = encode_entry("a", &event).unwrap_err();
+        assert!(error.to_string().contains("`requested_at`"), "{error}");
+        assert_eq!(Timestamp::MAX.plus_millis(u64::MAX), Timestamp::MAX);
+        assert!(Timestamp::parse_rfc3339("+10000-01-01T00:00:00Z").is_err());
+        assert!(Timestamp(i64::MIN).to_string().contains("unrepresentable"));
+        assert!(serde_json::to_string(&Timestamp(i64::MAX)).is_err());
+        let max = Timestamp::MAX.to_string();
+        assert_eq!(max, "9999-12-31T23:59:59.999999Z");
+        assert_eq!(Timestamp::parse_rfc3339(&max), Ok(Timestamp::MAX));
+        assert_eq!(Timestamp::MIN.to_string(), "0001-01-01T00:00:00.000000Z");
+    }
+
+    #[test]
     fn oversized_event_and_bad_actors_are_refused() {
         let big = format!("\"{}\"", "x".repeat(EVENT_BYTES_MAX));
         let error = encode_entry("a", &custom(&big)).unwrap_err();
@@ -372,5 +393,114 @@ mod tests {
             encode_entry("a\nb", &custom("1")),
             Err(Error::InvalidActor { .. })
         ));
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::event::{Json, Outcome, SignalTarget};
+
+    fn json_value() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<u64>().prop_map(serde_json::Value::from),
+            any::<f64>()
+                .prop_filter("JSON numbers are finite", |f| f.is_finite())
+                .prop_map(serde_json::Value::from),
+            ".{0,12}".prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+                prop::collection::btree_map(".{0,6}", inner, 0..4)
+                    .prop_map(|map| serde_json::Value::Object(map.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn event() -> impl Strategy<Value = Event> {
+        let text = ".{0,24}";
+        prop_oneof![
+            (text, json_value()).prop_map(|(kind, payload)| Event::Custom {
+                kind,
+                payload: Json::from_value(&payload),
+            }),
+            (text, proptest::option::of(0.0f64..=1.0), any::<u64>()).prop_map(
+                |(status, progress, ttl_ms)| Event::AgentHeartbeat {
+                    status,
+                    progress,
+                    current_task: None,
+                    metadata: Json::null(),
+                    ttl_ms,
+                }
+            ),
+            (
+                text,
+                proptest::option::of(text),
+                json_value(),
+                proptest::option::of(any::<u64>())
+            )
+                .prop_map(|(kind, target, payload, correlation_id)| {
+                    Event::SignalSent {
+                        kind,
+                        target: target.map_or(SignalTarget::Broadcast, SignalTarget::Agent),
+                        payload: Json::from_value(&payload),
+                        ttl_ms: 60_000,
+                        correlation_id,
+                    }
+                }),
+            (
+                text,
+                0.0f64..1e9,
+                any::<u64>(),
+                any::<i32>(),
+                prop::collection::vec(text, 0..3)
+            )
+                .prop_map(|(stage, cost_usd, tokens, priority, tags)| {
+                    Event::StageCompleted {
+                        workflow_id: format!("wf-{priority}"),
+                        stage,
+                        agent: "agent".to_owned(),
+                        tier: "standard".to_owned(),
+                        outcome: Outcome::Partial,
+                        duration_ms: tokens / 3,
+                        cost_usd,
+                        tokens,
+                        description: String::new(),
+                        tags,
+                        quality: None,
+                        occurred_at: Some(Timestamp(i64::from(priority) * 1_000_003)),
+                    }
+                }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn records_round_trip_through_bytes_and_json_with_the_same_hash(
+            event in event(),
+            actor in "[a-z][a-z0-9-]{0,20}",
+            seq in 1u64..u64::MAX,
+            ts in Timestamp::MIN.0..=Timestamp::MAX.0,
+            prev in any::<[u8; 32]>(),
+        ) {
+            let entry = encode_entry(&actor, &event).expect("generated events are valid");
+            let (bytes, hash) = seal(&ChainHash(prev), seq, Timestamp(ts), &entry);
+            let record = RecordView::new(&bytes).expect("header").decode().expect("decodes");
+            prop_assert_eq!(&record.event, &event);
+            prop_assert_eq!(record.seq, seq);
+            prop_assert_eq!(record.hash, hash);
+
+            let line = serde_json::to_string(&record).expect("serialises");
+            let parsed: Record = serde_json::from_str(&line).expect("parses back");
+            let (again, rehash) = reseal(&parsed).expect("re-encodes");
+            prop_assert_eq!(rehash, hash);
+            prop_assert_eq!(again, bytes);
+        }
     }
 }

@@ -26,6 +26,11 @@ use crate::limits::ID_BYTES_MAX;
 pub struct Timestamp(pub i64);
 
 impl Timestamp {
+    /// 0001-01-01T00:00:00Z: the earliest time RFC 3339 (and so a JSON export) can express.
+    pub const MIN: Timestamp = Timestamp(-62_135_596_800_000_000);
+    /// 9999-12-31T23:59:59.999999Z: the latest.
+    pub const MAX: Timestamp = Timestamp(253_402_300_799_999_999);
+
     /// The wall clock now. Only the writer calls this: projections take time from events.
     pub fn now() -> Self {
         Timestamp(Utc::now().timestamp_micros())
@@ -39,40 +44,63 @@ impl Timestamp {
         self.0
     }
 
-    pub fn to_datetime(self) -> DateTime<Utc> {
-        Utc.timestamp_micros(self.0)
-            .single()
-            .expect("every i64 microsecond count is a unique UTC instant")
+    /// Whether the time lies in `MIN..=MAX`; events may only carry such times.
+    pub fn is_representable(self) -> bool {
+        (Self::MIN..=Self::MAX).contains(&self)
+    }
+
+    /// The time as a chrono value; `None` outside `MIN..=MAX`.
+    pub fn to_datetime(self) -> Option<DateTime<Utc>> {
+        match self.is_representable() {
+            true => Utc.timestamp_micros(self.0).single(),
+            false => None,
+        }
     }
 
     /// Parses RFC 3339 (`2026-11-23T10:00:00.123456Z`).
-    pub fn parse_rfc3339(text: &str) -> Result<Self, chrono::ParseError> {
-        Ok(Timestamp(
-            DateTime::parse_from_rfc3339(text)?
-                .with_timezone(&Utc)
-                .timestamp_micros(),
-        ))
+    pub fn parse_rfc3339(text: &str) -> Result<Self, TimestampError> {
+        let parsed = DateTime::parse_from_rfc3339(text).map_err(|error| {
+            TimestampError(format!("{text:?} is not an RFC 3339 time: {error}"))
+        })?;
+        let ts = Timestamp(parsed.with_timezone(&Utc).timestamp_micros());
+        match ts.is_representable() {
+            true => Ok(ts),
+            false => Err(TimestampError(format!(
+                "{text:?} is outside years 1 to 9999"
+            ))),
+        }
     }
 
-    /// `self + millis`, saturating instead of overflowing on absurd TTLs.
+    /// `self + millis`, saturating at [`Timestamp::MAX`] instead of leaving the representable
+    /// range on absurd TTLs.
     pub fn plus_millis(self, millis: u64) -> Self {
         let micros = i64::try_from(millis.saturating_mul(1000)).unwrap_or(i64::MAX);
-        Timestamp(self.0.saturating_add(micros))
+        Timestamp(self.0.saturating_add(micros)).min(Self::MAX)
     }
 }
 
+/// A time that cannot be parsed or represented.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct TimestampError(String);
+
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(
-            &self
-                .to_datetime()
-                .to_rfc3339_opts(SecondsFormat::Micros, true),
-        )
+        match self.to_datetime() {
+            Some(time) => f.write_str(&time.to_rfc3339_opts(SecondsFormat::Micros, true)),
+            None => write!(f, "<unrepresentable time: {} µs since 1970>", self.0),
+        }
     }
 }
 
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if !self.is_representable() {
+            return Err(serde::ser::Error::custom(format!(
+                "time {} µs since 1970 is outside years 1 to 9999",
+                self.0
+            )));
+        }
         serializer.collect_str(self)
     }
 }
@@ -460,9 +488,50 @@ impl Event {
         }
     }
 
-    /// Checks the per-field limits: identifiers within [`ID_BYTES_MAX`], numbers finite and in
-    /// range. The total size is checked by the codec.
+    /// The times an event carries (at most two), named by field.
+    fn times(&self) -> [Option<(&'static str, Timestamp)>; 2] {
+        let opt = |field, time: &Option<Timestamp>| time.map(|time| (field, time));
+        match self {
+            Event::AgentExpired {
+                last_seen,
+                deadline,
+                ..
+            } => [
+                Some(("last_seen", *last_seen)),
+                Some(("deadline", *deadline)),
+            ],
+            Event::SignalExpired { deadline, .. }
+            | Event::LockExpired { deadline, .. }
+            | Event::TaskLeaseExpired { deadline, .. }
+            | Event::ApprovalExpired { deadline, .. } => [Some(("deadline", *deadline)), None],
+            Event::LockAcquired { requested_at, .. } => {
+                [Some(("requested_at", *requested_at)), None]
+            }
+            Event::TaskEnqueued { not_before, .. } => [opt("not_before", not_before), None],
+            Event::TaskFailed { retry_at, .. } => [opt("retry_at", retry_at), None],
+            Event::WorkflowStarted { occurred_at, .. }
+            | Event::StageStarted { occurred_at, .. }
+            | Event::StageCompleted { occurred_at, .. }
+            | Event::Handoff { occurred_at, .. }
+            | Event::WorkflowCompleted { occurred_at, .. } => {
+                [opt("occurred_at", occurred_at), None]
+            }
+            _ => [None, None],
+        }
+    }
+
+    /// Checks the per-field limits: identifiers within [`ID_BYTES_MAX`], times within
+    /// [`Timestamp::MIN`]`..=`[`Timestamp::MAX`], numbers finite and in range. The total size is
+    /// checked by the codec.
     pub fn check_fields(&self) -> Result<(), FieldProblem> {
+        for (field, time) in self.times().into_iter().flatten() {
+            if !time.is_representable() {
+                return Err(FieldProblem {
+                    field,
+                    problem: format!("{} µs since 1970 is outside years 1 to 9999", time.0),
+                });
+            }
+        }
         match self {
             Event::AgentRegistered {
                 role,

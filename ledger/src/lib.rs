@@ -30,7 +30,7 @@ use std::sync::Arc;
 pub use chain::{Checkpoint, GENESIS_CONTEXT, LedgerId};
 pub use codec::{ChainHash, EncodedEntry, FORMAT_VERSION, Record, RecordView, encode_entry};
 pub use error::Error;
-pub use event::{Event, FieldProblem, Json, Outcome, SignalTarget, Timestamp};
+pub use event::{Event, FieldProblem, Json, Outcome, SignalTarget, Timestamp, TimestampError};
 pub use export::{EXPORT_FORMAT_VERSION, ExportHeader};
 #[cfg(feature = "fault-injection")]
 pub use fault::FaultSwitch;
