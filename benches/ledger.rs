@@ -6,7 +6,6 @@
 //! `cargo bench --bench ledger`; under `cargo test` each runs once on small fixtures.
 
 use std::ops::ControlFlow;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
@@ -135,26 +134,17 @@ fn concurrent_appenders(c: &mut Criterion) {
         .sample_size(10)
         .measurement_time(Duration::from_secs(10));
     group.throughput(Throughput::Elements(THREADS * per_thread));
-    let prepared: Arc<Vec<NewEvent>> = Arc::new(events(THREADS * per_thread));
+    let prepared: Vec<NewEvent> = events(THREADS * per_thread);
     group.bench_function("32_threads_sync", |b| {
         let temp = TempLedger::new();
         let ledger = temp.create();
         b.iter_custom(|iterations| {
-            let start = Instant::now();
-            for _ in 0..iterations {
-                std::thread::scope(|scope| {
-                    for thread in 0..THREADS {
-                        let (ledger, prepared) = (&ledger, &prepared);
-                        scope.spawn(move || {
-                            for n in 0..per_thread {
-                                let new = &prepared[(thread * per_thread + n) as usize];
-                                ledger.append(&new.actor, &new.event).expect("append");
-                            }
-                        });
-                    }
-                });
-            }
-            start.elapsed()
+            time_threads(iterations, THREADS, |thread| {
+                for n in 0..per_thread {
+                    let new = &prepared[(thread * per_thread + n) as usize];
+                    ledger.append(&new.actor, &new.event).expect("append");
+                }
+            })
         });
     });
     // Each thread keeps up to 64 appends in flight: what a daemon serving many clients does.
@@ -162,37 +152,38 @@ fn concurrent_appenders(c: &mut Criterion) {
         let temp = TempLedger::new();
         let ledger = temp.create();
         b.iter_custom(|iterations| {
-            let start = Instant::now();
-            for _ in 0..iterations {
-                std::thread::scope(|scope| {
-                    for thread in 0..THREADS {
-                        let (ledger, prepared) = (&ledger, &prepared);
-                        scope.spawn(move || {
-                            let mut in_flight = std::collections::VecDeque::new();
-                            for n in 0..per_thread {
-                                let new = &prepared[(thread * per_thread + n) as usize];
-                                let entry = encode_entry(&new.actor, &new.event).expect("valid");
-                                in_flight
-                                    .push_back(ledger.submit(vec![entry], None).expect("queued"));
-                                if in_flight.len() == 64 {
-                                    in_flight
-                                        .pop_front()
-                                        .expect("64 in flight")
-                                        .wait()
-                                        .expect("durable");
-                                }
-                            }
-                            for pending in in_flight {
-                                pending.wait().expect("durable");
-                            }
-                        });
+            time_threads(iterations, THREADS, |thread| {
+                let mut in_flight = std::collections::VecDeque::new();
+                for n in 0..per_thread {
+                    let new = &prepared[(thread * per_thread + n) as usize];
+                    let entry = encode_entry(&new.actor, &new.event).expect("valid");
+                    in_flight.push_back(ledger.submit(vec![entry], None).expect("queued"));
+                    if in_flight.len() == 64 {
+                        let oldest = in_flight.pop_front().expect("64 in flight");
+                        oldest.wait().expect("durable");
                     }
-                });
-            }
-            start.elapsed()
+                }
+                for pending in in_flight {
+                    pending.wait().expect("durable");
+                }
+            })
         });
     });
     group.finish();
+}
+
+/// Runs `work(thread)` on `threads` threads, `iterations` times over; returns the wall time.
+fn time_threads(iterations: u64, threads: u64, work: impl Fn(u64) + Sync) -> Duration {
+    let start = Instant::now();
+    for _ in 0..iterations {
+        std::thread::scope(|scope| {
+            for thread in 0..threads {
+                let work = &work;
+                scope.spawn(move || work(thread));
+            }
+        });
+    }
+    start.elapsed()
 }
 
 /// A ledger of `count` fleet events, appended 1,000 per commit.

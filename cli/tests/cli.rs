@@ -13,6 +13,22 @@ fn fleetlog(db: &Path, args: &[&str]) -> Output {
         .expect("the fleetlog binary runs")
 }
 
+/// `fleetlog append --actor a --kind k --payload PAYLOAD`.
+fn append(db: &Path, payload: &str) -> Output {
+    fleetlog(
+        db,
+        &[
+            "append",
+            "--actor",
+            "a",
+            "--kind",
+            "k",
+            "--payload",
+            payload,
+        ],
+    )
+}
+
 fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
@@ -126,18 +142,7 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
     assert_eq!(again.status.code(), Some(1));
     assert!(stderr(&again).contains("already exists"));
 
-    let bad_json = fleetlog(
-        &db,
-        &[
-            "append",
-            "--actor",
-            "a",
-            "--kind",
-            "k",
-            "--payload",
-            "{nope",
-        ],
-    );
+    let bad_json = append(&db, "{nope");
     assert_eq!(bad_json.status.code(), Some(1));
     assert!(
         stderr(&bad_json).contains("--payload is not valid JSON"),
@@ -172,22 +177,7 @@ fn verify_exits_nonzero_when_history_differs_from_a_kept_checkpoint() {
     let db = dir.path().join("fleet.redb");
     assert!(fleetlog(&db, &["init"]).status.success());
     for _ in 0..3 {
-        assert!(
-            fleetlog(
-                &db,
-                &[
-                    "append",
-                    "--actor",
-                    "a",
-                    "--kind",
-                    "k",
-                    "--payload",
-                    "\"abc\""
-                ]
-            )
-            .status
-            .success()
-        );
+        assert!(append(&db, "\"abc\"").status.success());
     }
     let head = stdout(&fleetlog(&db, &["head"])).trim().to_owned();
     // A checkpoint from another history: same seq, different hash.

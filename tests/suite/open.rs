@@ -5,7 +5,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
 use fleetlog_ledger::{Error, Ledger};
-use fleetlog_suite::{TempLedger, custom};
+use fleetlog_suite::{TempLedger, append_numbered, custom};
 
 use crate::raw;
 
@@ -49,11 +49,7 @@ fn a_second_writable_handle_in_the_same_process_is_refused() {
 fn a_read_only_handle_reads_beside_a_live_writer() {
     let temp = TempLedger::new();
     let ledger = temp.create();
-    for n in 0..10 {
-        ledger
-            .append("a", &custom("n", serde_json::json!(n)))
-            .expect("append");
-    }
+    append_numbered(&ledger, "a", 0..10);
     let reader = Ledger::open_read_only(temp.path()).expect("read-only beside the writer");
     assert_eq!(reader.head().expect("head").seq, 10);
     assert!(
@@ -127,12 +123,8 @@ fn an_unknown_record_version_is_named_when_read() {
     let temp = TempLedger::new();
     {
         let ledger = temp.create();
-        ledger
-            .append("a", &custom("n", serde_json::json!(1)))
-            .expect("append");
-        ledger
-            .append("a", &custom("n", serde_json::json!(2)))
-            .expect("append");
+        append_numbered(&ledger, "a", 1..2);
+        append_numbered(&ledger, "a", 2..3);
     }
     // A record from a future format: version byte 2, hashed correctly.
     let mut record = raw::read_record(temp.path(), 1);

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use fleetlog_ledger::{Next, Record};
-use fleetlog_suite::{TempLedger, custom};
+use fleetlog_suite::{TempLedger, append_numbered, custom};
 
 const GENEROUS: Option<Duration> = Some(Duration::from_secs(10));
 
@@ -19,11 +19,7 @@ fn record(next: Next) -> Box<Record> {
 fn a_subscriber_gets_history_then_live_records_in_order() {
     let temp = TempLedger::new();
     let ledger = temp.create();
-    for n in 0..10 {
-        ledger
-            .append("a", &custom("n", serde_json::json!(n)))
-            .expect("append");
-    }
+    append_numbered(&ledger, "a", 0..10);
     let mut subscription = ledger.subscribe(5);
     for seq in 5..=10 {
         assert_eq!(record(subscription.next(GENEROUS).expect("next")).seq, seq);
@@ -63,9 +59,7 @@ fn a_waiting_subscriber_times_out_when_nothing_commits() {
             .expect("next"),
         Next::TimedOut
     ));
-    ledger
-        .append("a", &custom("n", serde_json::json!(1)))
-        .expect("append");
+    append_numbered(&ledger, "a", 1..2);
     assert_eq!(record(subscription.next(GENEROUS).expect("next")).seq, 1);
 }
 
@@ -73,9 +67,7 @@ fn a_waiting_subscriber_times_out_when_nothing_commits() {
 fn a_blocked_subscriber_is_released_when_the_ledger_closes() {
     let temp = TempLedger::new();
     let ledger = temp.create();
-    ledger
-        .append("a", &custom("n", serde_json::json!(1)))
-        .expect("append");
+    append_numbered(&ledger, "a", 1..2);
     let mut subscription = ledger.subscribe(1);
     assert_eq!(record(subscription.next(GENEROUS).expect("next")).seq, 1);
     let waiter = std::thread::spawn(move || subscription.next(None).expect("next"));
@@ -87,9 +79,7 @@ fn a_blocked_subscriber_is_released_when_the_ledger_closes() {
 fn a_read_only_subscription_ends_after_history() {
     let temp = TempLedger::new();
     let ledger = temp.create();
-    ledger
-        .append("a", &custom("n", serde_json::json!(1)))
-        .expect("append");
+    append_numbered(&ledger, "a", 1..2);
     let reader = fleetlog_ledger::Ledger::open_read_only(temp.path()).expect("read-only");
     let mut subscription = reader.subscribe(1);
     assert_eq!(record(subscription.next(None).expect("next")).seq, 1);

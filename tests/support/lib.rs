@@ -334,3 +334,18 @@ pub fn every_variant() -> Vec<(String, Event)> {
         .map(|(n, event)| (format!("agent-{}", n % 3), event))
         .collect()
 }
+
+/// Appends one `custom("n", n)` event per number as `actor`; returns their receipts.
+pub fn append_numbered(
+    ledger: &Ledger,
+    actor: &str,
+    numbers: std::ops::Range<u64>,
+) -> Vec<fleetlog_ledger::Receipt> {
+    numbers
+        .map(|n| {
+            ledger
+                .append(actor, &custom("n", serde_json::json!(n)))
+                .expect("append")
+        })
+        .collect()
+}
