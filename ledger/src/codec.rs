@@ -94,9 +94,15 @@ pub struct Record {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EncodedEntry {
     pub(crate) bytes: Vec<u8>,
+    kind: &'static str,
 }
 
 impl EncodedEntry {
+    /// The event's kind (`"custom"`, `"lock_acquired"` …).
+    pub fn kind(&self) -> &'static str {
+        self.kind
+    }
+
     pub fn len(&self) -> usize {
         self.bytes.len()
     }
@@ -130,7 +136,10 @@ pub fn encode_entry(actor: &str, event: &Event) -> Result<EncodedEntry, Error> {
             limit: EVENT_BYTES_MAX,
         });
     }
-    Ok(EncodedEntry { bytes })
+    Ok(EncodedEntry {
+        bytes,
+        kind: event.kind(),
+    })
 }
 
 pub(crate) fn check_actor(actor: &str) -> Result<(), Error> {
@@ -156,6 +165,17 @@ pub(crate) fn check_actor(actor: &str) -> Result<(), Error> {
         });
     }
     Ok(())
+}
+
+/// Decodes an entry encoded by [`encode_entry`] back to its actor and event.
+pub(crate) fn decode_entry(entry: &EncodedEntry) -> Result<(String, Event), Malformed> {
+    let ((actor, event), read): ((String, Event), usize) =
+        bincode::decode_from_slice(&entry.bytes, config())
+            .map_err(|error| Malformed::Undecodable(error.to_string()))?;
+    match read == entry.bytes.len() {
+        true => Ok((actor, event)),
+        false => Err(Malformed::TrailingBytes(entry.bytes.len() - read)),
+    }
 }
 
 /// Builds the stored bytes of record `seq` and returns them with the record's hash.

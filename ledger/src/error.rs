@@ -83,6 +83,14 @@ pub enum Error {
     #[error("this ledger handle is read-only; open it writable to append")]
     ReadOnly,
 
+    #[error("this ledger was opened without a state machine, so it cannot run commands")]
+    NoSequencer,
+
+    #[error(
+        "{kind} events are written by fleetlog's state machine from commands; append them through the matching command instead"
+    )]
+    RawAppendRefused { kind: &'static str },
+
     #[error("record {seq} is corrupted: {problem}; run `fleetlog verify` for the full report")]
     Corrupted { seq: u64, problem: String },
 
@@ -112,6 +120,7 @@ impl Error {
                 | Error::InvalidIdempotencyKey { .. }
                 | Error::IdempotencyConflict { .. }
                 | Error::BadCheckpoint { .. }
+                | Error::RawAppendRefused { .. }
         )
     }
 }

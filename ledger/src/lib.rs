@@ -18,6 +18,7 @@ mod export;
 mod fault;
 pub mod limits;
 mod reader;
+mod sequencer;
 mod storage;
 mod tail;
 mod verify;
@@ -35,6 +36,7 @@ pub use export::{EXPORT_FORMAT_VERSION, ExportHeader};
 #[cfg(feature = "fault-injection")]
 pub use fault::FaultSwitch;
 pub use reader::Reader;
+pub use sequencer::{AfterCommit, Batch, Job, Sequencer};
 pub use storage::{FILE_FORMAT_VERSION, Head};
 pub use tail::{Next, Subscription};
 pub use verify::{BreakKind, ChainBreak, VerifyOptions, VerifyReport};
@@ -42,7 +44,7 @@ pub use writer::{Receipt, WriterStats};
 
 use storage::Store;
 use tail::HeadWatch;
-use writer::{IdempotencyKey, Request, WriterCounters, WriterHandle};
+use writer::{IdempotencyKey, Request, WriterCounters, WriterHandle, WriterSetup};
 
 /// One event to append: who did it and what happened.
 #[derive(Clone, Debug, PartialEq)]
@@ -79,6 +81,8 @@ struct Inner {
     ledger_id: LedgerId,
     writer: Option<WriterHandle>,
     counters: Arc<WriterCounters>,
+    /// With a state machine attached, raw appends may only carry `custom` events.
+    custom_only: bool,
 }
 
 impl Drop for Inner {
@@ -150,29 +154,75 @@ impl Ledger {
                 ledger_id: meta.ledger_id,
                 writer: None,
                 counters: Arc::default(),
+                custom_only: false,
             }),
         })
     }
 
+    /// Opens (or, with `create`, creates) a ledger whose writer runs the state machine `make`
+    /// builds. `make` gets a reader on the ledger and its head, to rebuild state (from a
+    /// snapshot and the records after it) before the writer starts.
+    pub fn open_with<S, E>(
+        path: impl AsRef<Path>,
+        create: bool,
+        make: impl FnOnce(&Reader, Head) -> Result<S, E>,
+    ) -> Result<Ledger, E>
+    where
+        S: Sequencer,
+        E: From<Error>,
+    {
+        let path = path.as_ref();
+        let db = match (create, path.exists()) {
+            (true, false) => storage::create(path, LedgerId::random()?, storage::Sharing::Shared)?,
+            _ => storage::open_writable(path)?,
+        };
+        let db = Arc::new(db);
+        let (reader, meta) = Self::check(path, Arc::clone(&db))?;
+        let sequencer = make(&reader, meta.head)?;
+        Ok(Self::spawn_writer(
+            reader,
+            meta,
+            db,
+            Some(Box::new(sequencer)),
+        )?)
+    }
+
     fn start(path: &Path, db: redb::Database) -> Result<Ledger, Error> {
         let db = Arc::new(db);
+        let (reader, meta) = Self::check(path, Arc::clone(&db))?;
+        Self::spawn_writer(reader, meta, db, None)
+    }
+
+    /// Reads the meta and runs the open check.
+    fn check(path: &Path, db: Arc<redb::Database>) -> Result<(Reader, storage::Meta), Error> {
         let reader = Reader {
-            store: Arc::new(Store::Writable(Arc::clone(&db))),
+            store: Arc::new(Store::Writable(db)),
             path: Arc::new(path.to_owned()),
         };
         let txn = reader.store.begin_read()?;
         let meta = storage::read_meta(&txn, path)?;
         storage::open_check(&txn, &meta)?;
         drop(txn);
+        Ok((reader, meta))
+    }
+
+    fn spawn_writer(
+        reader: Reader,
+        meta: storage::Meta,
+        db: Arc<redb::Database>,
+        sequencer: Option<Box<dyn Sequencer>>,
+    ) -> Result<Ledger, Error> {
         let watch = Arc::new(HeadWatch::new(meta.head, false));
         let counters = Arc::<WriterCounters>::default();
-        let writer = writer::spawn(
+        let custom_only = sequencer.is_some();
+        let writer = writer::spawn(WriterSetup {
             db,
-            meta.head,
-            Arc::clone(&watch),
-            Arc::clone(&counters),
-            limits::WRITER_QUEUE_REQUESTS_MAX,
-        )?;
+            head: meta.head,
+            watch: Arc::clone(&watch),
+            counters: Arc::clone(&counters),
+            sequencer,
+            queue_max: limits::WRITER_QUEUE_REQUESTS_MAX,
+        })?;
         Ok(Ledger {
             inner: Arc::new(Inner {
                 reader,
@@ -180,8 +230,21 @@ impl Ledger {
                 ledger_id: meta.ledger_id,
                 writer: Some(writer),
                 counters,
+                custom_only,
             }),
         })
+    }
+
+    /// Sends a job to the writer's state machine. Blocks only when the writer's queue is full.
+    pub fn send_job(&self, job: Box<dyn Job>) -> Result<(), Error> {
+        let writer = self.inner.writer.as_ref().ok_or(Error::ReadOnly)?;
+        if !self.inner.custom_only {
+            return Err(Error::NoSequencer);
+        }
+        writer
+            .sender
+            .send(Request::Job(job))
+            .map_err(|_| Error::WriterStopped)
     }
 
     pub fn path(&self) -> &Path {
@@ -263,13 +326,18 @@ impl Ledger {
                 limit: limits::REQUEST_EVENTS_MAX,
             });
         }
+        if self.inner.custom_only
+            && let Some(entry) = entries.iter().find(|entry| entry.kind() != "custom")
+        {
+            return Err(Error::RawAppendRefused { kind: entry.kind() });
+        }
         let key = key
             .map(|key| IdempotencyKey::new(key, &entries))
             .transpose()?;
         let (reply, receiver) = crossbeam_channel::bounded(1);
         writer
             .sender
-            .send(Request {
+            .send(Request::Append {
                 entries,
                 key,
                 reply,

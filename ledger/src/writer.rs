@@ -15,17 +15,18 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TryRecvError};
-use redb::{Database, ReadableTable, Table};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
+use redb::Database;
 
-use crate::codec::{ChainHash, EncodedEntry, RecordView, decode_u64, encode_u64, seal};
+use crate::codec::{ChainHash, EncodedEntry, Record, decode_entry, encode_u64};
 use crate::error::Error;
 use crate::event::Timestamp;
 use crate::limits::{BATCH_BYTES_MAX, BATCH_EVENTS_MAX, IDEMPOTENCY_KEY_BYTES_MAX};
+use crate::sequencer::{AfterCommit, Batch, Job, Sequencer};
 use crate::storage::{
-    EVENTS, Head, IDEMPOTENCY, META, META_HEAD, begin_durable_write, encode_head,
+    EVENTS, Head, IDEMPOTENCY, META, META_HEAD, SNAPSHOTS, begin_durable_write, encode_head,
 };
 use crate::tail::HeadWatch;
 
@@ -38,6 +39,39 @@ pub struct Receipt {
 }
 
 pub(crate) type Reply = Sender<Result<Vec<Receipt>, Error>>;
+
+/// What appenders and command handles send the writer.
+pub(crate) enum Request {
+    /// Events that commit together, atomically, with an optional idempotency key.
+    Append {
+        entries: Vec<EncodedEntry>,
+        key: Option<IdempotencyKey>,
+        reply: Reply,
+    },
+    /// A command for the sequencer.
+    Job(Box<dyn Job>),
+}
+
+impl Request {
+    /// (events, bytes) this request adds to a batch; a job counts as one small event.
+    fn weight(&self) -> (usize, usize) {
+        match self {
+            Request::Append { entries, .. } => {
+                (entries.len(), entries.iter().map(EncodedEntry::len).sum())
+            }
+            Request::Job(_) => (1, 256),
+        }
+    }
+
+    fn fail(self, error: Error) {
+        match self {
+            Request::Append { reply, .. } => {
+                let _ = reply.send(Err(error));
+            }
+            Request::Job(job) => job.reject(error),
+        }
+    }
+}
 
 /// Counters the writer keeps about its work, read without stopping it.
 #[derive(Debug, Default)]
@@ -96,19 +130,6 @@ impl WriterCounters {
     }
 }
 
-/// Events that commit together, atomically, with an optional idempotency key.
-pub(crate) struct Request {
-    pub entries: Vec<EncodedEntry>,
-    pub key: Option<IdempotencyKey>,
-    pub reply: Reply,
-}
-
-impl Request {
-    fn bytes(&self) -> usize {
-        self.entries.iter().map(EncodedEntry::len).sum()
-    }
-}
-
 /// A client-chosen key and the digest of the content it was first used for.
 pub(crate) struct IdempotencyKey {
     pub key: String,
@@ -140,20 +161,25 @@ pub(crate) struct WriterHandle {
     pub thread: JoinHandle<()>,
 }
 
-pub(crate) fn spawn(
-    db: Arc<Database>,
-    head: Head,
-    watch: Arc<HeadWatch>,
-    counters: Arc<WriterCounters>,
-    queue_max: usize,
-) -> Result<WriterHandle, Error> {
-    let (sender, receiver) = crossbeam_channel::bounded(queue_max);
+/// Everything the writer thread starts with.
+pub(crate) struct WriterSetup {
+    pub db: Arc<Database>,
+    pub head: Head,
+    pub watch: Arc<HeadWatch>,
+    pub counters: Arc<WriterCounters>,
+    pub sequencer: Option<Box<dyn Sequencer>>,
+    pub queue_max: usize,
+}
+
+pub(crate) fn spawn(setup: WriterSetup) -> Result<WriterHandle, Error> {
+    let (sender, receiver) = crossbeam_channel::bounded(setup.queue_max);
     let writer = Writer {
-        db,
+        db: setup.db,
         receiver,
-        head,
-        watch,
-        counters,
+        head: setup.head,
+        watch: setup.watch,
+        counters: setup.counters,
+        sequencer: setup.sequencer,
         poisoned: None,
         carry: None,
     };
@@ -169,41 +195,97 @@ struct Writer {
     head: Head,
     watch: Arc<HeadWatch>,
     counters: Arc<WriterCounters>,
+    sequencer: Option<Box<dyn Sequencer>>,
     poisoned: Option<String>,
     /// A request taken from the channel that did not fit the previous batch.
     carry: Option<Request>,
 }
 
-/// Result of one batch: a reply per request, in order, and the new head.
-type BatchOutcome = (Vec<Result<Vec<Receipt>, Error>>, Head);
+/// Why the writer woke up.
+enum Wake {
+    Request(Request),
+    /// The sequencer's next deadline passed.
+    Deadline,
+    /// Every sender is gone: the ledger is closing.
+    Closed,
+}
+
+/// A batch that did not commit, with every reply still owed so each can be failed.
+struct Failed {
+    error: Error,
+    replies: Vec<Reply>,
+    after_commit: Vec<AfterCommit>,
+}
+
+/// What a committed batch hands back: a reply per raw append, in order.
+struct Written {
+    replies: Vec<(Reply, Result<Vec<Receipt>, Error>)>,
+    records: Vec<Record>,
+    after_commit: Vec<AfterCommit>,
+    head: Head,
+}
 
 impl Writer {
     fn run(mut self) {
-        while let Some(first) = self.carry.take().or_else(|| self.receiver.recv().ok()) {
-            let batch = self.gather(first);
+        loop {
+            let batch = match self.wake() {
+                Wake::Request(first) => self.gather(first),
+                Wake::Deadline => Vec::new(),
+                Wake::Closed => break,
+            };
             self.commit(batch);
+        }
+        if let Some(sequencer) = self.sequencer.as_mut() {
+            sequencer.shutdown();
+        }
+    }
+
+    /// Blocks for the next request, or until the sequencer's next deadline.
+    fn wake(&mut self) -> Wake {
+        if let Some(request) = self.carry.take() {
+            return Wake::Request(request);
+        }
+        let deadline = match &self.poisoned {
+            None => self.sequencer.as_ref().and_then(|s| s.next_deadline()),
+            Some(_) => None,
+        };
+        let received = match deadline {
+            None => self
+                .receiver
+                .recv()
+                .map_err(|_| RecvTimeoutError::Disconnected),
+            Some(deadline) => {
+                let micros = deadline
+                    .as_micros()
+                    .saturating_sub(Timestamp::now().as_micros());
+                let wait = Duration::from_micros(u64::try_from(micros).unwrap_or(0));
+                self.receiver.recv_timeout(wait)
+            }
+        };
+        match received {
+            Ok(request) => Wake::Request(request),
+            Err(RecvTimeoutError::Timeout) => Wake::Deadline,
+            Err(RecvTimeoutError::Disconnected) => Wake::Closed,
         }
     }
 
     /// Takes what is already waiting, without waiting for more: batching comes from load, never
     /// from a timer.
     fn gather(&mut self, first: Request) -> Vec<Request> {
-        let mut events = first.entries.len();
-        let mut bytes = first.bytes();
+        let (mut events, mut bytes) = first.weight();
         let mut batch = vec![first];
         while events < BATCH_EVENTS_MAX && bytes < BATCH_BYTES_MAX {
             let next = match self.receiver.try_recv() {
                 Ok(next) => next,
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
             };
-            if events + next.entries.len() > BATCH_EVENTS_MAX
-                || bytes + next.bytes() > BATCH_BYTES_MAX
-            {
+            let (next_events, next_bytes) = next.weight();
+            if events + next_events > BATCH_EVENTS_MAX || bytes + next_bytes > BATCH_BYTES_MAX {
                 self.carry = Some(next);
                 break;
             }
-            events += next.entries.len();
-            bytes += next.bytes();
+            events += next_events;
+            bytes += next_bytes;
             batch.push(next);
         }
         batch
@@ -212,141 +294,229 @@ impl Writer {
     fn commit(&mut self, batch: Vec<Request>) {
         if let Some(cause) = &self.poisoned {
             for request in batch {
-                let _ = request.reply.send(Err(Error::WriterPoisoned {
+                request.fail(Error::WriterPoisoned {
                     cause: cause.clone(),
-                }));
+                });
             }
             return;
         }
-        match self.write(&batch) {
-            Ok((replies, head)) => {
-                if head != self.head {
-                    self.head = head;
-                    self.watch.publish(head);
+        match self.write(batch) {
+            Ok(written) => {
+                if written.head != self.head {
+                    self.head = written.head;
+                    self.watch.publish(written.head);
                 }
-                for (request, reply) in batch.into_iter().zip(replies) {
+                if let Some(sequencer) = self.sequencer.as_mut()
+                    && !written.records.is_empty()
+                {
+                    sequencer.committed(&written.records);
+                }
+                for (reply, result) in written.replies {
                     // A caller that gave up waiting is not an error: its events are durable.
-                    let _ = request.reply.send(reply);
+                    let _ = reply.send(result);
+                }
+                for after_commit in written.after_commit {
+                    after_commit(Ok(()));
                 }
             }
-            Err(error) => {
+            Err(failed) => {
+                let Failed {
+                    error,
+                    replies,
+                    after_commit,
+                } = *failed;
                 let cause = error.to_string();
                 self.poisoned = Some(cause.clone());
                 self.watch.poison();
-                for request in batch {
-                    let _ = request.reply.send(Err(Error::WriterPoisoned {
+                for reply in replies {
+                    let _ = reply.send(Err(Error::WriterPoisoned {
                         cause: cause.clone(),
                     }));
                 }
+                let error = Error::WriterPoisoned { cause };
+                for after_commit in after_commit {
+                    after_commit(Err(&error));
+                }
             }
         }
     }
 
-    fn write(&self, batch: &[Request]) -> Result<BatchOutcome, Error> {
-        let txn = begin_durable_write(&self.db)?;
-        let mut head = self.head;
-        let ts = Timestamp::now().max(head.ts);
-        let mut replies = Vec::with_capacity(batch.len());
-        {
-            let mut events = txn.open_table(EVENTS)?;
-            let mut keys = txn.open_table(IDEMPOTENCY)?;
-            // Keys first used earlier in this same batch are not in the table yet.
-            let mut batch_keys: HashMap<&str, KeyUse> = HashMap::new();
-            for request in batch {
-                if let Some(key) = &request.key {
-                    let earlier = match batch_keys.get(key.key.as_str()) {
-                        Some((digest, receipts)) => Some((*digest, receipts.clone())),
-                        None => lookup_key(&keys, &events, &key.key)?,
-                    };
-                    if let Some((digest, receipts)) = earlier {
-                        replies.push(match digest == key.digest {
-                            true => Ok(receipts),
-                            false => Err(Error::IdempotencyConflict {
-                                key: key.key.clone(),
-                                seq: receipts.first().map_or(0, |receipt| receipt.seq),
-                            }),
-                        });
-                        continue;
-                    }
-                }
-                let mut receipts = Vec::with_capacity(request.entries.len());
-                for entry in &request.entries {
-                    let seq = head.seq + 1;
-                    let (value, hash) = seal(&head.hash, seq, ts, entry);
-                    events.insert(seq, value.as_slice())?;
-                    head = Head { seq, hash, ts };
-                    receipts.push(Receipt { seq, ts, hash });
-                }
-                if let Some(key) = &request.key {
-                    let mut value = [0u8; 48];
-                    value[..8].copy_from_slice(&encode_u64(receipts[0].seq));
-                    value[8..16].copy_from_slice(&encode_u64(receipts.len() as u64));
-                    value[16..].copy_from_slice(&key.digest);
-                    keys.insert(key.key.as_str(), value.as_slice())?;
-                    batch_keys.insert(&key.key, (key.digest, receipts.clone()));
-                }
-                replies.push(Ok(receipts));
-            }
+    /// Stages the whole batch in one transaction and commits it. On failure, hands back every
+    /// reply still owed so each can be failed.
+    fn write(&mut self, batch: Vec<Request>) -> Result<Written, Box<Failed>> {
+        let txn = match begin_durable_write(&self.db) {
+            Ok(txn) => txn,
+            Err(error) => return Err(fail_all(error, batch)),
+        };
+        let ts = Timestamp::now().max(self.head.ts);
+        let mut events = match txn.open_table(EVENTS) {
+            Ok(table) => table,
+            Err(error) => return Err(fail_all(error.into(), batch)),
+        };
+        let mut keys = match txn.open_table(IDEMPOTENCY) {
+            Ok(table) => table,
+            Err(error) => return Err(fail_all(error.into(), batch)),
+        };
+        let mut stage = Batch::new(ts, self.head, &mut events, &mut keys);
+        let mut replies = Vec::new();
+        let staged = self.stage(batch, &mut stage, &mut replies);
+        let failure = staged.err().or_else(|| stage.take_failure());
+        let (head, records, after_commit) = stage.into_parts();
+        drop((events, keys));
+        let fail = |error: Error, replies: Vec<(Reply, Result<Vec<Receipt>, Error>)>, after| {
+            Box::new(Failed {
+                error,
+                replies: replies.into_iter().map(|(reply, _)| reply).collect(),
+                after_commit: after,
+            })
+        };
+        if let Some(error) = failure {
+            return Err(fail(error, replies, after_commit));
         }
         if head == self.head {
-            // Only idempotent retries: nothing to make durable.
-            txn.abort()?;
-            return Ok((replies, head));
+            // Nothing new (idempotent retries, rejected commands, a tick with nothing due).
+            return match txn.abort() {
+                Ok(()) => Ok(Written {
+                    replies,
+                    records,
+                    after_commit,
+                    head,
+                }),
+                Err(error) => Err(fail(error.into(), replies, after_commit)),
+            };
         }
-        txn.open_table(META)?
-            .insert(META_HEAD, encode_head(&head).as_slice())?;
-        let started = Instant::now();
-        txn.commit()?;
-        let commit_micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        self.counters
-            .record(batch.len(), head.seq - self.head.seq, commit_micros);
-        Ok((replies, head))
+        let finish = || -> Result<(), Error> {
+            if let Some(sequencer) = self.sequencer.as_mut()
+                && let Some(snapshot) = sequencer.snapshot(head.seq)
+            {
+                txn.open_table(SNAPSHOTS)?
+                    .insert(head.seq, snapshot.as_slice())?;
+            }
+            txn.open_table(META)?
+                .insert(META_HEAD, encode_head(&head).as_slice())?;
+            let started = Instant::now();
+            txn.commit()?;
+            let commit_micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            self.counters
+                .record(replies.len(), head.seq - self.head.seq, commit_micros);
+            Ok(())
+        };
+        match finish() {
+            Ok(()) => Ok(Written {
+                replies,
+                records,
+                after_commit,
+                head,
+            }),
+            Err(error) => Err(fail(error, replies, after_commit)),
+        }
     }
+
+    /// Runs the sequencer's tick, then every request, into `stage`.
+    fn stage(
+        &mut self,
+        batch: Vec<Request>,
+        stage: &mut Batch<'_, '_>,
+        replies: &mut Vec<(Reply, Result<Vec<Receipt>, Error>)>,
+    ) -> Result<(), Error> {
+        if let Some(sequencer) = self.sequencer.as_mut() {
+            sequencer.tick(stage);
+        }
+        // Keys first used earlier in this same batch are not in the table yet.
+        let mut batch_keys: HashMap<String, KeyUse> = HashMap::new();
+        for request in batch {
+            match request {
+                Request::Job(job) => match self.sequencer.as_mut() {
+                    Some(sequencer) => job.run(sequencer.as_any(), stage),
+                    None => job.reject(Error::NoSequencer),
+                },
+                Request::Append {
+                    entries,
+                    key,
+                    reply,
+                } => {
+                    let result = self.stage_append(&entries, key, stage, &mut batch_keys)?;
+                    replies.push((reply, result));
+                }
+            }
+            if let Some(failure) = stage.take_failure() {
+                return Err(failure);
+            }
+        }
+        Ok(())
+    }
+
+    /// Stages one raw append; the outer error is a storage failure, the inner one the reply.
+    fn stage_append(
+        &mut self,
+        entries: &[EncodedEntry],
+        key: Option<IdempotencyKey>,
+        stage: &mut Batch<'_, '_>,
+        batch_keys: &mut HashMap<String, KeyUse>,
+    ) -> Result<Result<Vec<Receipt>, Error>, Error> {
+        if let Some(key) = &key {
+            let earlier = match batch_keys.get(key.key.as_str()) {
+                Some(found) => Some(found.clone()),
+                None => stage.lookup_key(&key.key)?,
+            };
+            if let Some((digest, receipts)) = earlier {
+                return Ok(match digest == key.digest {
+                    true => Ok(receipts),
+                    false => Err(Error::IdempotencyConflict {
+                        key: key.key.clone(),
+                        seq: receipts.first().map_or(0, |receipt| receipt.seq),
+                    }),
+                });
+            }
+        }
+        let mut receipts = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let seq = stage.next_seq();
+            let prev = stage.head().hash;
+            let hash = stage.insert(seq, &prev, entry)?;
+            let ts = stage.now();
+            receipts.push(Receipt { seq, ts, hash });
+            if let Some(sequencer) = self.sequencer.as_mut() {
+                let (actor, event) = decode_entry(entry).map_err(|problem| Error::Corrupted {
+                    seq,
+                    problem: problem.to_string(),
+                })?;
+                let record = Record {
+                    seq,
+                    ts,
+                    actor,
+                    event,
+                    prev,
+                    hash,
+                };
+                sequencer.observe(&record);
+                stage.push_record(record);
+            }
+        }
+        if let Some(key) = key {
+            stage.remember_key(&key, &receipts)?;
+            batch_keys.insert(key.key, (key.digest, receipts.clone()));
+        }
+        Ok(Ok(receipts))
+    }
+}
+
+fn fail_all(error: Error, batch: Vec<Request>) -> Box<Failed> {
+    let mut replies = Vec::new();
+    for request in batch {
+        match request {
+            Request::Append { reply, .. } => replies.push(reply),
+            Request::Job(job) => job.reject(Error::WriterPoisoned {
+                cause: error.to_string(),
+            }),
+        }
+    }
+    Box::new(Failed {
+        error,
+        replies,
+        after_commit: Vec::new(),
+    })
 }
 
 /// The content digest an idempotency key was first used for, and that append's receipts.
-type KeyUse = ([u8; 32], Vec<Receipt>);
-
-/// How `key` was first used, if it was.
-fn lookup_key(
-    keys: &Table<&str, &[u8]>,
-    events: &Table<u64, &[u8]>,
-    key: &str,
-) -> Result<Option<KeyUse>, Error> {
-    let Some(value) = keys.get(key)? else {
-        return Ok(None);
-    };
-    let value = value.value();
-    let corrupted = |problem: &str| Error::Corrupted {
-        seq: 0,
-        problem: format!("idempotency entry {key:?}: {problem}"),
-    };
-    if value.len() != 48 {
-        return Err(corrupted("has the wrong length"));
-    }
-    let first = decode_u64(&value[..8]).ok_or_else(|| corrupted("bad seq"))?;
-    let count = decode_u64(&value[8..16]).ok_or_else(|| corrupted("bad count"))?;
-    let digest: [u8; 32] = value[16..]
-        .try_into()
-        .map_err(|_| corrupted("bad digest"))?;
-    let mut receipts = Vec::with_capacity(count as usize);
-    for seq in first..first + count {
-        let stored = events
-            .get(seq)?
-            .ok_or_else(|| corrupted(&format!("names seq {seq}, which is missing")))?;
-        let view = RecordView::new(stored.value()).map_err(|problem| Error::Corrupted {
-            seq,
-            problem: problem.to_string(),
-        })?;
-        let (_, ts) = view.seq_ts().map_err(|problem| Error::Corrupted {
-            seq,
-            problem: problem.to_string(),
-        })?;
-        receipts.push(Receipt {
-            seq,
-            ts,
-            hash: view.stored_hash(),
-        });
-    }
-    Ok(Some((digest, receipts)))
-}
+pub(crate) type KeyUse = ([u8; 32], Vec<Receipt>);
