@@ -1,0 +1,166 @@
+//! Agents and heartbeats. An agent is alive until its last heartbeat plus its TTL; the fold
+//! computes that deadline, queries compare it with `now`, and the machine records expiry.
+
+use std::collections::BTreeMap;
+
+use bincode::{Decode, Encode};
+use fleetlog_ledger::{Event, Json, Record, Timestamp};
+use serde::Serialize;
+
+/// TTL a registration grants before the first heartbeat, and a heartbeat's default.
+pub const HEARTBEAT_TTL_MS_DEFAULT: u64 = 30_000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Liveness {
+    /// Heartbeating (alive while `now` < its deadline).
+    Active,
+    /// Missed its deadline; recorded by an `agent_expired` event. A heartbeat revives it.
+    Expired,
+    /// Left the fleet; must register again.
+    Deregistered,
+}
+
+#[derive(Clone, Debug, PartialEq, Encode, Decode, Serialize)]
+pub struct Agent {
+    pub id: String,
+    pub role: String,
+    pub name: String,
+    pub working_on: String,
+    pub capabilities: Vec<String>,
+    pub metadata: Json,
+    pub registered_at: Timestamp,
+    pub last_heartbeat: Timestamp,
+    pub ttl_ms: u64,
+    pub status: String,
+    pub progress: Option<f64>,
+    pub current_task: Option<String>,
+    /// When `progress` last changed: what "hung" is measured from.
+    pub progress_changed_at: Timestamp,
+    pub liveness: Liveness,
+}
+
+impl Agent {
+    pub fn deadline(&self) -> Timestamp {
+        self.last_heartbeat.plus_millis(self.ttl_ms)
+    }
+
+    pub fn is_alive(&self, now: Timestamp) -> bool {
+        self.liveness == Liveness::Active && now < self.deadline()
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Encode, Decode)]
+pub struct Agents {
+    pub by_id: BTreeMap<String, Agent>,
+}
+
+impl Agents {
+    pub(crate) fn apply(&mut self, record: &Record) {
+        let ts = record.ts;
+        match &record.event {
+            Event::AgentRegistered {
+                role,
+                name,
+                working_on,
+                capabilities,
+                metadata,
+            } => {
+                self.by_id.insert(
+                    record.actor.clone(),
+                    Agent {
+                        id: record.actor.clone(),
+                        role: role.clone(),
+                        name: name.clone(),
+                        working_on: working_on.clone(),
+                        capabilities: capabilities.clone(),
+                        metadata: metadata.clone(),
+                        registered_at: ts,
+                        last_heartbeat: ts,
+                        ttl_ms: HEARTBEAT_TTL_MS_DEFAULT,
+                        status: "registered".to_owned(),
+                        progress: None,
+                        current_task: None,
+                        progress_changed_at: ts,
+                        liveness: Liveness::Active,
+                    },
+                );
+            }
+            Event::AgentHeartbeat {
+                status,
+                progress,
+                current_task,
+                metadata,
+                ttl_ms,
+            } => {
+                if let Some(agent) = self.by_id.get_mut(&record.actor) {
+                    if agent.progress != *progress {
+                        agent.progress_changed_at = ts;
+                    }
+                    agent.last_heartbeat = ts;
+                    agent.ttl_ms = *ttl_ms;
+                    agent.status = status.clone();
+                    agent.progress = *progress;
+                    agent.current_task = current_task.clone();
+                    agent.metadata = metadata.clone();
+                    agent.liveness = Liveness::Active;
+                }
+            }
+            Event::AgentDeregistered { .. } => {
+                if let Some(agent) = self.by_id.get_mut(&record.actor) {
+                    agent.liveness = Liveness::Deregistered;
+                }
+            }
+            Event::AgentExpired { agent, .. } => {
+                if let Some(agent) = self.by_id.get_mut(agent) {
+                    agent.liveness = Liveness::Expired;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Agent> {
+        self.by_id.get(id)
+    }
+
+    /// Registered and not deregistered (alive or expired): may issue commands.
+    pub fn is_member(&self, id: &str) -> bool {
+        self.by_id
+            .get(id)
+            .is_some_and(|agent| agent.liveness != Liveness::Deregistered)
+    }
+
+    pub fn is_alive(&self, id: &str, now: Timestamp) -> bool {
+        self.by_id.get(id).is_some_and(|agent| agent.is_alive(now))
+    }
+
+    /// Agents alive at `now`, by id.
+    pub fn active(&self, now: Timestamp) -> Vec<&Agent> {
+        self.by_id
+            .values()
+            .filter(|agent| agent.is_alive(now))
+            .collect()
+    }
+
+    /// Members whose last heartbeat is older than `threshold_ms` at `now`.
+    pub fn stale(&self, now: Timestamp, threshold_ms: u64) -> Vec<&Agent> {
+        self.by_id
+            .values()
+            .filter(|agent| {
+                agent.liveness != Liveness::Deregistered
+                    && agent.last_heartbeat.plus_millis(threshold_ms) < now
+            })
+            .collect()
+    }
+
+    /// Alive agents whose progress has not changed for `threshold_ms` at `now`.
+    pub fn hung(&self, now: Timestamp, threshold_ms: u64) -> Vec<&Agent> {
+        self.by_id
+            .values()
+            .filter(|agent| {
+                agent.is_alive(now) && agent.progress_changed_at.plus_millis(threshold_ms) < now
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,322 @@
+//! The task queue. Claim order: highest priority first, then oldest (lowest id); a task is
+//! claimable when pending, its dependencies are all completed, and its `not_before` and
+//! `retry_at` have passed. A claim is a lease: it must be renewed, completed or failed before it
+//! expires, or the task is requeued with the attempt counted.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet};
+
+use bincode::{Decode, Encode};
+use fleetlog_ledger::{Event, Json, Record, Timestamp};
+use serde::Serialize;
+
+pub const MAX_ATTEMPTS_DEFAULT: u32 = 3;
+pub const LEASE_TTL_MS_DEFAULT: u64 = 60_000;
+/// First retry delay after a retryable failure; doubles per attempt.
+pub const RETRY_BACKOFF_BASE_MS: u64 = 1_000;
+/// Longest retry delay.
+pub const RETRY_BACKOFF_MAX_MS: u64 = 300_000;
+
+/// Delay before attempt `attempts + 1`, after `attempts` failed ones.
+pub fn retry_backoff_ms(attempts: u32) -> u64 {
+    let doublings = attempts.saturating_sub(1).min(20);
+    (RETRY_BACKOFF_BASE_MS << doublings).min(RETRY_BACKOFF_MAX_MS)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskState {
+    Pending,
+    Claimed,
+    Completed,
+    DeadLettered,
+    Cancelled,
+    Skipped,
+}
+
+impl TaskState {
+    pub fn is_final(self) -> bool {
+        !matches!(self, TaskState::Pending | TaskState::Claimed)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TaskState::Pending => "pending",
+            TaskState::Claimed => "claimed",
+            TaskState::Completed => "completed",
+            TaskState::DeadLettered => "dead_lettered",
+            TaskState::Cancelled => "cancelled",
+            TaskState::Skipped => "skipped",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Encode, Decode, Serialize)]
+pub struct Task {
+    /// The seq of its `task_enqueued` record.
+    pub id: u64,
+    pub title: String,
+    pub description: String,
+    pub priority: i32,
+    pub tags: Vec<String>,
+    pub payload: Json,
+    pub max_attempts: u32,
+    pub depends_on: Vec<u64>,
+    pub not_before: Option<Timestamp>,
+    pub workflow_id: Option<String>,
+    pub enqueued_by: String,
+    pub enqueued_at: Timestamp,
+    pub state: TaskState,
+    /// Claims made so far (the current one included).
+    pub attempts: u32,
+    pub holder: Option<String>,
+    pub claimed_at: Option<Timestamp>,
+    pub lease_expires: Option<Timestamp>,
+    pub retry_at: Option<Timestamp>,
+    pub last_error: Option<String>,
+    pub result: Option<Json>,
+    pub finished_at: Option<Timestamp>,
+}
+
+impl Task {
+    /// When the task may next be claimed, ignoring dependencies.
+    pub fn ready_at(&self) -> Option<Timestamp> {
+        match (self.not_before, self.retry_at) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn has_tags(&self, wanted: &[String]) -> bool {
+        wanted.iter().all(|tag| self.tags.contains(tag))
+    }
+}
+
+/// Counts for `fleetlog status` and the metrics endpoint.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct QueueStats {
+    pub by_state: BTreeMap<&'static str, u64>,
+    /// Pending tasks per tag.
+    pub pending_by_tag: BTreeMap<String, u64>,
+    /// Age of the oldest pending task at `now`, in milliseconds.
+    pub oldest_pending_age_ms: Option<u64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Encode, Decode)]
+pub struct Queue {
+    pub tasks: BTreeMap<u64, Task>,
+    /// Pending tasks in claim order: (highest priority first, oldest first).
+    pending: BTreeSet<(Reverse<i32>, u64)>,
+    /// task → tasks that depend on it.
+    dependents: BTreeMap<u64, Vec<u64>>,
+}
+
+impl Queue {
+    pub(crate) fn apply(&mut self, record: &Record) {
+        let ts = record.ts;
+        match &record.event {
+            Event::TaskEnqueued {
+                title,
+                description,
+                priority,
+                tags,
+                payload,
+                max_attempts,
+                depends_on,
+                not_before,
+                workflow_id,
+            } => {
+                let id = record.seq;
+                for dependency in depends_on {
+                    self.dependents.entry(*dependency).or_default().push(id);
+                }
+                self.pending.insert((Reverse(*priority), id));
+                self.tasks.insert(
+                    id,
+                    Task {
+                        id,
+                        title: title.clone(),
+                        description: description.clone(),
+                        priority: *priority,
+                        tags: tags.clone(),
+                        payload: payload.clone(),
+                        max_attempts: *max_attempts,
+                        depends_on: depends_on.clone(),
+                        not_before: *not_before,
+                        workflow_id: workflow_id.clone(),
+                        enqueued_by: record.actor.clone(),
+                        enqueued_at: ts,
+                        state: TaskState::Pending,
+                        attempts: 0,
+                        holder: None,
+                        claimed_at: None,
+                        lease_expires: None,
+                        retry_at: None,
+                        last_error: None,
+                        result: None,
+                        finished_at: None,
+                    },
+                );
+            }
+            Event::TaskClaimed {
+                task,
+                lease_ttl_ms,
+                attempt,
+            } => self.update(*task, |task| {
+                task.state = TaskState::Claimed;
+                task.holder = Some(record.actor.clone());
+                task.attempts = *attempt;
+                task.claimed_at = Some(ts);
+                task.lease_expires = Some(ts.plus_millis(*lease_ttl_ms));
+                task.retry_at = None;
+            }),
+            Event::TaskLeaseRenewed { task, lease_ttl_ms } => self.update(*task, |task| {
+                task.lease_expires = Some(ts.plus_millis(*lease_ttl_ms));
+            }),
+            Event::TaskLeaseExpired { task, .. } => self.update(*task, |task| {
+                task.state = TaskState::Pending;
+                task.holder = None;
+                task.lease_expires = None;
+                task.last_error = Some("lease expired".to_owned());
+            }),
+            Event::TaskCompleted { task, result } => self.update(*task, |task| {
+                task.state = TaskState::Completed;
+                task.result = Some(result.clone());
+                task.finished_at = Some(ts);
+                task.lease_expires = None;
+            }),
+            Event::TaskFailed {
+                task,
+                error,
+                retry_at,
+                ..
+            } => self.update(*task, |task| {
+                task.state = TaskState::Pending;
+                task.holder = None;
+                task.lease_expires = None;
+                task.last_error = Some(error.clone());
+                task.retry_at = *retry_at;
+            }),
+            Event::TaskDeadLettered { task, .. } => {
+                self.finish(*task, TaskState::DeadLettered, ts);
+            }
+            Event::TaskCancelled { task, .. } => self.finish(*task, TaskState::Cancelled, ts),
+            Event::TaskSkipped { task, .. } => self.finish(*task, TaskState::Skipped, ts),
+            _ => {}
+        }
+    }
+
+    /// Applies `change` and keeps the pending index in step with the task's state.
+    fn update(&mut self, id: u64, change: impl FnOnce(&mut Task)) {
+        if let Some(task) = self.tasks.get_mut(&id) {
+            change(task);
+            let key = (Reverse(task.priority), id);
+            match task.state {
+                TaskState::Pending => self.pending.insert(key),
+                _ => self.pending.remove(&key),
+            };
+        }
+    }
+
+    fn finish(&mut self, id: u64, state: TaskState, ts: Timestamp) {
+        self.update(id, |task| {
+            task.state = state;
+            task.holder = None;
+            task.lease_expires = None;
+            task.finished_at = Some(ts);
+        });
+    }
+
+    pub fn get(&self, id: u64) -> Option<&Task> {
+        self.tasks.get(&id)
+    }
+
+    fn dependencies_done(&self, task: &Task) -> bool {
+        task.depends_on.iter().all(|dependency| {
+            self.tasks
+                .get(dependency)
+                .is_some_and(|dependency| dependency.state == TaskState::Completed)
+        })
+    }
+
+    /// The task a claim with `tags` would get at `now`.
+    pub fn next_claimable(&self, tags: &[String], now: Timestamp) -> Option<&Task> {
+        self.pending
+            .iter()
+            .filter_map(|(_, id)| self.tasks.get(id))
+            .find(|task| {
+                task.ready_at().is_none_or(|ready| ready <= now)
+                    && task.has_tags(tags)
+                    && self.dependencies_done(task)
+            })
+    }
+
+    /// The earliest future time a pending task with completed dependencies becomes ready.
+    pub fn next_ready_after(&self, now: Timestamp) -> Option<Timestamp> {
+        self.pending
+            .iter()
+            .filter_map(|(_, id)| self.tasks.get(id))
+            .filter_map(Task::ready_at)
+            .filter(|ready| *ready > now)
+            .min()
+    }
+
+    /// Pending tasks that depend, directly or through others, on `id`: what is skipped when
+    /// `id` can never complete. In dependency order.
+    pub fn blocked_by(&self, id: u64) -> Vec<(u64, u64)> {
+        let mut blocked = Vec::new();
+        let mut frontier = vec![id];
+        let mut seen = BTreeSet::new();
+        while let Some(current) = frontier.pop() {
+            for dependent in self.dependents.get(&current).into_iter().flatten() {
+                let pending = self
+                    .tasks
+                    .get(dependent)
+                    .is_some_and(|task| !task.state.is_final());
+                if pending && seen.insert(*dependent) {
+                    blocked.push((*dependent, current));
+                    frontier.push(*dependent);
+                }
+            }
+        }
+        blocked
+    }
+
+    /// Tasks held by `agent`.
+    pub fn claimed_by<'a>(&'a self, agent: &'a str) -> impl Iterator<Item = &'a Task> + 'a {
+        self.tasks.values().filter(move |task| {
+            task.state == TaskState::Claimed && task.holder.as_deref() == Some(agent)
+        })
+    }
+
+    pub fn stats(&self, now: Timestamp) -> QueueStats {
+        let mut stats = QueueStats::default();
+        for task in self.tasks.values() {
+            *stats.by_state.entry(task.state.name()).or_default() += 1;
+            if task.state == TaskState::Pending {
+                for tag in &task.tags {
+                    *stats.pending_by_tag.entry(tag.clone()).or_default() += 1;
+                }
+                let age = u64::try_from(now.as_micros() - task.enqueued_at.as_micros())
+                    .unwrap_or(0)
+                    / 1000;
+                stats.oldest_pending_age_ms =
+                    Some(stats.oldest_pending_age_ms.unwrap_or(0).max(age));
+            }
+        }
+        stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::retry_backoff_ms;
+
+    #[test]
+    fn backoff_doubles_from_one_second_and_caps_at_five_minutes() {
+        assert_eq!(retry_backoff_ms(1), 1_000);
+        assert_eq!(retry_backoff_ms(2), 2_000);
+        assert_eq!(retry_backoff_ms(3), 4_000);
+        assert_eq!(retry_backoff_ms(30), 300_000);
+    }
+}

@@ -1,0 +1,130 @@
+//! Signals between agents. A targeted signal is consumed once, by its target; a broadcast is
+//! consumed once per agent, so one reader never steals it from the others. A signal is visible
+//! until consumed or until `sent_at + ttl`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bincode::{Decode, Encode};
+use fleetlog_ledger::{Event, Json, Record, SignalTarget, Timestamp};
+use serde::Serialize;
+
+pub const SIGNAL_TTL_MS_DEFAULT: u64 = 60_000;
+
+#[derive(Clone, Debug, PartialEq, Encode, Decode, Serialize)]
+pub struct Signal {
+    /// The seq of its `signal_sent` record.
+    pub id: u64,
+    pub from: String,
+    pub kind: String,
+    pub target: SignalTarget,
+    pub payload: Json,
+    pub sent_at: Timestamp,
+    pub ttl_ms: u64,
+    pub correlation_id: Option<u64>,
+    /// Agents that consumed their copy of a broadcast.
+    #[serde(skip)]
+    pub consumed_by: BTreeSet<String>,
+}
+
+impl Signal {
+    pub fn deadline(&self) -> Timestamp {
+        self.sent_at.plus_millis(self.ttl_ms)
+    }
+
+    /// Whether `agent` can still see this signal at `now`.
+    pub fn visible_to(&self, agent: &str, now: Timestamp) -> bool {
+        now < self.deadline()
+            && match &self.target {
+                SignalTarget::Agent(target) => target == agent,
+                SignalTarget::Broadcast => self.from != agent && !self.consumed_by.contains(agent),
+            }
+    }
+}
+
+/// Which signals a check or wait wants.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SignalFilter {
+    pub kind: String,
+    pub source: Option<String>,
+    /// Only replies to this signal.
+    pub correlation_id: Option<u64>,
+}
+
+impl SignalFilter {
+    pub fn matches(&self, signal: &Signal) -> bool {
+        signal.kind == self.kind
+            && self
+                .source
+                .as_ref()
+                .is_none_or(|source| *source == signal.from)
+            && self
+                .correlation_id
+                .is_none_or(|id| signal.correlation_id == Some(id))
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Encode, Decode)]
+pub struct Signals {
+    /// Signals not yet consumed (targeted) or expired, by id.
+    pub live: BTreeMap<u64, Signal>,
+}
+
+impl Signals {
+    pub(crate) fn apply(&mut self, record: &Record) {
+        match &record.event {
+            Event::SignalSent {
+                kind,
+                target,
+                payload,
+                ttl_ms,
+                correlation_id,
+            } => {
+                self.live.insert(
+                    record.seq,
+                    Signal {
+                        id: record.seq,
+                        from: record.actor.clone(),
+                        kind: kind.clone(),
+                        target: target.clone(),
+                        payload: payload.clone(),
+                        sent_at: record.ts,
+                        ttl_ms: *ttl_ms,
+                        correlation_id: *correlation_id,
+                        consumed_by: BTreeSet::new(),
+                    },
+                );
+            }
+            Event::SignalConsumed { signal } => {
+                let broadcast = match self.live.get_mut(signal) {
+                    Some(found) if found.target == SignalTarget::Broadcast => {
+                        found.consumed_by.insert(record.actor.clone());
+                        true
+                    }
+                    _ => false,
+                };
+                if !broadcast {
+                    self.live.remove(signal);
+                }
+            }
+            Event::SignalExpired { signal, .. } => {
+                self.live.remove(signal);
+            }
+            _ => {}
+        }
+    }
+
+    /// The oldest signal `agent` can see at `now` that matches `filter`.
+    pub fn first_for(&self, agent: &str, filter: &SignalFilter, now: Timestamp) -> Option<&Signal> {
+        self.live
+            .values()
+            .find(|signal| signal.visible_to(agent, now) && filter.matches(signal))
+    }
+
+    /// Everything `agent` can see at `now`, oldest first.
+    pub fn inbox(&self, agent: &str, now: Timestamp) -> Vec<&Signal> {
+        self.live
+            .values()
+            .filter(|signal| signal.visible_to(agent, now))
+            .collect()
+    }
+}

@@ -1,0 +1,148 @@
+//! Everything the coordination projections know, folded from records, plus an index of every
+//! deadline in it so the machine finds the next expiry without scanning.
+
+use std::collections::BTreeSet;
+
+use bincode::{Decode, Encode};
+use fleetlog_ledger::{Event, Record, Timestamp};
+
+use crate::agents::{Agents, Liveness};
+use crate::approvals::{ApprovalState, Approvals};
+use crate::board::Board;
+use crate::decisions::Decisions;
+use crate::locks::Locks;
+use crate::queue::{Queue, TaskState};
+use crate::replay::Projection;
+use crate::signals::Signals;
+use crate::workflows::Workflows;
+
+/// Something that expires, named so its deadline can be found again.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Encode, Decode)]
+pub enum Due {
+    Agent(String),
+    Signal(u64),
+    Lock(String),
+    Lease(u64),
+    Approval(u64),
+}
+
+/// The coordination state: a pure fold of records.
+#[derive(Clone, Debug, Default, PartialEq, Encode, Decode)]
+pub struct State {
+    /// Seq of the last record applied.
+    pub seq: u64,
+    /// Time of the last record applied.
+    pub ts: Timestamp,
+    pub agents: Agents,
+    pub signals: Signals,
+    pub locks: Locks,
+    pub queue: Queue,
+    pub approvals: Approvals,
+    pub board: Board,
+    pub decisions: Decisions,
+    pub workflows: Workflows,
+    /// (deadline, what) for everything live that expires.
+    deadlines: BTreeSet<(Timestamp, Due)>,
+}
+
+impl Projection for State {
+    fn apply(&mut self, record: &Record) {
+        let touched = touched(record);
+        for due in &touched {
+            if let Some(deadline) = self.deadline_of(due) {
+                self.deadlines.remove(&(deadline, due.clone()));
+            }
+        }
+        self.agents.apply(record);
+        self.signals.apply(record);
+        self.locks.apply(record);
+        self.queue.apply(record);
+        self.approvals.apply(record);
+        self.board.apply(record);
+        self.decisions.apply(record);
+        self.workflows.apply(record);
+        for due in touched {
+            if let Some(deadline) = self.deadline_of(&due) {
+                self.deadlines.insert((deadline, due));
+            }
+        }
+        self.seq = record.seq;
+        self.ts = record.ts;
+    }
+}
+
+/// What a record can change the deadline of.
+fn touched(record: &Record) -> Vec<Due> {
+    let due = match &record.event {
+        Event::AgentRegistered { .. }
+        | Event::AgentHeartbeat { .. }
+        | Event::AgentDeregistered { .. } => Due::Agent(record.actor.clone()),
+        Event::AgentExpired { agent, .. } => Due::Agent(agent.clone()),
+        Event::SignalSent { .. } => Due::Signal(record.seq),
+        Event::SignalConsumed { signal } | Event::SignalExpired { signal, .. } => {
+            Due::Signal(*signal)
+        }
+        Event::LockAcquired { resource, .. }
+        | Event::LockRenewed { resource, .. }
+        | Event::LockReleased { resource, .. }
+        | Event::LockExpired { resource, .. } => Due::Lock(resource.clone()),
+        Event::TaskClaimed { task, .. }
+        | Event::TaskLeaseRenewed { task, .. }
+        | Event::TaskLeaseExpired { task, .. }
+        | Event::TaskCompleted { task, .. }
+        | Event::TaskFailed { task, .. }
+        | Event::TaskDeadLettered { task, .. }
+        | Event::TaskCancelled { task, .. }
+        | Event::TaskSkipped { task, .. } => Due::Lease(*task),
+        Event::ApprovalRequested { .. } => Due::Approval(record.seq),
+        Event::ApprovalDecided { approval, .. } | Event::ApprovalExpired { approval, .. } => {
+            Due::Approval(*approval)
+        }
+        _ => return Vec::new(),
+    };
+    vec![due]
+}
+
+impl State {
+    /// When `due` expires, if it is live.
+    pub fn deadline_of(&self, due: &Due) -> Option<Timestamp> {
+        match due {
+            Due::Agent(id) => self
+                .agents
+                .get(id)
+                .filter(|agent| agent.liveness == Liveness::Active)
+                .map(|agent| agent.deadline()),
+            Due::Signal(id) => self.signals.live.get(id).map(|signal| signal.deadline()),
+            Due::Lock(resource) => self.locks.held.get(resource).map(|lock| lock.expires_at),
+            Due::Lease(id) => self
+                .queue
+                .get(*id)
+                .filter(|task| task.state == TaskState::Claimed)
+                .and_then(|task| task.lease_expires),
+            Due::Approval(id) => self
+                .approvals
+                .get(*id)
+                .filter(|approval| approval.state == ApprovalState::Pending)
+                .map(|approval| approval.deadline()),
+        }
+    }
+
+    /// The earliest deadline of anything live.
+    pub fn next_deadline(&self) -> Option<Timestamp> {
+        self.deadlines.first().map(|(deadline, _)| *deadline)
+    }
+
+    /// Everything whose deadline is at or before `now`, earliest first.
+    pub fn due_by(&self, now: Timestamp) -> Vec<(Timestamp, Due)> {
+        self.deadlines
+            .iter()
+            .take_while(|(deadline, _)| *deadline <= now)
+            .cloned()
+            .collect()
+    }
+
+    /// A digest of the whole state: equal digests mean equal projections.
+    pub fn digest(&self) -> [u8; 32] {
+        *blake3::hash(&crate::snapshot::encode(self)).as_bytes()
+    }
+}

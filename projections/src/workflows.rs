@@ -1,0 +1,322 @@
+//! Workflows: a run of stages by agents, with handoffs, checkpoints, costs and an optional
+//! budget. Times are when things occurred (`occurred_at` for imported telemetry, else the
+//! record's time).
+
+use std::collections::BTreeMap;
+
+use bincode::{Decode, Encode};
+use fleetlog_ledger::{Event, Json, Outcome, Record, Timestamp};
+use serde::Serialize;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkflowStatus {
+    Running,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+#[derive(Clone, Debug, PartialEq, Encode, Decode, Serialize)]
+pub struct Stage {
+    pub stage: String,
+    pub agent: String,
+    pub tier: String,
+    pub started_at: Option<Timestamp>,
+    pub completed_at: Option<Timestamp>,
+    pub outcome: Option<Outcome>,
+    pub duration_ms: Option<u64>,
+    pub cost_usd: f64,
+    pub tokens: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode, Serialize)]
+pub struct Handoff {
+    pub from_agent: String,
+    pub to_agent: String,
+    pub artifacts: Vec<String>,
+    pub at: Timestamp,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode, Serialize)]
+pub struct CheckpointState {
+    pub seq: u64,
+    pub stage: String,
+    pub state: Json,
+    pub at: Timestamp,
+}
+
+/// One line of a workflow's timeline.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode, Serialize)]
+pub struct TimelineEntry {
+    pub seq: u64,
+    pub at: Timestamp,
+    pub kind: String,
+    pub summary: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Encode, Decode, Serialize)]
+pub struct Workflow {
+    pub id: String,
+    pub project: String,
+    pub agent_plan: Vec<String>,
+    pub estimated_duration_ms: Option<u64>,
+    pub session_id: Option<String>,
+    pub started_by: String,
+    pub started_at: Timestamp,
+    pub status: WorkflowStatus,
+    pub stages: Vec<Stage>,
+    pub handoffs: Vec<Handoff>,
+    pub latest_checkpoint: Option<CheckpointState>,
+    pub finished_at: Option<Timestamp>,
+    pub duration_ms: Option<u64>,
+    pub error: Option<String>,
+    pub agents_executed: Vec<String>,
+    pub budget_usd: Option<f64>,
+    pub spent_usd: f64,
+    pub tokens: u64,
+    pub timeline: Vec<TimelineEntry>,
+}
+
+impl Workflow {
+    /// Stages completed over stages planned (0..=1); `None` when nothing is planned.
+    pub fn progress(&self) -> Option<f64> {
+        let completed = self
+            .stages
+            .iter()
+            .filter(|stage| stage.completed_at.is_some())
+            .count();
+        match self.agent_plan.len() {
+            0 => None,
+            planned => Some((completed as f64 / planned as f64).min(1.0)),
+        }
+    }
+
+    /// Spending is past the budget: further stages are refused until it is raised.
+    pub fn over_budget(&self) -> bool {
+        self.budget_usd
+            .is_some_and(|budget| self.spent_usd > budget)
+    }
+
+    fn open_stage(&mut self, stage: &str, agent: &str) -> Option<&mut Stage> {
+        self.stages
+            .iter_mut()
+            .rev()
+            .find(|open| open.stage == stage && open.agent == agent && open.completed_at.is_none())
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Encode, Decode)]
+pub struct Workflows {
+    pub by_id: BTreeMap<String, Workflow>,
+}
+
+impl Workflows {
+    pub(crate) fn apply(&mut self, record: &Record) {
+        let at = |occurred_at: &Option<Timestamp>| occurred_at.unwrap_or(record.ts);
+        match &record.event {
+            Event::WorkflowStarted {
+                workflow_id,
+                project,
+                agent_plan,
+                estimated_duration_ms,
+                session_id,
+                occurred_at,
+            } => {
+                let mut workflow = Workflow {
+                    id: workflow_id.clone(),
+                    project: project.clone(),
+                    agent_plan: agent_plan.clone(),
+                    estimated_duration_ms: *estimated_duration_ms,
+                    session_id: session_id.clone(),
+                    started_by: record.actor.clone(),
+                    started_at: at(occurred_at),
+                    status: WorkflowStatus::Running,
+                    stages: Vec::new(),
+                    handoffs: Vec::new(),
+                    latest_checkpoint: None,
+                    finished_at: None,
+                    duration_ms: None,
+                    error: None,
+                    agents_executed: Vec::new(),
+                    budget_usd: None,
+                    spent_usd: 0.0,
+                    tokens: 0,
+                    timeline: Vec::new(),
+                };
+                push_timeline(&mut workflow, record, format!("started in {project}"));
+                self.by_id.insert(workflow_id.clone(), workflow);
+            }
+            Event::StageStarted {
+                workflow_id,
+                stage,
+                agent,
+                tier,
+                occurred_at,
+            } => self.update(workflow_id, record, |workflow| {
+                workflow.stages.push(Stage {
+                    stage: stage.clone(),
+                    agent: agent.clone(),
+                    tier: tier.clone(),
+                    started_at: Some(at(occurred_at)),
+                    completed_at: None,
+                    outcome: None,
+                    duration_ms: None,
+                    cost_usd: 0.0,
+                    tokens: 0,
+                });
+                format!("{agent} started {stage}")
+            }),
+            Event::StageCompleted {
+                workflow_id,
+                stage,
+                agent,
+                tier,
+                outcome,
+                duration_ms,
+                cost_usd,
+                tokens,
+                occurred_at,
+                ..
+            } => self.update(workflow_id, record, |workflow| {
+                let completed_at = at(occurred_at);
+                workflow.spent_usd += cost_usd;
+                workflow.tokens += tokens;
+                if !workflow.agents_executed.contains(agent) {
+                    workflow.agents_executed.push(agent.clone());
+                }
+                let fields = |open: &mut Stage| {
+                    open.completed_at = Some(completed_at);
+                    open.outcome = Some(*outcome);
+                    open.duration_ms = Some(*duration_ms);
+                    open.cost_usd = *cost_usd;
+                    open.tokens = *tokens;
+                };
+                match workflow.open_stage(stage, agent) {
+                    Some(open) => fields(open),
+                    None => {
+                        let mut new = Stage {
+                            stage: stage.clone(),
+                            agent: agent.clone(),
+                            tier: tier.clone(),
+                            started_at: None,
+                            completed_at: None,
+                            outcome: None,
+                            duration_ms: None,
+                            cost_usd: 0.0,
+                            tokens: 0,
+                        };
+                        fields(&mut new);
+                        workflow.stages.push(new);
+                    }
+                }
+                format!("{agent} completed {stage}: {outcome:?}, {duration_ms} ms, ${cost_usd:.4}")
+            }),
+            Event::Handoff {
+                workflow_id,
+                from_agent,
+                to_agent,
+                artifacts,
+                occurred_at,
+            } => self.update(workflow_id, record, |workflow| {
+                workflow.handoffs.push(Handoff {
+                    from_agent: from_agent.clone(),
+                    to_agent: to_agent.clone(),
+                    artifacts: artifacts.clone(),
+                    at: at(occurred_at),
+                });
+                format!(
+                    "handoff {from_agent} → {to_agent} ({} artifacts)",
+                    artifacts.len()
+                )
+            }),
+            Event::Checkpoint {
+                workflow_id,
+                stage,
+                state,
+            } => self.update(workflow_id, record, |workflow| {
+                workflow.latest_checkpoint = Some(CheckpointState {
+                    seq: record.seq,
+                    stage: stage.clone(),
+                    state: state.clone(),
+                    at: record.ts,
+                });
+                format!("checkpoint at {stage}")
+            }),
+            Event::WorkflowCompleted {
+                workflow_id,
+                success,
+                error,
+                agents_executed,
+                duration_ms,
+                occurred_at,
+            } => self.update(workflow_id, record, |workflow| {
+                let finished = at(occurred_at);
+                workflow.status = match success {
+                    true => WorkflowStatus::Completed,
+                    false => WorkflowStatus::Failed,
+                };
+                workflow.finished_at = Some(finished);
+                workflow.duration_ms = duration_ms.or_else(|| {
+                    u64::try_from(finished.as_micros() - workflow.started_at.as_micros())
+                        .ok()
+                        .map(|micros| micros / 1000)
+                });
+                workflow.error = error.clone();
+                for agent in agents_executed {
+                    if !workflow.agents_executed.contains(agent) {
+                        workflow.agents_executed.push(agent.clone());
+                    }
+                }
+                match success {
+                    true => "completed".to_owned(),
+                    false => format!("failed: {}", error.as_deref().unwrap_or("no error given")),
+                }
+            }),
+            Event::WorkflowCancelled {
+                workflow_id,
+                reason,
+            } => self.update(workflow_id, record, |workflow| {
+                workflow.status = WorkflowStatus::Cancelled;
+                workflow.finished_at = Some(record.ts);
+                workflow.error = Some(reason.clone());
+                format!("cancelled: {reason}")
+            }),
+            Event::BudgetSet {
+                workflow_id,
+                limit_usd,
+            } => self.update(workflow_id, record, |workflow| {
+                workflow.budget_usd = Some(*limit_usd);
+                format!("budget set to ${limit_usd:.2}")
+            }),
+            Event::BudgetExceeded {
+                workflow_id,
+                limit_usd,
+                spent_usd,
+            } => self.update(workflow_id, record, |_| {
+                format!("budget exceeded: ${spent_usd:.4} of ${limit_usd:.2}")
+            }),
+            _ => {}
+        }
+    }
+
+    fn update(&mut self, id: &str, record: &Record, change: impl FnOnce(&mut Workflow) -> String) {
+        if let Some(workflow) = self.by_id.get_mut(id) {
+            let summary = change(workflow);
+            push_timeline(workflow, record, summary);
+        }
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Workflow> {
+        self.by_id.get(id)
+    }
+}
+
+fn push_timeline(workflow: &mut Workflow, record: &Record, summary: String) {
+    workflow.timeline.push(TimelineEntry {
+        seq: record.seq,
+        at: record.ts,
+        kind: record.event.kind().to_owned(),
+        summary,
+    });
+}
