@@ -10,6 +10,7 @@
 //! - only this crate touches redb, and only `codec` knows the byte layout of a record.
 
 mod chain;
+mod clock;
 mod codec;
 mod error;
 mod event;
@@ -29,6 +30,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use chain::{Checkpoint, GENESIS_CONTEXT, LedgerId};
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use codec::{ChainHash, EncodedEntry, FORMAT_VERSION, Record, RecordView, encode_entry};
 pub use error::Error;
 pub use event::{Event, FieldProblem, Json, Outcome, SignalTarget, Timestamp, TimestampError};
@@ -165,6 +167,7 @@ impl Ledger {
     pub fn open_with<S, E>(
         path: impl AsRef<Path>,
         create: bool,
+        clock: Arc<dyn Clock>,
         make: impl FnOnce(&Reader, Head) -> Result<S, E>,
     ) -> Result<Ledger, E>
     where
@@ -183,6 +186,7 @@ impl Ledger {
             reader,
             meta,
             db,
+            clock,
             Some(Box::new(sequencer)),
         )?)
     }
@@ -190,7 +194,7 @@ impl Ledger {
     fn start(path: &Path, db: redb::Database) -> Result<Ledger, Error> {
         let db = Arc::new(db);
         let (reader, meta) = Self::check(path, Arc::clone(&db))?;
-        Self::spawn_writer(reader, meta, db, None)
+        Self::spawn_writer(reader, meta, db, Arc::new(SystemClock), None)
     }
 
     /// Reads the meta and runs the open check.
@@ -210,6 +214,7 @@ impl Ledger {
         reader: Reader,
         meta: storage::Meta,
         db: Arc<redb::Database>,
+        clock: Arc<dyn Clock>,
         sequencer: Option<Box<dyn Sequencer>>,
     ) -> Result<Ledger, Error> {
         let watch = Arc::new(HeadWatch::new(meta.head, false));
@@ -220,6 +225,7 @@ impl Ledger {
             head: meta.head,
             watch: Arc::clone(&watch),
             counters: Arc::clone(&counters),
+            clock,
             sequencer,
             queue_max: limits::WRITER_QUEUE_REQUESTS_MAX,
         })?;

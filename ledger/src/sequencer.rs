@@ -28,8 +28,9 @@ pub trait Sequencer: Send + 'static {
     /// start of every batch, and on its own when [`Sequencer::next_deadline`] passes.
     fn tick(&mut self, batch: &mut Batch<'_, '_>);
 
-    /// The earliest time [`Sequencer::tick`] will have work; the writer wakes then.
-    fn next_deadline(&self) -> Option<Timestamp>;
+    /// The earliest time [`Sequencer::tick`] will have work, given the writer's clock reads
+    /// `now`; the writer wakes then.
+    fn next_deadline(&self, now: Timestamp) -> Option<Timestamp>;
 
     /// A raw append (not a command) was staged: fold it into the working state.
     fn observe(&mut self, record: &Record);

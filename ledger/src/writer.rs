@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use redb::Database;
 
+use crate::clock::Clock;
 use crate::codec::{ChainHash, EncodedEntry, Record, decode_entry, encode_u64};
 use crate::error::Error;
 use crate::event::Timestamp;
@@ -167,6 +168,7 @@ pub(crate) struct WriterSetup {
     pub head: Head,
     pub watch: Arc<HeadWatch>,
     pub counters: Arc<WriterCounters>,
+    pub clock: Arc<dyn Clock>,
     pub sequencer: Option<Box<dyn Sequencer>>,
     pub queue_max: usize,
 }
@@ -179,6 +181,7 @@ pub(crate) fn spawn(setup: WriterSetup) -> Result<WriterHandle, Error> {
         head: setup.head,
         watch: setup.watch,
         counters: setup.counters,
+        clock: setup.clock,
         sequencer: setup.sequencer,
         poisoned: None,
         carry: None,
@@ -195,6 +198,7 @@ struct Writer {
     head: Head,
     watch: Arc<HeadWatch>,
     counters: Arc<WriterCounters>,
+    clock: Arc<dyn Clock>,
     sequencer: Option<Box<dyn Sequencer>>,
     poisoned: Option<String>,
     /// A request taken from the channel that did not fit the previous batch.
@@ -245,8 +249,9 @@ impl Writer {
         if let Some(request) = self.carry.take() {
             return Wake::Request(request);
         }
+        let now = self.clock.now().max(self.head.ts);
         let deadline = match &self.poisoned {
-            None => self.sequencer.as_ref().and_then(|s| s.next_deadline()),
+            None => self.sequencer.as_ref().and_then(|s| s.next_deadline(now)),
             Some(_) => None,
         };
         let received = match deadline {
@@ -348,7 +353,7 @@ impl Writer {
             Ok(txn) => txn,
             Err(error) => return Err(fail_all(error, batch)),
         };
-        let ts = Timestamp::now().max(self.head.ts);
+        let ts = self.clock.now().max(self.head.ts);
         let mut events = match txn.open_table(EVENTS) {
             Ok(table) => table,
             Err(error) => return Err(fail_all(error.into(), batch)),

@@ -14,8 +14,11 @@ mod activity;
 pub mod agents;
 pub mod approvals;
 pub mod board;
+mod command;
+mod coordinator;
 pub mod decisions;
 pub mod locks;
+mod machine;
 pub mod queue;
 mod replay;
 pub mod signals;
@@ -24,6 +27,11 @@ mod state;
 pub mod workflows;
 
 pub use activity::{Activity, KindCount};
-pub use replay::{AsOf, Projection, ReplayError, replay};
+pub use command::{Command, CommandError, Outcome, StageReport, TaskSpec};
+pub use coordinator::{
+    Coordinator, CoordinatorOptions, PendingCommand, SNAPSHOT_EVERY_EVENTS_DEFAULT, rebuild,
+};
+pub use machine::{Machine, SYSTEM_ACTOR, WAITERS_PER_KEY_MAX};
+pub use replay::{AsOf, Error, Projection, replay, replay_range, resolve};
 pub use snapshot::SNAPSHOT_VERSION;
 pub use state::{Due, State};

@@ -29,6 +29,9 @@ impl Lock {
 pub struct Locks {
     /// Granted and not released or expired by an event (may be past `expires_at`: see `live`).
     pub held: BTreeMap<String, Lock>,
+    /// The token of a lock that expired and has not been granted again since: the next grant
+    /// records that it takes it over.
+    pub expired: BTreeMap<String, u64>,
 }
 
 impl Locks {
@@ -41,6 +44,7 @@ impl Locks {
                 requested_at,
                 ..
             } => {
+                self.expired.remove(resource);
                 self.held.insert(
                     resource.clone(),
                     Lock {
@@ -66,16 +70,22 @@ impl Locks {
                 }
             }
             Event::LockReleased { resource, token }
-            | Event::LockExpired {
-                resource, token, ..
-            } => {
                 if self
                     .held
                     .get(resource)
-                    .is_some_and(|lock| lock.token == *token)
-                {
-                    self.held.remove(resource);
-                }
+                    .is_some_and(|lock| lock.token == *token) =>
+            {
+                self.held.remove(resource);
+            }
+            Event::LockExpired {
+                resource, token, ..
+            } if self
+                .held
+                .get(resource)
+                .is_some_and(|lock| lock.token == *token) =>
+            {
+                self.held.remove(resource);
+                self.expired.insert(resource.clone(), *token);
             }
             _ => {}
         }

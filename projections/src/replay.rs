@@ -33,10 +33,10 @@ impl fmt::Display for AsOf {
 }
 
 impl FromStr for AsOf {
-    type Err = ReplayError;
+    type Err = Error;
 
     /// `head`, a seq (`1200`), or an RFC 3339 time (`2026-11-23T10:00:00Z`).
-    fn from_str(text: &str) -> Result<Self, ReplayError> {
+    fn from_str(text: &str) -> Result<Self, Error> {
         if text == "head" {
             return Ok(AsOf::Head);
         }
@@ -45,14 +45,15 @@ impl FromStr for AsOf {
         }
         Timestamp::parse_rfc3339(text)
             .map(AsOf::Time)
-            .map_err(|_| ReplayError::BadAsOf(text.to_owned()))
+            .map_err(|_| Error::BadAsOf(text.to_owned()))
     }
 }
 
-/// Why a replay failed.
+/// The crate's error: what can go wrong reading, replaying or opening (command refusals are
+/// [`crate::CommandError`], part of the protocol).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum ReplayError {
+pub enum Error {
     #[error(transparent)]
     Ledger(#[from] fleetlog_ledger::Error),
     #[error(
@@ -61,27 +62,33 @@ pub enum ReplayError {
     BadAsOf(String),
 }
 
-/// Folds every record up to `as_of` into `projection`; returns the seq of the last record
-/// applied (0 if none). `progress` is called now and then with that seq.
-pub fn replay<P: Projection>(
-    reader: &Reader,
-    projection: &mut P,
-    as_of: AsOf,
-    progress: &dyn Fn(u64),
-) -> Result<u64, ReplayError> {
-    let last = match as_of {
-        AsOf::Head => reader.last_seq()?,
-        AsOf::Seq(seq) => seq.min(reader.last_seq()?),
+/// The seq `as_of` names in this ledger: the last record it includes (0 if none).
+pub fn resolve(reader: &Reader, as_of: AsOf) -> Result<u64, Error> {
+    let last = reader.last_seq()?;
+    Ok(match as_of {
+        AsOf::Head => last,
+        AsOf::Seq(seq) => seq.min(last),
         // Records stamped after `ts` start at the first seq at or after ts + 1µs.
         AsOf::Time(ts) => {
             match reader.seq_at_or_after(Timestamp(ts.as_micros().saturating_add(1)))? {
                 Some(seq) => seq - 1,
-                None => reader.last_seq()?,
+                None => last,
             }
         }
-    };
+    })
+}
+
+/// Folds records `first..=last` into `projection`; returns the seq of the last one applied (0 if
+/// none). `progress` is called now and then with that seq.
+pub fn replay_range<P: Projection>(
+    reader: &Reader,
+    projection: &mut P,
+    first: u64,
+    last: u64,
+    progress: &dyn Fn(u64),
+) -> Result<u64, Error> {
     let mut applied = 0;
-    reader.scan(1..=last, |record| {
+    reader.scan(first.max(1)..=last, |record| {
         projection.apply(&record);
         applied = record.seq;
         if applied.is_multiple_of(65_536) {
@@ -91,4 +98,16 @@ pub fn replay<P: Projection>(
     })?;
     progress(applied);
     Ok(applied)
+}
+
+/// Folds every record up to `as_of` into `projection`; returns the seq of the last record
+/// applied (0 if none).
+pub fn replay<P: Projection>(
+    reader: &Reader,
+    projection: &mut P,
+    as_of: AsOf,
+    progress: &dyn Fn(u64),
+) -> Result<u64, Error> {
+    let last = resolve(reader, as_of)?;
+    replay_range(reader, projection, 1, last, progress)
 }

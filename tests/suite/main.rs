@@ -8,6 +8,7 @@ mod export_import;
 mod faults;
 mod golden;
 mod idempotency;
+mod locks;
 mod open;
 mod raw;
 mod replay;

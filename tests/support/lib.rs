@@ -349,3 +349,113 @@ pub fn append_numbered(
         })
         .collect()
 }
+
+/// A coordinator on a temporary ledger with a manual clock: time passes only when a test says.
+pub struct TestFleet {
+    pub temp: TempLedger,
+    pub clock: fleetlog_ledger::ManualClock,
+    pub coordinator: fleetlog_projections::Coordinator,
+}
+
+/// 2026-11-23T00:00:00Z, where test clocks start.
+pub const TEST_EPOCH: Timestamp = Timestamp(1_795_392_000_000_000);
+
+impl TestFleet {
+    pub fn new() -> Self {
+        Self::with_snapshots(0)
+    }
+
+    /// With a snapshot every `every` events (0: none).
+    pub fn with_snapshots(every: u64) -> Self {
+        let temp = TempLedger::new();
+        let clock = fleetlog_ledger::ManualClock::starting_at(TEST_EPOCH);
+        let coordinator = Self::open_at(&temp, &clock, every);
+        TestFleet {
+            temp,
+            clock,
+            coordinator,
+        }
+    }
+
+    /// Opens the coordinator on `temp` with `clock`.
+    pub fn open_at(
+        temp: &TempLedger,
+        clock: &fleetlog_ledger::ManualClock,
+        every: u64,
+    ) -> fleetlog_projections::Coordinator {
+        fleetlog_projections::Coordinator::open(
+            temp.path(),
+            fleetlog_projections::CoordinatorOptions {
+                snapshot_every_events: every,
+                clock: std::sync::Arc::new(clock.clone()),
+            },
+        )
+        .expect("the test coordinator opens")
+    }
+
+    /// Runs `command`, which must succeed.
+    pub fn run(&self, command: fleetlog_projections::Command) -> fleetlog_projections::Outcome {
+        let described = format!("{command:?}");
+        self.coordinator
+            .execute(command)
+            .unwrap_or_else(|error| panic!("{described} failed: {error}"))
+    }
+
+    /// Runs `command`, which must be refused.
+    pub fn refused(
+        &self,
+        command: fleetlog_projections::Command,
+    ) -> fleetlog_projections::CommandError {
+        let head = self.coordinator.ledger().head().expect("head").seq;
+        let described = format!("{command:?}");
+        let error = self
+            .coordinator
+            .execute(command)
+            .expect_err(&format!("{described} should be refused"));
+        assert_eq!(
+            self.coordinator.ledger().head().expect("head").seq,
+            head,
+            "a refused command appended events"
+        );
+        error
+    }
+
+    pub fn register(&self, agent: &str) {
+        self.run(fleetlog_projections::Command::Register {
+            agent: agent.to_owned(),
+            role: "worker".to_owned(),
+            name: agent.to_owned(),
+            working_on: String::new(),
+            capabilities: Vec::new(),
+            metadata: Json::null(),
+        });
+    }
+
+    /// Advances the clock and lets the writer record whatever expired.
+    pub fn advance_ms(&self, millis: u64) {
+        self.clock.advance_ms(millis);
+        self.coordinator.sync().expect("sync");
+    }
+
+    pub fn now(&self) -> Timestamp {
+        fleetlog_ledger::Clock::now(&self.clock)
+    }
+
+    /// Every record's event kind, in order.
+    pub fn kinds(&self) -> Vec<&'static str> {
+        let reader = self.coordinator.ledger().reader();
+        let last = reader.last_seq().expect("last");
+        reader
+            .range(1..=last)
+            .expect("read")
+            .iter()
+            .map(|record| record.event.kind())
+            .collect()
+    }
+}
+
+impl Default for TestFleet {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,415 @@
+//! The coordination commands, what they answer, and how they are refused.
+
+use fleetlog_ledger::{Json, Outcome as WorkOutcome, SignalTarget, Timestamp};
+use serde::Serialize;
+
+use crate::approvals::Approval;
+use crate::locks::Lock;
+use crate::queue::Task;
+use crate::signals::{Signal, SignalFilter};
+
+/// A task to enqueue.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TaskSpec {
+    pub title: String,
+    pub description: String,
+    pub priority: i32,
+    pub tags: Vec<String>,
+    pub payload: Json,
+    /// At least 1; [`crate::queue::MAX_ATTEMPTS_DEFAULT`] by default.
+    pub max_attempts: u32,
+    pub depends_on: Vec<u64>,
+    pub not_before: Option<Timestamp>,
+    pub workflow_id: Option<String>,
+}
+
+impl TaskSpec {
+    pub fn new(title: impl Into<String>) -> Self {
+        TaskSpec {
+            title: title.into(),
+            description: String::new(),
+            priority: 0,
+            tags: Vec::new(),
+            payload: Json::null(),
+            max_attempts: crate::queue::MAX_ATTEMPTS_DEFAULT,
+            depends_on: Vec::new(),
+            not_before: None,
+            workflow_id: None,
+        }
+    }
+}
+
+/// A completed stage's figures.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StageReport {
+    pub stage: String,
+    pub agent: String,
+    pub tier: String,
+    pub outcome: WorkOutcome,
+    pub duration_ms: u64,
+    pub cost_usd: f64,
+    pub tokens: u64,
+    pub description: String,
+    pub tags: Vec<String>,
+    pub quality: Option<f64>,
+}
+
+/// Every command the state machine accepts. `agent` is who issues it (the record's actor).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Command {
+    Register {
+        agent: String,
+        role: String,
+        name: String,
+        working_on: String,
+        capabilities: Vec<String>,
+        metadata: Json,
+    },
+    Heartbeat {
+        agent: String,
+        status: String,
+        progress: Option<f64>,
+        current_task: Option<String>,
+        metadata: Json,
+        ttl_ms: u64,
+    },
+    Deregister {
+        agent: String,
+        reason: String,
+    },
+    SendSignal {
+        agent: String,
+        kind: String,
+        target: SignalTarget,
+        payload: Json,
+        ttl_ms: u64,
+        correlation_id: Option<u64>,
+    },
+    /// Take (or, without `consume`, look at) the oldest matching signal; with `wait_ms`, wait
+    /// that long for one to be sent.
+    ReceiveSignal {
+        agent: String,
+        filter: SignalFilter,
+        consume: bool,
+        wait_ms: Option<u64>,
+    },
+    AcquireLock {
+        agent: String,
+        resource: String,
+        ttl_ms: u64,
+        intent: String,
+        /// Wait in FIFO order up to this long while another agent holds it.
+        wait_ms: Option<u64>,
+    },
+    RenewLock {
+        agent: String,
+        resource: String,
+        token: u64,
+        ttl_ms: u64,
+    },
+    ReleaseLock {
+        agent: String,
+        resource: String,
+        token: u64,
+    },
+    Enqueue {
+        agent: String,
+        spec: TaskSpec,
+    },
+    Claim {
+        agent: String,
+        /// The task must carry every one of these tags.
+        tags: Vec<String>,
+        lease_ttl_ms: u64,
+        wait_ms: Option<u64>,
+    },
+    RenewLease {
+        agent: String,
+        task: u64,
+        lease_ttl_ms: u64,
+    },
+    Complete {
+        agent: String,
+        task: u64,
+        result: Json,
+    },
+    Fail {
+        agent: String,
+        task: u64,
+        error: String,
+        retryable: bool,
+    },
+    Cancel {
+        agent: String,
+        task: u64,
+        reason: String,
+    },
+    RequestApproval {
+        agent: String,
+        action: String,
+        context: Json,
+        approvers: Vec<String>,
+        timeout_ms: u64,
+    },
+    Decide {
+        agent: String,
+        approval: u64,
+        approved: bool,
+        reason: String,
+    },
+    AwaitApproval {
+        agent: String,
+        approval: u64,
+        wait_ms: u64,
+    },
+    Post {
+        agent: String,
+        title: String,
+        message: String,
+        priority: i32,
+    },
+    Reply {
+        agent: String,
+        thread: u64,
+        message: String,
+    },
+    LogDecision {
+        agent: String,
+        decision_type: String,
+        context: String,
+        reason: String,
+        alternatives: Vec<String>,
+        metadata: Json,
+    },
+    StartWorkflow {
+        agent: String,
+        workflow_id: String,
+        project: String,
+        agent_plan: Vec<String>,
+        estimated_duration_ms: Option<u64>,
+    },
+    StartStage {
+        agent: String,
+        workflow_id: String,
+        stage: String,
+        stage_agent: String,
+        tier: String,
+    },
+    CompleteStage {
+        agent: String,
+        workflow_id: String,
+        report: StageReport,
+    },
+    Handoff {
+        agent: String,
+        workflow_id: String,
+        from_agent: String,
+        to_agent: String,
+        artifacts: Vec<String>,
+    },
+    Checkpoint {
+        agent: String,
+        workflow_id: String,
+        stage: String,
+        state: Json,
+    },
+    CompleteWorkflow {
+        agent: String,
+        workflow_id: String,
+        success: bool,
+        error: Option<String>,
+    },
+    CancelWorkflow {
+        agent: String,
+        workflow_id: String,
+        reason: String,
+    },
+    SetBudget {
+        agent: String,
+        workflow_id: String,
+        limit_usd: f64,
+    },
+    Custom {
+        agent: String,
+        kind: String,
+        payload: Json,
+    },
+}
+
+impl Command {
+    /// Who issues the command.
+    pub fn agent(&self) -> &str {
+        match self {
+            Command::Register { agent, .. }
+            | Command::Heartbeat { agent, .. }
+            | Command::Deregister { agent, .. }
+            | Command::SendSignal { agent, .. }
+            | Command::ReceiveSignal { agent, .. }
+            | Command::AcquireLock { agent, .. }
+            | Command::RenewLock { agent, .. }
+            | Command::ReleaseLock { agent, .. }
+            | Command::Enqueue { agent, .. }
+            | Command::Claim { agent, .. }
+            | Command::RenewLease { agent, .. }
+            | Command::Complete { agent, .. }
+            | Command::Fail { agent, .. }
+            | Command::Cancel { agent, .. }
+            | Command::RequestApproval { agent, .. }
+            | Command::Decide { agent, .. }
+            | Command::AwaitApproval { agent, .. }
+            | Command::Post { agent, .. }
+            | Command::Reply { agent, .. }
+            | Command::LogDecision { agent, .. }
+            | Command::StartWorkflow { agent, .. }
+            | Command::StartStage { agent, .. }
+            | Command::CompleteStage { agent, .. }
+            | Command::Handoff { agent, .. }
+            | Command::Checkpoint { agent, .. }
+            | Command::CompleteWorkflow { agent, .. }
+            | Command::CancelWorkflow { agent, .. }
+            | Command::SetBudget { agent, .. }
+            | Command::Custom { agent, .. } => agent,
+        }
+    }
+}
+
+/// What an accepted command answers.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    /// The command's (last) event is at `seq`; for creations, `seq` is the new id.
+    Appended { seq: u64 },
+    /// A signal check or wait: the signal, or none.
+    Signal { signal: Option<Signal> },
+    /// A granted lock; its token is its fencing token.
+    Lock { lock: Lock },
+    /// A claim: the task now leased to the caller, or none available.
+    Task { task: Option<Task> },
+    /// An approval's decision (or expiry).
+    Approval { approval: Approval },
+}
+
+/// Why a command was refused. Each names what was wrong and what to do.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CommandError {
+    #[error("agent {agent:?} is not registered (or has deregistered); register it first")]
+    UnknownAgent { agent: String },
+    #[error("invalid {field}: {problem}")]
+    Invalid {
+        field: &'static str,
+        problem: String,
+    },
+    #[error("the event would break a ledger limit: {0}")]
+    Rejected(String),
+    #[error(
+        "{resource:?} is locked by {holder:?} (token {token}) until {expires_at}; wait for it or try later"
+    )]
+    LockHeld {
+        resource: String,
+        holder: String,
+        token: u64,
+        expires_at: Timestamp,
+    },
+    #[error("you already hold {resource:?} with token {token}; renew it instead")]
+    AlreadyHeld { resource: String, token: u64 },
+    #[error(
+        "{resource:?} is not locked (an expired lock is released automatically); acquire it again"
+    )]
+    NotLocked { resource: String },
+    #[error(
+        "{resource:?} is held by {holder:?}, not by you; only the holder may renew or release it"
+    )]
+    NotHolder { resource: String, holder: String },
+    #[error(
+        "token {given} for {resource:?} is stale: the current token is {current}; your lock was lost"
+    )]
+    WrongToken {
+        resource: String,
+        given: u64,
+        current: u64,
+    },
+    #[error("task {task} does not exist")]
+    UnknownTask { task: u64 },
+    #[error("task {task} is already completed")]
+    AlreadyCompleted { task: u64 },
+    #[error("task {task} is already {state}; it cannot change any more")]
+    TaskFinished { task: u64, state: &'static str },
+    #[error("task {task} is leased to {holder:?}, not to you")]
+    NotYourTask { task: u64, holder: String },
+    #[error(
+        "task {task} is not claimed by you (its lease may have expired and it was requeued); claim it again"
+    )]
+    NotClaimed { task: u64 },
+    #[error("approval {approval} does not exist")]
+    UnknownApproval { approval: u64 },
+    #[error("approval {approval} was already decided")]
+    AlreadyDecided { approval: u64 },
+    #[error("approval {approval} expired at {deadline} without a decision; request a new one")]
+    ApprovalExpired { approval: u64, deadline: Timestamp },
+    #[error("you may not decide approval {approval}; its approvers are {approvers:?}")]
+    NotAnApprover {
+        approval: u64,
+        approvers: Vec<String>,
+    },
+    #[error("thread {thread} does not exist")]
+    UnknownThread { thread: u64 },
+    #[error("workflow {workflow_id:?} does not exist; start it first")]
+    UnknownWorkflow { workflow_id: String },
+    #[error("workflow {workflow_id:?} already exists; use a new id")]
+    WorkflowExists { workflow_id: String },
+    #[error("workflow {workflow_id:?} has already finished ({status})")]
+    WorkflowFinished { workflow_id: String, status: String },
+    #[error(
+        "workflow {workflow_id:?} has spent ${spent_usd:.4} of its ${limit_usd:.2} budget; raise the budget to start more stages"
+    )]
+    OverBudget {
+        workflow_id: String,
+        limit_usd: f64,
+        spent_usd: f64,
+    },
+    #[error("{what} already has {limit} waiters; try again later")]
+    TooManyWaiters { what: String, limit: usize },
+    #[error("timed out after {waited_ms} ms")]
+    TimedOut { waited_ms: u64 },
+    #[error(
+        "the command was not made durable ({cause}); it may be retried once the ledger is reopened"
+    )]
+    NotDurable { cause: String },
+    #[error("the ledger is closing; retry once it is open again")]
+    Closing,
+}
+
+impl CommandError {
+    /// A stable machine-readable code (for the HTTP API and `--json`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            CommandError::UnknownAgent { .. } => "unknown_agent",
+            CommandError::Invalid { .. } => "invalid",
+            CommandError::Rejected(_) => "rejected",
+            CommandError::LockHeld { .. } => "lock_held",
+            CommandError::AlreadyHeld { .. } => "already_held",
+            CommandError::NotLocked { .. } => "not_locked",
+            CommandError::NotHolder { .. } => "not_holder",
+            CommandError::WrongToken { .. } => "wrong_token",
+            CommandError::UnknownTask { .. } => "unknown_task",
+            CommandError::AlreadyCompleted { .. } => "already_completed",
+            CommandError::TaskFinished { .. } => "task_finished",
+            CommandError::NotYourTask { .. } => "not_your_task",
+            CommandError::NotClaimed { .. } => "not_claimed",
+            CommandError::UnknownApproval { .. } => "unknown_approval",
+            CommandError::AlreadyDecided { .. } => "already_decided",
+            CommandError::ApprovalExpired { .. } => "approval_expired",
+            CommandError::NotAnApprover { .. } => "not_an_approver",
+            CommandError::UnknownThread { .. } => "unknown_thread",
+            CommandError::UnknownWorkflow { .. } => "unknown_workflow",
+            CommandError::WorkflowExists { .. } => "workflow_exists",
+            CommandError::WorkflowFinished { .. } => "workflow_finished",
+            CommandError::OverBudget { .. } => "over_budget",
+            CommandError::TooManyWaiters { .. } => "too_many_waiters",
+            CommandError::TimedOut { .. } => "timed_out",
+            CommandError::NotDurable { .. } => "not_durable",
+            CommandError::Closing => "closing",
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! The coordination API: open a ledger with the state machine attached, run commands (each
+//! returns once its events are durable), query committed state, and rebuild state as of any
+//! seq or time.
+
+use std::any::Any;
+use std::path::Path;
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+
+use fleetlog_ledger::{Batch, Clock, Error as LedgerError, Head, Job, Ledger, Reader, SystemClock};
+
+use crate::command::{Command, CommandError, Outcome};
+use crate::machine::{Machine, Reply};
+use crate::replay::{AsOf, Error, replay_range, resolve};
+use crate::snapshot;
+use crate::state::State;
+
+/// Events between snapshots, by default: start-up replays at most this many.
+pub const SNAPSHOT_EVERY_EVENTS_DEFAULT: u64 = 10_000;
+
+#[derive(Clone)]
+pub struct CoordinatorOptions {
+    /// Take a snapshot of all projection state every this many events (0: never).
+    pub snapshot_every_events: u64,
+    /// The writer's clock: the wall clock, or a manual one for tests and simulations.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for CoordinatorOptions {
+    fn default() -> Self {
+        CoordinatorOptions {
+            snapshot_every_events: SNAPSHOT_EVERY_EVENTS_DEFAULT,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+/// A command on its way to the writer; [`PendingCommand::wait`] returns its answer once its
+/// events are durable (or it was refused).
+#[must_use = "a command's answer is only known once wait() returns"]
+pub struct PendingCommand {
+    receiver: crossbeam_channel::Receiver<Result<Outcome, CommandError>>,
+}
+
+impl PendingCommand {
+    pub fn wait(self) -> Result<Outcome, CommandError> {
+        self.receiver.recv().unwrap_or(Err(CommandError::Closing))
+    }
+}
+
+struct CommandJob {
+    command: Command,
+    reply: Reply,
+}
+
+impl Job for CommandJob {
+    fn run(self: Box<Self>, sequencer: &mut dyn Any, batch: &mut Batch<'_, '_>) {
+        let machine = sequencer
+            .downcast_mut::<Machine>()
+            .expect("a Coordinator's ledger always runs a Machine");
+        machine.execute(self.command, self.reply, batch);
+    }
+
+    fn reject(self: Box<Self>, error: LedgerError) {
+        let _ = self.reply.send(Err(CommandError::NotDurable {
+            cause: error.to_string(),
+        }));
+    }
+}
+
+/// Does nothing itself: the batch it lands in runs the machine's tick first.
+struct SyncJob {
+    reply: crossbeam_channel::Sender<Result<(), CommandError>>,
+}
+
+impl Job for SyncJob {
+    fn run(self: Box<Self>, _: &mut dyn Any, batch: &mut Batch<'_, '_>) {
+        let reply = self.reply;
+        batch.after_commit(move |commit| {
+            let _ = reply.send(commit.map_err(|error| CommandError::NotDurable {
+                cause: error.to_string(),
+            }));
+        });
+    }
+
+    fn reject(self: Box<Self>, error: LedgerError) {
+        let _ = self.reply.send(Err(CommandError::NotDurable {
+            cause: error.to_string(),
+        }));
+    }
+}
+
+/// A ledger with the coordination state machine attached. Cheap to clone.
+#[derive(Clone)]
+pub struct Coordinator {
+    ledger: Ledger,
+    committed: Arc<RwLock<State>>,
+}
+
+impl Coordinator {
+    /// Opens the ledger at `path` (creating it if missing), rebuilding state from the newest
+    /// snapshot and the records after it.
+    pub fn open(path: impl AsRef<Path>, options: CoordinatorOptions) -> Result<Coordinator, Error> {
+        let committed = Arc::new(RwLock::new(State::default()));
+        let shared = Arc::clone(&committed);
+        let every = options.snapshot_every_events;
+        let ledger =
+            Ledger::open_with(path, true, options.clock, |reader: &Reader, head: Head| {
+                let state = rebuild(reader, head.seq)?;
+                *shared.write().unwrap_or_else(|poison| poison.into_inner()) = state.clone();
+                Ok::<_, Error>(Machine::new(state, shared, every))
+            })?;
+        Ok(Coordinator { ledger, committed })
+    }
+
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// Runs `command` and returns its answer once its events are durable.
+    pub fn execute(&self, command: Command) -> Result<Outcome, CommandError> {
+        self.submit(command)?.wait()
+    }
+
+    /// Queues `command` without waiting, so one thread can keep many in flight.
+    pub fn submit(&self, command: Command) -> Result<PendingCommand, CommandError> {
+        let (reply, receiver) = crossbeam_channel::bounded(1);
+        self.ledger
+            .send_job(Box::new(CommandJob { command, reply }))
+            .map_err(|error| match error {
+                LedgerError::WriterStopped => CommandError::Closing,
+                other => CommandError::NotDurable {
+                    cause: other.to_string(),
+                },
+            })?;
+        Ok(PendingCommand { receiver })
+    }
+
+    /// Returns once every command sent before it has been answered and every expiry due by the
+    /// writer's clock has been recorded: how tests with a manual clock make time pass.
+    pub fn sync(&self) -> Result<(), CommandError> {
+        let (reply, receiver) = crossbeam_channel::bounded(1);
+        self.ledger
+            .send_job(Box::new(SyncJob { reply }))
+            .map_err(|_| CommandError::Closing)?;
+        receiver.recv().unwrap_or(Err(CommandError::Closing))
+    }
+
+    /// The committed state, for queries; hold the guard briefly (the writer waits for it).
+    pub fn state(&self) -> RwLockReadGuard<'_, State> {
+        self.committed
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// The state as it was at `as_of`, rebuilt from the newest snapshot before it.
+    pub fn state_as_of(&self, as_of: AsOf) -> Result<State, Error> {
+        let seq = resolve(self.ledger.reader(), as_of)?;
+        rebuild(self.ledger.reader(), seq)
+    }
+}
+
+/// State as of `seq`: the newest usable snapshot at or before it, then the records after it.
+pub fn rebuild(reader: &Reader, seq: u64) -> Result<State, Error> {
+    let mut state = reader
+        .snapshot_at_or_before(seq)?
+        .and_then(|(_, bytes)| snapshot::decode(&bytes))
+        .unwrap_or_default();
+    let from = state.seq + 1;
+    replay_range(reader, &mut state, from, seq, &|_| {})?;
+    Ok(state)
+}

@@ -1,0 +1,209 @@
+//! Guards locks: fencing tokens, holder-only release and renewal, recorded expiry and takeover,
+//! FIFO waiting woken by the release itself, and refusals that append nothing.
+
+use fleetlog_projections::{Command, CommandError, Outcome};
+use fleetlog_suite::TestFleet;
+
+fn acquire(agent: &str, resource: &str, ttl_ms: u64, wait_ms: Option<u64>) -> Command {
+    Command::AcquireLock {
+        agent: agent.to_owned(),
+        resource: resource.to_owned(),
+        ttl_ms,
+        intent: "edit".to_owned(),
+        wait_ms,
+    }
+}
+
+fn release(agent: &str, resource: &str, token: u64) -> Command {
+    Command::ReleaseLock {
+        agent: agent.to_owned(),
+        resource: resource.to_owned(),
+        token,
+    }
+}
+
+fn token(outcome: Outcome) -> u64 {
+    match outcome {
+        Outcome::Lock { lock } => lock.token,
+        other => panic!("expected a lock, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_lock_grant_returns_the_seq_of_its_record_as_fencing_token() {
+    let fleet = TestFleet::new();
+    fleet.register("a");
+    let first = token(fleet.run(acquire("a", "src/lib.rs", 10_000, None)));
+    assert_eq!(first, fleet.coordinator.ledger().head().expect("head").seq);
+    fleet.run(release("a", "src/lib.rs", first));
+    let second = token(fleet.run(acquire("a", "src/lib.rs", 10_000, None)));
+    assert!(second > first, "tokens strictly increase per resource");
+    let state = fleet.coordinator.state();
+    assert!(
+        state
+            .locks
+            .token_is_current("src/lib.rs", second, fleet.now())
+    );
+    assert!(
+        !state
+            .locks
+            .token_is_current("src/lib.rs", first, fleet.now())
+    );
+}
+
+#[test]
+fn a_held_lock_is_refused_to_others_and_names_its_holder() {
+    let fleet = TestFleet::new();
+    fleet.register("a");
+    fleet.register("b");
+    let held = token(fleet.run(acquire("a", "db", 10_000, None)));
+    match fleet.refused(acquire("b", "db", 10_000, None)) {
+        CommandError::LockHeld { holder, token, .. } => {
+            assert_eq!(holder, "a");
+            assert_eq!(token, held);
+        }
+        other => panic!("expected LockHeld, got {other}"),
+    }
+    assert!(matches!(
+        fleet.refused(acquire("a", "db", 10_000, None)),
+        CommandError::AlreadyHeld { .. }
+    ));
+}
+
+#[test]
+fn lock_release_by_non_holder_or_with_a_stale_token_is_rejected() {
+    let fleet = TestFleet::new();
+    fleet.register("a");
+    fleet.register("b");
+    let held = token(fleet.run(acquire("a", "db", 10_000, None)));
+    assert!(matches!(
+        fleet.refused(release("b", "db", held)),
+        CommandError::NotHolder { .. }
+    ));
+    assert!(matches!(
+        fleet.refused(release("a", "db", held - 1)),
+        CommandError::WrongToken { current, .. } if current == held
+    ));
+    assert!(matches!(
+        fleet.refused(release("a", "elsewhere", held)),
+        CommandError::NotLocked { .. }
+    ));
+    assert!(matches!(
+        fleet.refused(release("ghost", "db", held)),
+        CommandError::UnknownAgent { .. }
+    ));
+    fleet.run(release("a", "db", held));
+}
+
+#[test]
+fn an_expired_lock_is_recorded_and_the_next_grant_records_the_takeover() {
+    let fleet = TestFleet::new();
+    fleet.register("a");
+    fleet.register("b");
+    let old = token(fleet.run(acquire("a", "db", 5_000, None)));
+    fleet.run(Command::Heartbeat {
+        agent: "a".to_owned(),
+        status: "busy".to_owned(),
+        progress: None,
+        current_task: None,
+        metadata: Default::default(),
+        ttl_ms: 600_000,
+    });
+    fleet.advance_ms(5_001);
+    assert_eq!(fleet.kinds().last(), Some(&"lock_expired"));
+    // The old holder's token is no longer good for anything.
+    assert!(matches!(
+        fleet.refused(Command::RenewLock {
+            agent: "a".to_owned(),
+            resource: "db".to_owned(),
+            token: old,
+            ttl_ms: 5_000
+        }),
+        CommandError::NotLocked { .. }
+    ));
+    fleet.run(acquire("b", "db", 5_000, None));
+    let reader = fleet.coordinator.ledger().reader();
+    let grant = reader
+        .get(fleet.coordinator.ledger().head().expect("head").seq)
+        .expect("read")
+        .expect("present");
+    match grant.event {
+        fleetlog_ledger::Event::LockAcquired { takeover_of, .. } => {
+            assert_eq!(takeover_of, Some(old))
+        }
+        other => panic!("expected the grant, got {other:?}"),
+    }
+}
+
+#[test]
+fn renewal_extends_a_lock_past_its_original_deadline() {
+    let fleet = TestFleet::new();
+    fleet.register("a");
+    let held = token(fleet.run(acquire("a", "db", 5_000, None)));
+    fleet.advance_ms(4_000);
+    fleet.run(Command::RenewLock {
+        agent: "a".to_owned(),
+        resource: "db".to_owned(),
+        token: held,
+        ttl_ms: 5_000,
+    });
+    fleet.advance_ms(4_000);
+    assert!(
+        fleet
+            .coordinator
+            .state()
+            .locks
+            .token_is_current("db", held, fleet.now())
+    );
+}
+
+#[test]
+fn waiters_are_granted_in_arrival_order_when_the_holder_releases() {
+    let fleet = TestFleet::new();
+    for agent in ["a", "b", "c"] {
+        fleet.register(agent);
+    }
+    let held = token(fleet.run(acquire("a", "db", 60_000, None)));
+    let b = fleet
+        .coordinator
+        .submit(acquire("b", "db", 60_000, Some(30_000)))
+        .expect("queued");
+    let c = fleet
+        .coordinator
+        .submit(acquire("c", "db", 60_000, Some(30_000)))
+        .expect("queued");
+    fleet.coordinator.sync().expect("sync");
+    fleet.run(release("a", "db", held));
+    let b_token = token(b.wait().expect("b is granted"));
+    assert!(b_token > held);
+    assert_eq!(
+        fleet
+            .coordinator
+            .state()
+            .locks
+            .live("db", fleet.now())
+            .map(|l| l.holder.clone()),
+        Some("b".to_owned())
+    );
+    fleet.run(release("b", "db", b_token));
+    let c_token = token(c.wait().expect("c is granted"));
+    assert!(c_token > b_token);
+}
+
+#[test]
+fn a_waiter_times_out_when_the_lock_is_not_released() {
+    let fleet = TestFleet::new();
+    fleet.register("a");
+    fleet.register("b");
+    fleet.run(acquire("a", "db", 60_000, None));
+    let waiting = fleet
+        .coordinator
+        .submit(acquire("b", "db", 60_000, Some(5_000)))
+        .expect("queued");
+    fleet.coordinator.sync().expect("sync");
+    fleet.advance_ms(5_000);
+    assert!(matches!(
+        waiting.wait(),
+        Err(CommandError::TimedOut { waited_ms: 5_000 })
+    ));
+}
