@@ -277,7 +277,7 @@ impl Command {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum Outcome {
-    /// The command's (last) event is at `seq`; for creations, `seq` is the new id.
+    /// The command's primary (first) event is at `seq`; for creations, `seq` is the new id.
     Appended { seq: u64 },
     /// A signal check or wait: the signal, or none.
     Signal { signal: Option<Signal> },

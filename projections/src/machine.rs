@@ -113,9 +113,11 @@ fn respond(batch: &mut Batch<'_, '_>, reply: Reply, result: Result<Outcome, Comm
     });
 }
 
+/// A command's primary event comes first (what it creates, and so its id); any events after it
+/// are consequences (skips, a budget crossed, released locks).
 fn appended(records: &[Record]) -> Outcome {
     Outcome::Appended {
-        seq: records.last().map_or(0, |record| record.seq),
+        seq: records.first().map_or(0, |record| record.seq),
     }
 }
 

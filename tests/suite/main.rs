@@ -1,6 +1,7 @@
 //! fleetlog's cross-crate integration tests, compiled into one binary (faster to build on two
 //! cores). One module per concern; each opens with a line saying what it guards.
 
+mod agents_signals;
 mod append;
 mod concurrency;
 mod crash;
@@ -10,6 +11,7 @@ mod golden;
 mod idempotency;
 mod locks;
 mod open;
+mod queue;
 mod raw;
 mod replay;
 mod tail;

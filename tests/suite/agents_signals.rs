@@ -1,0 +1,318 @@
+//! Guards agents and signals: heartbeat TTLs with recorded expiry (releasing locks, requeueing
+//! tasks), stale and hung queries, targeted and broadcast delivery, consume versus peek, signal
+//! expiry, and waits woken by the send itself.
+
+use fleetlog_ledger::{Json, SignalTarget};
+use fleetlog_projections::agents::Liveness;
+use fleetlog_projections::queue::TaskState;
+use fleetlog_projections::signals::SignalFilter;
+use fleetlog_projections::{Command, CommandError, Outcome, TaskSpec};
+use fleetlog_suite::TestFleet;
+
+fn heartbeat(agent: &str, progress: Option<f64>, ttl_ms: u64) -> Command {
+    Command::Heartbeat {
+        agent: agent.to_owned(),
+        status: "working".to_owned(),
+        progress,
+        current_task: None,
+        metadata: Json::null(),
+        ttl_ms,
+    }
+}
+
+fn send(from: &str, to: Option<&str>, kind: &str, payload: serde_json::Value) -> Command {
+    Command::SendSignal {
+        agent: from.to_owned(),
+        kind: kind.to_owned(),
+        target: to.map_or(SignalTarget::Broadcast, |to| {
+            SignalTarget::Agent(to.to_owned())
+        }),
+        payload: Json::from_value(&payload),
+        ttl_ms: 60_000,
+        correlation_id: None,
+    }
+}
+
+fn receive(agent: &str, kind: &str, consume: bool, wait_ms: Option<u64>) -> Command {
+    Command::ReceiveSignal {
+        agent: agent.to_owned(),
+        filter: SignalFilter {
+            kind: kind.to_owned(),
+            ..Default::default()
+        },
+        consume,
+        wait_ms,
+    }
+}
+
+fn payload(outcome: Outcome) -> Option<serde_json::Value> {
+    match outcome {
+        Outcome::Signal { signal } => signal.map(|signal| signal.payload.to_value()),
+        other => panic!("expected a signal outcome, got {other:?}"),
+    }
+}
+
+#[test]
+fn commands_from_unregistered_agents_are_refused() {
+    let fleet = TestFleet::new();
+    assert!(matches!(
+        fleet.refused(heartbeat("ghost", None, 1_000)),
+        CommandError::UnknownAgent { .. }
+    ));
+    fleet.register("a");
+    assert!(matches!(
+        fleet.refused(send("a", Some("ghost"), "ping", serde_json::json!(1))),
+        CommandError::UnknownAgent { agent } if agent == "ghost"
+    ));
+    assert!(matches!(
+        fleet.refused(Command::Register {
+            agent: fleetlog_projections::SYSTEM_ACTOR.to_owned(),
+            role: String::new(),
+            name: String::new(),
+            working_on: String::new(),
+            capabilities: vec![],
+            metadata: Json::null()
+        }),
+        CommandError::Invalid { .. }
+    ));
+}
+
+#[test]
+fn an_agent_that_stops_heartbeating_expires_and_loses_its_locks_and_leases() {
+    let fleet = TestFleet::new();
+    fleet.register("worker");
+    fleet.register("boss");
+    fleet.run(heartbeat("worker", Some(0.1), 10_000));
+    fleet.run(Command::AcquireLock {
+        agent: "worker".to_owned(),
+        resource: "db".to_owned(),
+        ttl_ms: 600_000,
+        intent: "migrate".to_owned(),
+        wait_ms: None,
+    });
+    fleet.run(Command::Enqueue {
+        agent: "boss".to_owned(),
+        spec: TaskSpec::new("migrate"),
+    });
+    fleet.run(Command::Claim {
+        agent: "worker".to_owned(),
+        tags: vec![],
+        lease_ttl_ms: 600_000,
+        wait_ms: None,
+    });
+    fleet.run(heartbeat("boss", None, 3_600_000));
+    fleet.advance_ms(9_999);
+    assert!(
+        fleet
+            .coordinator
+            .state()
+            .agents
+            .is_alive("worker", fleet.now())
+    );
+    fleet.advance_ms(1);
+    let kinds = fleet.kinds();
+    let tail = &kinds[kinds.len() - 3..];
+    assert_eq!(
+        tail,
+        ["agent_expired", "lock_expired", "task_lease_expired"]
+    );
+    let state = fleet.coordinator.state();
+    assert_eq!(
+        state.agents.get("worker").map(|a| a.liveness),
+        Some(Liveness::Expired)
+    );
+    assert!(state.locks.live("db", fleet.now()).is_none());
+    let task = state.queue.tasks.values().next().expect("the task");
+    assert_eq!(task.state, TaskState::Pending);
+    assert_eq!(task.attempts, 1, "the lost attempt is counted");
+    drop(state);
+    // A heartbeat revives an expired agent.
+    fleet.run(heartbeat("worker", None, 10_000));
+    assert!(
+        fleet
+            .coordinator
+            .state()
+            .agents
+            .is_alive("worker", fleet.now())
+    );
+}
+
+#[test]
+fn stale_and_hung_agents_are_found_from_heartbeat_times() {
+    let fleet = TestFleet::new();
+    fleet.register("busy");
+    fleet.register("stuck");
+    fleet.register("quiet");
+    for agent in ["busy", "stuck", "quiet"] {
+        fleet.run(heartbeat(agent, Some(0.1), 3_600_000));
+    }
+    fleet.advance_ms(60_000);
+    fleet.run(heartbeat("busy", Some(0.5), 3_600_000));
+    fleet.run(heartbeat("stuck", Some(0.1), 3_600_000));
+    let state = fleet.coordinator.state();
+    let ids = |agents: Vec<&fleetlog_projections::agents::Agent>| -> Vec<String> {
+        agents.iter().map(|agent| agent.id.clone()).collect()
+    };
+    assert_eq!(ids(state.agents.stale(fleet.now(), 30_000)), ["quiet"]);
+    assert_eq!(
+        ids(state.agents.hung(fleet.now(), 30_000)),
+        ["quiet", "stuck"]
+    );
+    assert_eq!(state.agents.active(fleet.now()).len(), 3);
+}
+
+#[test]
+fn a_targeted_signal_is_consumed_once_and_peeking_leaves_it() {
+    let fleet = TestFleet::new();
+    fleet.register("producer");
+    fleet.register("consumer");
+    fleet.run(send(
+        "producer",
+        Some("consumer"),
+        "task_complete",
+        serde_json::json!({"task": 7}),
+    ));
+    assert_eq!(
+        payload(fleet.run(receive("producer", "task_complete", true, None))),
+        None
+    );
+    assert_eq!(
+        payload(fleet.run(receive("consumer", "task_complete", false, None))),
+        Some(serde_json::json!({"task": 7}))
+    );
+    assert_eq!(
+        payload(fleet.run(receive("consumer", "task_complete", true, None))),
+        Some(serde_json::json!({"task": 7}))
+    );
+    assert_eq!(
+        payload(fleet.run(receive("consumer", "task_complete", true, None))),
+        None
+    );
+}
+
+#[test]
+fn every_agent_consumes_its_own_copy_of_a_broadcast() {
+    let fleet = TestFleet::new();
+    for agent in ["lead", "w1", "w2", "w3"] {
+        fleet.register(agent);
+    }
+    fleet.run(send("lead", None, "abort", serde_json::json!("stop")));
+    for worker in ["w1", "w2", "w3"] {
+        assert_eq!(
+            payload(fleet.run(receive(worker, "abort", true, None))),
+            Some(serde_json::json!("stop")),
+            "{worker} sees the broadcast"
+        );
+        assert_eq!(
+            payload(fleet.run(receive(worker, "abort", true, None))),
+            None
+        );
+    }
+    assert_eq!(
+        payload(fleet.run(receive("lead", "abort", true, None))),
+        None,
+        "not the sender"
+    );
+}
+
+#[test]
+fn an_unconsumed_signal_expires_after_its_ttl_and_the_expiry_is_recorded() {
+    let fleet = TestFleet::new();
+    fleet.register("a");
+    fleet.register("b");
+    fleet.run(heartbeat("a", None, 3_600_000));
+    fleet.run(heartbeat("b", None, 3_600_000));
+    fleet.run(send("a", Some("b"), "ping", serde_json::json!(1)));
+    fleet.advance_ms(59_999);
+    assert!(payload(fleet.run(receive("b", "ping", false, None))).is_some());
+    fleet.advance_ms(1);
+    assert_eq!(fleet.kinds().last(), Some(&"signal_expired"));
+    assert_eq!(payload(fleet.run(receive("b", "ping", true, None))), None);
+}
+
+#[test]
+fn a_waiting_receiver_is_woken_by_the_send_itself() {
+    let fleet = TestFleet::new();
+    fleet.register("producer");
+    fleet.register("consumer");
+    let waiting = fleet
+        .coordinator
+        .submit(receive("consumer", "task_complete", true, Some(60_000)))
+        .expect("queued");
+    fleet
+        .coordinator
+        .sync()
+        .expect("the wait is parked, not answered");
+    fleet.run(send(
+        "producer",
+        Some("consumer"),
+        "task_complete",
+        serde_json::json!({"ok": true}),
+    ));
+    assert_eq!(
+        payload(waiting.wait().expect("woken")),
+        Some(serde_json::json!({"ok": true}))
+    );
+    // The wait consumed it.
+    assert_eq!(
+        payload(fleet.run(receive("consumer", "task_complete", true, None))),
+        None
+    );
+    assert_eq!(fleet.kinds().last(), Some(&"signal_consumed"));
+}
+
+#[test]
+fn request_response_matches_the_reply_by_correlation_id() {
+    let fleet = TestFleet::new();
+    fleet.register("asker");
+    fleet.register("answerer");
+    let request = match fleet.run(send(
+        "asker",
+        Some("answerer"),
+        "question",
+        serde_json::json!("2+2?"),
+    )) {
+        Outcome::Appended { seq } => seq,
+        other => panic!("{other:?}"),
+    };
+    let reply_to = |correlation_id: u64, answer: i32| Command::SendSignal {
+        agent: "answerer".to_owned(),
+        kind: "answer".to_owned(),
+        target: SignalTarget::Agent("asker".to_owned()),
+        payload: Json::from_value(&serde_json::json!(answer)),
+        ttl_ms: 60_000,
+        correlation_id: Some(correlation_id),
+    };
+    fleet.run(reply_to(request + 1_000, 5));
+    let mine = fleet
+        .coordinator
+        .submit(Command::ReceiveSignal {
+            agent: "asker".to_owned(),
+            filter: SignalFilter {
+                kind: "answer".to_owned(),
+                source: Some("answerer".to_owned()),
+                correlation_id: Some(request),
+            },
+            consume: true,
+            wait_ms: Some(60_000),
+        })
+        .expect("queued");
+    fleet.run(reply_to(request, 4));
+    assert_eq!(
+        payload(mine.wait().expect("answered")),
+        Some(serde_json::json!(4))
+    );
+}
+
+#[test]
+fn a_signal_wait_times_out_with_nothing_sent() {
+    let fleet = TestFleet::new();
+    fleet.register("a");
+    let waiting = fleet
+        .coordinator
+        .submit(receive("a", "never", true, Some(2_000)))
+        .expect("queued");
+    fleet.coordinator.sync().expect("sync");
+    fleet.advance_ms(2_000);
+    assert!(matches!(waiting.wait(), Err(CommandError::TimedOut { .. })));
+}
