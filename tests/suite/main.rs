@@ -3,6 +3,7 @@
 
 mod agents_signals;
 mod append;
+mod approvals_workflows;
 mod concurrency;
 mod crash;
 mod export_import;
