@@ -459,3 +459,63 @@ impl Default for TestFleet {
         Self::new()
     }
 }
+
+/// Checks invariants over a whole log, record by record: no lock has two holders at any seq;
+/// no task is leased to two agents at once or completed twice; only the holder completes; and
+/// every takeover names the token whose expiry was recorded. Panics naming the seq otherwise.
+pub fn check_log(reader: &fleetlog_ledger::Reader) {
+    use std::collections::{BTreeMap, BTreeSet};
+    let last = reader.last_seq().expect("last seq");
+    let mut lock_holders: BTreeMap<String, (String, u64)> = BTreeMap::new();
+    let mut expired_tokens: BTreeMap<String, u64> = BTreeMap::new();
+    let mut task_holders: BTreeMap<u64, String> = BTreeMap::new();
+    let mut completed: BTreeSet<u64> = BTreeSet::new();
+    reader
+        .scan(1..=last, |record| {
+            let seq = record.seq;
+            match &record.event {
+                Event::LockAcquired { resource, takeover_of, .. } => {
+                    if let Some((holder, token)) = lock_holders.get(resource) {
+                        panic!("seq {seq}: {resource} granted to {} while {holder} holds token {token}", record.actor);
+                    }
+                    if let Some(taken) = takeover_of {
+                        assert_eq!(expired_tokens.get(resource), Some(taken), "seq {seq}: takeover of a token whose expiry was not recorded");
+                    }
+                    expired_tokens.remove(resource);
+                    lock_holders.insert(resource.clone(), (record.actor.clone(), seq));
+                }
+                Event::LockReleased { resource, token } => {
+                    let holder = lock_holders.remove(resource);
+                    assert_eq!(holder.map(|(h, t)| (h, t)), Some((record.actor.clone(), *token)), "seq {seq}: release by a non-holder");
+                }
+                Event::LockExpired { resource, token, holder, .. } => {
+                    let current = lock_holders.remove(resource);
+                    assert_eq!(current, Some((holder.clone(), *token)), "seq {seq}: expiry of a lock not held");
+                    expired_tokens.insert(resource.clone(), *token);
+                }
+                Event::TaskClaimed { task, .. } => {
+                    if let Some(holder) = task_holders.get(task) {
+                        panic!("seq {seq}: task {task} claimed by {} while leased to {holder}", record.actor);
+                    }
+                    assert!(!completed.contains(task), "seq {seq}: completed task {task} claimed again");
+                    task_holders.insert(*task, record.actor.clone());
+                }
+                Event::TaskCompleted { task, .. } => {
+                    assert_eq!(task_holders.remove(task).as_deref(), Some(record.actor.as_str()), "seq {seq}: completion by a non-holder");
+                    assert!(completed.insert(*task), "seq {seq}: task {task} completed twice");
+                }
+                Event::TaskFailed { task, .. } => {
+                    assert_eq!(task_holders.remove(task).as_deref(), Some(record.actor.as_str()), "seq {seq}: failure by a non-holder");
+                }
+                Event::TaskLeaseExpired { task, agent, .. } => {
+                    assert_eq!(task_holders.remove(task).as_ref(), Some(agent), "seq {seq}: lease expiry of a task not leased");
+                }
+                Event::TaskCancelled { task, .. } => {
+                    task_holders.remove(task);
+                }
+                _ => {}
+            }
+            Ok(std::ops::ControlFlow::Continue(()))
+        })
+        .expect("scan the log");
+}
