@@ -486,7 +486,7 @@ pub fn check_log(reader: &fleetlog_ledger::Reader) {
                 }
                 Event::LockReleased { resource, token } => {
                     let holder = lock_holders.remove(resource);
-                    assert_eq!(holder.map(|(h, t)| (h, t)), Some((record.actor.clone(), *token)), "seq {seq}: release by a non-holder");
+                    assert_eq!(holder, Some((record.actor.clone(), *token)), "seq {seq}: release by a non-holder");
                 }
                 Event::LockExpired { resource, token, holder, .. } => {
                     let current = lock_holders.remove(resource);
