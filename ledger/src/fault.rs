@@ -102,22 +102,42 @@ impl StorageBackend for FaultyBackend {
     }
 }
 
+/// A new ledger file on a backend that fails when `switch` says so.
+fn create_faulty(path: &Path) -> Result<(redb::Database, FaultSwitch), Error> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    let switch = FaultSwitch::default();
+    let backend = FaultyBackend {
+        file: FileBackend::new(file)?,
+        switch: switch.clone(),
+    };
+    Ok((storage::create_on(backend, LedgerId::random()?)?, switch))
+}
+
 impl Ledger {
     /// Creates a ledger whose file can be made to fail on demand.
     pub fn create_with_faults(path: impl AsRef<Path>) -> Result<(Ledger, FaultSwitch), Error> {
         let path = path.as_ref();
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)?;
-        let switch = FaultSwitch::default();
-        let backend = FaultyBackend {
-            file: FileBackend::new(file)?,
-            switch: switch.clone(),
-        };
-        let db = storage::create_on(backend, LedgerId::random()?)?;
+        let (db, switch) = create_faulty(path)?;
         Ok((Ledger::start(path, db)?, switch))
+    }
+
+    /// As [`Ledger::open_with`] on a new file whose writes can be made to fail on demand.
+    pub fn create_with_faults_and<S, E>(
+        path: impl AsRef<Path>,
+        clock: std::sync::Arc<dyn crate::Clock>,
+        make: impl FnOnce(&crate::Reader, crate::Head) -> Result<S, E>,
+    ) -> Result<(Ledger, FaultSwitch), E>
+    where
+        S: crate::Sequencer,
+        E: From<Error>,
+    {
+        let path = path.as_ref();
+        let (db, switch) = create_faulty(path)?;
+        Ok((Ledger::start_with(path, db, clock, make)?, switch))
     }
 }

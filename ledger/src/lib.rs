@@ -179,6 +179,20 @@ impl Ledger {
             (true, false) => storage::create(path, LedgerId::random()?, storage::Sharing::Shared)?,
             _ => storage::open_writable(path)?,
         };
+        Self::start_with(path, db, clock, make)
+    }
+
+    /// Starts the writer on an open database, with the state machine `make` builds.
+    fn start_with<S, E>(
+        path: &Path,
+        db: redb::Database,
+        clock: Arc<dyn Clock>,
+        make: impl FnOnce(&Reader, Head) -> Result<S, E>,
+    ) -> Result<Ledger, E>
+    where
+        S: Sequencer,
+        E: From<Error>,
+    {
         let db = Arc::new(db);
         let (reader, meta) = Self::check(path, Arc::clone(&db))?;
         let sequencer = make(&reader, meta.head)?;

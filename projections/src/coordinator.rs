@@ -100,16 +100,20 @@ impl Coordinator {
     /// Opens the ledger at `path` (creating it if missing), rebuilding state from the newest
     /// snapshot and the records after it.
     pub fn open(path: impl AsRef<Path>, options: CoordinatorOptions) -> Result<Coordinator, Error> {
-        let committed = Arc::new(RwLock::new(State::default()));
-        let shared = Arc::clone(&committed);
-        let every = options.snapshot_every_events;
-        let ledger =
-            Ledger::open_with(path, true, options.clock, |reader: &Reader, head: Head| {
-                let state = rebuild(reader, head.seq)?;
-                *shared.write().unwrap_or_else(|poison| poison.into_inner()) = state.clone();
-                Ok::<_, Error>(Machine::new(state, shared, every))
-            })?;
+        let (committed, make) = machine_factory(options.snapshot_every_events);
+        let ledger = Ledger::open_with(path, true, options.clock, make)?;
         Ok(Coordinator { ledger, committed })
+    }
+
+    /// As [`Coordinator::open`] on a new file whose writes fail when the switch says so.
+    #[cfg(feature = "fault-injection")]
+    pub fn create_with_faults(
+        path: impl AsRef<Path>,
+        options: CoordinatorOptions,
+    ) -> Result<(Coordinator, fleetlog_ledger::FaultSwitch), Error> {
+        let (committed, make) = machine_factory(options.snapshot_every_events);
+        let (ledger, switch) = Ledger::create_with_faults_and(path, options.clock, make)?;
+        Ok((Coordinator { ledger, committed }, switch))
     }
 
     pub fn ledger(&self) -> &Ledger {
@@ -157,6 +161,25 @@ impl Coordinator {
         let seq = resolve(self.ledger.reader(), as_of)?;
         rebuild(self.ledger.reader(), seq)
     }
+}
+
+/// The committed state readers share, and the function that builds the machine (rebuilding
+/// state from the newest snapshot and the tail) when the ledger opens.
+#[allow(clippy::type_complexity)]
+fn machine_factory(
+    snapshot_every_events: u64,
+) -> (
+    Arc<RwLock<State>>,
+    impl FnOnce(&Reader, Head) -> Result<Machine, Error>,
+) {
+    let committed = Arc::new(RwLock::new(State::default()));
+    let shared = Arc::clone(&committed);
+    let make = move |reader: &Reader, head: Head| {
+        let state = rebuild(reader, head.seq)?;
+        *shared.write().unwrap_or_else(|poison| poison.into_inner()) = state.clone();
+        Ok(Machine::new(state, shared, snapshot_every_events))
+    };
+    (committed, make)
 }
 
 /// State as of `seq`: the newest usable snapshot at or before it, then the records after it.

@@ -71,3 +71,54 @@ fn a_failed_commit_poisons_the_writer_and_loses_nothing_acknowledged() {
         .expect("append");
     assert_eq!(next.seq, 11);
 }
+
+#[test]
+fn a_failed_commit_leaves_nothing_from_its_batch_in_the_coordination_state() {
+    use fleetlog_projections::{Command, CommandError, Coordinator, CoordinatorOptions, Outcome};
+
+    let temp = TempLedger::new();
+    let (coordinator, faults) =
+        Coordinator::create_with_faults(temp.path(), CoordinatorOptions::default())
+            .expect("create");
+    let register = |agent: &str| Command::Register {
+        agent: agent.to_owned(),
+        role: "worker".to_owned(),
+        name: agent.to_owned(),
+        working_on: String::new(),
+        capabilities: vec![],
+        metadata: fleetlog_ledger::Json::null(),
+    };
+    let acquire = |agent: &str| Command::AcquireLock {
+        agent: agent.to_owned(),
+        resource: "db".to_owned(),
+        ttl_ms: 60_000,
+        intent: "migrate".to_owned(),
+        wait_ms: None,
+    };
+    coordinator.execute(register("a")).expect("register a");
+    coordinator.execute(register("b")).expect("register b");
+    let before = coordinator.state().digest();
+
+    faults.set_failing(true);
+    let error = coordinator.execute(acquire("a")).unwrap_err();
+    assert!(matches!(error, CommandError::NotDurable { .. }), "{error}");
+    // Readers never saw the grant that did not commit.
+    assert_eq!(coordinator.state().digest(), before);
+    assert!(coordinator.state().locks.held.is_empty());
+    faults.set_failing(false);
+    assert!(
+        matches!(
+            coordinator.execute(acquire("b")),
+            Err(CommandError::NotDurable { .. })
+        ),
+        "the writer stays refused until reopened"
+    );
+    drop(coordinator);
+
+    let reopened = Coordinator::open(temp.path(), CoordinatorOptions::default()).expect("reopen");
+    assert_eq!(reopened.state().digest(), before);
+    match reopened.execute(acquire("b")) {
+        Ok(Outcome::Lock { lock }) => assert_eq!(lock.holder, "b"),
+        other => panic!("{other:?}"),
+    }
+}
