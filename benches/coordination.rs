@@ -14,32 +14,14 @@ use fleetlog_projections::{
     Command, Coordinator, CoordinatorOptions, Outcome, PendingCommand, Projection, State, TaskSpec,
     rebuild, replay_range,
 };
-use fleetlog_suite::{TempLedger, fleet_event};
+use fleetlog_suite::{TempLedger, fleet_event, register};
 
 fn benchmarking() -> bool {
     std::env::args().any(|arg| arg == "--bench")
 }
 
-fn register(agent: &str) -> Command {
-    Command::Register {
-        agent: agent.to_owned(),
-        role: "worker".to_owned(),
-        name: agent.to_owned(),
-        working_on: String::new(),
-        capabilities: vec![],
-        metadata: Json::null(),
-    }
-}
-
 fn heartbeat(agent: &str) -> Command {
-    Command::Heartbeat {
-        agent: agent.to_owned(),
-        status: "working".to_owned(),
-        progress: Some(0.5),
-        current_task: None,
-        metadata: Json::null(),
-        ttl_ms: 3_600_000,
-    }
+    fleetlog_suite::heartbeat(agent, 3_600_000)
 }
 
 /// Records in memory: the realistic mix the apply benchmark folds.

@@ -169,6 +169,17 @@ impl Machine {
         self.stage_as(batch, events)
     }
 
+    /// Stages a command's single event and answers with its seq.
+    fn record_one(
+        &mut self,
+        batch: &mut Batch<'_, '_>,
+        agent: &str,
+        event: Event,
+    ) -> Result<Step, CommandError> {
+        let records = self.stage(batch, agent, vec![event])?;
+        Ok(done_with(appended(&records)))
+    }
+
     fn require_member(&self, agent: &str) -> Result<(), CommandError> {
         match self.state.agents.is_member(agent) {
             true => Ok(()),
@@ -211,7 +222,7 @@ impl Machine {
                     capabilities,
                     metadata,
                 };
-                done(self.stage(batch, &agent, vec![event])?)
+                self.record_one(batch, &agent, event)
             }
             Command::Heartbeat {
                 agent,
@@ -231,7 +242,7 @@ impl Machine {
                     metadata,
                     ttl_ms,
                 };
-                done(self.stage(batch, &agent, vec![event])?)
+                self.record_one(batch, &agent, event)
             }
             Command::Deregister { agent, reason } => {
                 // Leaving releases what the agent holds, each recorded, as expiry would.
@@ -260,7 +271,7 @@ impl Machine {
                     ttl_ms,
                     correlation_id,
                 };
-                done(self.stage(batch, &agent, vec![event])?)
+                self.record_one(batch, &agent, event)
             }
             Command::ReceiveSignal {
                 agent,
@@ -364,7 +375,7 @@ impl Machine {
                     token,
                     ttl_ms,
                 };
-                done(self.stage(batch, &agent, vec![event])?)
+                self.record_one(batch, &agent, event)
             }
             Command::ReleaseLock {
                 agent,
@@ -493,7 +504,7 @@ impl Machine {
                     approvers,
                     timeout_ms,
                 };
-                done(self.stage(batch, &agent, vec![event])?)
+                self.record_one(batch, &agent, event)
             }
             Command::Decide {
                 agent,
@@ -529,7 +540,7 @@ impl Machine {
                     approved,
                     reason,
                 };
-                done(self.stage(batch, &agent, vec![event])?)
+                self.record_one(batch, &agent, event)
             }
             Command::AwaitApproval {
                 agent,
@@ -573,7 +584,7 @@ impl Machine {
                     message,
                     priority,
                 };
-                done(self.stage(batch, &agent, vec![event])?)
+                self.record_one(batch, &agent, event)
             }
             Command::Reply {
                 agent,
@@ -604,7 +615,7 @@ impl Machine {
                     alternatives,
                     metadata,
                 };
-                done(self.stage(batch, &agent, vec![event])?)
+                self.record_one(batch, &agent, event)
             }
             Command::StartWorkflow {
                 agent,
@@ -627,7 +638,7 @@ impl Machine {
                     session_id: None,
                     occurred_at: None,
                 };
-                done(self.stage(batch, &agent, vec![event])?)
+                self.record_one(batch, &agent, event)
             }
             Command::StartStage {
                 agent,
@@ -651,7 +662,7 @@ impl Machine {
                     tier,
                     occurred_at: None,
                 };
-                done(self.stage(batch, &agent, vec![event])?)
+                self.record_one(batch, &agent, event)
             }
             Command::CompleteStage {
                 agent,
@@ -676,7 +687,7 @@ impl Machine {
                     artifacts,
                     occurred_at: None,
                 };
-                done(self.stage(batch, &agent, vec![event])?)
+                self.record_one(batch, &agent, event)
             }
             Command::Checkpoint {
                 agent,
@@ -690,7 +701,7 @@ impl Machine {
                     stage,
                     state,
                 };
-                done(self.stage(batch, &agent, vec![event])?)
+                self.record_one(batch, &agent, event)
             }
             Command::CompleteWorkflow {
                 agent,
@@ -707,7 +718,7 @@ impl Machine {
                     duration_ms: None,
                     occurred_at: None,
                 };
-                done(self.stage(batch, &agent, vec![event])?)
+                self.record_one(batch, &agent, event)
             }
             Command::CancelWorkflow {
                 agent,
@@ -719,7 +730,7 @@ impl Machine {
                     workflow_id,
                     reason,
                 };
-                done(self.stage(batch, &agent, vec![event])?)
+                self.record_one(batch, &agent, event)
             }
             Command::SetBudget {
                 agent,
@@ -731,7 +742,7 @@ impl Machine {
                     workflow_id,
                     limit_usd,
                 };
-                done(self.stage(batch, &agent, vec![event])?)
+                self.record_one(batch, &agent, event)
             }
             Command::Custom {
                 agent,

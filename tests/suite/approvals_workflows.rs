@@ -12,15 +12,7 @@ use fleetlog_suite::TestFleet;
 fn fleet(agents: &[&str]) -> TestFleet {
     let fleet = TestFleet::new();
     for agent in agents {
-        fleet.register(agent);
-        fleet.run(Command::Heartbeat {
-            agent: (*agent).to_owned(),
-            status: "ok".to_owned(),
-            progress: None,
-            current_task: None,
-            metadata: Json::null(),
-            ttl_ms: 24 * 3_600_000,
-        });
+        fleet.register_long_lived(agent);
     }
     fleet
 }

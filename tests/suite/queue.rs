@@ -9,17 +9,9 @@ use fleetlog_suite::TestFleet;
 
 fn fleet() -> TestFleet {
     let fleet = TestFleet::new();
+    // Long heartbeat TTLs: these tests are about leases, not agent expiry.
     for agent in ["boss", "w1", "w2"] {
-        fleet.register(agent);
-        // Long heartbeat TTLs: these tests are about leases, not agent expiry.
-        fleet.run(Command::Heartbeat {
-            agent: agent.to_owned(),
-            status: "ok".to_owned(),
-            progress: None,
-            current_task: None,
-            metadata: Json::null(),
-            ttl_ms: 24 * 3_600_000,
-        });
+        fleet.register_long_lived(agent);
     }
     fleet
 }

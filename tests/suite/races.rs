@@ -14,24 +14,10 @@ const THREADS: u64 = 8;
 
 fn register(coordinator: &Coordinator, agent: &str) {
     coordinator
-        .execute(Command::Register {
-            agent: agent.to_owned(),
-            role: "worker".to_owned(),
-            name: agent.to_owned(),
-            working_on: String::new(),
-            capabilities: vec![],
-            metadata: Json::null(),
-        })
+        .execute(fleetlog_suite::register(agent))
         .expect("register");
     coordinator
-        .execute(Command::Heartbeat {
-            agent: agent.to_owned(),
-            status: "ok".to_owned(),
-            progress: None,
-            current_task: None,
-            metadata: Json::null(),
-            ttl_ms: 3_600_000,
-        })
+        .execute(fleetlog_suite::heartbeat(agent, 3_600_000))
         .expect("heartbeat");
 }
 

@@ -350,6 +350,30 @@ pub fn append_numbered(
         .collect()
 }
 
+/// `register` for a worker named after its id.
+pub fn register(agent: &str) -> fleetlog_projections::Command {
+    fleetlog_projections::Command::Register {
+        agent: agent.to_owned(),
+        role: "worker".to_owned(),
+        name: agent.to_owned(),
+        working_on: String::new(),
+        capabilities: Vec::new(),
+        metadata: Json::null(),
+    }
+}
+
+/// A heartbeat with status "ok" and the given TTL.
+pub fn heartbeat(agent: &str, ttl_ms: u64) -> fleetlog_projections::Command {
+    fleetlog_projections::Command::Heartbeat {
+        agent: agent.to_owned(),
+        status: "ok".to_owned(),
+        progress: None,
+        current_task: None,
+        metadata: Json::null(),
+        ttl_ms,
+    }
+}
+
 /// A coordinator on a temporary ledger with a manual clock: time passes only when a test says.
 pub struct TestFleet {
     pub temp: TempLedger,
@@ -421,14 +445,13 @@ impl TestFleet {
     }
 
     pub fn register(&self, agent: &str) {
-        self.run(fleetlog_projections::Command::Register {
-            agent: agent.to_owned(),
-            role: "worker".to_owned(),
-            name: agent.to_owned(),
-            working_on: String::new(),
-            capabilities: Vec::new(),
-            metadata: Json::null(),
-        });
+        self.run(register(agent));
+    }
+
+    /// Registers `agent` with a heartbeat TTL of a day, for tests not about agent expiry.
+    pub fn register_long_lived(&self, agent: &str) {
+        self.run(register(agent));
+        self.run(heartbeat(agent, 24 * 3_600_000));
     }
 
     /// Advances the clock and lets the writer record whatever expired.
