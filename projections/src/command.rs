@@ -218,6 +218,8 @@ pub enum Command {
         workflow_id: String,
         success: bool,
         error: Option<String>,
+        /// The agents that ran; empty means "those that completed stages".
+        agents_executed: Vec<String>,
     },
     CancelWorkflow {
         agent: String,

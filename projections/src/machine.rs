@@ -708,10 +708,15 @@ impl Machine {
                 workflow_id,
                 success,
                 error,
+                agents_executed,
             } => {
                 let workflow = self.running_workflow(&workflow_id)?;
+                let agents_executed = match agents_executed.is_empty() {
+                    true => workflow.agents_executed.clone(),
+                    false => agents_executed,
+                };
                 let event = Event::WorkflowCompleted {
-                    agents_executed: workflow.agents_executed.clone(),
+                    agents_executed,
                     workflow_id,
                     success,
                     error,

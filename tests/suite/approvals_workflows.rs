@@ -250,7 +250,18 @@ fn a_workflow_runs_stages_keeps_its_latest_checkpoint_and_refuses_work_once_fini
         workflow_id: "wf-1".into(),
         success: true,
         error: None,
+        agents_executed: vec![],
     });
+    assert_eq!(
+        fleet
+            .coordinator
+            .state()
+            .workflows
+            .get("wf-1")
+            .map(|w| w.agents_executed.clone()),
+        Some(vec!["planner".to_owned()]),
+        "derived from the completed stages"
+    );
     assert_eq!(
         fleet
             .coordinator
