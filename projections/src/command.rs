@@ -1,7 +1,7 @@
 //! The coordination commands, what they answer, and how they are refused.
 
 use fleetlog_ledger::{Json, Outcome as WorkOutcome, SignalTarget, Timestamp};
-use serde::Serialize;
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::approvals::Approval;
 use crate::locks::Lock;
@@ -9,18 +9,67 @@ use crate::queue::Task;
 use crate::signals::{Signal, SignalFilter};
 
 /// A task to enqueue.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TaskSpec {
     pub title: String,
+    #[serde(default)]
     pub description: String,
+    #[serde(default)]
     pub priority: i32,
+    #[serde(default)]
     pub tags: Vec<String>,
+    #[serde(default)]
     pub payload: Json,
     /// At least 1; [`crate::queue::MAX_ATTEMPTS_DEFAULT`] by default.
+    #[serde(default = "max_attempts_default")]
     pub max_attempts: u32,
+    #[serde(default)]
     pub depends_on: Vec<u64>,
+    #[serde(default)]
     pub not_before: Option<Timestamp>,
+    #[serde(default)]
     pub workflow_id: Option<String>,
+}
+
+fn max_attempts_default() -> u32 {
+    crate::queue::MAX_ATTEMPTS_DEFAULT
+}
+
+fn heartbeat_ttl_default() -> u64 {
+    crate::agents::HEARTBEAT_TTL_MS_DEFAULT
+}
+
+fn signal_ttl_default() -> u64 {
+    crate::signals::SIGNAL_TTL_MS_DEFAULT
+}
+
+fn lease_ttl_default() -> u64 {
+    crate::queue::LEASE_TTL_MS_DEFAULT
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn broadcast() -> SignalTarget {
+    SignalTarget::Broadcast
+}
+
+/// A signal's target in JSON: `"broadcast"`, `"*"` or null for everyone; an agent id, or
+/// `{"agent": id}`, for one agent.
+fn target<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SignalTarget, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Wire {
+        Name(Option<String>),
+        Tagged(SignalTarget),
+    }
+    Ok(match Wire::deserialize(deserializer)? {
+        Wire::Name(None) => SignalTarget::Broadcast,
+        Wire::Name(Some(name)) if name == "broadcast" || name == "*" => SignalTarget::Broadcast,
+        Wire::Name(Some(name)) => SignalTarget::Agent(name),
+        Wire::Tagged(target) => target,
+    })
 }
 
 impl TaskSpec {
@@ -40,49 +89,73 @@ impl TaskSpec {
 }
 
 /// A completed stage's figures.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StageReport {
     pub stage: String,
     pub agent: String,
+    #[serde(default)]
     pub tier: String,
     pub outcome: WorkOutcome,
     pub duration_ms: u64,
+    #[serde(default)]
     pub cost_usd: f64,
+    #[serde(default)]
     pub tokens: u64,
+    #[serde(default)]
     pub description: String,
+    #[serde(default)]
     pub tags: Vec<String>,
+    #[serde(default)]
     pub quality: Option<f64>,
 }
 
-/// Every command the state machine accepts. `agent` is who issues it (the record's actor).
-#[derive(Clone, Debug, PartialEq)]
+/// Every command the state machine accepts. `agent` is who issues it (the record's actor). In
+/// JSON, tagged by `"command"` (`{"command": "acquire_lock", "agent": …}`), with defaults for
+/// everything optional.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Command {
     Register {
         agent: String,
+        #[serde(default)]
         role: String,
+        #[serde(default)]
         name: String,
+        #[serde(default)]
         working_on: String,
+        #[serde(default)]
         capabilities: Vec<String>,
+        #[serde(default)]
         metadata: Json,
     },
     Heartbeat {
         agent: String,
+        #[serde(default)]
         status: String,
+        #[serde(default)]
         progress: Option<f64>,
+        #[serde(default)]
         current_task: Option<String>,
+        #[serde(default)]
         metadata: Json,
+        #[serde(default = "heartbeat_ttl_default")]
         ttl_ms: u64,
     },
     Deregister {
         agent: String,
+        #[serde(default)]
         reason: String,
     },
     SendSignal {
         agent: String,
         kind: String,
+        #[serde(default = "broadcast", deserialize_with = "target")]
         target: SignalTarget,
+        #[serde(default)]
         payload: Json,
+        #[serde(default = "signal_ttl_default")]
         ttl_ms: u64,
+        #[serde(default)]
         correlation_id: Option<u64>,
     },
     /// Take (or, without `consume`, look at) the oldest matching signal; with `wait_ms`, wait
@@ -90,15 +163,19 @@ pub enum Command {
     ReceiveSignal {
         agent: String,
         filter: SignalFilter,
+        #[serde(default = "yes")]
         consume: bool,
+        #[serde(default)]
         wait_ms: Option<u64>,
     },
     AcquireLock {
         agent: String,
         resource: String,
         ttl_ms: u64,
+        #[serde(default)]
         intent: String,
         /// Wait in FIFO order up to this long while another agent holds it.
+        #[serde(default)]
         wait_ms: Option<u64>,
     },
     RenewLock {
@@ -119,35 +196,44 @@ pub enum Command {
     Claim {
         agent: String,
         /// The task must carry every one of these tags.
+        #[serde(default)]
         tags: Vec<String>,
+        #[serde(default = "lease_ttl_default")]
         lease_ttl_ms: u64,
+        #[serde(default)]
         wait_ms: Option<u64>,
     },
     RenewLease {
         agent: String,
         task: u64,
+        #[serde(default = "lease_ttl_default")]
         lease_ttl_ms: u64,
     },
     Complete {
         agent: String,
         task: u64,
+        #[serde(default)]
         result: Json,
     },
     Fail {
         agent: String,
         task: u64,
         error: String,
+        #[serde(default = "yes")]
         retryable: bool,
     },
     Cancel {
         agent: String,
         task: u64,
+        #[serde(default)]
         reason: String,
     },
     RequestApproval {
         agent: String,
         action: String,
+        #[serde(default)]
         context: Json,
+        #[serde(default)]
         approvers: Vec<String>,
         timeout_ms: u64,
     },
@@ -155,6 +241,7 @@ pub enum Command {
         agent: String,
         approval: u64,
         approved: bool,
+        #[serde(default)]
         reason: String,
     },
     AwaitApproval {
@@ -166,6 +253,7 @@ pub enum Command {
         agent: String,
         title: String,
         message: String,
+        #[serde(default)]
         priority: i32,
     },
     Reply {
@@ -176,16 +264,22 @@ pub enum Command {
     LogDecision {
         agent: String,
         decision_type: String,
+        #[serde(default)]
         context: String,
         reason: String,
+        #[serde(default)]
         alternatives: Vec<String>,
+        #[serde(default)]
         metadata: Json,
     },
     StartWorkflow {
         agent: String,
         workflow_id: String,
+        #[serde(default)]
         project: String,
+        #[serde(default)]
         agent_plan: Vec<String>,
+        #[serde(default)]
         estimated_duration_ms: Option<u64>,
     },
     StartStage {
@@ -193,6 +287,7 @@ pub enum Command {
         workflow_id: String,
         stage: String,
         stage_agent: String,
+        #[serde(default)]
         tier: String,
     },
     CompleteStage {
@@ -205,25 +300,30 @@ pub enum Command {
         workflow_id: String,
         from_agent: String,
         to_agent: String,
+        #[serde(default)]
         artifacts: Vec<String>,
     },
     Checkpoint {
         agent: String,
         workflow_id: String,
         stage: String,
+        #[serde(default)]
         state: Json,
     },
     CompleteWorkflow {
         agent: String,
         workflow_id: String,
         success: bool,
+        #[serde(default)]
         error: Option<String>,
         /// The agents that ran; empty means "those that completed stages".
+        #[serde(default)]
         agents_executed: Vec<String>,
     },
     CancelWorkflow {
         agent: String,
         workflow_id: String,
+        #[serde(default)]
         reason: String,
     },
     SetBudget {
@@ -234,6 +334,7 @@ pub enum Command {
     Custom {
         agent: String,
         kind: String,
+        #[serde(default)]
         payload: Json,
     },
 }
@@ -304,6 +405,8 @@ pub enum CommandError {
     },
     #[error("the event would break a ledger limit: {0}")]
     Rejected(String),
+    #[error("{0}")]
+    TooLarge(String),
     #[error(
         "{resource:?} is locked by {holder:?} (token {token}) until {expires_at}; wait for it or try later"
     )]
@@ -389,6 +492,7 @@ impl CommandError {
             CommandError::UnknownAgent { .. } => "unknown_agent",
             CommandError::Invalid { .. } => "invalid",
             CommandError::Rejected(_) => "rejected",
+            CommandError::TooLarge(_) => "too_large",
             CommandError::LockHeld { .. } => "lock_held",
             CommandError::AlreadyHeld { .. } => "already_held",
             CommandError::NotLocked { .. } => "not_locked",
@@ -413,5 +517,101 @@ impl CommandError {
             CommandError::NotDurable { .. } => "not_durable",
             CommandError::Closing => "closing",
         }
+    }
+
+    /// The HTTP status that fits: 400 invalid, 403 not allowed, 404 unknown id, 408 timed out,
+    /// 409 conflict with current state, 413 too large, 429 too many waiters, 503 not durable.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            CommandError::Invalid { .. } | CommandError::Rejected(_) => 400,
+            CommandError::NotAnApprover { .. } => 403,
+            CommandError::UnknownAgent { .. }
+            | CommandError::UnknownTask { .. }
+            | CommandError::UnknownApproval { .. }
+            | CommandError::UnknownThread { .. }
+            | CommandError::UnknownWorkflow { .. } => 404,
+            CommandError::TimedOut { .. } => 408,
+            CommandError::TooLarge(_) => 413,
+            CommandError::TooManyWaiters { .. } => 429,
+            CommandError::NotDurable { .. } | CommandError::Closing => 503,
+            CommandError::LockHeld { .. }
+            | CommandError::AlreadyHeld { .. }
+            | CommandError::NotLocked { .. }
+            | CommandError::NotHolder { .. }
+            | CommandError::WrongToken { .. }
+            | CommandError::AlreadyCompleted { .. }
+            | CommandError::TaskFinished { .. }
+            | CommandError::NotYourTask { .. }
+            | CommandError::NotClaimed { .. }
+            | CommandError::AlreadyDecided { .. }
+            | CommandError::ApprovalExpired { .. }
+            | CommandError::WorkflowExists { .. }
+            | CommandError::WorkflowFinished { .. }
+            | CommandError::OverBudget { .. } => 409,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: serde_json::Value) -> Result<Command, serde_json::Error> {
+        serde_json::from_value(json)
+    }
+
+    #[test]
+    fn commands_parse_from_json_with_defaults() {
+        let heartbeat =
+            parse(serde_json::json!({"command": "heartbeat", "agent": "a"})).expect("parses");
+        assert_eq!(
+            heartbeat,
+            Command::Heartbeat {
+                agent: "a".into(),
+                status: String::new(),
+                progress: None,
+                current_task: None,
+                metadata: Json::null(),
+                ttl_ms: crate::agents::HEARTBEAT_TTL_MS_DEFAULT,
+            }
+        );
+        let enqueue = parse(serde_json::json!({"command": "enqueue", "agent": "a", "spec": {"title": "t", "priority": 2}}))
+            .expect("parses");
+        let Command::Enqueue { spec, .. } = enqueue else {
+            panic!("enqueue")
+        };
+        assert_eq!(
+            (spec.priority, spec.max_attempts),
+            (2, crate::queue::MAX_ATTEMPTS_DEFAULT)
+        );
+    }
+
+    #[test]
+    fn a_signal_target_may_be_a_name_broadcast_or_tagged() {
+        for (target, expected) in [
+            (serde_json::json!("b"), SignalTarget::Agent("b".into())),
+            (
+                serde_json::json!({"agent": "b"}),
+                SignalTarget::Agent("b".into()),
+            ),
+            (serde_json::json!("broadcast"), SignalTarget::Broadcast),
+            (serde_json::json!(null), SignalTarget::Broadcast),
+        ] {
+            let command = parse(serde_json::json!({"command": "send_signal", "agent": "a", "kind": "k", "target": target}))
+                .expect("parses");
+            let Command::SendSignal { target, .. } = command else {
+                panic!("send")
+            };
+            assert_eq!(target, expected);
+        }
+    }
+
+    #[test]
+    fn unknown_fields_and_commands_are_refused_by_name() {
+        let typo =
+            parse(serde_json::json!({"command": "heartbeat", "agent": "a", "ttl": 5})).unwrap_err();
+        assert!(typo.to_string().contains("ttl"), "{typo}");
+        let unknown = parse(serde_json::json!({"command": "fly", "agent": "a"})).unwrap_err();
+        assert!(unknown.to_string().contains("fly"), "{unknown}");
     }
 }

@@ -61,7 +61,7 @@ impl Job for CommandJob {
     }
 
     fn reject(self: Box<Self>, error: LedgerError) {
-        let _ = self.reply.send(Err(CommandError::NotDurable {
+        self.reply.answer(Err(CommandError::NotDurable {
             cause: error.to_string(),
         }));
     }
@@ -127,7 +127,23 @@ impl Coordinator {
 
     /// Queues `command` without waiting, so one thread can keep many in flight.
     pub fn submit(&self, command: Command) -> Result<PendingCommand, CommandError> {
-        let (reply, receiver) = crossbeam_channel::bounded(1);
+        let (sender, receiver) = crossbeam_channel::bounded(1);
+        self.submit_with(command, move |answer| {
+            // A caller that stopped waiting is not an error.
+            let _ = sender.send(answer);
+        })?;
+        Ok(PendingCommand { receiver })
+    }
+
+    /// Queues `command`; `answer` is called once with its outcome, after the commit that decides
+    /// it (for waits, when they are satisfied or time out). Never blocks on the answer, so an
+    /// async server can hand it a oneshot sender.
+    pub fn submit_with(
+        &self,
+        command: Command,
+        answer: impl FnOnce(Result<Outcome, CommandError>) + Send + 'static,
+    ) -> Result<(), CommandError> {
+        let reply = Reply::new(answer);
         self.ledger
             .send_job(Box::new(CommandJob { command, reply }))
             .map_err(|error| match error {
@@ -135,8 +151,7 @@ impl Coordinator {
                 other => CommandError::NotDurable {
                     cause: other.to_string(),
                 },
-            })?;
-        Ok(PendingCommand { receiver })
+            })
     }
 
     /// Returns once every command sent before it has been answered and every expiry due by the

@@ -31,7 +31,7 @@ pub use command::{Command, CommandError, Outcome, StageReport, TaskSpec};
 pub use coordinator::{
     Coordinator, CoordinatorOptions, PendingCommand, SNAPSHOT_EVERY_EVENTS_DEFAULT, rebuild,
 };
-pub use machine::{Machine, SYSTEM_ACTOR, WAITERS_PER_KEY_MAX};
+pub use machine::{Machine, Reply, SYSTEM_ACTOR, WAITERS_PER_KEY_MAX};
 pub use replay::{AsOf, Error, Projection, replay, replay_range, resolve};
 pub use snapshot::SNAPSHOT_VERSION;
 pub use state::{Due, State};

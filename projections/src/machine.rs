@@ -11,7 +11,9 @@ use std::any::Any;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, RwLock};
 
-use fleetlog_ledger::{Batch, Event, Record, Sequencer, SignalTarget, Timestamp};
+use fleetlog_ledger::{
+    Batch, Error as LedgerError, Event, Record, Sequencer, SignalTarget, Timestamp,
+};
 
 use crate::approvals::ApprovalState;
 use crate::command::{Command, CommandError, Outcome, StageReport, TaskSpec};
@@ -29,8 +31,20 @@ pub const SYSTEM_ACTOR: &str = "fleetlog";
 /// signals of one agent) at once.
 pub const WAITERS_PER_KEY_MAX: usize = 1024;
 
-/// Where a command's answer goes.
-pub type Reply = crossbeam_channel::Sender<Result<Outcome, CommandError>>;
+/// Where a command's answer goes: called once, after the commit that decides it. A callback, so
+/// a synchronous caller can block on a channel while an async server awaits a oneshot.
+pub struct Reply(Box<dyn FnOnce(Result<Outcome, CommandError>) + Send>);
+
+impl Reply {
+    pub fn new(answer: impl FnOnce(Result<Outcome, CommandError>) + Send + 'static) -> Self {
+        Reply(Box::new(answer))
+    }
+
+    /// Delivers the answer.
+    pub fn answer(self, result: Result<Outcome, CommandError>) {
+        (self.0)(result)
+    }
+}
 
 struct Waiter<T> {
     agent: String,
@@ -108,8 +122,7 @@ fn respond(batch: &mut Batch<'_, '_>, reply: Reply, result: Result<Outcome, Comm
                 cause: error.to_string(),
             }),
         };
-        // A caller that stopped waiting is not an error.
-        let _ = reply.send(answer);
+        reply.answer(answer);
     });
 }
 
@@ -147,10 +160,14 @@ impl Machine {
 
     /// Runs one command in the writer's sequence.
     pub fn execute(&mut self, command: Command, reply: Reply, batch: &mut Batch<'_, '_>) {
-        match self.decide(command, &reply, batch) {
-            Ok(Step::Done(outcome)) => respond(batch, reply, Ok(*outcome)),
+        let mut reply = Some(reply);
+        let result = self.decide(command, &mut reply, batch);
+        let unanswered =
+            |reply: Option<Reply>| reply.expect("only a parked command gives its reply away");
+        match result {
+            Ok(Step::Done(outcome)) => respond(batch, unanswered(reply), Ok(*outcome)),
             Ok(Step::Parked) => {}
-            Err(error) => respond(batch, reply, Err(error)),
+            Err(error) => respond(batch, unanswered(reply), Err(error)),
         }
         self.settle(batch);
     }
@@ -192,7 +209,7 @@ impl Machine {
     fn decide(
         &mut self,
         command: Command,
-        reply: &Reply,
+        reply: &mut Option<Reply>,
         batch: &mut Batch<'_, '_>,
     ) -> Result<Step, CommandError> {
         let now = batch.now();
@@ -303,7 +320,7 @@ impl Machine {
                             agent,
                             since: now,
                             deadline: now.plus_millis(wait_ms),
-                            reply: reply.clone(),
+                            reply: reply.take().expect("a command parks at most once"),
                             wants: SignalWant { filter, consume },
                         });
                         Ok(Step::Parked)
@@ -352,7 +369,7 @@ impl Machine {
                                 agent,
                                 since: now,
                                 deadline: now.plus_millis(wait_ms),
-                                reply: reply.clone(),
+                                reply: reply.take().expect("a command parks at most once"),
                                 wants: LockWant { ttl_ms, intent },
                             });
                             Ok(Step::Parked)
@@ -411,7 +428,7 @@ impl Machine {
                             agent,
                             since: now,
                             deadline: now.plus_millis(wait_ms),
-                            reply: reply.clone(),
+                            reply: reply.take().expect("a command parks at most once"),
                             wants: ClaimWant { tags, lease_ttl_ms },
                         });
                         Ok(Step::Parked)
@@ -568,7 +585,7 @@ impl Machine {
                     agent,
                     since: now,
                     deadline: now.plus_millis(wait_ms),
-                    reply: reply.clone(),
+                    reply: reply.take().expect("a command parks at most once"),
                     wants: (),
                 });
                 Ok(Step::Parked)
@@ -897,6 +914,9 @@ impl Machine {
         events: Vec<(String, Event)>,
     ) -> Result<Vec<Record>, CommandError> {
         let records = batch.append(events).map_err(|error| match error {
+            LedgerError::EventTooLarge { .. } | LedgerError::RequestTooLarge { .. } => {
+                CommandError::TooLarge(error.to_string())
+            }
             other if other.is_bad_input() => CommandError::Rejected(other.to_string()),
             other => CommandError::NotDurable {
                 cause: other.to_string(),
@@ -1230,24 +1250,25 @@ impl Machine {
     /// Answers every waiter whose deadline has passed.
     fn time_out_waiters(&mut self, batch: &mut Batch<'_, '_>) {
         let now = batch.now();
-        let expired = |waiter_deadline: Timestamp| waiter_deadline <= now;
         let mut timed_out: Vec<(Reply, Timestamp)> = Vec::new();
-        for queue in self.waiters.locks.values_mut() {
-            queue.retain(|w| keep_or_collect(w, expired(w.deadline), &mut timed_out));
+        let locks = std::mem::take(&mut self.waiters.locks);
+        for (resource, queue) in locks {
+            let kept = split_expired(queue, now, &mut timed_out);
+            if !kept.is_empty() {
+                self.waiters.locks.insert(resource, kept);
+            }
         }
-        self.waiters.locks.retain(|_, queue| !queue.is_empty());
-        self.waiters
-            .claims
-            .retain(|w| keep_or_collect(w, expired(w.deadline), &mut timed_out));
-        self.waiters
-            .signals
-            .retain(|w| keep_or_collect(w, expired(w.deadline), &mut timed_out));
-        for waiters in self.waiters.approvals.values_mut() {
-            waiters.retain(|w| keep_or_collect(w, expired(w.deadline), &mut timed_out));
+        let claims = std::mem::take(&mut self.waiters.claims);
+        self.waiters.claims = split_expired(claims, now, &mut timed_out);
+        let signals = std::mem::take(&mut self.waiters.signals);
+        self.waiters.signals = split_expired(signals, now, &mut timed_out);
+        let approvals = std::mem::take(&mut self.waiters.approvals);
+        for (approval, waiters) in approvals {
+            let kept: Vec<Waiter<()>> = split_expired(waiters, now, &mut timed_out).into();
+            if !kept.is_empty() {
+                self.waiters.approvals.insert(approval, kept);
+            }
         }
-        self.waiters
-            .approvals
-            .retain(|_, waiters| !waiters.is_empty());
         for (reply, since) in timed_out {
             let waited_ms = millis_between(since, now);
             respond(batch, reply, Err(CommandError::TimedOut { waited_ms }));
@@ -1255,16 +1276,20 @@ impl Machine {
     }
 }
 
-/// For `retain`: keeps a waiter, or collects its reply to answer with a timeout.
-fn keep_or_collect<T>(
-    waiter: &Waiter<T>,
-    expired: bool,
+/// Keeps the waiters still waiting at `now`, in order; moves the others' replies to `out`.
+fn split_expired<T>(
+    waiters: impl IntoIterator<Item = Waiter<T>>,
+    now: Timestamp,
     out: &mut Vec<(Reply, Timestamp)>,
-) -> bool {
-    if expired {
-        out.push((waiter.reply.clone(), waiter.since));
+) -> VecDeque<Waiter<T>> {
+    let mut kept = VecDeque::new();
+    for waiter in waiters {
+        match waiter.deadline <= now {
+            true => out.push((waiter.reply, waiter.since)),
+            false => kept.push_back(waiter),
+        }
     }
-    !expired
+    kept
 }
 
 fn finished(task: u64, state: TaskState) -> CommandError {
@@ -1336,7 +1361,7 @@ impl Sequencer for Machine {
             .chain(waiters.signals.into_iter().map(|w| w.reply))
             .chain(waiters.approvals.into_values().flatten().map(|w| w.reply));
         for reply in replies {
-            let _ = reply.send(Err(CommandError::Closing));
+            reply.answer(Err(CommandError::Closing));
         }
     }
 

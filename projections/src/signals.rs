@@ -42,11 +42,14 @@ impl Signal {
 }
 
 /// Which signals a check or wait wants.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SignalFilter {
     pub kind: String,
+    #[serde(default)]
     pub source: Option<String>,
     /// Only replies to this signal.
+    #[serde(default)]
     pub correlation_id: Option<u64>,
 }
 
