@@ -37,7 +37,47 @@ pub fn run(db: &Path, command: Command, out: &Output) -> Result<ExitCode> {
         Command::Export { out: file } => export(db, file.as_deref(), out),
         Command::Import { file } => import(db, &file, out),
         Command::Recover => recover(db, out),
+        Command::Serve {
+            listen,
+            socket,
+            token,
+        } => serve(db, listen, socket, token),
     }
+}
+
+fn serve(
+    db: &Path,
+    listen: std::net::SocketAddr,
+    socket: Option<std::path::PathBuf>,
+    token: Option<String>,
+) -> Result<ExitCode> {
+    let config = fleetlog::server::ServerConfig {
+        db: db.to_owned(),
+        listen,
+        socket: socket.unwrap_or_else(|| fleetlog::api::socket_path(db)),
+        token,
+    };
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(fleetlog::server::serve(config, shutdown_signal()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let terminate = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut stream) => {
+                stream.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+    eprintln!("fleetlog: shutting down");
 }
 
 /// 3 for "not found", 1 for every other failure.

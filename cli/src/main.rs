@@ -94,6 +94,18 @@ enum Command {
     Import { file: PathBuf },
     /// Recover a ledger whose writer crashed, so read-only commands can open it.
     Recover,
+    /// Serve the ledger to agents over HTTP/1.1 + JSON (loopback TCP and a Unix socket).
+    Serve {
+        /// TCP address; beyond loopback it requires --token.
+        #[arg(long, default_value_t = std::net::SocketAddr::from(([127, 0, 0, 1], fleetlog::api::DEFAULT_PORT)))]
+        listen: std::net::SocketAddr,
+        /// Unix socket path (default: beside the database, `<db>.sock`).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Bearer token required on TCP requests.
+        #[arg(long, env = "FLEETLOG_TOKEN")]
+        token: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {

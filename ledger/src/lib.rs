@@ -42,7 +42,7 @@ pub use sequencer::{AfterCommit, Batch, Job, Sequencer};
 pub use storage::{FILE_FORMAT_VERSION, Head};
 pub use tail::{Next, Subscription};
 pub use verify::{BreakKind, ChainBreak, VerifyOptions, VerifyReport};
-pub use writer::{Receipt, WriterStats};
+pub use writer::{BATCH_EVENTS_BUCKETS, COMMIT_MICROS_BUCKETS, Receipt, WriterStats};
 
 use storage::Store;
 use tail::HeadWatch;

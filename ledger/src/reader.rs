@@ -99,6 +99,15 @@ impl Reader {
         Ok(records)
     }
 
+    /// Up to `max` records from `first` on, as many as exist now.
+    pub fn range_available(&self, first: u64, max: u64) -> Result<Vec<Record>, Error> {
+        let last = self.last_seq()?.min(first.saturating_add(max.max(1) - 1));
+        match last >= first {
+            true => self.range(first..=last),
+            false => Ok(Vec::new()),
+        }
+    }
+
     /// The first seq whose record is at or after `ts`, if any. Binary search: seq and ts grow
     /// together, so no time index is needed.
     pub fn seq_at_or_after(&self, ts: Timestamp) -> Result<Option<u64>, Error> {

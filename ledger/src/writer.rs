@@ -74,6 +74,13 @@ impl Request {
     }
 }
 
+/// Upper bounds of the commit-latency histogram buckets, in microseconds (then +Inf).
+pub const COMMIT_MICROS_BUCKETS: [u64; 10] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000,
+];
+/// Upper bounds of the batch-size histogram buckets, in events (then +Inf).
+pub const BATCH_EVENTS_BUCKETS: [u64; 11] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 1_024, 4_096];
+
 /// Counters the writer keeps about its work, read without stopping it.
 #[derive(Debug, Default)]
 pub(crate) struct WriterCounters {
@@ -82,6 +89,14 @@ pub(crate) struct WriterCounters {
     events: AtomicU64,
     commit_micros_total: AtomicU64,
     commit_micros_max: AtomicU64,
+    /// Commits per latency bucket (not cumulative; the last is +Inf).
+    commit_micros_buckets: [AtomicU64; COMMIT_MICROS_BUCKETS.len() + 1],
+    batch_events_buckets: [AtomicU64; BATCH_EVENTS_BUCKETS.len() + 1],
+}
+
+/// Which bucket `value` falls in.
+fn bucket(bounds: &[u64], value: u64) -> usize {
+    bounds.partition_point(|bound| *bound < value)
 }
 
 /// A snapshot of the writer's counters since the ledger was opened.
@@ -97,6 +112,10 @@ pub struct WriterStats {
     pub commit_micros_total: u64,
     /// The slowest commit, in microseconds.
     pub commit_micros_max: u64,
+    /// Commits per bucket of [`COMMIT_MICROS_BUCKETS`] (not cumulative; the last is +Inf).
+    pub commit_micros_buckets: [u64; COMMIT_MICROS_BUCKETS.len() + 1],
+    /// Commits per bucket of [`BATCH_EVENTS_BUCKETS`] (not cumulative; the last is +Inf).
+    pub batch_events_buckets: [u64; BATCH_EVENTS_BUCKETS.len() + 1],
 }
 
 impl WriterStats {
@@ -117,6 +136,14 @@ impl WriterCounters {
             events: self.events.load(Ordering::Relaxed),
             commit_micros_total: self.commit_micros_total.load(Ordering::Relaxed),
             commit_micros_max: self.commit_micros_max.load(Ordering::Relaxed),
+            commit_micros_buckets: self
+                .commit_micros_buckets
+                .each_ref()
+                .map(|count| count.load(Ordering::Relaxed)),
+            batch_events_buckets: self
+                .batch_events_buckets
+                .each_ref()
+                .map(|count| count.load(Ordering::Relaxed)),
         }
     }
 
@@ -128,6 +155,10 @@ impl WriterCounters {
             .fetch_add(commit_micros, Ordering::Relaxed);
         self.commit_micros_max
             .fetch_max(commit_micros, Ordering::Relaxed);
+        self.commit_micros_buckets[bucket(&COMMIT_MICROS_BUCKETS, commit_micros)]
+            .fetch_add(1, Ordering::Relaxed);
+        self.batch_events_buckets[bucket(&BATCH_EVENTS_BUCKETS, events)]
+            .fetch_add(1, Ordering::Relaxed);
     }
 }
 

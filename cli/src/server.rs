@@ -1,0 +1,969 @@
+//! `fleetlog serve`: one process owns the ledger and serves agents over HTTP/1.1 + JSON on
+//! loopback TCP and on a Unix socket beside the database.
+//!
+//! Invariants:
+//! - every write is a state-machine command answered after its commit; long-polls are parked
+//!   inside the machine and answered by the event that satisfies them, never by polling.
+//! - malformed or oversized bodies are refused before anything reaches the ledger.
+//! - everything is bounded: body size, open connections, SSE subscribers, subscriber lag, and
+//!   waiters per key (in the machine).
+//! - TCP beyond loopback needs a token, compared in constant time; the Unix socket is 0600.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path as UrlPath, Query as UrlQuery, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use fleetlog_ledger::{Next as TailNext, Record, Timestamp};
+use fleetlog_projections::{Command, CommandError, Coordinator, CoordinatorOptions, Outcome};
+use serde_json::{Value, json};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, oneshot, watch};
+
+use crate::api::{self, Query};
+use crate::error::Error;
+
+/// Largest request body.
+pub const BODY_BYTES_MAX: usize = 1024 * 1024 + 64 * 1024;
+/// Most connections open at once, per listener.
+pub const CONNECTIONS_MAX: usize = 1024;
+/// Most SSE subscribers at once.
+pub const SSE_SUBSCRIBERS_MAX: usize = 256;
+/// Records a live subscriber may fall behind before it is dropped.
+pub const SSE_LAG_RECORDS_MAX: usize = 4096;
+/// Most records one `GET /v1/events` returns.
+pub const EVENTS_PAGE_MAX: u64 = 10_000;
+
+/// How to run the daemon.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub db: PathBuf,
+    pub listen: SocketAddr,
+    pub socket: PathBuf,
+    /// Required for TCP requests when set; must be set to listen beyond loopback.
+    pub token: Option<String>,
+}
+
+/// Counters for `/metrics`.
+#[derive(Default)]
+struct Metrics {
+    connections_open: AtomicU64,
+    requests: AtomicU64,
+}
+
+struct App {
+    coordinator: Coordinator,
+    token: Option<String>,
+    live: broadcast::Sender<Arc<Record>>,
+    sse_permits: Arc<Semaphore>,
+    metrics: Arc<Metrics>,
+    shutdown: watch::Receiver<bool>,
+}
+
+type Shared = Arc<App>;
+
+/// An error response: `{"error": code, "message": text}` with a fitting status.
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn malformed(message: impl Into<String>) -> Self {
+        Self::new(400, "malformed", message)
+    }
+}
+
+impl From<CommandError> for ApiError {
+    fn from(error: CommandError) -> Self {
+        ApiError::new(error.http_status(), error.code(), error.to_string())
+    }
+}
+
+impl From<api::QueryError> for ApiError {
+    fn from(error: api::QueryError) -> Self {
+        ApiError::new(error.http_status(), error.code(), error.to_string())
+    }
+}
+
+impl From<fleetlog_ledger::Error> for ApiError {
+    fn from(error: fleetlog_ledger::Error) -> Self {
+        ApiError::new(500, "ledger", error.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(json!({ "error": self.code, "message": self.message })),
+        )
+            .into_response()
+    }
+}
+
+/// Runs the daemon until `stop` resolves, then stops accepting, lets the batch in flight
+/// finish, answers parked waits with `closing`, and closes the ledger.
+pub async fn serve(
+    config: ServerConfig,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    if !config.listen.ip().is_loopback() && config.token.is_none() {
+        return Err(Error::Config(format!(
+            "listening on {} (beyond loopback) requires --token",
+            config.listen
+        )));
+    }
+    let coordinator = Coordinator::open(&config.db, CoordinatorOptions::default())?;
+    let (live, _) = broadcast::channel(SSE_LAG_RECORDS_MAX);
+    spawn_fanout(&coordinator, live.clone())?;
+    let (shutdown_tx, shutdown) = watch::channel(false);
+    let metrics = Arc::new(Metrics::default());
+    let app = Arc::new(App {
+        coordinator,
+        token: config.token.clone(),
+        live,
+        sse_permits: Arc::new(Semaphore::new(SSE_SUBSCRIBERS_MAX)),
+        metrics: Arc::clone(&metrics),
+        shutdown,
+    });
+
+    let unix = bind_socket(&config.socket)?;
+    let tcp = tokio::net::TcpListener::bind(config.listen).await?;
+    let routes = router(Arc::clone(&app));
+    let tcp_routes = match &config.token {
+        Some(_) => routes.clone().layer(middleware::from_fn_with_state(
+            Arc::clone(&app),
+            require_token,
+        )),
+        None => routes.clone(),
+    };
+    eprintln!(
+        "fleetlog serving {} on http://{} and unix:{}",
+        config.db.display(),
+        tcp.local_addr()?,
+        config.socket.display()
+    );
+
+    let watching = shutdown_tx.subscribe();
+    tokio::spawn(async move {
+        stop.await;
+        let _ = shutdown_tx.send(true);
+    });
+    let tcp_server = axum::serve(Counted::new(tcp, &metrics), tcp_routes)
+        .with_graceful_shutdown(stopped(watching.clone()));
+    let unix_server = axum::serve(Counted::new(unix, &metrics), routes)
+        .with_graceful_shutdown(stopped(watching.clone()));
+    let (tcp_result, unix_result) =
+        tokio::join!(tcp_server.into_future(), unix_server.into_future());
+    let _ = std::fs::remove_file(&config.socket);
+    tcp_result?;
+    unix_result?;
+    // Dropping the last handle stops the writer after its batch in flight and closes the file.
+    drop(app);
+    Ok(())
+}
+
+/// Binds the Unix socket at `path` with mode 0600. A socket left by a crashed daemon (nobody
+/// answers on it) is replaced; a live one is an error.
+fn bind_socket(path: &Path) -> Result<tokio::net::UnixListener, Error> {
+    use std::os::unix::fs::PermissionsExt;
+    if path.exists() {
+        match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => {
+                return Err(Error::Config(format!(
+                    "another daemon is already listening on {}; stop it first",
+                    path.display()
+                )));
+            }
+            Err(_) => std::fs::remove_file(path)?,
+        }
+    }
+    // Bind under a temporary name and rename into place once private, so nobody can connect
+    // while the socket still has the default permissions.
+    let mut staging = path.as_os_str().to_owned();
+    staging.push(format!(".{}.tmp", std::process::id()));
+    let staging = PathBuf::from(staging);
+    let _ = std::fs::remove_file(&staging);
+    let listener = tokio::net::UnixListener::bind(&staging)?;
+    std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o600))?;
+    std::fs::rename(&staging, path)?;
+    Ok(listener)
+}
+
+/// Follows the ledger's tail on a thread and broadcasts each committed record to SSE streams.
+fn spawn_fanout(
+    coordinator: &Coordinator,
+    live: broadcast::Sender<Arc<Record>>,
+) -> Result<(), Error> {
+    let head = coordinator.ledger().head()?.seq;
+    let mut subscription = coordinator.ledger().subscribe(head + 1);
+    std::thread::Builder::new()
+        .name("fleetlog-fanout".to_owned())
+        .spawn(move || {
+            while let Ok(TailNext::Record(record)) = subscription.next(None) {
+                // No subscribers is fine: the record is durable either way.
+                let _ = live.send(Arc::from(record));
+            }
+        })?;
+    Ok(())
+}
+
+async fn require_token(State(app): State<Shared>, request: Request, next: Next) -> Response {
+    use subtle::ConstantTimeEq;
+    let expected = app.token.as_deref().unwrap_or_default().as_bytes();
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .unwrap_or_default()
+        .as_bytes();
+    match bool::from(given.ct_eq(expected)) {
+        true => next.run(request).await,
+        false => ApiError::new(
+            401,
+            "unauthorized",
+            "missing or wrong token: send `Authorization: Bearer <token>`",
+        )
+        .into_response(),
+    }
+}
+
+/// A command route: the body's JSON object, plus the route's command name and path field.
+fn command_route(name: &'static str) -> axum::routing::MethodRouter<Shared> {
+    post(
+        move |State(app): State<Shared>, body: Result<Bytes, BytesRejection>| async move {
+            run_command(&app, body, name, None).await
+        },
+    )
+}
+
+/// A command route whose URL names its subject: `field` is taken from the path.
+fn command_route_with(
+    name: &'static str,
+    field: &'static str,
+    numeric: bool,
+) -> axum::routing::MethodRouter<Shared> {
+    post(
+        move |State(app): State<Shared>,
+              UrlPath(id): UrlPath<String>,
+              body: Result<Bytes, BytesRejection>| async move {
+            let value = match numeric {
+                true => match id.parse::<u64>() {
+                    Ok(number) => json!(number),
+                    Err(_) => {
+                        return ApiError::malformed(format!(
+                            "{field} {id:?} in the URL is not a number"
+                        ))
+                        .into_response();
+                    }
+                },
+                false => json!(id),
+            };
+            run_command(&app, body, name, Some((field, value))).await
+        },
+    )
+}
+
+async fn run_command(
+    app: &App,
+    body: Result<Bytes, BytesRejection>,
+    name: &'static str,
+    from_path: Option<(&'static str, Value)>,
+) -> Response {
+    match command(app, body, name, from_path).await {
+        Ok(outcome) => Json(outcome).into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn command(
+    app: &App,
+    body: Result<Bytes, BytesRejection>,
+    name: &'static str,
+    from_path: Option<(&'static str, Value)>,
+) -> Result<Outcome, ApiError> {
+    let body = body.map_err(|rejection| {
+        let status = rejection.status();
+        match status == StatusCode::PAYLOAD_TOO_LARGE {
+            true => ApiError::new(
+                413,
+                "too_large",
+                format!("the request body is over {BODY_BYTES_MAX} bytes"),
+            ),
+            false => ApiError::malformed(rejection.body_text()),
+        }
+    })?;
+    let mut value: Value = match body.is_empty() {
+        true => json!({}),
+        false => serde_json::from_slice(&body)
+            .map_err(|error| ApiError::malformed(format!("the body is not valid JSON: {error}")))?,
+    };
+    let object = value
+        .as_object_mut()
+        .ok_or_else(|| ApiError::malformed("the body must be a JSON object"))?;
+    object.insert("command".to_owned(), json!(name));
+    if let Some((field, id)) = from_path {
+        object.insert(field.to_owned(), id);
+    }
+    let command: Command = serde_json::from_value(value)
+        .map_err(|error| ApiError::malformed(format!("not a valid {name} command: {error}")))?;
+    execute(app, command).await
+}
+
+/// Resolves once the daemon is shutting down.
+async fn stopped(mut shutdown: watch::Receiver<bool>) {
+    // The guard `wait_for` returns is dropped here, so callers' futures stay `Send`.
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// Submits `command` and awaits its answer without blocking a runtime thread; a shutdown
+/// answers `closing`.
+async fn execute(app: &App, command: Command) -> Result<Outcome, ApiError> {
+    let (sender, receiver) = oneshot::channel();
+    app.coordinator.submit_with(command, move |answer| {
+        let _ = sender.send(answer);
+    })?;
+    tokio::select! {
+        answer = receiver => Ok(answer.unwrap_or(Err(CommandError::Closing))?),
+        () = stopped(app.shutdown.clone()) => Err(CommandError::Closing.into()),
+    }
+}
+
+/// Query parameters that are numbers or booleans (everything else stays a string, so agent
+/// ids that look like numbers keep working).
+const NUMERIC_PARAMS: &[&str] = &["threshold_ms", "token"];
+const BOOLEAN_PARAMS: &[&str] = &["all", "pending"];
+
+fn query_route(
+    name: &'static str,
+    path_field: Option<(&'static str, bool)>,
+) -> axum::routing::MethodRouter<Shared> {
+    get(
+        move |State(app): State<Shared>,
+              path: Option<UrlPath<String>>,
+              UrlQuery(params): UrlQuery<HashMap<String, String>>| async move {
+            let mut object = serde_json::Map::new();
+            object.insert("query".to_owned(), json!(name));
+            for (key, text) in params {
+                let value = match (
+                    NUMERIC_PARAMS.contains(&key.as_str()),
+                    BOOLEAN_PARAMS.contains(&key.as_str()),
+                ) {
+                    (true, _) => match text.parse::<u64>() {
+                        Ok(number) => json!(number),
+                        Err(_) => {
+                            return ApiError::malformed(format!(
+                                "{key}={text:?} is not a whole number"
+                            ))
+                            .into_response();
+                        }
+                    },
+                    (_, true) => json!(matches!(text.as_str(), "true" | "1" | "yes")),
+                    _ => json!(text),
+                };
+                object.insert(key, value);
+            }
+            if let (Some((field, numeric)), Some(UrlPath(id))) = (path_field, path) {
+                let value = match numeric {
+                    true => match id.parse::<u64>() {
+                        Ok(number) => json!(number),
+                        Err(_) => {
+                            return ApiError::malformed(format!("{id:?} is not a number"))
+                                .into_response();
+                        }
+                    },
+                    false => json!(id),
+                };
+                object.insert(field.to_owned(), value);
+            }
+            let query: Query = match serde_json::from_value(Value::Object(object)) {
+                Ok(query) => query,
+                Err(error) => {
+                    return ApiError::malformed(format!("bad query parameters: {error}"))
+                        .into_response();
+                }
+            };
+            let state = app.coordinator.state();
+            match api::answer(&state, Timestamp::now(), &query) {
+                Ok(value) => Json(value).into_response(),
+                Err(error) => ApiError::from(error).into_response(),
+            }
+        },
+    )
+}
+
+fn router(app: Shared) -> Router {
+    Router::new()
+        .route("/v1/health", get(health))
+        .route("/v1/head", get(head))
+        .route("/metrics", get(metrics))
+        .route("/v1/commands", post(generic_command))
+        .route(
+            "/v1/agents",
+            command_route("register").merge(query_route("agents", None)),
+        )
+        .route("/v1/agents/stale", query_route("stale", None))
+        .route("/v1/agents/hung", query_route("hung", None))
+        .route(
+            "/v1/agents/{agent}",
+            query_route("agent", Some(("id", false))),
+        )
+        .route(
+            "/v1/agents/{agent}/deregister",
+            command_route_with("deregister", "agent", false),
+        )
+        .route("/v1/heartbeats", command_route("heartbeat"))
+        .route(
+            "/v1/signals",
+            command_route("send_signal").merge(query_route("inbox", None)),
+        )
+        .route("/v1/signals/receive", command_route("receive_signal"))
+        .route(
+            "/v1/locks",
+            command_route("acquire_lock").merge(query_route("locks", None)),
+        )
+        .route("/v1/locks/check", query_route("lock_check", None))
+        .route("/v1/locks/renew", command_route("renew_lock"))
+        .route("/v1/locks/release", command_route("release_lock"))
+        .route(
+            "/v1/tasks",
+            command_route("enqueue").merge(query_route("tasks", None)),
+        )
+        .route("/v1/tasks/stats", query_route("queue_stats", None))
+        .route("/v1/tasks/claim", command_route("claim"))
+        .route("/v1/tasks/{task}", query_route("task", Some(("id", true))))
+        .route(
+            "/v1/tasks/{task}/renew",
+            command_route_with("renew_lease", "task", true),
+        )
+        .route(
+            "/v1/tasks/{task}/complete",
+            command_route_with("complete", "task", true),
+        )
+        .route(
+            "/v1/tasks/{task}/fail",
+            command_route_with("fail", "task", true),
+        )
+        .route(
+            "/v1/tasks/{task}/cancel",
+            command_route_with("cancel", "task", true),
+        )
+        .route(
+            "/v1/approvals",
+            command_route("request_approval").merge(query_route("approvals", None)),
+        )
+        .route(
+            "/v1/approvals/{approval}",
+            query_route("approval", Some(("id", true))),
+        )
+        .route(
+            "/v1/approvals/{approval}/decision",
+            command_route_with("decide", "approval", true),
+        )
+        .route(
+            "/v1/approvals/{approval}/wait",
+            command_route_with("await_approval", "approval", true),
+        )
+        .route(
+            "/v1/threads",
+            command_route("post").merge(query_route("threads", None)),
+        )
+        .route(
+            "/v1/threads/{thread}",
+            query_route("thread", Some(("id", true))),
+        )
+        .route(
+            "/v1/threads/{thread}/replies",
+            command_route_with("reply", "thread", true),
+        )
+        .route(
+            "/v1/decisions",
+            command_route("log_decision").merge(query_route("decisions", None)),
+        )
+        .route(
+            "/v1/workflows",
+            command_route("start_workflow").merge(query_route("workflows", None)),
+        )
+        .route(
+            "/v1/workflows/{workflow}",
+            query_route("workflow", Some(("id", false))),
+        )
+        .route(
+            "/v1/workflows/{workflow}/stages",
+            command_route_with("start_stage", "workflow_id", false),
+        )
+        .route(
+            "/v1/workflows/{workflow}/stages/complete",
+            command_route_with("complete_stage", "workflow_id", false),
+        )
+        .route(
+            "/v1/workflows/{workflow}/handoffs",
+            command_route_with("handoff", "workflow_id", false),
+        )
+        .route(
+            "/v1/workflows/{workflow}/checkpoints",
+            command_route_with("checkpoint", "workflow_id", false),
+        )
+        .route(
+            "/v1/workflows/{workflow}/complete",
+            command_route_with("complete_workflow", "workflow_id", false),
+        )
+        .route(
+            "/v1/workflows/{workflow}/cancel",
+            command_route_with("cancel_workflow", "workflow_id", false),
+        )
+        .route(
+            "/v1/workflows/{workflow}/budget",
+            command_route_with("set_budget", "workflow_id", false),
+        )
+        .route("/v1/status", query_route("status", None))
+        .route(
+            "/v1/events",
+            get(events).post(
+                |State(app): State<Shared>, body: Result<Bytes, BytesRejection>| async move {
+                    run_command(&app, body, "custom", None).await
+                },
+            ),
+        )
+        .route("/v1/events/stream", get(stream))
+        .fallback(|| async {
+            ApiError::new(404, "not_found", "no such route; see docs/api.md").into_response()
+        })
+        .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&app),
+            count_request,
+        ))
+        .with_state(app)
+}
+
+async fn count_request(State(app): State<Shared>, request: Request, next: Next) -> Response {
+    app.metrics.requests.fetch_add(1, Ordering::Relaxed);
+    next.run(request).await
+}
+
+async fn generic_command(
+    State(app): State<Shared>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let parsed = body
+        .map_err(|rejection| ApiError::malformed(rejection.body_text()))
+        .and_then(|body| {
+            serde_json::from_slice::<Command>(&body)
+                .map_err(|error| ApiError::malformed(format!("not a valid command: {error}")))
+        });
+    match parsed {
+        Ok(command) => match execute(&app, command).await {
+            Ok(outcome) => Json(outcome).into_response(),
+            Err(error) => error.into_response(),
+        },
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn health(State(app): State<Shared>) -> Result<Json<Value>, ApiError> {
+    let ledger = app.coordinator.ledger();
+    let head = ledger.head()?;
+    Ok(Json(json!({
+        "status": "ok",
+        "db": ledger.path(),
+        "ledger_id": ledger.ledger_id(),
+        "head": head.checkpoint().to_string(),
+        "seq": head.seq,
+    })))
+}
+
+async fn head(State(app): State<Shared>) -> Result<Json<Value>, ApiError> {
+    let head = app.coordinator.ledger().head()?;
+    Ok(Json(
+        json!({ "seq": head.seq, "hash": head.hash, "ts": head.ts, "checkpoint": head.checkpoint().to_string() }),
+    ))
+}
+
+async fn metrics(State(app): State<Shared>) -> Response {
+    let writer = app.coordinator.ledger().writer_stats();
+    let now = Timestamp::now();
+    let state = app.coordinator.state();
+    let mut text = String::new();
+    let metric =
+        |text: &mut String, name: &str, kind: &str, help: &str, samples: Vec<(String, f64)>| {
+            text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+            for (labels, value) in samples {
+                text.push_str(&format!("{name}{labels} {value}\n"));
+            }
+        };
+    metric(
+        &mut text,
+        "fleetlog_events_appended_total",
+        "counter",
+        "Events appended since the daemon started.",
+        vec![(String::new(), writer.events as f64)],
+    );
+    metric(
+        &mut text,
+        "fleetlog_commits_total",
+        "counter",
+        "Durable commits since the daemon started.",
+        vec![(String::new(), writer.commits as f64)],
+    );
+    metric(
+        &mut text,
+        "fleetlog_batch_events_mean",
+        "gauge",
+        "Mean events per commit (group commit).",
+        vec![(String::new(), writer.mean_batch_events())],
+    );
+    histogram(
+        &mut text,
+        "fleetlog_commit_latency_seconds",
+        "Time inside durable redb commits.",
+        &fleetlog_ledger::COMMIT_MICROS_BUCKETS.map(|micros| micros as f64 / 1e6),
+        &writer.commit_micros_buckets,
+        writer.commit_micros_total as f64 / 1e6,
+    );
+    histogram(
+        &mut text,
+        "fleetlog_batch_events",
+        "Events per commit (group commit).",
+        &fleetlog_ledger::BATCH_EVENTS_BUCKETS.map(|events| events as f64),
+        &writer.batch_events_buckets,
+        writer.events as f64,
+    );
+    let stats = state.queue.stats(now);
+    metric(
+        &mut text,
+        "fleetlog_queue_tasks",
+        "gauge",
+        "Tasks by state.",
+        stats
+            .by_state
+            .iter()
+            .map(|(state, count)| (format!("{{state=\"{state}\"}}"), *count as f64))
+            .collect(),
+    );
+    metric(
+        &mut text,
+        "fleetlog_agents_active",
+        "gauge",
+        "Agents alive now.",
+        vec![(String::new(), state.agents.active(now).len() as f64)],
+    );
+    metric(
+        &mut text,
+        "fleetlog_locks_held",
+        "gauge",
+        "Locks held now.",
+        vec![(String::new(), state.locks.list(now).len() as f64)],
+    );
+    metric(
+        &mut text,
+        "fleetlog_connections_open",
+        "gauge",
+        "Open client connections.",
+        vec![(
+            String::new(),
+            app.metrics.connections_open.load(Ordering::Relaxed) as f64,
+        )],
+    );
+    metric(
+        &mut text,
+        "fleetlog_http_requests_total",
+        "counter",
+        "HTTP requests served.",
+        vec![(
+            String::new(),
+            app.metrics.requests.load(Ordering::Relaxed) as f64,
+        )],
+    );
+    drop(state);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+/// Appends a Prometheus histogram from per-bucket (non-cumulative) counts.
+fn histogram(text: &mut String, name: &str, help: &str, bounds: &[f64], counts: &[u64], sum: f64) {
+    text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} histogram\n"));
+    let mut cumulative = 0;
+    for (index, count) in counts.iter().enumerate() {
+        cumulative += count;
+        let bound = bounds
+            .get(index)
+            .map_or("+Inf".to_owned(), |bound| bound.to_string());
+        text.push_str(&format!("{name}_bucket{{le=\"{bound}\"}} {cumulative}\n"));
+    }
+    text.push_str(&format!("{name}_sum {sum}\n{name}_count {cumulative}\n"));
+}
+
+/// Which records a reader wants.
+#[derive(Debug, Default, serde::Deserialize)]
+struct EventFilter {
+    from: Option<u64>,
+    to: Option<u64>,
+    since: Option<Timestamp>,
+    until: Option<Timestamp>,
+    limit: Option<u64>,
+    kind: Option<String>,
+    actor: Option<String>,
+}
+
+impl EventFilter {
+    fn wants(&self, record: &Record) -> bool {
+        self.kind
+            .as_ref()
+            .is_none_or(|kind| kind == record.event.kind())
+            && self
+                .actor
+                .as_ref()
+                .is_none_or(|actor| *actor == record.actor)
+    }
+}
+
+async fn events(
+    State(app): State<Shared>,
+    filter: Result<UrlQuery<EventFilter>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let UrlQuery(filter) =
+        filter.map_err(|rejection| ApiError::malformed(rejection.body_text()))?;
+    let reader = app.coordinator.ledger().reader().clone();
+    let records =
+        tokio::task::spawn_blocking(move || -> Result<Vec<Record>, fleetlog_ledger::Error> {
+            let last = reader.last_seq()?;
+            let mut first = filter.from.unwrap_or(1).max(1);
+            let mut end = filter.to.unwrap_or(last).min(last);
+            if filter.since.is_some() || filter.until.is_some() {
+                let window = reader.seqs_between(
+                    filter.since.unwrap_or(Timestamp::MIN),
+                    filter.until.unwrap_or(Timestamp::MAX),
+                )?;
+                first = first.max(*window.start());
+                end = end.min(*window.end());
+            }
+            let limit = filter.limit.unwrap_or(1_000).clamp(1, EVENTS_PAGE_MAX) as usize;
+            let mut records = Vec::new();
+            reader.scan(first..=end, |record| {
+                if filter.wants(&record) {
+                    records.push(record);
+                }
+                Ok(match records.len() >= limit {
+                    true => ControlFlow::Break(()),
+                    false => ControlFlow::Continue(()),
+                })
+            })?;
+            Ok(records)
+        })
+        .await
+        .map_err(|error| ApiError::new(500, "internal", error.to_string()))??;
+    Ok(Json(json!({ "events": records })))
+}
+
+/// Server-Sent Events: every record from `from` (or after `Last-Event-ID`), history then live,
+/// in order. A subscriber that falls `SSE_LAG_RECORDS_MAX` behind gets a final `lagged` event.
+async fn stream(
+    State(app): State<Shared>,
+    headers: HeaderMap,
+    filter: Result<UrlQuery<EventFilter>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(UrlQuery(filter)) = filter else {
+        return ApiError::malformed("bad query parameters for /v1/events/stream").into_response();
+    };
+    let Ok(permit) = Arc::clone(&app.sse_permits).try_acquire_owned() else {
+        return ApiError::new(
+            503,
+            "too_many_subscribers",
+            format!("{SSE_SUBSCRIBERS_MAX} streams are open; try later"),
+        )
+        .into_response();
+    };
+    let resume = headers
+        .get("last-event-id")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok())
+        .map(|last| last + 1);
+    let from = resume.or(filter.from).unwrap_or(1).max(1);
+    // Subscribe to live records before reading history, so nothing falls between the two.
+    let live = app.live.subscribe();
+    let (sender, receiver) = tokio::sync::mpsc::channel::<SseEvent>(256);
+    tokio::spawn(pump(Arc::clone(&app), filter, from, live, sender, permit));
+    let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
+        receiver
+            .recv()
+            .await
+            .map(|event| (Ok::<_, std::convert::Infallible>(event), receiver))
+    });
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+fn sse_event(record: &Record) -> SseEvent {
+    SseEvent::default()
+        .id(record.seq.to_string())
+        .event(record.event.kind())
+        .data(
+            serde_json::to_string(record)
+                .unwrap_or_else(|error| json!({ "error": error.to_string() }).to_string()),
+        )
+}
+
+/// Feeds one SSE subscriber: history in chunks, then live records, skipping what history sent.
+async fn pump(
+    app: Shared,
+    filter: EventFilter,
+    mut next: u64,
+    mut live: broadcast::Receiver<Arc<Record>>,
+    sender: tokio::sync::mpsc::Sender<SseEvent>,
+    _permit: OwnedSemaphorePermit,
+) {
+    const CHUNK: u64 = 512;
+    loop {
+        let reader = app.coordinator.ledger().reader().clone();
+        let first = next;
+        let chunk = tokio::task::spawn_blocking(move || reader.range_available(first, CHUNK)).await;
+        let Ok(Ok(records)) = chunk else { return };
+        if records.is_empty() {
+            break;
+        }
+        for record in &records {
+            next = record.seq + 1;
+            if filter.wants(record) && sender.send(sse_event(record)).await.is_err() {
+                return;
+            }
+        }
+    }
+    loop {
+        tokio::select! {
+            received = live.recv() => match received {
+                Ok(record) if record.seq < next => continue,
+                Ok(record) => {
+                    next = record.seq + 1;
+                    if filter.wants(&record) && sender.send(sse_event(&record)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    let message = format!("this subscriber fell {missed} records behind and was dropped; reconnect with Last-Event-ID: {}", next.saturating_sub(1));
+                    let _ = sender.send(SseEvent::default().event("lagged").data(message)).await;
+                    return;
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            () = stopped(app.shutdown.clone()) => {
+                let _ = sender.send(SseEvent::default().event("closing").data("the daemon is shutting down; reconnect with Last-Event-ID")).await;
+                return;
+            }
+        }
+    }
+}
+
+/// A listener that bounds and counts open connections.
+struct Counted<L> {
+    inner: L,
+    permits: Arc<Semaphore>,
+    metrics: Arc<Metrics>,
+}
+
+impl<L> Counted<L> {
+    fn new(inner: L, metrics: &Arc<Metrics>) -> Self {
+        Counted {
+            inner,
+            permits: Arc::new(Semaphore::new(CONNECTIONS_MAX)),
+            metrics: Arc::clone(metrics),
+        }
+    }
+}
+
+impl<L: axum::serve::Listener> axum::serve::Listener for Counted<L>
+where
+    L::Io: Unpin,
+{
+    type Io = CountedIo<L::Io>;
+    type Addr = L::Addr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        // At the limit, new connections wait in the kernel's backlog instead of using memory.
+        let permit = Arc::clone(&self.permits)
+            .acquire_owned()
+            .await
+            .expect("the connection semaphore is never closed");
+        let (io, addr) = self.inner.accept().await;
+        self.metrics
+            .connections_open
+            .fetch_add(1, Ordering::Relaxed);
+        let io = CountedIo {
+            io,
+            _permit: permit,
+            metrics: Arc::clone(&self.metrics),
+        };
+        (io, addr)
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
+}
+
+struct CountedIo<Io> {
+    io: Io,
+    _permit: OwnedSemaphorePermit,
+    metrics: Arc<Metrics>,
+}
+
+impl<Io> Drop for CountedIo<Io> {
+    fn drop(&mut self) {
+        self.metrics
+            .connections_open
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl<Io: AsyncRead + Unpin> AsyncRead for CountedIo<Io> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<Io: AsyncWrite + Unpin> AsyncWrite for CountedIo<Io> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
