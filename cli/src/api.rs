@@ -8,7 +8,7 @@ use fleetlog_ledger::Timestamp;
 use fleetlog_projections::State;
 use fleetlog_projections::decisions::DecisionQuery;
 use fleetlog_projections::queue::TaskState;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 /// The daemon's default TCP port (loopback).
@@ -22,7 +22,7 @@ pub fn socket_path(db: &Path) -> PathBuf {
 }
 
 /// A read of committed state. Field names are the HTTP query parameters.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "query", rename_all = "snake_case")]
 pub enum Query {
     /// Agents; `all` includes expired and deregistered ones.

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use fleetlog_ledger::{Checkpoint, Error, Event, Json, Ledger, Record, Timestamp, VerifyOptions};
+use fleetlog_ledger::{Checkpoint, Error, Event, Ledger, Record, Timestamp, VerifyOptions};
 use fleetlog_projections::{Activity, AsOf, replay};
 use serde_json::{Value, json};
 
@@ -18,12 +18,6 @@ use crate::output::{Output, table};
 pub fn run(db: &Path, command: Command, out: &Output) -> Result<ExitCode> {
     match command {
         Command::Init => init(db, out),
-        Command::Append {
-            actor,
-            kind,
-            payload,
-            idempotency_key,
-        } => append(db, &actor, kind, &payload, idempotency_key, out),
         Command::Head => head(db, out),
         Command::Verify { from, threads } => verify(db, from.as_deref(), threads, out),
         Command::Events {
@@ -37,6 +31,7 @@ pub fn run(db: &Path, command: Command, out: &Output) -> Result<ExitCode> {
         Command::Export { out: file } => export(db, file.as_deref(), out),
         Command::Import { file } => import(db, &file, out),
         Command::Recover => recover(db, out),
+        Command::Fleet(command) => crate::fleet::run(db, command, out),
         Command::Serve {
             listen,
             socket,
@@ -80,17 +75,21 @@ async fn shutdown_signal() {
     eprintln!("fleetlog: shutting down");
 }
 
-/// 3 for "not found", 1 for every other failure.
+/// 3 for "not found" or "timed out", 1 for every other failure.
 pub fn exit_code_for(error: &anyhow::Error) -> ExitCode {
-    match error.downcast_ref::<Error>() {
-        Some(Error::NotFound { .. }) => ExitCode::from(3),
-        _ => ExitCode::FAILURE,
+    let not_found = match error.downcast_ref::<fleetlog::Error>() {
+        Some(error) => error.is_not_found_or_timeout(),
+        None => matches!(error.downcast_ref::<Error>(), Some(Error::NotFound { .. })),
+    };
+    match not_found {
+        true => ExitCode::from(3),
+        false => ExitCode::FAILURE,
     }
 }
 
 /// Opens read-only; a file left needing recovery by a crashed writer is recovered first (that
 /// takes a writable open, which fails if another process is writing it).
-fn open_for_reading(db: &Path, audit: bool) -> Result<Ledger> {
+pub fn open_for_reading(db: &Path, audit: bool) -> Result<Ledger> {
     let open = |db: &Path| match audit {
         true => Ledger::open_for_audit(db),
         false => Ledger::open_read_only(db),
@@ -115,35 +114,6 @@ fn init(db: &Path, out: &Output) -> Result<ExitCode> {
                 db.display(),
                 ledger.ledger_id(),
                 head.checkpoint()
-            )
-        },
-    );
-    Ok(ExitCode::SUCCESS)
-}
-
-fn append(
-    db: &Path,
-    actor: &str,
-    kind: String,
-    payload: &str,
-    idempotency_key: Option<String>,
-    out: &Output,
-) -> Result<ExitCode> {
-    let payload = Json::parse(payload).with_context(|| {
-        format!("--payload is not valid JSON: {payload:?} (quote strings: '\"text\"')")
-    })?;
-    let event = Event::Custom { kind, payload };
-    let ledger = Ledger::open(db)?;
-    let receipt = match idempotency_key {
-        Some(key) => ledger.append_idempotent(&key, actor, &event)?,
-        None => ledger.append(actor, &event)?,
-    };
-    out.emit(
-        &json!({ "seq": receipt.seq, "ts": receipt.ts, "hash": receipt.hash }),
-        || {
-            format!(
-                "appended seq {} at {}\nhash {}",
-                receipt.seq, receipt.ts, receipt.hash
             )
         },
     );

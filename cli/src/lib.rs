@@ -6,6 +6,8 @@
 //! a CLI command prints the same thing whether a daemon serves the file or not.
 
 pub mod api;
+pub mod backend;
+pub mod client;
 mod error;
 pub mod server;
 

@@ -1,10 +1,13 @@
 //! `fleetlog`: the operator's command line over one ledger file.
 //!
-//! Invariants: commands that only read open the file read-only, so they work beside a running
-//! writer; every command prints a human table by default and one JSON document with `--json`;
-//! exit codes are 0 ok, 1 error (including a broken chain), 2 usage, 3 not found.
+//! Invariants: coordination commands run on the daemon serving the file when one answers on its
+//! socket, and on the file itself otherwise; commands that only read the log open it read-only,
+//! so they work beside a daemon; every command prints a human table by default and one JSON
+//! document with `--json`; exit codes are 0 ok, 1 error (including a broken chain), 2 usage,
+//! 3 not found or timed out.
 
 mod commands;
+mod fleet;
 mod output;
 
 use std::path::PathBuf;
@@ -35,21 +38,6 @@ struct Cli {
 enum Command {
     /// Create a new, empty ledger.
     Init,
-    /// Append a custom event (`custom { kind, payload }`).
-    Append {
-        /// Who did it: an agent id.
-        #[arg(long)]
-        actor: String,
-        /// What kind of action, for example `deploy`.
-        #[arg(long)]
-        kind: String,
-        /// Free-form JSON payload.
-        #[arg(long, default_value = "null")]
-        payload: String,
-        /// A retry with the same key and content returns the original receipt.
-        #[arg(long)]
-        idempotency_key: Option<String>,
-    },
     /// Print the newest record as `seq:hash`; keep it to check for tampering later.
     Head,
     /// Recompute the hash chain and report the first bad record.
@@ -94,6 +82,8 @@ enum Command {
     Import { file: PathBuf },
     /// Recover a ledger whose writer crashed, so read-only commands can open it.
     Recover,
+    #[command(flatten)]
+    Fleet(fleet::FleetCommand),
     /// Serve the ledger to agents over HTTP/1.1 + JSON (loopback TCP and a Unix socket).
     Serve {
         /// TCP address; beyond loopback it requires --token.

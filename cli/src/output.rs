@@ -15,6 +15,10 @@ impl Output {
         Output { json }
     }
 
+    pub fn is_json(&self) -> bool {
+        self.json
+    }
+
     /// Prints `value` as JSON, or `human` for people.
     pub fn emit(&self, value: &Value, human: impl FnOnce() -> String) {
         let text = match self.json {

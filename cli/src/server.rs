@@ -423,6 +423,7 @@ fn router(app: Shared) -> Router {
         .route("/v1/head", get(head))
         .route("/metrics", get(metrics))
         .route("/v1/commands", post(generic_command))
+        .route("/v1/queries", post(generic_query))
         .route(
             "/v1/agents",
             command_route("register").merge(query_route("agents", None)),
@@ -583,6 +584,24 @@ async fn generic_command(
             Err(error) => error.into_response(),
         },
         Err(error) => error.into_response(),
+    }
+}
+
+async fn generic_query(State(app): State<Shared>, body: Result<Bytes, BytesRejection>) -> Response {
+    let parsed = body
+        .map_err(|rejection| ApiError::malformed(rejection.body_text()))
+        .and_then(|body| {
+            serde_json::from_slice::<Query>(&body)
+                .map_err(|error| ApiError::malformed(format!("not a valid query: {error}")))
+        });
+    let query = match parsed {
+        Ok(query) => query,
+        Err(error) => return error.into_response(),
+    };
+    let state = app.coordinator.state();
+    match api::answer(&state, Timestamp::now(), &query) {
+        Ok(value) => Json(value).into_response(),
+        Err(error) => ApiError::from(error).into_response(),
     }
 }
 

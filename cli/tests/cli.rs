@@ -13,13 +13,13 @@ fn fleetlog(db: &Path, args: &[&str]) -> Output {
         .expect("the fleetlog binary runs")
 }
 
-/// `fleetlog append --actor a --kind k --payload PAYLOAD`.
+/// `fleetlog append --agent a --kind k --payload PAYLOAD`.
 fn append(db: &Path, payload: &str) -> Output {
     fleetlog(
         db,
         &[
             "append",
-            "--actor",
+            "--agent",
             "a",
             "--kind",
             "k",
@@ -27,6 +27,13 @@ fn append(db: &Path, payload: &str) -> Output {
             payload,
         ],
     )
+}
+
+/// `fleetlog init` then `fleetlog register --agent a`.
+fn init_with_agent(db: &Path) {
+    assert!(fleetlog(db, &["init"]).status.success());
+    let output = fleetlog(db, &["register", "--agent", "a", "--role", "tester"]);
+    assert!(output.status.success(), "{}", stderr(&output));
 }
 
 fn stdout(output: &Output) -> String {
@@ -46,32 +53,21 @@ fn json(output: &Output) -> serde_json::Value {
 fn init_append_head_verify_events_and_stats_work_together() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("fleet.redb");
-    assert!(fleetlog(&db, &["init"]).status.success());
+    init_with_agent(&db);
     for n in 0..5 {
-        let payload = format!("{{\"n\": {n}}}");
-        let output = fleetlog(
-            &db,
-            &[
-                "append",
-                "--actor",
-                "agent-1",
-                "--kind",
-                "deploy",
-                "--payload",
-                &payload,
-            ],
-        );
+        let output = append(&db, &format!("{{\"n\": {n}}}"));
         assert!(output.status.success(), "{}", stderr(&output));
     }
+    // Seq 1 registers the agent; its five appends are seqs 2 to 6.
     let head = json(&fleetlog(&db, &["--json", "head"]));
-    assert_eq!(head["seq"], 5);
+    assert_eq!(head["seq"], 6);
     let checkpoint = head["checkpoint"].as_str().expect("checkpoint").to_owned();
     assert_eq!(stdout(&fleetlog(&db, &["head"])).trim(), checkpoint);
 
     let verify = fleetlog(&db, &["verify"]);
     assert!(verify.status.success());
     assert!(
-        stdout(&verify).starts_with("ok: 5 records verified from genesis"),
+        stdout(&verify).starts_with("ok: 6 records verified from genesis"),
         "{}",
         stdout(&verify)
     );
@@ -81,7 +77,7 @@ fn init_append_head_verify_events_and_stats_work_together() {
 
     let events = json(&fleetlog(
         &db,
-        &["--json", "events", "--from", "2", "--limit", "2"],
+        &["--json", "events", "--from", "3", "--limit", "2"],
     ));
     let seqs: Vec<u64> = events
         .as_array()
@@ -89,27 +85,23 @@ fn init_append_head_verify_events_and_stats_work_together() {
         .iter()
         .map(|e| e["seq"].as_u64().expect("seq"))
         .collect();
-    assert_eq!(seqs, vec![2, 3]);
+    assert_eq!(seqs, vec![3, 4]);
     assert_eq!(events[0]["event"]["payload"]["n"], 1);
     let table = stdout(&fleetlog(&db, &["events"]));
     assert!(table.starts_with("SEQ"), "{table}");
-    assert_eq!(table.lines().count(), 6);
+    assert_eq!(table.lines().count(), 7);
 
-    let stats = json(&fleetlog(&db, &["--json", "stats", "--as-of", "3"]));
-    assert_eq!(stats["events"], 3);
-    assert_eq!(stats["by_actor"]["agent-1"], 3);
+    let stats = json(&fleetlog(&db, &["--json", "stats", "--as-of", "4"]));
+    assert_eq!(stats["events"], 4);
+    assert_eq!(stats["by_actor"]["a"], 4);
 }
 
 #[test]
 fn export_then_import_round_trips_through_files() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("fleet.redb");
-    assert!(fleetlog(&db, &["init"]).status.success());
-    assert!(
-        fleetlog(&db, &["append", "--actor", "a", "--kind", "k"])
-            .status
-            .success()
-    );
+    init_with_agent(&db);
+    assert!(append(&db, "1").status.success());
     let export = dir.path().join("fleet.jsonl");
     let output = fleetlog(&db, &["export", "--out", export.to_str().expect("utf-8")]);
     assert!(output.status.success(), "{}", stderr(&output));
@@ -149,14 +141,20 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
         "{}",
         stderr(&bad_json)
     );
-    let no_actor = fleetlog(&db, &["--json", "append", "--actor", "", "--kind", "k"]);
-    assert_eq!(no_actor.status.code(), Some(1));
-    let error: serde_json::Value = serde_json::from_slice(&no_actor.stderr).expect("JSON error");
+    let stranger = fleetlog(
+        &db,
+        &["--json", "append", "--agent", "stranger", "--kind", "k"],
+    );
+    assert_eq!(
+        stranger.status.code(),
+        Some(3),
+        "an unknown agent is \"not found\""
+    );
+    let error: serde_json::Value = serde_json::from_slice(&stranger.stderr).expect("JSON error");
+    let message = error["error"].as_str().expect("message");
     assert!(
-        error["error"]
-            .as_str()
-            .expect("message")
-            .contains("is empty")
+        message.contains("\"stranger\" is not registered"),
+        "{message}"
     );
     let bad_checkpoint = fleetlog(&db, &["verify", "--from", "12"]);
     assert_eq!(bad_checkpoint.status.code(), Some(1));
@@ -175,7 +173,7 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
 fn verify_exits_nonzero_when_history_differs_from_a_kept_checkpoint() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("fleet.redb");
-    assert!(fleetlog(&db, &["init"]).status.success());
+    init_with_agent(&db);
     for _ in 0..3 {
         assert!(append(&db, "\"abc\"").status.success());
     }

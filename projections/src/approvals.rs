@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 
 use bincode::{Decode, Encode};
 use fleetlog_ledger::{Event, Json, Record, Timestamp};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ApprovalState {
     Pending,
@@ -16,7 +16,7 @@ pub enum ApprovalState {
     Expired,
 }
 
-#[derive(Clone, Debug, PartialEq, Encode, Decode, Serialize)]
+#[derive(Clone, Debug, PartialEq, Encode, Decode, Serialize, Deserialize)]
 pub struct Approval {
     /// The seq of its `approval_requested` record.
     pub id: u64,

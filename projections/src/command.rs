@@ -112,7 +112,7 @@ pub struct StageReport {
 /// Every command the state machine accepts. `agent` is who issues it (the record's actor). In
 /// JSON, tagged by `"command"` (`{"command": "acquire_lock", "agent": …}`), with defaults for
 /// everything optional.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Command {
     Register {
@@ -377,7 +377,7 @@ impl Command {
 }
 
 /// What an accepted command answers.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum Outcome {
     /// The command's primary (first) event is at `seq`; for creations, `seq` is the new id.

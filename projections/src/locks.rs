@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 
 use bincode::{Decode, Encode};
 use fleetlog_ledger::{Event, Record, Timestamp};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
 pub struct Lock {
     pub resource: String,
     pub holder: String,

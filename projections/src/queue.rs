@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use bincode::{Decode, Encode};
 use fleetlog_ledger::{Event, Json, Record, Timestamp};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub const MAX_ATTEMPTS_DEFAULT: u32 = 3;
 pub const LEASE_TTL_MS_DEFAULT: u64 = 60_000;
@@ -23,7 +23,9 @@ pub fn retry_backoff_ms(attempts: u32) -> u64 {
     (RETRY_BACKOFF_BASE_MS << doublings).min(RETRY_BACKOFF_MAX_MS)
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode, Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode, Serialize, Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskState {
     Pending,
@@ -51,7 +53,7 @@ impl TaskState {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Encode, Decode, Serialize)]
+#[derive(Clone, Debug, PartialEq, Encode, Decode, Serialize, Deserialize)]
 pub struct Task {
     /// The seq of its `task_enqueued` record.
     pub id: u64,

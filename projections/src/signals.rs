@@ -6,11 +6,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use bincode::{Decode, Encode};
 use fleetlog_ledger::{Event, Json, Record, SignalTarget, Timestamp};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub const SIGNAL_TTL_MS_DEFAULT: u64 = 60_000;
 
-#[derive(Clone, Debug, PartialEq, Encode, Decode, Serialize)]
+#[derive(Clone, Debug, PartialEq, Encode, Decode, Serialize, Deserialize)]
 pub struct Signal {
     /// The seq of its `signal_sent` record.
     pub id: u64,
@@ -22,7 +22,7 @@ pub struct Signal {
     pub ttl_ms: u64,
     pub correlation_id: Option<u64>,
     /// Agents that consumed their copy of a broadcast.
-    #[serde(skip)]
+    #[serde(skip, default)]
     pub consumed_by: BTreeSet<String>,
 }
 
@@ -42,7 +42,7 @@ impl Signal {
 }
 
 /// Which signals a check or wait wants.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SignalFilter {
     pub kind: String,

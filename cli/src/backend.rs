@@ -1,0 +1,58 @@
+//! Where a CLI command runs: through the daemon serving the database, if one answers on its
+//! socket, or on the file itself (embedded). Both take the same commands and queries and give
+//! the same answers.
+
+use std::path::Path;
+
+use fleetlog_ledger::Timestamp;
+use fleetlog_projections::{Command, Coordinator, CoordinatorOptions, Outcome};
+use serde_json::Value;
+
+use crate::api::{self, Query};
+use crate::client::BlockingClient;
+use crate::error::Error;
+
+pub enum Backend {
+    Daemon(Box<BlockingClient>),
+    Embedded(Coordinator),
+}
+
+impl Backend {
+    /// The daemon for `db` if one is running, else the file opened here. The file must exist
+    /// (`fleetlog init` creates it).
+    pub fn connect(db: &Path) -> Result<Backend, Error> {
+        if let Some(client) = BlockingClient::for_db(db) {
+            return Ok(Backend::Daemon(Box::new(client)));
+        }
+        if !db.exists() {
+            return Err(fleetlog_ledger::Error::NotFound {
+                path: db.to_owned(),
+            }
+            .into());
+        }
+        Ok(Backend::Embedded(Coordinator::open(
+            db,
+            CoordinatorOptions::default(),
+        )?))
+    }
+
+    pub fn is_daemon(&self) -> bool {
+        matches!(self, Backend::Daemon(_))
+    }
+
+    pub fn execute(&self, command: &Command) -> Result<Outcome, Error> {
+        match self {
+            Backend::Daemon(client) => client.execute(command),
+            Backend::Embedded(coordinator) => Ok(coordinator.execute(command.clone())?),
+        }
+    }
+
+    pub fn query(&self, query: &Query) -> Result<Value, Error> {
+        match self {
+            Backend::Daemon(client) => client.query(query),
+            Backend::Embedded(coordinator) => {
+                Ok(api::answer(&coordinator.state(), Timestamp::now(), query)?)
+            }
+        }
+    }
+}

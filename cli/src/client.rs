@@ -1,0 +1,302 @@
+//! The Rust client for a fleetlog daemon, over its Unix socket or loopback TCP: async
+//! ([`Client`]) and blocking ([`BlockingClient`]). Commands and queries travel as the same JSON
+//! the state machine and `api::answer` use, so the client adds no vocabulary of its own.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use fleetlog_ledger::Record;
+use fleetlog_projections::{Command, Outcome};
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request, StatusCode, Uri};
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+
+use crate::api::Query;
+use crate::error::Error;
+
+/// Where the daemon listens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    Unix(PathBuf),
+    /// `host:port`, with the bearer token if the daemon requires one.
+    Tcp {
+        address: String,
+        token: Option<String>,
+    },
+}
+
+#[derive(Clone)]
+enum Transport {
+    Unix(HyperClient<hyperlocal::UnixConnector, Full<Bytes>>),
+    Tcp(HyperClient<HttpConnector, Full<Bytes>>),
+}
+
+/// An async client.
+#[derive(Clone)]
+pub struct Client {
+    endpoint: Endpoint,
+    transport: Transport,
+}
+
+impl Client {
+    pub fn new(endpoint: Endpoint) -> Self {
+        let builder = HyperClient::builder(TokioExecutor::new());
+        let transport = match &endpoint {
+            Endpoint::Unix(_) => Transport::Unix(builder.build(hyperlocal::UnixConnector)),
+            Endpoint::Tcp { .. } => Transport::Tcp(builder.build(HttpConnector::new())),
+        };
+        Client {
+            endpoint,
+            transport,
+        }
+    }
+
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    fn uri(&self, path: &str) -> Result<Uri, Error> {
+        let uri: Result<Uri, _> = match &self.endpoint {
+            Endpoint::Unix(socket) => Ok(hyperlocal::Uri::new(socket, path).into()),
+            Endpoint::Tcp { address, .. } => format!("http://{address}{path}").parse(),
+        };
+        uri.map_err(|error| Error::Transport(format!("bad request path {path:?}: {error}")))
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, Error> {
+        let mut request = Request::builder().method(method).uri(self.uri(path)?);
+        if let Endpoint::Tcp {
+            token: Some(token), ..
+        } = &self.endpoint
+        {
+            request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        if body.is_some() {
+            request = request.header(hyper::header::CONTENT_TYPE, "application/json");
+        }
+        let request = request
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|error| Error::Transport(error.to_string()))?;
+        let response = match &self.transport {
+            Transport::Unix(client) => client.request(request).await,
+            Transport::Tcp(client) => client.request(request).await,
+        };
+        response.map_err(|error| Error::Transport(format!("{error} ({:?})", self.endpoint)))
+    }
+
+    /// Sends a request and returns the JSON answer; an error status becomes [`Error::Api`].
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, Error> {
+        let body = body.map(|body| serde_json::to_vec(body).expect("JSON values serialise"));
+        let response = self.send(method, path, body).await?;
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|error| Error::Transport(error.to_string()))?
+            .to_bytes();
+        let value: Value = serde_json::from_slice(&bytes).map_err(|error| {
+            Error::Transport(format!(
+                "the daemon answered {status} with something that is not JSON: {error}"
+            ))
+        })?;
+        match status.is_success() {
+            true => Ok(value),
+            false => Err(Error::Api {
+                status: status.as_u16(),
+                code: value["error"].as_str().unwrap_or("unknown").to_owned(),
+                message: value["message"].as_str().unwrap_or("no message").to_owned(),
+            }),
+        }
+    }
+
+    /// Runs a command; returns once the daemon answered (after the commit, or when a wait ends).
+    pub async fn execute(&self, command: &Command) -> Result<Outcome, Error> {
+        let body = serde_json::to_value(command).expect("commands serialise");
+        let value = self
+            .request(Method::POST, "/v1/commands", Some(&body))
+            .await?;
+        serde_json::from_value(value)
+            .map_err(|error| Error::Transport(format!("unexpected answer: {error}")))
+    }
+
+    pub async fn query(&self, query: &Query) -> Result<Value, Error> {
+        let body = serde_json::to_value(query).expect("queries serialise");
+        self.request(Method::POST, "/v1/queries", Some(&body)).await
+    }
+
+    pub async fn health(&self) -> Result<Value, Error> {
+        self.request(Method::GET, "/v1/health", None).await
+    }
+
+    /// Follows `/v1/events/stream` from `from`, calling `on_record` for each record in order
+    /// until it returns false or the stream ends. Returns the last seq seen, to resume from.
+    pub async fn follow(
+        &self,
+        from: u64,
+        mut on_record: impl FnMut(Record) -> bool,
+    ) -> Result<u64, Error> {
+        let mut response = self
+            .send(Method::GET, &format!("/v1/events/stream?from={from}"), None)
+            .await?;
+        if response.status() != StatusCode::OK {
+            return Err(Error::Api {
+                status: response.status().as_u16(),
+                code: "stream".to_owned(),
+                message: format!("the daemon refused the stream with {}", response.status()),
+            });
+        }
+        let mut parser = SseParser::default();
+        let mut last = from.saturating_sub(1);
+        while let Some(frame) = response.body_mut().frame().await {
+            let frame = frame.map_err(|error| Error::Transport(error.to_string()))?;
+            let Some(data) = frame.data_ref() else {
+                continue;
+            };
+            for event in parser.push(data) {
+                match event.name.as_str() {
+                    "lagged" | "closing" => return Err(Error::Transport(event.data)),
+                    _ => {}
+                }
+                let record: Record = serde_json::from_str(&event.data)
+                    .map_err(|error| Error::Transport(format!("bad stream record: {error}")))?;
+                last = record.seq;
+                if !on_record(record) {
+                    return Ok(last);
+                }
+            }
+        }
+        Ok(last)
+    }
+}
+
+/// One Server-Sent Event.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct SseEvent {
+    pub id: Option<String>,
+    pub name: String,
+    pub data: String,
+}
+
+/// Incremental SSE parser: feed it bytes as they arrive, get whole events back.
+#[derive(Debug, Default)]
+pub struct SseParser {
+    buffer: String,
+    current: SseEvent,
+}
+
+impl SseParser {
+    pub fn push(&mut self, bytes: &[u8]) -> Vec<SseEvent> {
+        self.buffer.push_str(&String::from_utf8_lossy(bytes));
+        let mut events = Vec::new();
+        while let Some(end) = self.buffer.find('\n') {
+            let line: String = self.buffer.drain(..=end).collect();
+            let line = line.trim_end_matches(['\n', '\r']);
+            if line.is_empty() {
+                let event = std::mem::take(&mut self.current);
+                if !event.data.is_empty() || !event.name.is_empty() {
+                    events.push(event);
+                }
+                continue;
+            }
+            let (field, value) = line.split_once(':').unwrap_or((line, ""));
+            let value = value.strip_prefix(' ').unwrap_or(value);
+            match field {
+                "id" => self.current.id = Some(value.to_owned()),
+                "event" => self.current.name = value.to_owned(),
+                "data" => {
+                    if !self.current.data.is_empty() {
+                        self.current.data.push('\n');
+                    }
+                    self.current.data.push_str(value);
+                }
+                _ => {} // comments (keep-alives) and unknown fields
+            }
+        }
+        events
+    }
+}
+
+/// A blocking client: the async one on a private single-threaded runtime.
+pub struct BlockingClient {
+    runtime: tokio::runtime::Runtime,
+    client: Client,
+}
+
+impl BlockingClient {
+    pub fn new(endpoint: Endpoint) -> Result<Self, Error> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let client = runtime.block_on(async { Client::new(endpoint) });
+        Ok(BlockingClient { runtime, client })
+    }
+
+    /// A client for the daemon serving `db`, if one answers on its socket within a second.
+    pub fn for_db(db: &Path) -> Option<Self> {
+        let socket = crate::api::socket_path(db);
+        if !socket.exists() {
+            return None;
+        }
+        let client = Self::new(Endpoint::Unix(socket)).ok()?;
+        let health = client.runtime.block_on(async {
+            tokio::time::timeout(Duration::from_secs(1), client.client.health()).await
+        });
+        matches!(health, Ok(Ok(_))).then_some(client)
+    }
+
+    pub fn execute(&self, command: &Command) -> Result<Outcome, Error> {
+        self.runtime.block_on(self.client.execute(command))
+    }
+
+    pub fn query(&self, query: &Query) -> Result<Value, Error> {
+        self.runtime.block_on(self.client.query(query))
+    }
+
+    pub fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, Error> {
+        self.runtime
+            .block_on(self.client.request(method, path, body))
+    }
+
+    pub fn follow(&self, from: u64, on_record: impl FnMut(Record) -> bool) -> Result<u64, Error> {
+        self.runtime.block_on(self.client.follow(from, on_record))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SseParser;
+
+    #[test]
+    fn sse_events_are_parsed_across_chunk_boundaries() {
+        let mut parser = SseParser::default();
+        assert!(parser.push(b"id: 7\nevent: lock_acq").is_empty());
+        let events = parser
+            .push(b"uired\ndata: {\"a\":1}\n\n: keep-alive\n\nevent: lagged\ndata: x\ndata: y\n\n");
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[0].id.as_deref(), Some("7"));
+        assert_eq!(events[0].name, "lock_acquired");
+        assert_eq!(events[0].data, "{\"a\":1}");
+        assert_eq!(events[1].name, "lagged");
+        assert_eq!(events[1].data, "x\ny");
+    }
+}

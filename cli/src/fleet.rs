@@ -1,0 +1,1257 @@
+//! The coordination subcommands: each builds one state-machine command or query, runs it on the
+//! daemon or embedded backend, and prints the answer (a table or line for people, JSON with
+//! `--json`).
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use fleetlog::api::Query;
+use fleetlog::backend::Backend;
+use fleetlog_ledger::{Json, Outcome as Work, SignalTarget, Timestamp};
+use fleetlog_projections::signals::SignalFilter;
+use fleetlog_projections::{Command, Outcome, StageReport, TaskSpec};
+use serde_json::Value;
+
+use crate::output::{Output, table};
+
+/// Who issues a command.
+#[derive(Args, Clone, Debug)]
+pub struct Agent {
+    /// The agent id issuing the command.
+    #[arg(long, env = "FLEETLOG_AGENT")]
+    agent: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum FleetCommand {
+    /// Agents, locks, queue and workflows at a glance.
+    Status,
+    /// List agents (alive ones; --all for every agent ever registered).
+    Agents {
+        #[arg(long)]
+        all: bool,
+    },
+    /// Alive agents whose progress has not changed for --threshold milliseconds.
+    Hung {
+        #[arg(long, default_value_t = 300_000)]
+        threshold: u64,
+    },
+    /// Agents whose last heartbeat is older than --threshold milliseconds.
+    Stale {
+        #[arg(long, default_value_t = 60_000)]
+        threshold: u64,
+    },
+    /// Register an agent (or update its registration).
+    Register {
+        #[command(flatten)]
+        agent: Agent,
+        #[arg(long, default_value = "")]
+        role: String,
+        #[arg(long, default_value = "")]
+        name: String,
+        #[arg(long, default_value = "")]
+        working_on: String,
+        #[arg(long = "capability")]
+        capabilities: Vec<String>,
+    },
+    /// Remove an agent from the fleet, releasing its locks and leases.
+    Deregister {
+        #[command(flatten)]
+        agent: Agent,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Report that an agent is alive.
+    Heartbeat {
+        #[command(flatten)]
+        agent: Agent,
+        #[arg(long, default_value = "working")]
+        status: String,
+        /// Progress from 0 to 1.
+        #[arg(long)]
+        progress: Option<f64>,
+        #[arg(long)]
+        task: Option<String>,
+        #[arg(long, default_value_t = fleetlog_projections::agents::HEARTBEAT_TTL_MS_DEFAULT)]
+        ttl_ms: u64,
+    },
+    /// Send, check or wait for signals.
+    #[command(subcommand)]
+    Signal(SignalCommand),
+    /// Acquire, renew, release, list and check locks.
+    #[command(subcommand)]
+    Lock(LockCommand),
+    /// The task queue.
+    #[command(subcommand)]
+    Task(TaskCommand),
+    /// Approval gates.
+    #[command(subcommand)]
+    Approval(ApprovalCommand),
+    /// Threads of messages between agents.
+    #[command(subcommand)]
+    Board(BoardCommand),
+    /// Logged decisions.
+    #[command(subcommand)]
+    Decision(DecisionCommand),
+    /// Workflows: stages, handoffs, checkpoints.
+    #[command(subcommand)]
+    Workflow(WorkflowCommand),
+    /// Follow the log: every event as it commits (needs a running daemon).
+    Tail {
+        /// Keep following new events.
+        #[arg(short, long)]
+        follow: bool,
+        /// Start at this seq (default: the last 10).
+        #[arg(long)]
+        from: Option<u64>,
+    },
+    /// Append a custom event (`custom { kind, payload }`).
+    Append {
+        #[command(flatten)]
+        agent: Agent,
+        #[arg(long)]
+        kind: String,
+        #[arg(long, default_value = "null")]
+        payload: String,
+    },
+    /// The coordination state as of a seq or time (`head`, `1200`, `2026-11-23T10:00:00Z`).
+    Replay {
+        #[arg(long, default_value = "head")]
+        as_of: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SignalCommand {
+    Send {
+        #[command(flatten)]
+        agent: Agent,
+        #[arg(long)]
+        kind: String,
+        /// The target agent; omit to broadcast.
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long, default_value = "null")]
+        payload: String,
+        #[arg(long, default_value_t = fleetlog_projections::signals::SIGNAL_TTL_MS_DEFAULT)]
+        ttl_ms: u64,
+        /// The signal this one answers.
+        #[arg(long)]
+        reply_to: Option<u64>,
+    },
+    /// Take the oldest matching signal without waiting (--peek leaves it).
+    Check {
+        #[command(flatten)]
+        agent: Agent,
+        #[arg(long)]
+        kind: String,
+        #[arg(long)]
+        from: Option<String>,
+        #[arg(long)]
+        peek: bool,
+    },
+    /// Wait for a matching signal; woken by the send itself. Exit 3 on timeout.
+    Wait {
+        #[command(flatten)]
+        agent: Agent,
+        #[arg(long)]
+        kind: String,
+        #[arg(long)]
+        from: Option<String>,
+        /// Only the reply to this signal id.
+        #[arg(long)]
+        reply_to: Option<u64>,
+        #[arg(long, default_value_t = 60_000)]
+        timeout_ms: u64,
+        #[arg(long)]
+        peek: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LockCommand {
+    Acquire {
+        #[command(flatten)]
+        agent: Agent,
+        #[arg(long)]
+        resource: String,
+        #[arg(long, default_value_t = 30_000)]
+        ttl_ms: u64,
+        #[arg(long, default_value = "")]
+        intent: String,
+        /// Wait up to this long (FIFO) if another agent holds it.
+        #[arg(long)]
+        wait_ms: Option<u64>,
+    },
+    Renew {
+        #[command(flatten)]
+        agent: Agent,
+        #[arg(long)]
+        resource: String,
+        #[arg(long)]
+        token: u64,
+        #[arg(long, default_value_t = 30_000)]
+        ttl_ms: u64,
+    },
+    Release {
+        #[command(flatten)]
+        agent: Agent,
+        #[arg(long)]
+        resource: String,
+        #[arg(long)]
+        token: u64,
+    },
+    List,
+    /// Whether a fencing token is still current (exit 1 if not).
+    Check {
+        #[arg(long)]
+        resource: String,
+        #[arg(long)]
+        token: u64,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TaskCommand {
+    Add {
+        #[command(flatten)]
+        agent: Agent,
+        #[arg(long)]
+        title: String,
+        #[arg(long, default_value = "")]
+        description: String,
+        #[arg(long, default_value_t = 0)]
+        priority: i32,
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        #[arg(long, default_value = "null")]
+        payload: String,
+        #[arg(long, default_value_t = fleetlog_projections::queue::MAX_ATTEMPTS_DEFAULT)]
+        max_attempts: u32,
+        #[arg(long = "depends-on")]
+        depends_on: Vec<u64>,
+        /// RFC 3339 time before which it may not be claimed.
+        #[arg(long)]
+        not_before: Option<String>,
+        #[arg(long)]
+        workflow: Option<String>,
+    },
+    /// Claim the best available task (exit 3 if none, or on timeout with --wait-ms).
+    Claim {
+        #[command(flatten)]
+        agent: Agent,
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        #[arg(long, default_value_t = fleetlog_projections::queue::LEASE_TTL_MS_DEFAULT)]
+        lease_ms: u64,
+        #[arg(long)]
+        wait_ms: Option<u64>,
+    },
+    Renew {
+        #[command(flatten)]
+        agent: Agent,
+        id: u64,
+        #[arg(long, default_value_t = fleetlog_projections::queue::LEASE_TTL_MS_DEFAULT)]
+        lease_ms: u64,
+    },
+    Complete {
+        #[command(flatten)]
+        agent: Agent,
+        id: u64,
+        #[arg(long, default_value = "null")]
+        result: String,
+    },
+    Fail {
+        #[command(flatten)]
+        agent: Agent,
+        id: u64,
+        #[arg(long)]
+        error: String,
+        /// Do not retry.
+        #[arg(long)]
+        fatal: bool,
+    },
+    Cancel {
+        #[command(flatten)]
+        agent: Agent,
+        id: u64,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    List {
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        tag: Option<String>,
+    },
+    Show {
+        id: u64,
+    },
+    Stats,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ApprovalCommand {
+    Request {
+        #[command(flatten)]
+        agent: Agent,
+        #[arg(long)]
+        action: String,
+        #[arg(long, default_value = "null")]
+        context: String,
+        #[arg(long = "approver")]
+        approvers: Vec<String>,
+        #[arg(long, default_value_t = 3_600_000)]
+        timeout_ms: u64,
+    },
+    Approve {
+        #[command(flatten)]
+        agent: Agent,
+        id: u64,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    Reject {
+        #[command(flatten)]
+        agent: Agent,
+        id: u64,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Wait for the decision (exit 3 on timeout).
+    Wait {
+        #[command(flatten)]
+        agent: Agent,
+        id: u64,
+        #[arg(long, default_value_t = 60_000)]
+        timeout_ms: u64,
+    },
+    List {
+        #[arg(long)]
+        pending: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BoardCommand {
+    Post {
+        #[command(flatten)]
+        agent: Agent,
+        #[arg(long)]
+        title: String,
+        #[arg(long)]
+        message: String,
+        #[arg(long, default_value_t = 0)]
+        priority: i32,
+    },
+    Reply {
+        #[command(flatten)]
+        agent: Agent,
+        id: u64,
+        #[arg(long)]
+        message: String,
+    },
+    List,
+    Show {
+        id: u64,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DecisionCommand {
+    Log {
+        #[command(flatten)]
+        agent: Agent,
+        #[arg(long = "type")]
+        decision_type: String,
+        #[arg(long)]
+        reason: String,
+        #[arg(long, default_value = "")]
+        context: String,
+        #[arg(long = "alternative")]
+        alternatives: Vec<String>,
+    },
+    List {
+        #[arg(long = "by")]
+        agent: Option<String>,
+        #[arg(long = "type")]
+        decision_type: Option<String>,
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        until: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum WorkflowCommand {
+    Start {
+        #[command(flatten)]
+        agent: Agent,
+        id: String,
+        #[arg(long, default_value = "")]
+        project: String,
+        /// The planned agents, in order.
+        #[arg(long = "plan", value_delimiter = ',')]
+        plan: Vec<String>,
+        #[arg(long)]
+        estimate_ms: Option<u64>,
+    },
+    /// Record a stage starting, or with --done its completion and figures.
+    Stage {
+        #[command(flatten)]
+        agent: Agent,
+        id: String,
+        #[arg(long)]
+        stage: String,
+        /// The agent doing the stage (default: --agent).
+        #[arg(long)]
+        by: Option<String>,
+        #[arg(long, default_value = "standard")]
+        tier: String,
+        #[arg(long)]
+        done: bool,
+        /// success, failure, partial or unknown (with --done).
+        #[arg(long, default_value = "success")]
+        outcome: String,
+        #[arg(long, default_value_t = 0)]
+        duration_ms: u64,
+        #[arg(long, default_value_t = 0.0)]
+        cost_usd: f64,
+        #[arg(long, default_value_t = 0)]
+        tokens: u64,
+    },
+    Handoff {
+        #[command(flatten)]
+        agent: Agent,
+        id: String,
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
+        #[arg(long = "artifact")]
+        artifacts: Vec<String>,
+    },
+    Checkpoint {
+        #[command(flatten)]
+        agent: Agent,
+        id: String,
+        #[arg(long)]
+        stage: String,
+        #[arg(long, default_value = "null")]
+        state: String,
+    },
+    Complete {
+        #[command(flatten)]
+        agent: Agent,
+        id: String,
+        /// Record the workflow as failed, with this error.
+        #[arg(long)]
+        failed: Option<String>,
+    },
+    Budget {
+        #[command(flatten)]
+        agent: Agent,
+        id: String,
+        #[arg(long)]
+        limit_usd: f64,
+    },
+    Show {
+        id: String,
+    },
+    List,
+}
+
+fn json_arg(flag: &str, text: &str) -> Result<Json> {
+    Json::parse(text)
+        .with_context(|| format!("{flag} is not valid JSON: {text:?} (quote strings: '\"text\"')"))
+}
+
+fn time_arg(flag: &str, text: &str) -> Result<Timestamp> {
+    Timestamp::parse_rfc3339(text)
+        .with_context(|| format!("{flag} {text:?} is not an RFC 3339 time"))
+}
+
+fn filter(kind: String, source: Option<String>, correlation_id: Option<u64>) -> SignalFilter {
+    SignalFilter {
+        kind,
+        source,
+        correlation_id,
+    }
+}
+
+pub fn run(db: &Path, command: FleetCommand, out: &Output) -> Result<ExitCode> {
+    if let FleetCommand::Replay { as_of } = &command {
+        return replay(db, as_of, out);
+    }
+    let backend = Backend::connect(db)?;
+    match command {
+        FleetCommand::Status => show_query(&backend, Query::Status, out, status_text),
+        FleetCommand::Agents { all } => {
+            show_query(&backend, Query::Agents { all }, out, agents_text)
+        }
+        FleetCommand::Hung { threshold } => show_query(
+            &backend,
+            Query::Hung {
+                threshold_ms: threshold,
+            },
+            out,
+            agents_text,
+        ),
+        FleetCommand::Stale { threshold } => show_query(
+            &backend,
+            Query::Stale {
+                threshold_ms: threshold,
+            },
+            out,
+            agents_text,
+        ),
+        FleetCommand::Register {
+            agent,
+            role,
+            name,
+            working_on,
+            capabilities,
+        } => run_command(
+            &backend,
+            Command::Register {
+                agent: agent.agent,
+                role,
+                name,
+                working_on,
+                capabilities,
+                metadata: Json::null(),
+            },
+            out,
+        ),
+        FleetCommand::Deregister { agent, reason } => run_command(
+            &backend,
+            Command::Deregister {
+                agent: agent.agent,
+                reason,
+            },
+            out,
+        ),
+        FleetCommand::Heartbeat {
+            agent,
+            status,
+            progress,
+            task,
+            ttl_ms,
+        } => run_command(
+            &backend,
+            Command::Heartbeat {
+                agent: agent.agent,
+                status,
+                progress,
+                current_task: task,
+                metadata: Json::null(),
+                ttl_ms,
+            },
+            out,
+        ),
+        FleetCommand::Signal(signal) => run_command(&backend, signal_command(signal)?, out),
+        FleetCommand::Lock(LockCommand::List) => {
+            show_query(&backend, Query::Locks, out, locks_text)
+        }
+        FleetCommand::Lock(LockCommand::Check { resource, token }) => {
+            let value = backend.query(&Query::LockCheck { resource, token })?;
+            let current = value["current"].as_bool().unwrap_or(false);
+            out.emit(&value, || {
+                format!(
+                    "token {token} is {}",
+                    if current { "current" } else { "NOT current" }
+                )
+            });
+            Ok(if current {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        FleetCommand::Lock(lock) => run_command(&backend, lock_command(lock), out),
+        FleetCommand::Task(TaskCommand::List { state, tag }) => {
+            show_query(&backend, Query::Tasks { state, tag }, out, tasks_text)
+        }
+        FleetCommand::Task(TaskCommand::Show { id }) => {
+            show_query(&backend, Query::Task { id }, out, pretty)
+        }
+        FleetCommand::Task(TaskCommand::Stats) => {
+            show_query(&backend, Query::QueueStats, out, pretty)
+        }
+        FleetCommand::Task(task) => run_command(&backend, task_command(task)?, out),
+        FleetCommand::Approval(ApprovalCommand::List { pending }) => {
+            show_query(&backend, Query::Approvals { pending }, out, approvals_text)
+        }
+        FleetCommand::Approval(approval) => run_command(&backend, approval_command(approval)?, out),
+        FleetCommand::Board(BoardCommand::List) => {
+            show_query(&backend, Query::Threads, out, threads_text)
+        }
+        FleetCommand::Board(BoardCommand::Show { id }) => {
+            show_query(&backend, Query::Thread { id }, out, thread_text)
+        }
+        FleetCommand::Board(BoardCommand::Post {
+            agent,
+            title,
+            message,
+            priority,
+        }) => run_command(
+            &backend,
+            Command::Post {
+                agent: agent.agent,
+                title,
+                message,
+                priority,
+            },
+            out,
+        ),
+        FleetCommand::Board(BoardCommand::Reply { agent, id, message }) => run_command(
+            &backend,
+            Command::Reply {
+                agent: agent.agent,
+                thread: id,
+                message,
+            },
+            out,
+        ),
+        FleetCommand::Decision(DecisionCommand::Log {
+            agent,
+            decision_type,
+            reason,
+            context,
+            alternatives,
+        }) => run_command(
+            &backend,
+            Command::LogDecision {
+                agent: agent.agent,
+                decision_type,
+                context,
+                reason,
+                alternatives,
+                metadata: Json::null(),
+            },
+            out,
+        ),
+        FleetCommand::Decision(DecisionCommand::List {
+            agent,
+            decision_type,
+            since,
+            until,
+        }) => {
+            let from = since.map(|text| time_arg("--since", &text)).transpose()?;
+            let to = until.map(|text| time_arg("--until", &text)).transpose()?;
+            show_query(
+                &backend,
+                Query::Decisions {
+                    agent,
+                    decision_type,
+                    from,
+                    to,
+                },
+                out,
+                decisions_text,
+            )
+        }
+        FleetCommand::Workflow(WorkflowCommand::Show { id }) => {
+            show_query(&backend, Query::Workflow { id }, out, pretty)
+        }
+        FleetCommand::Workflow(WorkflowCommand::List) => {
+            show_query(&backend, Query::Workflows, out, workflows_text)
+        }
+        FleetCommand::Workflow(workflow) => run_command(&backend, workflow_command(workflow)?, out),
+        FleetCommand::Tail { follow, from } => tail(db, &backend, follow, from, out),
+        FleetCommand::Append {
+            agent,
+            kind,
+            payload,
+        } => run_command(
+            &backend,
+            Command::Custom {
+                agent: agent.agent,
+                kind,
+                payload: json_arg("--payload", &payload)?,
+            },
+            out,
+        ),
+        FleetCommand::Replay { .. } => unreachable!("handled above"),
+    }
+}
+
+fn signal_command(signal: SignalCommand) -> Result<Command> {
+    Ok(match signal {
+        SignalCommand::Send {
+            agent,
+            kind,
+            to,
+            payload,
+            ttl_ms,
+            reply_to,
+        } => Command::SendSignal {
+            agent: agent.agent,
+            kind,
+            target: to.map_or(SignalTarget::Broadcast, SignalTarget::Agent),
+            payload: json_arg("--payload", &payload)?,
+            ttl_ms,
+            correlation_id: reply_to,
+        },
+        SignalCommand::Check {
+            agent,
+            kind,
+            from,
+            peek,
+        } => Command::ReceiveSignal {
+            agent: agent.agent,
+            filter: filter(kind, from, None),
+            consume: !peek,
+            wait_ms: None,
+        },
+        SignalCommand::Wait {
+            agent,
+            kind,
+            from,
+            reply_to,
+            timeout_ms,
+            peek,
+        } => Command::ReceiveSignal {
+            agent: agent.agent,
+            filter: filter(kind, from, reply_to),
+            consume: !peek,
+            wait_ms: Some(timeout_ms),
+        },
+    })
+}
+
+fn lock_command(lock: LockCommand) -> Command {
+    match lock {
+        LockCommand::Acquire {
+            agent,
+            resource,
+            ttl_ms,
+            intent,
+            wait_ms,
+        } => Command::AcquireLock {
+            agent: agent.agent,
+            resource,
+            ttl_ms,
+            intent,
+            wait_ms,
+        },
+        LockCommand::Renew {
+            agent,
+            resource,
+            token,
+            ttl_ms,
+        } => Command::RenewLock {
+            agent: agent.agent,
+            resource,
+            token,
+            ttl_ms,
+        },
+        LockCommand::Release {
+            agent,
+            resource,
+            token,
+        } => Command::ReleaseLock {
+            agent: agent.agent,
+            resource,
+            token,
+        },
+        LockCommand::List | LockCommand::Check { .. } => {
+            unreachable!("queries are handled by the caller")
+        }
+    }
+}
+
+fn task_command(task: TaskCommand) -> Result<Command> {
+    Ok(match task {
+        TaskCommand::Add {
+            agent,
+            title,
+            description,
+            priority,
+            tags,
+            payload,
+            max_attempts,
+            depends_on,
+            not_before,
+            workflow,
+        } => Command::Enqueue {
+            agent: agent.agent,
+            spec: TaskSpec {
+                title,
+                description,
+                priority,
+                tags,
+                payload: json_arg("--payload", &payload)?,
+                max_attempts,
+                depends_on,
+                not_before: not_before
+                    .map(|text| time_arg("--not-before", &text))
+                    .transpose()?,
+                workflow_id: workflow,
+            },
+        },
+        TaskCommand::Claim {
+            agent,
+            tags,
+            lease_ms,
+            wait_ms,
+        } => Command::Claim {
+            agent: agent.agent,
+            tags,
+            lease_ttl_ms: lease_ms,
+            wait_ms,
+        },
+        TaskCommand::Renew {
+            agent,
+            id,
+            lease_ms,
+        } => Command::RenewLease {
+            agent: agent.agent,
+            task: id,
+            lease_ttl_ms: lease_ms,
+        },
+        TaskCommand::Complete { agent, id, result } => Command::Complete {
+            agent: agent.agent,
+            task: id,
+            result: json_arg("--result", &result)?,
+        },
+        TaskCommand::Fail {
+            agent,
+            id,
+            error,
+            fatal,
+        } => Command::Fail {
+            agent: agent.agent,
+            task: id,
+            error,
+            retryable: !fatal,
+        },
+        TaskCommand::Cancel { agent, id, reason } => Command::Cancel {
+            agent: agent.agent,
+            task: id,
+            reason,
+        },
+        TaskCommand::List { .. } | TaskCommand::Show { .. } | TaskCommand::Stats => {
+            unreachable!("queries are handled by the caller")
+        }
+    })
+}
+
+fn approval_command(approval: ApprovalCommand) -> Result<Command> {
+    Ok(match approval {
+        ApprovalCommand::Request {
+            agent,
+            action,
+            context,
+            approvers,
+            timeout_ms,
+        } => Command::RequestApproval {
+            agent: agent.agent,
+            action,
+            context: json_arg("--context", &context)?,
+            approvers,
+            timeout_ms,
+        },
+        ApprovalCommand::Approve { agent, id, reason } => Command::Decide {
+            agent: agent.agent,
+            approval: id,
+            approved: true,
+            reason,
+        },
+        ApprovalCommand::Reject { agent, id, reason } => Command::Decide {
+            agent: agent.agent,
+            approval: id,
+            approved: false,
+            reason,
+        },
+        ApprovalCommand::Wait {
+            agent,
+            id,
+            timeout_ms,
+        } => Command::AwaitApproval {
+            agent: agent.agent,
+            approval: id,
+            wait_ms: timeout_ms,
+        },
+        ApprovalCommand::List { .. } => unreachable!("queries are handled by the caller"),
+    })
+}
+
+fn workflow_command(workflow: WorkflowCommand) -> Result<Command> {
+    Ok(match workflow {
+        WorkflowCommand::Start {
+            agent,
+            id,
+            project,
+            plan,
+            estimate_ms,
+        } => Command::StartWorkflow {
+            agent: agent.agent,
+            workflow_id: id,
+            project,
+            agent_plan: plan,
+            estimated_duration_ms: estimate_ms,
+        },
+        WorkflowCommand::Stage {
+            agent,
+            id,
+            stage,
+            by,
+            tier,
+            done,
+            outcome,
+            duration_ms,
+            cost_usd,
+            tokens,
+        } => {
+            let stage_agent = by.unwrap_or_else(|| agent.agent.clone());
+            match done {
+                false => Command::StartStage { agent: agent.agent, workflow_id: id, stage, stage_agent, tier },
+                true => Command::CompleteStage {
+                    agent: agent.agent,
+                    workflow_id: id,
+                    report: StageReport {
+                        stage,
+                        agent: stage_agent,
+                        tier,
+                        outcome: serde_json::from_value::<Work>(Value::String(outcome.clone()))
+                            .with_context(|| format!("--outcome {outcome:?} is not success, failure, partial or unknown"))?,
+                        duration_ms,
+                        cost_usd,
+                        tokens,
+                        description: String::new(),
+                        tags: vec![],
+                        quality: None,
+                    },
+                },
+            }
+        }
+        WorkflowCommand::Handoff {
+            agent,
+            id,
+            from,
+            to,
+            artifacts,
+        } => Command::Handoff {
+            agent: agent.agent,
+            workflow_id: id,
+            from_agent: from,
+            to_agent: to,
+            artifacts,
+        },
+        WorkflowCommand::Checkpoint {
+            agent,
+            id,
+            stage,
+            state,
+        } => Command::Checkpoint {
+            agent: agent.agent,
+            workflow_id: id,
+            stage,
+            state: json_arg("--state", &state)?,
+        },
+        WorkflowCommand::Complete { agent, id, failed } => Command::CompleteWorkflow {
+            agent: agent.agent,
+            workflow_id: id,
+            success: failed.is_none(),
+            error: failed,
+            agents_executed: vec![],
+        },
+        WorkflowCommand::Budget {
+            agent,
+            id,
+            limit_usd,
+        } => Command::SetBudget {
+            agent: agent.agent,
+            workflow_id: id,
+            limit_usd,
+        },
+        WorkflowCommand::Show { .. } | WorkflowCommand::List => {
+            unreachable!("queries are handled by the caller")
+        }
+    })
+}
+
+/// Runs a command and prints its outcome. An empty claim or check exits 3 ("nothing found").
+fn run_command(backend: &Backend, command: Command, out: &Output) -> Result<ExitCode> {
+    let outcome = backend.execute(&command)?;
+    let value = serde_json::to_value(&outcome).context("serialising the outcome")?;
+    out.emit(&value, || outcome_text(&outcome));
+    Ok(match outcome {
+        Outcome::Signal { signal: None } | Outcome::Task { task: None } => ExitCode::from(3),
+        _ => ExitCode::SUCCESS,
+    })
+}
+
+fn outcome_text(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Appended { seq } => format!("ok (seq {seq})"),
+        Outcome::Signal {
+            signal: Some(signal),
+        } => format!(
+            "signal {} {:?} from {}: {}",
+            signal.id,
+            signal.kind,
+            signal.from,
+            signal.payload.as_str()
+        ),
+        Outcome::Signal { signal: None } => "no signal".to_owned(),
+        Outcome::Lock { lock } => format!(
+            "locked {} with token {} until {}",
+            lock.resource, lock.token, lock.expires_at
+        ),
+        Outcome::Task { task: Some(task) } => format!(
+            "claimed task {} {:?} (attempt {}, lease until {})",
+            task.id,
+            task.title,
+            task.attempts,
+            task.lease_expires
+                .map_or("-".to_owned(), |at| at.to_string())
+        ),
+        Outcome::Task { task: None } => "no task available".to_owned(),
+        Outcome::Approval { approval } => {
+            format!("approval {} is {:?}", approval.id, approval.state)
+        }
+    }
+}
+
+fn show_query(
+    backend: &Backend,
+    query: Query,
+    out: &Output,
+    human: fn(&Value) -> String,
+) -> Result<ExitCode> {
+    let value = backend.query(&query)?;
+    out.emit(&value, || human(&value));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn pretty(value: &Value) -> String {
+    serde_json::to_string_pretty(value).unwrap_or_default()
+}
+
+fn text(value: &Value) -> String {
+    match value {
+        Value::String(text) => text.clone(),
+        Value::Null => "-".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+fn rows(list: &Value, fields: &[&str]) -> Vec<Vec<String>> {
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .map(|item| fields.iter().map(|field| text(&item[*field])).collect())
+        .collect()
+}
+
+fn agents_text(value: &Value) -> String {
+    table(
+        &[
+            "AGENT",
+            "ROLE",
+            "ALIVE",
+            "STATUS",
+            "PROGRESS",
+            "LAST HEARTBEAT",
+        ],
+        &rows(
+            &value["agents"],
+            &[
+                "id",
+                "role",
+                "alive",
+                "status",
+                "progress",
+                "last_heartbeat",
+            ],
+        ),
+    )
+}
+
+fn locks_text(value: &Value) -> String {
+    table(
+        &[
+            "RESOURCE", "HOLDER", "TOKEN", "INTENT", "ACQUIRED", "EXPIRES",
+        ],
+        &rows(
+            &value["locks"],
+            &[
+                "resource",
+                "holder",
+                "token",
+                "intent",
+                "acquired_at",
+                "expires_at",
+            ],
+        ),
+    )
+}
+
+fn tasks_text(value: &Value) -> String {
+    table(
+        &["ID", "STATE", "PRIORITY", "TITLE", "HOLDER", "ATTEMPTS"],
+        &rows(
+            &value["tasks"],
+            &["id", "state", "priority", "title", "holder", "attempts"],
+        ),
+    )
+}
+
+fn approvals_text(value: &Value) -> String {
+    table(
+        &[
+            "ID",
+            "STATE",
+            "ACTION",
+            "REQUESTED BY",
+            "DECIDED BY",
+            "DEADLINE",
+        ],
+        &rows(
+            &value["approvals"],
+            &[
+                "id",
+                "state",
+                "action",
+                "requested_by",
+                "decided_by",
+                "deadline",
+            ],
+        ),
+    )
+}
+
+fn threads_text(value: &Value) -> String {
+    let threads = value["threads"].as_array().cloned().unwrap_or_default();
+    let list: Vec<Vec<String>> = threads
+        .iter()
+        .map(|thread| {
+            let posts = thread["posts"].as_array().map_or(0, Vec::len);
+            vec![
+                text(&thread["id"]),
+                text(&thread["priority"]),
+                text(&thread["title"]),
+                posts.to_string(),
+            ]
+        })
+        .collect();
+    table(&["ID", "PRIORITY", "TITLE", "POSTS"], &list)
+}
+
+fn thread_text(value: &Value) -> String {
+    let posts = rows(&value["posts"], &["seq", "at", "author", "message"]);
+    format!(
+        "{}\n\n{}",
+        text(&value["title"]),
+        table(&["SEQ", "AT", "AUTHOR", "MESSAGE"], &posts)
+    )
+}
+
+fn decisions_text(value: &Value) -> String {
+    table(
+        &["SEQ", "AT", "AGENT", "TYPE", "REASON"],
+        &rows(
+            &value["decisions"],
+            &["seq", "at", "agent", "decision_type", "reason"],
+        ),
+    )
+}
+
+fn workflows_text(value: &Value) -> String {
+    table(
+        &[
+            "WORKFLOW",
+            "PROJECT",
+            "STATUS",
+            "PROGRESS",
+            "STAGES",
+            "SPENT USD",
+        ],
+        &rows(
+            &value["workflows"],
+            &["id", "project", "status", "progress", "stages", "spent_usd"],
+        ),
+    )
+}
+
+fn status_text(value: &Value) -> String {
+    format!(
+        "seq {}: {} agents alive of {} known, {} approvals pending\n\nlocks\n{}\n\nqueue {}\n\nworkflows\n{}",
+        text(&value["seq"]),
+        text(&value["agents_active"]),
+        text(&value["agents_known"]),
+        text(&value["approvals_pending"]),
+        locks_text(value),
+        value["queue"]["by_state"],
+        workflows_text(value)
+    )
+}
+
+/// Prints recent events, and with --follow every new one as it commits (daemon only).
+fn tail(
+    db: &Path,
+    backend: &Backend,
+    follow: bool,
+    from: Option<u64>,
+    out: &Output,
+) -> Result<ExitCode> {
+    let print = |record: &fleetlog_ledger::Record| match out.is_json() {
+        true => println!("{}", serde_json::to_string(record).unwrap_or_default()),
+        false => println!(
+            "{:>8}  {}  {:<16} {}",
+            record.seq,
+            record.ts,
+            record.actor,
+            record.event.kind()
+        ),
+    };
+    match backend {
+        Backend::Daemon(client) => {
+            let head = client.request(hyper::Method::GET, "/v1/head", None)?["seq"]
+                .as_u64()
+                .unwrap_or(0);
+            let from = from.unwrap_or(head.saturating_sub(9).max(1));
+            client.follow(from, |record| {
+                print(&record);
+                follow || record.seq < head
+            })?;
+        }
+        Backend::Embedded(coordinator) => {
+            if follow {
+                anyhow::bail!(
+                    "tail -f follows a running daemon: start `fleetlog --db {} serve` first",
+                    db.display()
+                );
+            }
+            let reader = coordinator.ledger().reader();
+            let last = reader.last_seq()?;
+            let from = from.unwrap_or(last.saturating_sub(9).max(1));
+            for record in reader.range(from..=last)? {
+                print(&record);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The coordination state as it was at `as_of`, read from the file (beside a daemon too).
+fn replay(db: &Path, as_of: &str, out: &Output) -> Result<ExitCode> {
+    let as_of: fleetlog_projections::AsOf = as_of.parse()?;
+    let ledger = crate::commands::open_for_reading(db, false)?;
+    let seq = fleetlog_projections::resolve(ledger.reader(), as_of)?;
+    let state = fleetlog_projections::rebuild(ledger.reader(), seq)?;
+    let now = match as_of {
+        fleetlog_projections::AsOf::Time(ts) => ts,
+        _ => state.ts,
+    };
+    let value = fleetlog::api::answer(&state, now, &Query::Status)?;
+    out.emit(&value, || {
+        format!("as of {as_of} (seq {seq}, {now})\n{}", status_text(&value))
+    });
+    Ok(ExitCode::SUCCESS)
+}
