@@ -72,8 +72,12 @@ impl Client {
         method: Method,
         path: &str,
         body: Option<Vec<u8>>,
+        headers: &[(&str, String)],
     ) -> Result<hyper::Response<hyper::body::Incoming>, Error> {
         let mut request = Request::builder().method(method).uri(self.uri(path)?);
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
         if let Endpoint::Tcp {
             token: Some(token), ..
         } = &self.endpoint
@@ -101,7 +105,7 @@ impl Client {
         body: Option<&Value>,
     ) -> Result<Value, Error> {
         let body = body.map(|body| serde_json::to_vec(body).expect("JSON values serialise"));
-        let response = self.send(method, path, body).await?;
+        let response = self.send(method, path, body, &[]).await?;
         let status = response.status();
         let bytes = response
             .into_body()
@@ -150,8 +154,10 @@ impl Client {
         from: u64,
         mut on_record: impl FnMut(Record) -> bool,
     ) -> Result<u64, Error> {
+        // Resuming is what `Last-Event-ID` is for: the daemon starts right after it.
+        let resume = [("last-event-id", from.saturating_sub(1).to_string())];
         let mut response = self
-            .send(Method::GET, &format!("/v1/events/stream?from={from}"), None)
+            .send(Method::GET, "/v1/events/stream", None, &resume)
             .await?;
         if response.status() != StatusCode::OK {
             return Err(Error::Api {

@@ -1,0 +1,499 @@
+//! Guards the daemon end to end, with real processes: a consumer blocked in `signal wait` is
+//! woken by a producer's send; 8 processes share one lock without losing an update; 8 workers
+//! drain a queue and a SIGKILLed worker's task is recovered through its lease; a SIGKILLed daemon
+//! loses no acknowledged event; an SSE subscriber resumes across a restart; bad requests get the
+//! right status and change nothing.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command as Process, Stdio};
+use std::sync::mpsc;
+
+use fleetlog::client::{BlockingClient, Endpoint};
+use fleetlog_ledger::{Event, Json, Ledger};
+use fleetlog_projections::{Command, Outcome, TaskSpec};
+
+const FLEETLOG: &str = env!("CARGO_BIN_EXE_fleetlog");
+const WORKER: &str = env!("CARGO_BIN_EXE_fleetlog-test-worker");
+
+/// A running `fleetlog serve`, stopped on drop.
+struct Daemon {
+    child: Child,
+    socket: PathBuf,
+    address: String,
+}
+
+impl Daemon {
+    fn start(db: &Path, extra: &[&str]) -> Daemon {
+        let mut child = Process::new(FLEETLOG)
+            .arg("--db")
+            .arg(db)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(extra)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the daemon starts");
+        let mut lines = BufReader::new(child.stderr.take().expect("piped stderr")).lines();
+        let banner = lines
+            .next()
+            .expect("the daemon announces itself")
+            .expect("utf-8");
+        let address = banner
+            .split("http://")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no address in {banner:?}"))
+            .to_owned();
+        // Keep draining stderr so the daemon never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Daemon {
+            child,
+            socket: fleetlog::api::socket_path(db),
+            address,
+        }
+    }
+
+    fn client(&self) -> BlockingClient {
+        BlockingClient::new(Endpoint::Unix(self.socket.clone())).expect("client")
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn terminate(&mut self) {
+        let status = Process::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+        let exit = self.child.wait().expect("the daemon exits");
+        assert!(exit.success(), "a graceful stop exits 0, got {exit}");
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn new_db() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("fleet.redb");
+    (dir, db)
+}
+
+fn cli(db: &Path, args: &[&str]) -> std::process::Output {
+    Process::new(FLEETLOG)
+        .arg("--db")
+        .arg(db)
+        .args(args)
+        .output()
+        .expect("the CLI runs")
+}
+
+fn register(client: &BlockingClient, agent: &str) {
+    client
+        .execute(&Command::Register {
+            agent: agent.to_owned(),
+            role: "test".to_owned(),
+            name: agent.to_owned(),
+            working_on: String::new(),
+            capabilities: vec![],
+            metadata: Json::null(),
+        })
+        .expect("register");
+}
+
+fn worker(args: &[&str]) -> Child {
+    Process::new(WORKER)
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("the worker starts")
+}
+
+fn lines_of(stdout: ChildStdout) -> impl Iterator<Item = String> {
+    BufReader::new(stdout).lines().map_while(Result::ok)
+}
+
+#[test]
+fn a_consumer_blocked_in_signal_wait_is_woken_by_a_producer_process() {
+    let (_dir, db) = new_db();
+    assert!(cli(&db, &["init"]).status.success());
+    let _daemon = Daemon::start(&db, &[]);
+    for agent in ["producer", "consumer"] {
+        assert!(cli(&db, &["register", "--agent", agent]).status.success());
+    }
+    let consumer = Process::new(FLEETLOG)
+        .arg("--db")
+        .arg(&db)
+        .args([
+            "--json",
+            "signal",
+            "wait",
+            "--agent",
+            "consumer",
+            "--kind",
+            "task_complete",
+            "--timeout-ms",
+            "30000",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("the consumer starts");
+    let sent = cli(
+        &db,
+        &[
+            "signal",
+            "send",
+            "--agent",
+            "producer",
+            "--to",
+            "consumer",
+            "--kind",
+            "task_complete",
+            "--payload",
+            r#"{"task": 7}"#,
+        ],
+    );
+    assert!(
+        sent.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    let received = consumer.wait_with_output().expect("the consumer returns");
+    assert!(received.status.success());
+    let answer: serde_json::Value = serde_json::from_slice(&received.stdout).expect("JSON");
+    assert_eq!(answer["signal"]["payload"], serde_json::json!({"task": 7}));
+    assert_eq!(answer["signal"]["from"], "producer");
+    // A wait with nothing coming times out with exit code 3.
+    let timed_out = cli(
+        &db,
+        &[
+            "signal",
+            "wait",
+            "--agent",
+            "consumer",
+            "--kind",
+            "never",
+            "--timeout-ms",
+            "200",
+        ],
+    );
+    assert_eq!(timed_out.status.code(), Some(3));
+}
+
+#[test]
+fn eight_processes_share_one_lock_two_hundred_times_each_without_losing_an_update() {
+    const PROCESSES: usize = 8;
+    const ROUNDS: u64 = 200;
+    let (dir, db) = new_db();
+    let daemon = Daemon::start(&db, &[]);
+    let counter = dir.path().join("counter");
+    std::fs::write(&counter, "0").expect("write");
+    let socket = daemon.socket.to_str().expect("utf-8").to_owned();
+    let workers: Vec<Child> = (0..PROCESSES)
+        .map(|n| {
+            worker(&[
+                "lock-counter",
+                &socket,
+                &format!("w{n}"),
+                counter.to_str().expect("utf-8"),
+                &ROUNDS.to_string(),
+            ])
+        })
+        .collect();
+    for mut child in workers {
+        assert!(child.wait().expect("worker exits").success());
+    }
+    let total: u64 = std::fs::read_to_string(&counter)
+        .expect("read")
+        .parse()
+        .expect("number");
+    assert_eq!(total, PROCESSES as u64 * ROUNDS);
+    // The log agrees: no grant while another holder held the lock.
+    let ledger = Ledger::open_read_only(&db).expect("read-only beside the daemon");
+    fleetlog_suite::check_log(ledger.reader());
+}
+
+#[test]
+fn eight_workers_drain_a_thousand_tasks_and_a_killed_workers_task_is_recovered() {
+    const TASKS: u64 = 1_000;
+    let (_dir, db) = new_db();
+    let daemon = Daemon::start(&db, &[]);
+    let client = daemon.client();
+    register(&client, "boss");
+    for n in 0..TASKS {
+        client
+            .execute(&Command::Enqueue {
+                agent: "boss".into(),
+                spec: TaskSpec::new(format!("task {n}")),
+            })
+            .expect("enqueue");
+    }
+    let socket = daemon.socket.to_str().expect("utf-8").to_owned();
+    let mut victim = worker(&["drain", &socket, "w0", "3"]);
+    let hung_task: u64 = lines_of(victim.stdout.take().expect("stdout"))
+        .find_map(|line| {
+            line.strip_prefix("hanging ")
+                .map(|id| id.parse().expect("task id"))
+        })
+        .expect("the victim claims a task and hangs");
+    victim.kill().expect("SIGKILL the worker mid-task");
+    victim.wait().expect("reap");
+    let survivors: Vec<Child> = (1..8)
+        .map(|n| worker(&["drain", &socket, &format!("w{n}"), "18446744073709551615"]))
+        .collect();
+    for mut child in survivors {
+        assert!(child.wait().expect("worker exits").success());
+    }
+    let stats = client
+        .query(&fleetlog::api::Query::QueueStats)
+        .expect("stats");
+    assert_eq!(stats["by_state"]["completed"], TASKS, "{stats}");
+    let ledger = Ledger::open_read_only(&db).expect("read-only beside the daemon");
+    fleetlog_suite::check_log(ledger.reader());
+    let reader = ledger.reader();
+    let records = reader
+        .range(1..=reader.last_seq().expect("last"))
+        .expect("read");
+    let expired = records.iter().any(|r| matches!(&r.event, Event::TaskLeaseExpired { task, agent, .. } if *task == hung_task && agent == "w0"));
+    assert!(expired, "the killed worker's lease expiry is recorded");
+    let finisher = records
+        .iter()
+        .find(|r| matches!(&r.event, Event::TaskCompleted { task, .. } if *task == hung_task))
+        .map(|r| r.actor.clone());
+    assert!(
+        finisher.is_some_and(|agent| agent != "w0"),
+        "another worker finished it"
+    );
+}
+
+#[test]
+fn a_sigkilled_daemon_loses_no_acknowledged_event_and_verifies_after_restart() {
+    let (_dir, db) = new_db();
+    let mut daemon = Daemon::start(&db, &[]);
+    let socket = daemon.socket.to_str().expect("utf-8").to_owned();
+    let (acks, acked) = mpsc::channel::<u64>();
+    let mut appenders = Vec::new();
+    for n in 0..4 {
+        let mut child = worker(&["append", &socket, &format!("appender-{n}")]);
+        let mut lines = lines_of(child.stdout.take().expect("stdout"));
+        assert_eq!(lines.next().as_deref(), Some("ready"));
+        let acks = acks.clone();
+        std::thread::spawn(move || {
+            lines.filter_map(|line| line.parse().ok()).for_each(|seq| {
+                let _ = acks.send(seq);
+            })
+        });
+        appenders.push(child);
+    }
+    drop(acks);
+    let mut seen: Vec<u64> = acked.iter().take(300).collect();
+    daemon.kill();
+    for mut child in appenders {
+        child
+            .wait()
+            .expect("appenders stop when the daemon is gone");
+    }
+    seen.extend(acked.iter());
+    // The stale socket is replaced and the file recovered on restart.
+    let daemon = Daemon::start(&db, &[]);
+    let client = daemon.client();
+    let last = client
+        .request(hyper::Method::GET, "/v1/head", None)
+        .expect("head")["seq"]
+        .as_u64()
+        .expect("seq");
+    assert!(
+        seen.iter().all(|seq| *seq <= last),
+        "an acknowledged event is missing after the kill"
+    );
+    let ledger = Ledger::open_read_only(&db).expect("read-only");
+    for seq in &seen {
+        let record = ledger.reader().get(*seq).expect("read").expect("present");
+        assert!(matches!(
+            record.event,
+            Event::Custom { .. } | Event::AgentRegistered { .. } | Event::AgentHeartbeat { .. }
+        ));
+    }
+    let verify = cli(&db, &["verify"]);
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+}
+
+#[test]
+fn an_sse_subscriber_resumes_across_a_daemon_restart_with_its_last_event_id() {
+    let (_dir, db) = new_db();
+    let mut daemon = Daemon::start(&db, &[]);
+    let client = daemon.client();
+    register(&client, "writer");
+    let append = |client: &BlockingClient, n: u64| {
+        client
+            .execute(&Command::Custom {
+                agent: "writer".into(),
+                kind: "n".into(),
+                payload: Json::from_value(&serde_json::json!(n)),
+            })
+            .expect("append")
+    };
+    let (seen_tx, seen_rx) = mpsc::channel::<u64>();
+    let socket = daemon.socket.clone();
+    let first_session = std::thread::spawn(move || {
+        let follower = BlockingClient::new(Endpoint::Unix(socket)).expect("client");
+        let mut seqs = Vec::new();
+        let _ = follower.follow(1, |record| {
+            seqs.push(record.seq);
+            let _ = seen_tx.send(record.seq);
+            true
+        });
+        seqs
+    });
+    for n in 0..50 {
+        append(&client, n);
+    }
+    assert_eq!(
+        seen_rx.iter().take(51).last(),
+        Some(51),
+        "the live stream delivered every event"
+    );
+    daemon.terminate();
+    let mut seqs = first_session.join().expect("follower");
+    let resume_from = seqs.last().copied().expect("some events") + 1;
+
+    let daemon = Daemon::start(&db, &[]);
+    let client = daemon.client();
+    for n in 50..100 {
+        append(&client, n);
+    }
+    let follower = daemon.client();
+    follower
+        .follow(resume_from, |record| {
+            seqs.push(record.seq);
+            record.seq < 101
+        })
+        .expect("resumed stream");
+    assert_eq!(
+        seqs,
+        (1..=101).collect::<Vec<u64>>(),
+        "every event once, in order"
+    );
+}
+
+/// Sends raw bytes over TCP; returns the status code and body.
+fn raw_http(address: &str, request: &[u8]) -> (u16, String) {
+    let mut stream = std::net::TcpStream::connect(address).expect("connect");
+    stream.write_all(request).expect("send");
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    (status, response)
+}
+
+fn post(path: &str, token: &str, body: &[u8]) -> Vec<u8> {
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(body);
+    request
+}
+
+#[test]
+fn malformed_unknown_oversized_and_unauthorised_requests_are_refused_and_change_nothing() {
+    let (_dir, db) = new_db();
+    let daemon = Daemon::start(&db, &["--token", "s3cret"]);
+    let client = daemon.client();
+    register(&client, "a");
+    let acquire = |agent: &str| Command::AcquireLock {
+        agent: agent.into(),
+        resource: "db".into(),
+        ttl_ms: 60_000,
+        intent: String::new(),
+        wait_ms: None,
+    };
+    assert!(matches!(
+        client.execute(&acquire("a")).expect("acquire"),
+        Outcome::Lock { .. }
+    ));
+    let head = || {
+        client
+            .request(hyper::Method::GET, "/v1/head", None)
+            .expect("head")["seq"]
+            .as_u64()
+            .expect("seq")
+    };
+    let before = head();
+
+    let lock = br#"{"agent":"a","resource":"other","ttl_ms":1000}"#;
+    let cases: Vec<(Vec<u8>, u16, &str)> = vec![
+        (post("/v1/locks", "wrong", lock), 401, "unauthorized"),
+        (post("/v1/locks", "s3cret", b"{nope"), 400, "malformed"),
+        (
+            post(
+                "/v1/locks",
+                "s3cret",
+                br#"{"agent":"a","resource":"x","ttl":5}"#,
+            ),
+            400,
+            "unknown field",
+        ),
+        (
+            post(
+                "/v1/locks",
+                "s3cret",
+                br#"{"agent":"ghost","resource":"x","ttl_ms":5}"#,
+            ),
+            404,
+            "unknown_agent",
+        ),
+        (post("/v1/nowhere", "s3cret", b"{}"), 404, "not_found"),
+        (
+            post("/v1/locks", "s3cret", &vec![b' '; 2 * 1024 * 1024]),
+            413,
+            "too_large",
+        ),
+        (
+            post("/v1/tasks/abc/complete", "s3cret", b"{}"),
+            400,
+            "not a number",
+        ),
+    ];
+    for (request, status, needle) in cases {
+        let (got, body) = raw_http(&daemon.address, &request);
+        assert_eq!(got, status, "{body}");
+        assert!(body.contains(needle), "{needle:?} not in {body}");
+    }
+    let no_token = b"GET /v1/health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    assert_eq!(raw_http(&daemon.address, no_token).0, 401);
+    // A conflict is 409 and names the holder.
+    let tcp = BlockingClient::new(Endpoint::Tcp {
+        address: daemon.address.clone(),
+        token: Some("s3cret".into()),
+    })
+    .expect("client");
+    register(&tcp, "b");
+    match tcp.execute(&acquire("b")) {
+        Err(fleetlog::Error::Api {
+            status: 409,
+            code,
+            message,
+        }) => {
+            assert_eq!(code, "lock_held");
+            assert!(message.contains("\"a\""), "{message}");
+        }
+        other => panic!("expected 409, got {other:?}"),
+    }
+    assert_eq!(head(), before + 1, "only b's registration was appended");
+}
