@@ -614,6 +614,7 @@ async fn health(State(app): State<Shared>) -> Result<Json<Value>, ApiError> {
         "ledger_id": ledger.ledger_id(),
         "head": head.checkpoint().to_string(),
         "seq": head.seq,
+        "waiters": app.coordinator.waiting(),
     })))
 }
 
@@ -691,6 +692,13 @@ async fn metrics(State(app): State<Shared>) -> Response {
         "gauge",
         "Agents alive now.",
         vec![(String::new(), state.agents.active(now).len() as f64)],
+    );
+    metric(
+        &mut text,
+        "fleetlog_waiters",
+        "gauge",
+        "Requests parked in waits.",
+        vec![(String::new(), app.coordinator.waiting() as f64)],
     );
     metric(
         &mut text,

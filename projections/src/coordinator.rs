@@ -4,6 +4,7 @@
 
 use std::any::Any;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use fleetlog_ledger::{Batch, Clock, Error as LedgerError, Head, Job, Ledger, Reader, SystemClock};
@@ -94,15 +95,20 @@ impl Job for SyncJob {
 pub struct Coordinator {
     ledger: Ledger,
     committed: Arc<RwLock<State>>,
+    waiting: Arc<AtomicU64>,
 }
 
 impl Coordinator {
     /// Opens the ledger at `path` (creating it if missing), rebuilding state from the newest
     /// snapshot and the records after it.
     pub fn open(path: impl AsRef<Path>, options: CoordinatorOptions) -> Result<Coordinator, Error> {
-        let (committed, make) = machine_factory(options.snapshot_every_events);
+        let (committed, waiting, make) = machine_factory(options.snapshot_every_events);
         let ledger = Ledger::open_with(path, true, options.clock, make)?;
-        Ok(Coordinator { ledger, committed })
+        Ok(Coordinator {
+            ledger,
+            committed,
+            waiting,
+        })
     }
 
     /// As [`Coordinator::open`] on a new file whose writes fail when the switch says so.
@@ -111,9 +117,14 @@ impl Coordinator {
         path: impl AsRef<Path>,
         options: CoordinatorOptions,
     ) -> Result<(Coordinator, fleetlog_ledger::FaultSwitch), Error> {
-        let (committed, make) = machine_factory(options.snapshot_every_events);
+        let (committed, waiting, make) = machine_factory(options.snapshot_every_events);
         let (ledger, switch) = Ledger::create_with_faults_and(path, options.clock, make)?;
-        Ok((Coordinator { ledger, committed }, switch))
+        let coordinator = Coordinator {
+            ledger,
+            committed,
+            waiting,
+        };
+        Ok((coordinator, switch))
     }
 
     pub fn ledger(&self) -> &Ledger {
@@ -164,6 +175,11 @@ impl Coordinator {
         receiver.recv().unwrap_or(Err(CommandError::Closing))
     }
 
+    /// Requests parked in waits right now (lock, claim, signal and approval waits).
+    pub fn waiting(&self) -> u64 {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
     /// The committed state, for queries; hold the guard briefly (the writer waits for it).
     pub fn state(&self) -> RwLockReadGuard<'_, State> {
         self.committed
@@ -185,16 +201,18 @@ fn machine_factory(
     snapshot_every_events: u64,
 ) -> (
     Arc<RwLock<State>>,
+    Arc<AtomicU64>,
     impl FnOnce(&Reader, Head) -> Result<Machine, Error>,
 ) {
     let committed = Arc::new(RwLock::new(State::default()));
-    let shared = Arc::clone(&committed);
+    let waiting = Arc::new(AtomicU64::new(0));
+    let (shared, counter) = (Arc::clone(&committed), Arc::clone(&waiting));
     let make = move |reader: &Reader, head: Head| {
         let state = rebuild(reader, head.seq)?;
         *shared.write().unwrap_or_else(|poison| poison.into_inner()) = state.clone();
-        Ok(Machine::new(state, shared, snapshot_every_events))
+        Ok(Machine::new(state, shared, counter, snapshot_every_events))
     };
-    (committed, make)
+    (committed, waiting, make)
 }
 
 /// State as of `seq`: the newest usable snapshot at or before it, then the records after it.

@@ -9,6 +9,7 @@
 
 use std::any::Any;
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use fleetlog_ledger::{
@@ -78,6 +79,12 @@ struct Waiters {
 }
 
 impl Waiters {
+    fn count(&self) -> u64 {
+        let locks: usize = self.locks.values().map(VecDeque::len).sum();
+        let approvals: usize = self.approvals.values().map(Vec::len).sum();
+        (locks + self.claims.len() + self.signals.len() + approvals) as u64
+    }
+
     fn is_empty(&self) -> bool {
         self.locks.is_empty()
             && self.claims.is_empty()
@@ -110,6 +117,8 @@ pub struct Machine {
     state: State,
     committed: Arc<RwLock<State>>,
     waiters: Waiters,
+    /// How many requests are parked now, for readers (`Coordinator::waiting`).
+    waiting: Arc<AtomicU64>,
     snapshot_every_events: u64,
     last_snapshot_seq: u64,
 }
@@ -147,11 +156,17 @@ fn millis_between(from: Timestamp, to: Timestamp) -> u64 {
 
 impl Machine {
     /// A machine continuing from `state` (rebuilt from a snapshot and the records after it).
-    pub fn new(state: State, committed: Arc<RwLock<State>>, snapshot_every_events: u64) -> Self {
+    pub fn new(
+        state: State,
+        committed: Arc<RwLock<State>>,
+        waiting: Arc<AtomicU64>,
+        snapshot_every_events: u64,
+    ) -> Self {
         let last_snapshot_seq = state.seq;
         Machine {
             state,
             committed,
+            waiting,
             waiters: Waiters::default(),
             snapshot_every_events,
             last_snapshot_seq,
@@ -170,6 +185,11 @@ impl Machine {
             Err(error) => respond(batch, unanswered(reply), Err(error)),
         }
         self.settle(batch);
+        self.publish_waiting();
+    }
+
+    fn publish_waiting(&self) {
+        self.waiting.store(self.waiters.count(), Ordering::Relaxed);
     }
 
     /// Stages `events` by `actor` (all or none) and folds them into the working state.
@@ -1309,6 +1329,7 @@ impl Sequencer for Machine {
         }
         self.time_out_waiters(batch);
         self.settle(batch);
+        self.publish_waiting();
     }
 
     fn next_deadline(&self, now: Timestamp) -> Option<Timestamp> {
@@ -1363,6 +1384,7 @@ impl Sequencer for Machine {
         for reply in replies {
             reply.answer(Err(CommandError::Closing));
         }
+        self.publish_waiting();
     }
 
     fn as_any(&mut self) -> &mut dyn Any {
