@@ -1244,7 +1244,10 @@ fn replay(db: &Path, as_of: &str, out: &Output) -> Result<ExitCode> {
     let as_of: fleetlog_projections::AsOf = as_of.parse()?;
     let ledger = crate::commands::open_for_reading(db, false)?;
     let seq = fleetlog_projections::resolve(ledger.reader(), as_of)?;
-    let state = fleetlog_projections::rebuild(ledger.reader(), seq)?;
+    let bar = out.progress(seq, "replaying");
+    let progress = |reached: u64| bar.set_position(reached);
+    let state = fleetlog_projections::rebuild_reporting(ledger.reader(), seq, &progress)?;
+    bar.finish_and_clear();
     let now = match as_of {
         fleetlog_projections::AsOf::Time(ts) => ts,
         _ => state.ts,

@@ -217,11 +217,21 @@ fn machine_factory(
 
 /// State as of `seq`: the newest usable snapshot at or before it, then the records after it.
 pub fn rebuild(reader: &Reader, seq: u64) -> Result<State, Error> {
+    rebuild_reporting(reader, seq, &|_| {})
+}
+
+/// As [`rebuild`], calling `progress` with the seq reached now and then.
+pub fn rebuild_reporting(
+    reader: &Reader,
+    seq: u64,
+    progress: &dyn Fn(u64),
+) -> Result<State, Error> {
     let mut state = reader
         .snapshot_at_or_before(seq)?
         .and_then(|(_, bytes)| snapshot::decode(&bytes))
         .unwrap_or_default();
     let from = state.seq + 1;
-    replay_range(reader, &mut state, from, seq, &|_| {})?;
+    progress(state.seq);
+    replay_range(reader, &mut state, from, seq, progress)?;
     Ok(state)
 }

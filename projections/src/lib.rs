@@ -30,6 +30,7 @@ pub use activity::{Activity, KindCount};
 pub use command::{Command, CommandError, Outcome, StageReport, TaskSpec};
 pub use coordinator::{
     Coordinator, CoordinatorOptions, PendingCommand, SNAPSHOT_EVERY_EVENTS_DEFAULT, rebuild,
+    rebuild_reporting,
 };
 pub use machine::{Machine, Reply, SYSTEM_ACTOR, WAITERS_PER_KEY_MAX};
 pub use replay::{AsOf, Error, Projection, replay, replay_range, resolve};
