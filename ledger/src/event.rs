@@ -71,6 +71,12 @@ impl Timestamp {
         }
     }
 
+    /// `self - millis`, saturating at [`Timestamp::MIN`].
+    pub fn minus_millis(self, millis: u64) -> Self {
+        let micros = i64::try_from(millis.saturating_mul(1000)).unwrap_or(i64::MAX);
+        Timestamp(self.0.saturating_sub(micros)).max(Self::MIN)
+    }
+
     /// `self + millis`, saturating at [`Timestamp::MAX`] instead of leaving the representable
     /// range on absurd TTLs.
     pub fn plus_millis(self, millis: u64) -> Self {

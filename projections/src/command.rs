@@ -337,6 +337,12 @@ pub enum Command {
         #[serde(default)]
         payload: Json,
     },
+    /// Appends existing telemetry (workflow starts, stages, handoffs, completions, with their
+    /// original times in `occurred_at`) atomically: all or nothing.
+    ImportTelemetry {
+        agent: String,
+        events: Vec<fleetlog_ledger::Event>,
+    },
 }
 
 impl Command {
@@ -371,7 +377,8 @@ impl Command {
             | Command::CompleteWorkflow { agent, .. }
             | Command::CancelWorkflow { agent, .. }
             | Command::SetBudget { agent, .. }
-            | Command::Custom { agent, .. } => agent,
+            | Command::Custom { agent, .. }
+            | Command::ImportTelemetry { agent, .. } => agent,
         }
     }
 }

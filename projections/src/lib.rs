@@ -12,11 +12,13 @@
 
 mod activity;
 pub mod agents;
+pub mod analytics;
 pub mod approvals;
 pub mod board;
 mod command;
 mod coordinator;
 pub mod decisions;
+pub mod facts;
 pub mod locks;
 mod machine;
 pub mod queue;
@@ -24,6 +26,7 @@ mod replay;
 pub mod signals;
 mod snapshot;
 mod state;
+pub mod telemetry;
 pub mod workflows;
 
 pub use activity::{Activity, KindCount};

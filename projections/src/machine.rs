@@ -790,8 +790,53 @@ impl Machine {
                 agent,
                 kind,
                 payload,
-            } => done(self.stage(batch, &agent, vec![Event::Custom { kind, payload }])?),
+            } => self.record_one(batch, &agent, Event::Custom { kind, payload }),
+            Command::ImportTelemetry { agent, events } => {
+                self.check_telemetry(&events)?;
+                done(self.stage(batch, &agent, events)?)
+            }
         }
+    }
+
+    /// Telemetry may only carry workflow history, must start each workflow once (and not one
+    /// that exists), and may only continue workflows it starts or that exist.
+    fn check_telemetry(&self, events: &[Event]) -> Result<(), CommandError> {
+        if events.is_empty() {
+            return Err(invalid("events", "there is nothing to import"));
+        }
+        let mut started = std::collections::BTreeSet::new();
+        for (index, event) in events.iter().enumerate() {
+            let refused = |problem: String| invalid("events", format!("event {index}: {problem}"));
+            match event {
+                Event::WorkflowStarted { workflow_id, .. } => {
+                    if self.state.workflows.get(workflow_id).is_some()
+                        || !started.insert(workflow_id.as_str())
+                    {
+                        return Err(refused(format!(
+                            "workflow {workflow_id:?} already exists; was this telemetry imported before?"
+                        )));
+                    }
+                }
+                Event::StageStarted { .. } | Event::StageCompleted { .. } => {}
+                Event::Handoff { workflow_id, .. }
+                | Event::WorkflowCompleted { workflow_id, .. } => {
+                    if self.state.workflows.get(workflow_id).is_none()
+                        && !started.contains(workflow_id.as_str())
+                    {
+                        return Err(refused(format!(
+                            "workflow {workflow_id:?} is neither imported nor known"
+                        )));
+                    }
+                }
+                other => {
+                    return Err(refused(format!(
+                        "{} events cannot be imported as telemetry",
+                        other.kind()
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 
     fn running_workflow(

@@ -10,6 +10,7 @@ use crate::agents::{Agents, Liveness};
 use crate::approvals::{ApprovalState, Approvals};
 use crate::board::Board;
 use crate::decisions::Decisions;
+use crate::facts::Facts;
 use crate::locks::Locks;
 use crate::queue::{Queue, TaskState};
 use crate::replay::Projection;
@@ -41,6 +42,8 @@ pub struct State {
     pub board: Board,
     pub decisions: Decisions,
     pub workflows: Workflows,
+    /// Raw facts for analytics: finished work and measured waits.
+    pub facts: Facts,
     /// (deadline, what) for everything live that expires.
     deadlines: BTreeSet<(Timestamp, Due)>,
 }
@@ -61,6 +64,7 @@ impl Projection for State {
         self.board.apply(record);
         self.decisions.apply(record);
         self.workflows.apply(record);
+        self.facts.apply(record);
         for due in touched {
             if let Some(deadline) = self.deadline_of(&due) {
                 self.deadlines.insert((deadline, due));

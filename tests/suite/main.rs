@@ -2,6 +2,7 @@
 //! cores). One module per concern; each opens with a line saying what it guards.
 
 mod agents_signals;
+mod analytics;
 mod append;
 mod approvals_workflows;
 mod concurrency;
