@@ -20,3 +20,4 @@ mod replay;
 mod state_machine;
 mod tail;
 mod tamper;
+mod telemetry;

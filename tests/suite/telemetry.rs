@@ -1,0 +1,206 @@
+//! Guards the import of existing agent telemetry (oak JSON Lines): every line becomes the event
+//! it describes, with its original time; invocations join the workflow of their session whose
+//! span contains them; success metrics override outcomes; bad lines are named by file and line,
+//! and an import with bad lines writes nothing.
+
+use std::path::Path;
+
+use fleetlog_ledger::{Event, Outcome, Timestamp};
+use fleetlog_projections::analytics::{self, Window};
+use fleetlog_projections::telemetry;
+use fleetlog_projections::workflows::WorkflowStatus;
+use fleetlog_projections::{Command, CommandError};
+use fleetlog_suite::TestFleet;
+
+fn fixture(name: &str) -> (String, String) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/oak")
+        .join(name);
+    (
+        name.to_owned(),
+        std::fs::read_to_string(path).expect("fixture"),
+    )
+}
+
+fn fixtures() -> Vec<(String, String)> {
+    [
+        "workflow_events.jsonl",
+        "agent_invocations.jsonl",
+        "success_metrics.jsonl",
+    ]
+    .map(fixture)
+    .to_vec()
+}
+
+fn at(text: &str) -> Timestamp {
+    Timestamp::parse_rfc3339(text).expect("time")
+}
+
+#[test]
+fn every_line_becomes_its_event_with_its_original_time() {
+    let (events, errors) = telemetry::parse(&fixtures());
+    assert!(errors.is_empty(), "{errors:?}");
+    let kinds: Vec<&str> = events.iter().map(Event::kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            "workflow_started",   // wf-100, 09:00
+            "stage_completed",    // i1, 09:15
+            "handoff",            // 09:20
+            "stage_completed",    // i2, 09:55
+            "workflow_completed", // 10:00
+            "workflow_started",   // wf-101
+            "stage_completed",    // i3
+            "workflow_completed",
+            "stage_completed", // i4, no workflow
+        ]
+    );
+    match &events[0] {
+        Event::WorkflowStarted {
+            workflow_id,
+            project,
+            estimated_duration_ms,
+            occurred_at,
+            ..
+        } => {
+            assert_eq!((workflow_id.as_str(), project.as_str()), ("wf-100", "shop"));
+            assert_eq!(
+                *estimated_duration_ms,
+                Some(3_600_000),
+                "seconds become milliseconds"
+            );
+            assert_eq!(
+                *occurred_at,
+                Some(at("2026-11-02T09:00:00Z")),
+                "a naive time is UTC"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    match &events[3] {
+        Event::StageCompleted {
+            workflow_id,
+            agent,
+            outcome,
+            quality,
+            duration_ms,
+            description,
+            ..
+        } => {
+            assert_eq!(
+                (workflow_id.as_str(), agent.as_str()),
+                ("wf-100", "backend-dev")
+            );
+            assert_eq!(
+                *outcome,
+                Outcome::Success,
+                "the success metric overrides \"partial\""
+            );
+            assert_eq!(*quality, Some(4.5));
+            assert_eq!(*duration_ms, 2_100_000);
+            assert_eq!(description, "API development for orders");
+        }
+        other => panic!("{other:?}"),
+    }
+    match &events[8] {
+        Event::StageCompleted {
+            workflow_id,
+            outcome,
+            ..
+        } => {
+            assert_eq!(
+                workflow_id, "session:s9",
+                "no workflow of session s9 spans it"
+            );
+            assert_eq!(*outcome, Outcome::Unknown);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn imported_telemetry_is_analysed_by_occurrence_time() {
+    let fleet = TestFleet::new();
+    fleet.register_long_lived("importer");
+    let (events, _) = telemetry::parse(&fixtures());
+    fleet.run(Command::ImportTelemetry {
+        agent: "importer".into(),
+        events,
+    });
+    let state = fleet.coordinator.state();
+    let wf = state.workflows.get("wf-100").expect("imported");
+    assert_eq!(wf.status, WorkflowStatus::Completed);
+    assert_eq!(wf.started_at, at("2026-11-02T09:00:00Z"));
+    assert_eq!(wf.duration_ms, Some(3_600_000));
+    let stats = analytics::workflow_stats(&state, &Window::default(), 3);
+    assert_eq!((stats.total, stats.completed, stats.failed), (2, 1, 1));
+    assert_eq!(stats.common_sequences[0].agents, ["backend-dev"]);
+    // Overhead from the invocations that belong to each workflow:
+    // wf-100: 60 min wall, 15 + 35 min of agent time → 10/60; wf-101: 30 min wall, 25 → 5/30.
+    let overhead = analytics::overhead(&state, &Window::default());
+    let share = |id: &str| {
+        overhead
+            .workflows
+            .iter()
+            .find(|w| w.workflow_id == id)
+            .map(|w| w.overhead)
+    };
+    assert!((share("wf-100").expect("wf-100") - 10.0 / 60.0).abs() < 1e-12);
+    assert!((share("wf-101").expect("wf-101") - 5.0 / 30.0).abs() < 1e-12);
+    // A window by occurrence time picks the first day only.
+    let day_one = Window {
+        from: Some(at("2026-11-02T00:00:00Z")),
+        to: Some(at("2026-11-03T00:00:00Z")),
+        project: None,
+    };
+    assert_eq!(analytics::workflow_stats(&state, &day_one, 3).total, 1);
+    let best = analytics::best_agents(
+        &state,
+        "API development",
+        None,
+        at("2026-11-05T00:00:00Z"),
+        0.0,
+        3,
+    );
+    assert_eq!(best[0].agent, "backend-dev");
+    assert_eq!(best[0].relevant_tasks, 2);
+    assert_eq!(best[0].success_rate, 0.5);
+}
+
+#[test]
+fn bad_lines_are_named_by_file_and_line() {
+    let files = vec![(
+        "broken.jsonl".to_owned(),
+        "{\"timestamp\": \"2026-11-02T09:00:00Z\", \"event\": \"workflow_start\", \"workflow_id\": \"w\"}\nnot json\n{\"timestamp\": \"yesterday\", \"event\": \"workflow_start\", \"workflow_id\": \"x\"}\n{\"timestamp\": 1.5, \"mystery\": true}\n".to_owned(),
+    )];
+    let (events, errors) = telemetry::parse(&files);
+    assert_eq!(events.len(), 1, "the good line still parses");
+    let lines: Vec<usize> = errors.iter().map(|e| e.line).collect();
+    assert_eq!(lines, [2, 3, 4]);
+    assert!(
+        errors[0]
+            .to_string()
+            .starts_with("broken.jsonl:2: not JSON"),
+        "{}",
+        errors[0]
+    );
+    assert!(errors[1].problem.contains("yesterday"));
+}
+
+#[test]
+fn telemetry_importing_a_known_workflow_twice_is_refused_whole() {
+    let fleet = TestFleet::new();
+    fleet.register_long_lived("importer");
+    let (events, _) = telemetry::parse(&fixtures());
+    fleet.run(Command::ImportTelemetry {
+        agent: "importer".into(),
+        events: events.clone(),
+    });
+    assert!(matches!(
+        fleet.refused(Command::ImportTelemetry {
+            agent: "importer".into(),
+            events
+        }),
+        CommandError::Invalid { .. }
+    ));
+}
