@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use fleetlog_ledger::Timestamp;
 use fleetlog_projections::State;
+use fleetlog_projections::analytics;
 use fleetlog_projections::decisions::DecisionQuery;
 use fleetlog_projections::queue::TaskState;
 use serde::{Deserialize, Serialize};
@@ -86,6 +87,90 @@ pub enum Query {
     },
     /// Agents, locks, queue and workflows at a glance.
     Status,
+    /// Workflow counts, success rate, durations, estimates and common agent sequences.
+    WorkflowStats {
+        #[serde(default)]
+        project: Option<String>,
+        #[serde(default)]
+        from: Option<Timestamp>,
+        #[serde(default)]
+        to: Option<Timestamp>,
+        #[serde(default = "top_default")]
+        top: usize,
+    },
+    /// Coordination overhead per workflow, fleet summary, and the wait breakdown.
+    Overhead {
+        #[serde(default)]
+        project: Option<String>,
+        #[serde(default)]
+        from: Option<Timestamp>,
+        #[serde(default)]
+        to: Option<Timestamp>,
+    },
+    /// One agent's trend, or every agent's (worst first).
+    Trends {
+        #[serde(default)]
+        agent: Option<String>,
+        #[serde(default = "days_default")]
+        days: u64,
+        #[serde(default = "threshold_default")]
+        threshold_points: f64,
+    },
+    /// Agents ranked for a task from their history.
+    BestAgent {
+        task: String,
+        #[serde(default)]
+        domain: Option<String>,
+        #[serde(default = "confidence_default")]
+        min_confidence: f64,
+        #[serde(default = "top_default")]
+        top: usize,
+    },
+    /// Cost and tokens by workflow, agent, tier and day, with budgets.
+    Costs {
+        #[serde(default)]
+        project: Option<String>,
+        #[serde(default)]
+        from: Option<Timestamp>,
+        #[serde(default)]
+        to: Option<Timestamp>,
+    },
+}
+
+fn top_default() -> usize {
+    5
+}
+
+fn days_default() -> u64 {
+    30
+}
+
+fn threshold_default() -> f64 {
+    fleetlog_projections::analytics::TREND_THRESHOLD_POINTS_DEFAULT
+}
+
+fn confidence_default() -> f64 {
+    0.3
+}
+
+/// Answers `query` from the live committed state (now), or from the state rebuilt as of a past
+/// point (then "now" is that time, or the last record's time for a seq).
+pub fn answer_at(
+    coordinator: &fleetlog_projections::Coordinator,
+    query: &Query,
+    as_of: Option<fleetlog_projections::AsOf>,
+) -> Result<Value, crate::Error> {
+    match as_of {
+        None => Ok(answer(&coordinator.state(), Timestamp::now(), query)?),
+        Some(as_of) => {
+            let state = coordinator.state_as_of(as_of)?;
+            let now = match as_of {
+                fleetlog_projections::AsOf::Time(ts) => ts,
+                _ => state.ts,
+            };
+            Ok(answer(&state, now, query)?)
+        }
+    }
 }
 
 /// A query that names something that does not exist, or asks nonsense.
@@ -210,6 +295,48 @@ pub fn answer(state: &State, now: Timestamp, query: &Query) -> Result<Value, Que
             view["progress"] = json!(workflow.progress());
             view
         }
+        Query::WorkflowStats {
+            project,
+            from,
+            to,
+            top,
+        } => to_json(analytics::workflow_stats(
+            state,
+            &window(project, from, to),
+            *top,
+        )),
+        Query::Overhead { project, from, to } => {
+            to_json(analytics::overhead(state, &window(project, from, to)))
+        }
+        Query::Trends {
+            agent: Some(agent),
+            days,
+            threshold_points,
+        } => to_json(analytics::agent_trend(
+            state,
+            agent,
+            *days,
+            now,
+            *threshold_points,
+        )),
+        Query::Trends {
+            agent: None,
+            days,
+            threshold_points,
+        } => {
+            json!({ "agents": to_json(analytics::all_trends(state, *days, now, *threshold_points)) })
+        }
+        Query::BestAgent {
+            task,
+            domain,
+            min_confidence,
+            top,
+        } => json!({
+            "candidates": to_json(analytics::best_agents(state, task, domain.as_deref(), now, *min_confidence, *top)),
+        }),
+        Query::Costs { project, from, to } => {
+            to_json(analytics::costs(state, &window(project, from, to)))
+        }
         Query::Status => json!({
             "seq": state.seq,
             "agents_active": state.agents.active(now).len(),
@@ -220,6 +347,18 @@ pub fn answer(state: &State, now: Timestamp, query: &Query) -> Result<Value, Que
             "workflows": state.workflows.by_id.values().map(workflow_summary).collect::<Vec<_>>(),
         }),
     })
+}
+
+fn window(
+    project: &Option<String>,
+    from: &Option<Timestamp>,
+    to: &Option<Timestamp>,
+) -> analytics::Window {
+    analytics::Window {
+        from: *from,
+        to: *to,
+        project: project.clone(),
+    }
 }
 
 fn parse_task_state(text: &str) -> Result<TaskState, QueryError> {

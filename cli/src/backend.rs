@@ -55,4 +55,16 @@ impl Backend {
             }
         }
     }
+
+    /// A query answered as of a past point (`None`: now).
+    pub fn query_as_of(&self, query: &Query, as_of: Option<&str>) -> Result<Value, Error> {
+        match (self, as_of) {
+            (_, None) => self.query(query),
+            (Backend::Daemon(client), Some(as_of)) => client.query_as_of(query, as_of),
+            (Backend::Embedded(coordinator), Some(as_of)) => {
+                let as_of: fleetlog_projections::AsOf = as_of.parse()?;
+                api::answer_at(coordinator, query, Some(as_of))
+            }
+        }
+    }
 }

@@ -144,6 +144,13 @@ impl Client {
         self.request(Method::POST, "/v1/queries", Some(&body)).await
     }
 
+    /// A query answered as of a past point: `head`, a seq, or an RFC 3339 time.
+    pub async fn query_as_of(&self, query: &Query, as_of: &str) -> Result<Value, Error> {
+        let mut body = serde_json::to_value(query).expect("queries serialise");
+        body["as_of"] = Value::String(as_of.to_owned());
+        self.request(Method::POST, "/v1/queries", Some(&body)).await
+    }
+
     pub async fn health(&self) -> Result<Value, Error> {
         self.request(Method::GET, "/v1/health", None).await
     }
@@ -272,6 +279,10 @@ impl BlockingClient {
 
     pub fn query(&self, query: &Query) -> Result<Value, Error> {
         self.runtime.block_on(self.client.query(query))
+    }
+
+    pub fn query_as_of(&self, query: &Query, as_of: &str) -> Result<Value, Error> {
+        self.runtime.block_on(self.client.query_as_of(query, as_of))
     }
 
     pub fn request(

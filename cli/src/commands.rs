@@ -29,7 +29,18 @@ pub fn run(db: &Path, command: Command, out: &Output) -> Result<ExitCode> {
         } => events(db, from, to, since, until, limit, out),
         Command::Stats { as_of } => stats(db, &as_of, out),
         Command::Export { out: file } => export(db, file.as_deref(), out),
-        Command::Import { file } => import(db, &file, out),
+        Command::Import {
+            files,
+            format,
+            skip_invalid,
+            agent,
+        } => match (format.as_str(), files.as_slice()) {
+            ("jsonl", [file]) => import(db, file, out),
+            ("jsonl", _) => bail!("a jsonl import takes exactly one export file"),
+            ("oak", []) => bail!("name the telemetry files to import"),
+            ("oak", files) => crate::fleet::import_telemetry(db, files, skip_invalid, &agent, out),
+            (other, _) => bail!("--format {other:?} is not jsonl or oak"),
+        },
         Command::Recover => recover(db, out),
         Command::Fleet(command) => crate::fleet::run(db, command, out),
         Command::Serve {

@@ -116,10 +116,92 @@ pub enum FleetCommand {
         #[arg(long, default_value = "null")]
         payload: String,
     },
+    /// Workflow analytics.
+    #[command(subcommand)]
+    Workflows(WorkflowsCommand),
+    /// Coordination overhead per workflow, the fleet summary, and the breakdown of waits.
+    Overhead {
+        #[command(flatten)]
+        window: WindowArgs,
+    },
+    /// Success-rate trends: the last 7 days against the rest of the window (worst first).
+    Trends {
+        /// One agent (default: all).
+        agent: Option<String>,
+        #[arg(long, default_value_t = 30)]
+        days: u64,
+        /// Percentage points of change that count as a trend.
+        #[arg(long, default_value_t = fleetlog_projections::analytics::TREND_THRESHOLD_POINTS_DEFAULT)]
+        threshold: f64,
+        #[arg(long)]
+        as_of: Option<String>,
+    },
+    /// The agents best suited to a task, from their history (exit 3 if none is good enough).
+    BestAgent {
+        #[arg(long)]
+        task: String,
+        #[arg(long)]
+        domain: Option<String>,
+        #[arg(long, default_value_t = 0.3)]
+        min_confidence: f64,
+        #[arg(long, default_value_t = 5)]
+        top: usize,
+        #[arg(long)]
+        as_of: Option<String>,
+    },
+    /// Cost and tokens by workflow, agent, tier and day, with budget status.
+    Costs {
+        #[command(flatten)]
+        window: WindowArgs,
+    },
     /// The coordination state as of a seq or time (`head`, `1200`, `2026-11-23T10:00:00Z`).
     Replay {
         #[arg(long, default_value = "head")]
         as_of: String,
+    },
+}
+
+/// Which part of history an analytic looks at.
+#[derive(Args, Clone, Debug)]
+pub struct WindowArgs {
+    /// Only this project's workflows.
+    #[arg(long)]
+    project: Option<String>,
+    /// From this RFC 3339 time (inclusive).
+    #[arg(long)]
+    since: Option<String>,
+    /// Until this RFC 3339 time (exclusive).
+    #[arg(long)]
+    until: Option<String>,
+    /// As the ledger was at `head`, a seq, or an RFC 3339 time.
+    #[arg(long)]
+    as_of: Option<String>,
+}
+
+impl WindowArgs {
+    fn times(&self) -> Result<(Option<Timestamp>, Option<Timestamp>)> {
+        Ok((
+            self.since
+                .as_deref()
+                .map(|text| time_arg("--since", text))
+                .transpose()?,
+            self.until
+                .as_deref()
+                .map(|text| time_arg("--until", text))
+                .transpose()?,
+        ))
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum WorkflowsCommand {
+    /// Counts, success rate, durations, estimates and the most common agent sequences.
+    Stats {
+        #[command(flatten)]
+        window: WindowArgs,
+        /// How many agent sequences to list.
+        #[arg(long, default_value_t = 5)]
+        top: usize,
     },
 }
 
@@ -675,8 +757,362 @@ pub fn run(db: &Path, command: FleetCommand, out: &Output) -> Result<ExitCode> {
             },
             out,
         ),
+        FleetCommand::Workflows(WorkflowsCommand::Stats { window, top }) => {
+            let (from, to) = window.times()?;
+            let query = Query::WorkflowStats {
+                project: window.project.clone(),
+                from,
+                to,
+                top,
+            };
+            show_analytic(
+                &backend,
+                query,
+                window.as_of.as_deref(),
+                out,
+                workflow_stats_text,
+            )
+        }
+        FleetCommand::Overhead { window } => {
+            let (from, to) = window.times()?;
+            let query = Query::Overhead {
+                project: window.project.clone(),
+                from,
+                to,
+            };
+            show_analytic(&backend, query, window.as_of.as_deref(), out, overhead_text)
+        }
+        FleetCommand::Trends {
+            agent,
+            days,
+            threshold,
+            as_of,
+        } => {
+            let single = agent.is_some();
+            let query = Query::Trends {
+                agent,
+                days,
+                threshold_points: threshold,
+            };
+            show_analytic(
+                &backend,
+                query,
+                as_of.as_deref(),
+                out,
+                if single { trend_text } else { trends_text },
+            )
+        }
+        FleetCommand::BestAgent {
+            task,
+            domain,
+            min_confidence,
+            top,
+            as_of,
+        } => {
+            let query = Query::BestAgent {
+                task,
+                domain,
+                min_confidence,
+                top,
+            };
+            let value = backend.query_as_of(&query, as_of.as_deref())?;
+            out.emit(&value, || candidates_text(&value));
+            let found = value["candidates"]
+                .as_array()
+                .is_some_and(|c| !c.is_empty());
+            Ok(if found {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(3)
+            })
+        }
+        FleetCommand::Costs { window } => {
+            let (from, to) = window.times()?;
+            let query = Query::Costs {
+                project: window.project.clone(),
+                from,
+                to,
+            };
+            show_analytic(&backend, query, window.as_of.as_deref(), out, costs_text)
+        }
         FleetCommand::Replay { .. } => unreachable!("handled above"),
     }
+}
+
+fn show_analytic(
+    backend: &Backend,
+    query: Query,
+    as_of: Option<&str>,
+    out: &Output,
+    human: fn(&Value) -> String,
+) -> Result<ExitCode> {
+    let value = backend.query_as_of(&query, as_of)?;
+    out.emit(&value, || human(&value));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn number(value: &Value, scale: f64, digits: usize) -> String {
+    value
+        .as_f64()
+        .map_or("-".to_owned(), |n| format!("{:.*}", digits, n * scale))
+}
+
+fn minutes(value: &Value) -> String {
+    number(value, 1.0 / 60_000.0, 1)
+}
+
+fn workflow_stats_text(value: &Value) -> String {
+    let sequences: Vec<Vec<String>> = value["common_sequences"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            vec![
+                text(&s["count"]),
+                s["agents"].as_array().map_or(String::new(), |a| {
+                    a.iter().map(text).collect::<Vec<_>>().join(" → ")
+                }),
+            ]
+        })
+        .collect();
+    format!(
+        "{} workflows: {} completed, {} failed, {} running, {} cancelled\nsuccess rate {}%\nduration (min): mean {}, p50 {}, p90 {}\nagents per workflow {}\nestimated vs actual (min): {} vs {} (×{})\n\n{}",
+        text(&value["total"]),
+        text(&value["completed"]),
+        text(&value["failed"]),
+        text(&value["running"]),
+        text(&value["cancelled"]),
+        number(&value["success_rate"], 100.0, 1),
+        minutes(&value["duration_ms"]["mean"]),
+        minutes(&value["duration_ms"]["p50"]),
+        minutes(&value["duration_ms"]["p90"]),
+        number(&value["average_agents"], 1.0, 1),
+        minutes(&value["estimated_ms_mean"]),
+        minutes(&value["actual_ms_mean"]),
+        number(&value["actual_over_estimated"], 1.0, 2),
+        table(&["COUNT", "AGENT SEQUENCE"], &sequences)
+    )
+}
+
+fn overhead_text(value: &Value) -> String {
+    let workflows: Vec<Vec<String>> = value["workflows"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|w| {
+            vec![
+                text(&w["workflow_id"]),
+                minutes(&w["wall_ms"]),
+                minutes(&w["agent_ms"]),
+                number(&w["overhead"], 100.0, 1),
+            ]
+        })
+        .collect();
+    let waits: Vec<Vec<String>> = [
+        "queue_wait_ms",
+        "lock_wait_ms",
+        "signal_latency_ms",
+        "handoff_gap_ms",
+        "approval_wait_ms",
+    ]
+    .iter()
+    .map(|kind| {
+        let fleet = &value[*kind]["fleet"];
+        vec![
+            kind.trim_end_matches("_ms").replace('_', " "),
+            text(&fleet["count"]),
+            number(&fleet["total"], 1.0 / 1000.0, 1),
+            number(&fleet["p50"], 1.0 / 1000.0, 2),
+            number(&fleet["p90"], 1.0 / 1000.0, 2),
+        ]
+    })
+    .collect();
+    format!(
+        "{}\n\nmean overhead {}% ({}): {}\naverage coordination per workflow {} min\n\n{}",
+        table(
+            &["WORKFLOW", "WALL MIN", "AGENT MIN", "OVERHEAD %"],
+            &workflows
+        ),
+        number(&value["overhead"]["mean"], 100.0, 1),
+        text(&value["band"]),
+        text(&value["recommendation"]),
+        number(&value["coordination_minutes_mean"], 1.0, 1),
+        table(&["WAIT", "COUNT", "TOTAL S", "P50 S", "P90 S"], &waits)
+    )
+}
+
+fn trend_row(trend: &Value) -> Vec<String> {
+    vec![
+        text(&trend["agent"]),
+        text(&trend["trend"]),
+        number(&trend["recent"]["success_rate"], 100.0, 0),
+        text(&trend["recent"]["samples"]),
+        number(&trend["historical"]["success_rate"], 100.0, 0),
+        text(&trend["historical"]["samples"]),
+        number(&trend["change_points"], 1.0, 1),
+    ]
+}
+
+const TREND_HEADERS: [&str; 7] = [
+    "AGENT",
+    "TREND",
+    "RECENT %",
+    "N",
+    "BEFORE %",
+    "N",
+    "CHANGE PTS",
+];
+
+fn trend_text(value: &Value) -> String {
+    let days: Vec<Vec<String>> = value["daily"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|d| {
+            vec![
+                text(&d["date"]),
+                text(&d["successes"]),
+                text(&d["failures"]),
+                minutes(&d["duration_ms_mean"]),
+            ]
+        })
+        .collect();
+    format!(
+        "{}\n\n{}",
+        table(&TREND_HEADERS, &[trend_row(value)]),
+        table(&["DAY", "OK", "FAILED", "MEAN MIN"], &days)
+    )
+}
+
+fn trends_text(value: &Value) -> String {
+    let rows: Vec<Vec<String>> = value["agents"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(trend_row)
+        .collect();
+    table(&TREND_HEADERS, &rows)
+}
+
+fn candidates_text(value: &Value) -> String {
+    let rows: Vec<Vec<String>> = value["candidates"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            vec![
+                text(&c["agent"]),
+                number(&c["confidence"], 1.0, 2),
+                number(&c["success_rate"], 100.0, 0),
+                text(&c["relevant_tasks"]),
+                text(&c["reason"]),
+            ]
+        })
+        .collect();
+    match rows.is_empty() {
+        true => "no agent's history makes a confident match".to_owned(),
+        false => table(&["AGENT", "CONFIDENCE", "SUCCESS %", "TASKS", "WHY"], &rows),
+    }
+}
+
+fn costs_text(value: &Value) -> String {
+    let section = |name: &str| -> Vec<Vec<String>> {
+        value[name]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(key, spend)| {
+                vec![
+                    key.clone(),
+                    number(&spend["cost_usd"], 1.0, 4),
+                    text(&spend["tokens"]),
+                    text(&spend["stages"]),
+                ]
+            })
+            .collect()
+    };
+    let budgets: Vec<Vec<String>> = value["budgets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|b| {
+            vec![
+                text(&b["workflow_id"]),
+                number(&b["limit_usd"], 1.0, 2),
+                number(&b["spent_usd"], 1.0, 4),
+                text(&b["exceeded"]),
+            ]
+        })
+        .collect();
+    format!(
+        "total ${} ({} tokens)\n\n{}\n\n{}\n\n{}\n\n{}\n\n{}",
+        number(&value["total"]["cost_usd"], 1.0, 4),
+        text(&value["total"]["tokens"]),
+        table(
+            &["WORKFLOW", "USD", "TOKENS", "STAGES"],
+            &section("by_workflow")
+        ),
+        table(&["AGENT", "USD", "TOKENS", "STAGES"], &section("by_agent")),
+        table(&["TIER", "USD", "TOKENS", "STAGES"], &section("by_tier")),
+        table(&["DAY", "USD", "TOKENS", "STAGES"], &section("by_day")),
+        table(
+            &["BUDGETED WORKFLOW", "LIMIT", "SPENT", "EXCEEDED"],
+            &budgets
+        )
+    )
+}
+
+/// `import --format oak`: telemetry files become ledger events, atomically.
+pub fn import_telemetry(
+    db: &Path,
+    files: &[std::path::PathBuf],
+    skip_invalid: bool,
+    agent: &str,
+    out: &Output,
+) -> Result<ExitCode> {
+    let contents = files
+        .iter()
+        .map(|file| {
+            std::fs::read_to_string(file)
+                .with_context(|| format!("reading {}", file.display()))
+                .map(|text| (file.display().to_string(), text))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let (events, errors) = fleetlog_projections::telemetry::parse(&contents);
+    if !errors.is_empty() && !skip_invalid {
+        let listed: Vec<String> = errors.iter().take(20).map(ToString::to_string).collect();
+        anyhow::bail!(
+            "{} bad line(s); nothing was imported (pass --skip-invalid to import the rest):\n{}",
+            errors.len(),
+            listed.join("\n")
+        );
+    }
+    let backend = Backend::connect(db)?;
+    // The importer is an agent like any other: register it (again) so the import is attributed.
+    backend.execute(&Command::Register {
+        agent: agent.to_owned(),
+        role: "importer".to_owned(),
+        name: agent.to_owned(),
+        working_on: String::new(),
+        capabilities: vec![],
+        metadata: Json::null(),
+    })?;
+    let count = events.len();
+    let outcome = backend.execute(&Command::ImportTelemetry {
+        agent: agent.to_owned(),
+        events,
+    })?;
+    let value =
+        serde_json::json!({ "imported": count, "skipped_lines": errors.len(), "outcome": outcome });
+    out.emit(&value, || {
+        let skipped: Vec<String> = errors.iter().map(|e| format!("skipped {e}")).collect();
+        format!(
+            "imported {count} events from {} file(s)\n{}",
+            files.len(),
+            skipped.join("\n")
+        )
+    });
+    Ok(ExitCode::SUCCESS)
 }
 
 fn signal_command(signal: SignalCommand) -> Result<Command> {

@@ -78,8 +78,20 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
-    /// Create a new ledger at --db from a JSON Lines export, verifying every line.
-    Import { file: PathBuf },
+    /// Create a new ledger at --db from a JSON Lines export (verifying every line), or with
+    /// `--format oak` append existing agent telemetry files to it.
+    Import {
+        files: Vec<PathBuf>,
+        /// `jsonl` (a fleetlog export) or `oak` (workflow events, agent invocations, metrics).
+        #[arg(long, default_value = "jsonl")]
+        format: String,
+        /// With `oak`: import the good lines and report the bad ones, instead of refusing.
+        #[arg(long)]
+        skip_invalid: bool,
+        /// With `oak`: the agent the import is recorded as.
+        #[arg(long, default_value = "importer")]
+        agent: String,
+    },
     /// Recover a ledger whose writer crashed, so read-only commands can open it.
     Recover,
     #[command(flatten)]

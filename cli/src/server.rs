@@ -356,7 +356,8 @@ async fn execute(app: &App, command: Command) -> Result<Outcome, ApiError> {
 
 /// Query parameters that are numbers or booleans (everything else stays a string, so agent
 /// ids that look like numbers keep working).
-const NUMERIC_PARAMS: &[&str] = &["threshold_ms", "token"];
+const NUMERIC_PARAMS: &[&str] = &["threshold_ms", "token", "top", "days"];
+const FLOAT_PARAMS: &[&str] = &["threshold_points", "min_confidence"];
 const BOOLEAN_PARAMS: &[&str] = &["all", "pending"];
 
 fn query_route(
@@ -384,6 +385,13 @@ fn query_route(
                         }
                     },
                     (_, true) => json!(matches!(text.as_str(), "true" | "1" | "yes")),
+                    _ if FLOAT_PARAMS.contains(&key.as_str()) => match text.parse::<f64>() {
+                        Ok(number) => json!(number),
+                        Err(_) => {
+                            return ApiError::malformed(format!("{key}={text:?} is not a number"))
+                                .into_response();
+                        }
+                    },
                     _ => json!(text),
                 };
                 object.insert(key, value);
@@ -401,18 +409,7 @@ fn query_route(
                 };
                 object.insert(field.to_owned(), value);
             }
-            let query: Query = match serde_json::from_value(Value::Object(object)) {
-                Ok(query) => query,
-                Err(error) => {
-                    return ApiError::malformed(format!("bad query parameters: {error}"))
-                        .into_response();
-                }
-            };
-            let state = app.coordinator.state();
-            match api::answer(&state, Timestamp::now(), &query) {
-                Ok(value) => Json(value).into_response(),
-                Err(error) => ApiError::from(error).into_response(),
-            }
+            answer_query(&app, Value::Object(object)).await
         },
     )
 }
@@ -544,6 +541,18 @@ fn router(app: Shared) -> Router {
         )
         .route("/v1/status", query_route("status", None))
         .route(
+            "/v1/analytics/workflows",
+            query_route("workflow_stats", None),
+        )
+        .route("/v1/analytics/overhead", query_route("overhead", None))
+        .route("/v1/analytics/trends", query_route("trends", None))
+        .route(
+            "/v1/analytics/trends/{agent}",
+            query_route("trends", Some(("agent", false))),
+        )
+        .route("/v1/analytics/best-agent", query_route("best_agent", None))
+        .route("/v1/analytics/costs", query_route("costs", None))
+        .route(
             "/v1/events",
             get(events).post(
                 |State(app): State<Shared>, body: Result<Bytes, BytesRejection>| async move {
@@ -591,17 +600,47 @@ async fn generic_query(State(app): State<Shared>, body: Result<Bytes, BytesRejec
     let parsed = body
         .map_err(|rejection| ApiError::malformed(rejection.body_text()))
         .and_then(|body| {
-            serde_json::from_slice::<Query>(&body)
-                .map_err(|error| ApiError::malformed(format!("not a valid query: {error}")))
+            serde_json::from_slice::<Value>(&body)
+                .map_err(|error| ApiError::malformed(format!("not JSON: {error}")))
         });
-    let query = match parsed {
-        Ok(query) => query,
-        Err(error) => return error.into_response(),
+    match parsed {
+        Ok(value) => answer_query(&app, value).await,
+        Err(error) => error.into_response(),
+    }
+}
+
+/// Answers a query given as a JSON object, with an optional `as_of` (`head`, a seq or a time):
+/// live state now, or the state rebuilt as of then (off the runtime's threads).
+async fn answer_query(app: &App, mut value: Value) -> Response {
+    let as_of = match value
+        .as_object_mut()
+        .and_then(|object| object.remove("as_of"))
+    {
+        None => None,
+        Some(Value::String(text)) => match text.parse::<fleetlog_projections::AsOf>() {
+            Ok(as_of) => Some(as_of),
+            Err(error) => return ApiError::malformed(error.to_string()).into_response(),
+        },
+        Some(Value::Number(seq)) => seq.as_u64().map(fleetlog_projections::AsOf::Seq),
+        Some(other) => {
+            return ApiError::malformed(format!("as_of {other} is not head, a seq or a time"))
+                .into_response();
+        }
     };
-    let state = app.coordinator.state();
-    match api::answer(&state, Timestamp::now(), &query) {
-        Ok(value) => Json(value).into_response(),
-        Err(error) => ApiError::from(error).into_response(),
+    let query: Query = match serde_json::from_value(value) {
+        Ok(query) => query,
+        Err(error) => {
+            return ApiError::malformed(format!("not a valid query: {error}")).into_response();
+        }
+    };
+    let coordinator = app.coordinator.clone();
+    let answered =
+        tokio::task::spawn_blocking(move || api::answer_at(&coordinator, &query, as_of)).await;
+    match answered {
+        Ok(Ok(value)) => Json(value).into_response(),
+        Ok(Err(crate::Error::Query(error))) => ApiError::from(error).into_response(),
+        Ok(Err(error)) => ApiError::new(500, "internal", error.to_string()).into_response(),
+        Err(error) => ApiError::new(500, "internal", error.to_string()).into_response(),
     }
 }
 

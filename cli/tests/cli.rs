@@ -189,3 +189,95 @@ fn verify_exits_nonzero_when_history_differs_from_a_kept_checkpoint() {
     );
     assert!(fleetlog(&db, &["verify", "--from", &head]).status.success());
 }
+
+#[test]
+fn oak_telemetry_imports_atomically_and_feeds_every_analytic() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("fleet.redb");
+    assert!(fleetlog(&db, &["init"]).status.success());
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/oak");
+    let files: Vec<String> = [
+        "workflow_events.jsonl",
+        "agent_invocations.jsonl",
+        "success_metrics.jsonl",
+    ]
+    .iter()
+    .map(|name| fixtures.join(name).to_string_lossy().into_owned())
+    .collect();
+
+    // A file with a bad line is refused whole, naming the line.
+    let broken = dir.path().join("broken.jsonl");
+    std::fs::write(&broken, "not json\n").expect("write");
+    let refused = fleetlog(
+        &db,
+        &[
+            "import",
+            "--format",
+            "oak",
+            &files[0],
+            broken.to_str().expect("utf-8"),
+        ],
+    );
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        stderr(&refused).contains("broken.jsonl:1: not JSON"),
+        "{}",
+        stderr(&refused)
+    );
+    assert_eq!(
+        json(&fleetlog(&db, &["--json", "head"]))["seq"],
+        0,
+        "nothing was imported"
+    );
+
+    let mut args = vec!["--json", "import", "--format", "oak"];
+    args.extend(files.iter().map(String::as_str));
+    let imported = json(&fleetlog(&db, &args));
+    assert_eq!(imported["imported"], 9);
+
+    let stats = json(&fleetlog(
+        &db,
+        &["--json", "workflows", "stats", "--project", "shop"],
+    ));
+    assert_eq!(
+        (stats["total"].as_u64(), stats["completed"].as_u64()),
+        (Some(2), Some(1))
+    );
+    let overhead = json(&fleetlog(&db, &["--json", "overhead"]));
+    assert_eq!(overhead["band"], "moderate");
+    let costs = json(&fleetlog(
+        &db,
+        &["--json", "costs", "--since", "2026-11-03T00:00:00Z"],
+    ));
+    assert_eq!(
+        costs["by_agent"]["backend-dev"]["stages"], 1,
+        "only the second day"
+    );
+    let trends = json(&fleetlog(&db, &["--json", "trends", "backend-dev"]));
+    assert_eq!(trends["trend"], "insufficient_data");
+    let best = fleetlog(
+        &db,
+        &[
+            "--json",
+            "best-agent",
+            "--task",
+            "API development",
+            "--min-confidence",
+            "0",
+        ],
+    );
+    assert!(best.status.success());
+    assert!(
+        json(&best)["candidates"]
+            .as_array()
+            .is_some_and(|c| !c.is_empty())
+    );
+    let none = fleetlog(&db, &["best-agent", "--task", "quantum chemistry"]);
+    assert_eq!(none.status.code(), Some(3), "no bad guesses");
+    // As of before the import, there was nothing to analyse.
+    let before = json(&fleetlog(
+        &db,
+        &["--json", "workflows", "stats", "--as-of", "1"],
+    ));
+    assert_eq!(before["total"], 0);
+}

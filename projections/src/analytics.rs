@@ -232,16 +232,45 @@ pub struct Overhead {
     pub approval_wait_ms: WaitBreakdown,
 }
 
-/// The workflow `agent` was working in at `at`, if any: the one whose span holds `at` and whose
-/// plan or stages name the agent.
-fn workflow_of<'a>(state: &'a State, agent: &str, at: Timestamp) -> Option<&'a Workflow> {
-    state.workflows.by_id.values().find(|workflow| {
-        let ends = workflow.finished_at.unwrap_or(Timestamp::MAX);
-        at >= workflow.started_at
-            && at <= ends
-            && (workflow.agent_plan.iter().any(|planned| planned == agent)
-                || workflow.stages.iter().any(|stage| stage.agent == agent))
-    })
+/// For attributing a wait to a workflow: per agent, the workflows it is named in (plan or
+/// stages), as `(start, end, id)` sorted by start.
+struct Spans<'a>(BTreeMap<&'a str, Vec<(Timestamp, Timestamp, &'a str)>>);
+
+impl<'a> Spans<'a> {
+    fn new(state: &'a State) -> Self {
+        let mut spans: BTreeMap<&str, Vec<(Timestamp, Timestamp, &str)>> = BTreeMap::new();
+        for workflow in state.workflows.by_id.values() {
+            let end = workflow.finished_at.unwrap_or(Timestamp::MAX);
+            let agents: BTreeSet<&str> = workflow
+                .agent_plan
+                .iter()
+                .map(String::as_str)
+                .chain(workflow.stages.iter().map(|stage| stage.agent.as_str()))
+                .collect();
+            for agent in agents {
+                spans.entry(agent).or_default().push((
+                    workflow.started_at,
+                    end,
+                    workflow.id.as_str(),
+                ));
+            }
+        }
+        for list in spans.values_mut() {
+            list.sort();
+        }
+        Spans(spans)
+    }
+
+    /// The latest-started workflow of `agent` whose span holds `at`.
+    fn workflow_of(&self, agent: &str, at: Timestamp) -> Option<&'a str> {
+        let list = self.0.get(agent)?;
+        let started = list.partition_point(|(start, _, _)| *start <= at);
+        list[..started]
+            .iter()
+            .rev()
+            .find(|(_, end, _)| at <= *end)
+            .map(|(_, _, id)| *id)
+    }
 }
 
 fn breakdown(samples: impl Iterator<Item = (String, Option<String>, f64)>) -> WaitBreakdown {
@@ -269,7 +298,7 @@ fn breakdown(samples: impl Iterator<Item = (String, Option<String>, f64)>) -> Wa
 }
 
 fn waits<'a>(
-    state: &'a State,
+    spans: &'a Spans<'a>,
     waits: &'a [Wait],
     window: &'a Window,
 ) -> impl Iterator<Item = (String, Option<String>, f64)> + 'a {
@@ -280,7 +309,7 @@ fn waits<'a>(
             let workflow = wait
                 .workflow_id
                 .clone()
-                .or_else(|| workflow_of(state, &wait.agent, wait.at).map(|w| w.id.clone()));
+                .or_else(|| spans.workflow_of(&wait.agent, wait.at).map(str::to_owned));
             (wait.agent.clone(), workflow, wait.wait_ms as f64)
         })
 }
@@ -353,17 +382,18 @@ pub fn overhead(state: &State, window: &Window) -> Overhead {
         ),
     };
     let facts = &state.facts;
+    let spans = Spans::new(state);
     Overhead {
         workflows,
         overhead: distribution,
         coordination_minutes_mean: mean(&minutes),
         band,
         recommendation,
-        queue_wait_ms: breakdown(waits(state, &facts.queue_waits, window)),
-        lock_wait_ms: breakdown(waits(state, &facts.lock_waits, window)),
-        signal_latency_ms: breakdown(waits(state, &facts.signal_latencies, window)),
+        queue_wait_ms: breakdown(waits(&spans, &facts.queue_waits, window)),
+        lock_wait_ms: breakdown(waits(&spans, &facts.lock_waits, window)),
+        signal_latency_ms: breakdown(waits(&spans, &facts.signal_latencies, window)),
         handoff_gap_ms: breakdown(gaps.into_iter()),
-        approval_wait_ms: breakdown(waits(state, &facts.approval_waits, window)),
+        approval_wait_ms: breakdown(waits(&spans, &facts.approval_waits, window)),
     }
 }
 
