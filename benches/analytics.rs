@@ -50,7 +50,7 @@ fn workflow(n: u64, now: Timestamp) -> Vec<Event> {
             stage: format!("stage-{stage}"),
             agent: agent(stage),
             tier: ["standard", "premium"][(stage % 2) as usize].to_owned(),
-            outcome: if (n + stage) % 9 == 0 {
+            outcome: if (n + stage).is_multiple_of(9) {
                 Outcome::Failure
             } else {
                 Outcome::Success
@@ -66,7 +66,7 @@ fn workflow(n: u64, now: Timestamp) -> Vec<Event> {
     }
     events.push(Event::WorkflowCompleted {
         workflow_id: id,
-        success: n % 7 != 0,
+        success: !n.is_multiple_of(7),
         error: None,
         agents_executed: vec![],
         duration_ms: Some(8 * 640_000),
