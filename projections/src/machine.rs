@@ -150,6 +150,42 @@ fn invalid(field: &'static str, problem: impl Into<String>) -> CommandError {
     }
 }
 
+/// A TTL or timeout of zero would expire before anyone saw it.
+fn positive(field: &'static str, millis: u64) -> Result<(), CommandError> {
+    match millis {
+        0 => Err(invalid(field, "must be at least 1")),
+        _ => Ok(()),
+    }
+}
+
+/// Refuses a wait when `waiting` requests already wait on the same key.
+fn room(waiting: usize, what: impl FnOnce() -> String) -> Result<(), CommandError> {
+    match waiting >= WAITERS_PER_KEY_MAX {
+        true => Err(CommandError::TooManyWaiters {
+            what: what(),
+            limit: WAITERS_PER_KEY_MAX,
+        }),
+        false => Ok(()),
+    }
+}
+
+/// A parked request: it holds the command's reply until the wait ends.
+fn waiter<T>(
+    agent: String,
+    now: Timestamp,
+    wait_ms: u64,
+    reply: &mut Option<Reply>,
+    wants: T,
+) -> Waiter<T> {
+    Waiter {
+        agent,
+        since: now,
+        deadline: now.plus_millis(wait_ms),
+        reply: reply.take().expect("a command parks at most once"),
+        wants,
+    }
+}
+
 fn millis_between(from: Timestamp, to: Timestamp) -> u64 {
     u64::try_from(to.as_micros().saturating_sub(from.as_micros())).unwrap_or(0) / 1000
 }
@@ -269,9 +305,7 @@ impl Machine {
                 metadata,
                 ttl_ms,
             } => {
-                if ttl_ms == 0 {
-                    return Err(invalid("ttl_ms", "must be at least 1"));
-                }
+                positive("ttl_ms", ttl_ms)?;
                 let event = Event::AgentHeartbeat {
                     status,
                     progress,
@@ -298,9 +332,7 @@ impl Machine {
                 if let SignalTarget::Agent(target) = &target {
                     self.require_member(target)?;
                 }
-                if ttl_ms == 0 {
-                    return Err(invalid("ttl_ms", "must be at least 1"));
-                }
+                positive("ttl_ms", ttl_ms)?;
                 let event = Event::SignalSent {
                     kind,
                     target,
@@ -330,19 +362,11 @@ impl Machine {
                             .iter()
                             .filter(|w| w.agent == agent)
                             .count();
-                        if waiting >= WAITERS_PER_KEY_MAX {
-                            return Err(CommandError::TooManyWaiters {
-                                what: format!("the signals of {agent:?}"),
-                                limit: WAITERS_PER_KEY_MAX,
-                            });
-                        }
-                        self.waiters.signals.push_back(Waiter {
-                            agent,
-                            since: now,
-                            deadline: now.plus_millis(wait_ms),
-                            reply: reply.take().expect("a command parks at most once"),
-                            wants: SignalWant { filter, consume },
-                        });
+                        room(waiting, || format!("the signals of {agent:?}"))?;
+                        let wants = SignalWant { filter, consume };
+                        self.waiters
+                            .signals
+                            .push_back(waiter(agent, now, wait_ms, reply, wants));
                         Ok(Step::Parked)
                     }
                 }
@@ -354,9 +378,7 @@ impl Machine {
                 intent,
                 wait_ms,
             } => {
-                if ttl_ms == 0 {
-                    return Err(invalid("ttl_ms", "must be at least 1"));
-                }
+                positive("ttl_ms", ttl_ms)?;
                 if resource.is_empty() {
                     return Err(invalid("resource", "must not be empty"));
                 }
@@ -379,19 +401,9 @@ impl Machine {
                         }),
                         Some(wait_ms) => {
                             let queue = self.waiters.locks.entry(resource.clone()).or_default();
-                            if queue.len() >= WAITERS_PER_KEY_MAX {
-                                return Err(CommandError::TooManyWaiters {
-                                    what: format!("lock {resource:?}"),
-                                    limit: WAITERS_PER_KEY_MAX,
-                                });
-                            }
-                            queue.push_back(Waiter {
-                                agent,
-                                since: now,
-                                deadline: now.plus_millis(wait_ms),
-                                reply: reply.take().expect("a command parks at most once"),
-                                wants: LockWant { ttl_ms, intent },
-                            });
+                            room(queue.len(), || format!("lock {resource:?}"))?;
+                            let wants = LockWant { ttl_ms, intent };
+                            queue.push_back(waiter(agent, now, wait_ms, reply, wants));
                             Ok(Step::Parked)
                         }
                     },
@@ -403,9 +415,7 @@ impl Machine {
                 token,
                 ttl_ms,
             } => {
-                if ttl_ms == 0 {
-                    return Err(invalid("ttl_ms", "must be at least 1"));
-                }
+                positive("ttl_ms", ttl_ms)?;
                 self.check_holder(&agent, &resource, token, now)?;
                 let event = Event::LockRenewed {
                     resource,
@@ -429,28 +439,18 @@ impl Machine {
                 lease_ttl_ms,
                 wait_ms,
             } => {
-                if lease_ttl_ms == 0 {
-                    return Err(invalid("lease_ttl_ms", "must be at least 1"));
-                }
+                positive("lease_ttl_ms", lease_ttl_ms)?;
                 if let Some(task) = self.claim(batch, &agent, &tags, lease_ttl_ms)? {
                     return Ok(done_with(Outcome::Task { task: Some(task) }));
                 }
                 match wait_ms {
                     None => Ok(done_with(Outcome::Task { task: None })),
                     Some(wait_ms) => {
-                        if self.waiters.claims.len() >= WAITERS_PER_KEY_MAX {
-                            return Err(CommandError::TooManyWaiters {
-                                what: "the task queue".to_owned(),
-                                limit: WAITERS_PER_KEY_MAX,
-                            });
-                        }
-                        self.waiters.claims.push_back(Waiter {
-                            agent,
-                            since: now,
-                            deadline: now.plus_millis(wait_ms),
-                            reply: reply.take().expect("a command parks at most once"),
-                            wants: ClaimWant { tags, lease_ttl_ms },
-                        });
+                        room(self.waiters.claims.len(), || "the task queue".to_owned())?;
+                        let wants = ClaimWant { tags, lease_ttl_ms };
+                        self.waiters
+                            .claims
+                            .push_back(waiter(agent, now, wait_ms, reply, wants));
                         Ok(Step::Parked)
                     }
                 }
@@ -460,9 +460,7 @@ impl Machine {
                 task,
                 lease_ttl_ms,
             } => {
-                if lease_ttl_ms == 0 {
-                    return Err(invalid("lease_ttl_ms", "must be at least 1"));
-                }
+                positive("lease_ttl_ms", lease_ttl_ms)?;
                 self.check_lease(&agent, task)?;
                 done(self.stage(
                     batch,
@@ -532,9 +530,7 @@ impl Machine {
                 approvers,
                 timeout_ms,
             } => {
-                if timeout_ms == 0 {
-                    return Err(invalid("timeout_ms", "must be at least 1"));
-                }
+                positive("timeout_ms", timeout_ms)?;
                 let event = Event::ApprovalRequested {
                     action,
                     context,
@@ -595,19 +591,8 @@ impl Machine {
                     return Ok(done_with(Outcome::Approval { approval: view }));
                 }
                 let waiters = self.waiters.approvals.entry(approval).or_default();
-                if waiters.len() >= WAITERS_PER_KEY_MAX {
-                    return Err(CommandError::TooManyWaiters {
-                        what: format!("approval {approval}"),
-                        limit: WAITERS_PER_KEY_MAX,
-                    });
-                }
-                waiters.push(Waiter {
-                    agent,
-                    since: now,
-                    deadline: now.plus_millis(wait_ms),
-                    reply: reply.take().expect("a command parks at most once"),
-                    wants: (),
-                });
+                room(waiters.len(), || format!("approval {approval}"))?;
+                waiters.push(waiter(agent, now, wait_ms, reply, ()));
                 Ok(Step::Parked)
             }
             Command::Post {
