@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use fleetlog_ledger::{Outcome, Timestamp};
 use serde::Serialize;
 
-use crate::facts::{StageRun, TaskRun, Wait};
+use crate::facts::Wait;
 use crate::state::State;
 use crate::workflows::{Workflow, WorkflowStatus};
 
@@ -443,28 +443,35 @@ struct Sample {
     duration_ms: u64,
 }
 
-fn samples_of(state: &State, agent: &str) -> Vec<Sample> {
-    let stages = state
+/// Every agent's finished work, in one pass over the facts.
+fn samples_by_agent(state: &State) -> BTreeMap<&str, Vec<Sample>> {
+    let mut by_agent: BTreeMap<&str, Vec<Sample>> = BTreeMap::new();
+    for run in state
         .facts
         .stage_runs
         .iter()
-        .filter(|run| run.agent == agent && run.outcome != Outcome::Unknown)
-        .map(|run| Sample {
-            at: run.at,
-            success: run.outcome == Outcome::Success,
-            duration_ms: run.duration_ms,
-        });
-    let tasks = state
-        .facts
-        .task_runs
-        .iter()
-        .filter(|run| run.agent == agent)
-        .map(|run| Sample {
-            at: run.at,
-            success: run.success,
-            duration_ms: run.duration_ms,
-        });
-    stages.chain(tasks).collect()
+        .filter(|run| run.outcome != Outcome::Unknown)
+    {
+        by_agent
+            .entry(run.agent.as_str())
+            .or_default()
+            .push(Sample {
+                at: run.at,
+                success: run.outcome == Outcome::Success,
+                duration_ms: run.duration_ms,
+            });
+    }
+    for run in &state.facts.task_runs {
+        by_agent
+            .entry(run.agent.as_str())
+            .or_default()
+            .push(Sample {
+                at: run.at,
+                success: run.success,
+                duration_ms: run.duration_ms,
+            });
+    }
+    by_agent
 }
 
 fn period(samples: &[&Sample]) -> Period {
@@ -490,9 +497,19 @@ pub fn agent_trend(
     now: Timestamp,
     threshold_points: f64,
 ) -> AgentTrend {
+    let samples = samples_by_agent(state).remove(agent).unwrap_or_default();
+    trend_from(agent, &samples, days, now, threshold_points)
+}
+
+fn trend_from(
+    agent: &str,
+    samples: &[Sample],
+    days: u64,
+    now: Timestamp,
+    threshold_points: f64,
+) -> AgentTrend {
     let start = now.minus_millis(days.saturating_mul(DAY_MS));
     let recent_start = now.minus_millis(TREND_RECENT_DAYS.min(days) * DAY_MS);
-    let samples = samples_of(state, agent);
     let in_window: Vec<&Sample> = samples
         .iter()
         .filter(|s| s.at >= start && s.at < now)
@@ -560,16 +577,9 @@ pub fn all_trends(
     now: Timestamp,
     threshold_points: f64,
 ) -> Vec<AgentTrend> {
-    let agents: BTreeSet<&str> = state
-        .facts
-        .stage_runs
-        .iter()
-        .map(|run| run.agent.as_str())
-        .chain(state.facts.task_runs.iter().map(|run| run.agent.as_str()))
-        .collect();
-    let mut trends: Vec<AgentTrend> = agents
+    let mut trends: Vec<AgentTrend> = samples_by_agent(state)
         .into_iter()
-        .map(|agent| agent_trend(state, agent, days, now, threshold_points))
+        .map(|(agent, samples)| trend_from(agent, &samples, days, now, threshold_points))
         .filter(|trend| trend.recent.samples + trend.historical.samples > 0)
         .collect();
     trends.sort_by(|a, b| {
@@ -623,26 +633,41 @@ struct Relevant {
     success: Option<bool>,
     duration_ms: u64,
     at: Timestamp,
-    matched: BTreeSet<String>,
+    /// Indexes of the query words this work matched.
+    matched: BTreeSet<usize>,
 }
 
-fn stage_words(run: &StageRun) -> BTreeSet<String> {
-    keywords(&format!(
-        "{} {} {} {}",
-        run.description,
-        run.stage,
-        run.tags.join(" "),
-        run.tier
-    ))
+/// Which query words a piece of text contains; work repeats, so each distinct piece of text is
+/// tokenised once (keys borrow from the facts: no allocation per run).
+struct Matcher<'a> {
+    /// The query's words, in order; matches are indexes into it.
+    words: Vec<String>,
+    memo: std::collections::HashMap<&'a str, Vec<usize>>,
 }
 
-fn task_words(run: &TaskRun) -> BTreeSet<String> {
-    keywords(&format!(
-        "{} {} {}",
-        run.title,
-        run.description,
-        run.tags.join(" ")
-    ))
+impl<'a> Matcher<'a> {
+    fn new(query: BTreeSet<String>) -> Self {
+        Matcher {
+            words: query.into_iter().collect(),
+            memo: std::collections::HashMap::new(),
+        }
+    }
+
+    /// Indexes (into the query's words) found in `pieces`.
+    fn matches(&mut self, pieces: impl IntoIterator<Item = &'a str>) -> BTreeSet<usize> {
+        let mut found = BTreeSet::new();
+        for piece in pieces {
+            let words = &self.words;
+            let hits = self.memo.entry(piece).or_insert_with(|| {
+                let present = keywords(piece);
+                (0..words.len())
+                    .filter(|i| present.contains(&words[*i]))
+                    .collect()
+            });
+            found.extend(hits.iter().copied());
+        }
+        found
+    }
 }
 
 /// Ranks agents for `task` (and an optional `domain`) from their history: relevance of past
@@ -660,19 +685,21 @@ pub fn best_agents(
     if query.is_empty() {
         return Vec::new();
     }
+    let query_len = query.len() as f64;
+    let mut matcher = Matcher::new(query);
     let mut relevant: BTreeMap<String, Vec<Relevant>> = BTreeMap::new();
     let mut consider = |agent: &str,
-                        words: BTreeSet<String>,
+                        matched: BTreeSet<usize>,
                         success: Option<bool>,
                         duration_ms: u64,
                         at: Timestamp| {
-        let matched: BTreeSet<String> = words.intersection(&query).cloned().collect();
         if !matched.is_empty() {
+            let overlap = matched.len() as f64 / query_len;
             relevant
                 .entry(agent.to_owned())
                 .or_default()
                 .push(Relevant {
-                    overlap: matched.len() as f64 / query.len() as f64,
+                    overlap,
                     success,
                     duration_ms,
                     at,
@@ -681,27 +708,38 @@ pub fn best_agents(
         }
     };
     for run in &state.facts.stage_runs {
+        let pieces = [
+            run.description.as_str(),
+            run.stage.as_str(),
+            run.tier.as_str(),
+        ]
+        .into_iter()
+        .chain(run.tags.iter().map(String::as_str));
         let success = match run.outcome {
             Outcome::Unknown => None,
             outcome => Some(outcome == Outcome::Success),
         };
         consider(
             &run.agent,
-            stage_words(run),
+            matcher.matches(pieces),
             success,
             run.duration_ms,
             run.at,
         );
     }
     for run in &state.facts.task_runs {
+        let pieces = [run.title.as_str(), run.description.as_str()]
+            .into_iter()
+            .chain(run.tags.iter().map(String::as_str));
         consider(
             &run.agent,
-            task_words(run),
+            matcher.matches(pieces),
             Some(run.success),
             run.duration_ms,
             run.at,
         );
     }
+    let samples = samples_by_agent(state);
     let mut candidates: Vec<Candidate> = relevant
         .into_iter()
         .map(|(agent, items)| {
@@ -718,7 +756,11 @@ pub fn best_agents(
                 as f64
                 / (DAY_MS as f64 * 1000.0);
             let recency = (-days_since / 30.0).exp();
-            let trend = agent_trend(state, &agent, 30, now, TREND_THRESHOLD_POINTS_DEFAULT).trend;
+            let history = samples
+                .get(agent.as_str())
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            let trend = trend_from(&agent, history, 30, now, TREND_THRESHOLD_POINTS_DEFAULT).trend;
             let trend_adjustment = match trend {
                 Trend::Improving => 0.05,
                 Trend::Declining => -0.05,
@@ -730,8 +772,15 @@ pub fn best_agents(
                 + 0.1 * recency
                 + trend_adjustment)
                 .clamp(0.0, 1.0);
-            let matched: BTreeSet<&String> = items.iter().flat_map(|i| i.matched.iter()).collect();
-            let words: Vec<&str> = matched.iter().take(4).map(|w| w.as_str()).collect();
+            let matched: BTreeSet<usize> = items
+                .iter()
+                .flat_map(|i| i.matched.iter().copied())
+                .collect();
+            let words: Vec<&str> = matched
+                .iter()
+                .take(4)
+                .map(|i| matcher.words[*i].as_str())
+                .collect();
             let reason = format!(
                 "{n} relevant task{} ({}), {:.0}% success, {}",
                 if n == 1 { "" } else { "s" },
