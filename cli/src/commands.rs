@@ -43,6 +43,7 @@ pub fn run(db: &Path, command: Command, out: &Output) -> Result<ExitCode> {
         },
         Command::Recover => recover(db, out),
         Command::Fleet(command) => crate::fleet::run(db, command, out),
+        Command::Demo { .. } => unreachable!("main runs the demo"),
         Command::Serve {
             listen,
             socket,

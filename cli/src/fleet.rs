@@ -1694,3 +1694,90 @@ fn replay(db: &Path, as_of: &str, out: &Output) -> Result<ExitCode> {
     });
     Ok(ExitCode::SUCCESS)
 }
+
+/// `fleetlog demo`: runs the fleet, then shows the analytics, the verified head, and how to look
+/// around. Exits 1 if any pattern failed.
+pub fn demo(db: Option<&Path>, quick: bool, out: &Output) -> Result<ExitCode> {
+    let db = match db {
+        Some(db) => db.to_owned(),
+        None => {
+            let dir = std::env::temp_dir().join(format!("fleetlog-demo-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            dir.join("fleet.redb")
+        }
+    };
+    let size = if quick {
+        fleetlog::demo::DemoSize::QUICK
+    } else {
+        fleetlog::demo::DemoSize::FULL
+    };
+    let spinner = out.progress(0, "fleet");
+    spinner.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {msg}").expect("a valid template"),
+    );
+    spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+    let status = spinner.clone();
+    let report = fleetlog::demo::run(&db, size, move |line| status.set_message(line.to_owned()))?;
+    spinner.finish_and_clear();
+
+    let backend = Backend::connect(&db)?;
+    let stats = backend.query(&Query::WorkflowStats {
+        project: None,
+        from: None,
+        to: None,
+        top: 3,
+    })?;
+    let overhead = backend.query(&Query::Overhead {
+        project: None,
+        from: None,
+        to: None,
+    })?;
+    let trends = backend.query(&Query::Trends {
+        agent: None,
+        days: 30,
+        threshold_points: fleetlog_projections::analytics::TREND_THRESHOLD_POINTS_DEFAULT,
+    })?;
+    drop(backend);
+    let ledger = crate::commands::open_for_reading(&db, true)?;
+    let verified = ledger.verify(fleetlog_ledger::VerifyOptions::default())?;
+    let passed = report.checks.iter().all(|check| check.passed);
+    let value = serde_json::json!({
+        "db": db,
+        "passed": passed,
+        "seconds": report.elapsed.as_secs_f64(),
+        "checks": report.checks.iter().map(|c| serde_json::json!({"pattern": c.name, "passed": c.passed, "detail": c.detail})).collect::<Vec<_>>(),
+        "workflow_stats": stats,
+        "overhead": overhead,
+        "trends": trends,
+        "verify": verified,
+    });
+    out.emit(&value, || {
+        let checks: Vec<String> = report
+            .checks
+            .iter()
+            .map(|c| format!("{} {}\n    {}", if c.passed { "✔" } else { "✘" }, c.name, c.detail))
+            .collect();
+        let db_arg = db.display();
+        format!(
+            "fleetlog demo: {} in {:.1} s\n\n{}\n\n== workflows\n{}\n\n== coordination overhead\n{}\n\n== agents, worst first\n{}\n\n== integrity\n{}\nhead {}\n\n== look around\n  fleetlog --db {db_arg} events --limit 30\n  fleetlog --db {db_arg} replay --as-of {}\n  fleetlog --db {db_arg} workflow show feature-0\n  fleetlog --db {db_arg} trends worker-0\n  fleetlog --db {db_arg} verify --from {}",
+            if passed { "every pattern passed" } else { "SOME PATTERNS FAILED" },
+            report.elapsed.as_secs_f64(),
+            checks.join("\n"),
+            workflow_stats_text(&stats),
+            overhead_text(&overhead),
+            trends_text(&trends),
+            match &verified.problem {
+                None => format!("ok: {} records verified from genesis", verified.checked),
+                Some(problem) => format!("BROKEN: {problem}"),
+            },
+            verified.verified_head,
+            verified.verified_head.seq / 2,
+            verified.verified_head,
+        )
+    });
+    Ok(if passed && verified.is_intact() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod backend;
 pub mod client;
+pub mod demo;
 mod error;
 pub mod server;
 

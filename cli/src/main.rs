@@ -19,14 +19,9 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "fleetlog", version, about)]
 struct Cli {
-    /// The ledger file.
-    #[arg(
-        long,
-        global = true,
-        env = "FLEETLOG_DB",
-        default_value = "fleetlog.redb"
-    )]
-    db: PathBuf,
+    /// The ledger file (default: ./fleetlog.redb; for `demo`, a new temporary directory).
+    #[arg(long, global = true, env = "FLEETLOG_DB")]
+    db: Option<PathBuf>,
     /// Print one JSON document instead of a table.
     #[arg(long, global = true)]
     json: bool,
@@ -96,6 +91,12 @@ enum Command {
     Recover,
     #[command(flatten)]
     Fleet(fleet::FleetCommand),
+    /// Run a real fleet on this machine against a real daemon and show what the log recorded.
+    Demo {
+        /// A smaller fleet (for CI).
+        #[arg(long)]
+        quick: bool,
+    },
     /// Serve the ledger to agents over HTTP/1.1 + JSON (loopback TCP and a Unix socket).
     Serve {
         /// TCP address; beyond loopback it requires --token.
@@ -113,7 +114,15 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let out = output::Output::new(cli.json);
-    match commands::run(&cli.db, cli.command, &out) {
+    let result = match cli.command {
+        Command::Demo { quick } => fleet::demo(cli.db.as_deref(), quick, &out),
+        command => commands::run(
+            &cli.db.unwrap_or_else(fleetlog_ledger::default_path),
+            command,
+            &out,
+        ),
+    };
+    match result {
         Ok(code) => code,
         Err(error) => {
             out.error(&error);

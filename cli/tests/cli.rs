@@ -281,3 +281,23 @@ fn oak_telemetry_imports_atomically_and_feeds_every_analytic() {
     ));
     assert_eq!(before["total"], 0);
 }
+
+#[test]
+fn the_quick_demo_runs_every_pattern_and_verifies_its_chain() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("demo.redb");
+    let output = fleetlog(&db, &["--json", "demo", "--quick"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let report = json(&output);
+    assert_eq!(report["passed"], true, "{report}");
+    let checks = report["checks"].as_array().expect("checks");
+    assert_eq!(checks.len(), 5);
+    assert!(
+        checks.iter().all(|check| check["passed"] == true),
+        "{checks:?}"
+    );
+    assert_eq!(report["verify"]["problem"], serde_json::Value::Null);
+    assert_eq!(report["workflow_stats"]["completed"], 2);
+    // The demo's ledger stays for inspection, and verifies on its own.
+    assert!(fleetlog(&db, &["verify"]).status.success());
+}
