@@ -139,7 +139,7 @@ pub async fn serve(
     }
     let coordinator = Coordinator::open(&config.db, CoordinatorOptions::default())?;
     let (live, _) = broadcast::channel(SSE_LAG_RECORDS_MAX);
-    spawn_fanout(&coordinator, live.clone())?;
+    let fanout = spawn_fanout(&coordinator, live.clone())?;
     let (shutdown_tx, shutdown) = watch::channel(false);
     let metrics = Arc::new(Metrics::default());
     let app = Arc::new(App {
@@ -182,8 +182,13 @@ pub async fn serve(
     let _ = std::fs::remove_file(&config.socket);
     tcp_result?;
     unix_result?;
-    // Dropping the last handle stops the writer after its batch in flight and closes the file.
+    // Dropping the last handle stops the writer after its batch in flight and closes the file
+    // once the fan-out thread, woken by the close, has dropped its reader.
     drop(app);
+    tokio::task::spawn_blocking(move || fanout.join())
+        .await
+        .map_err(|error| Error::Config(format!("the fan-out thread failed: {error}")))?
+        .map_err(|_| Error::Config("the fan-out thread panicked".to_owned()))?;
     Ok(())
 }
 
@@ -215,13 +220,14 @@ fn bind_socket(path: &Path) -> Result<tokio::net::UnixListener, Error> {
 }
 
 /// Follows the ledger's tail on a thread and broadcasts each committed record to SSE streams.
+/// The thread ends when the ledger closes; joining it guarantees its reader let go of the file.
 fn spawn_fanout(
     coordinator: &Coordinator,
     live: broadcast::Sender<Arc<Record>>,
-) -> Result<(), Error> {
+) -> Result<std::thread::JoinHandle<()>, Error> {
     let head = coordinator.ledger().head()?.seq;
     let mut subscription = coordinator.ledger().subscribe(head + 1);
-    std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name("fleetlog-fanout".to_owned())
         .spawn(move || {
             while let Ok(TailNext::Record(record)) = subscription.next(None) {
@@ -229,7 +235,7 @@ fn spawn_fanout(
                 let _ = live.send(Arc::from(record));
             }
         })?;
-    Ok(())
+    Ok(thread)
 }
 
 async fn require_token(State(app): State<Shared>, request: Request, next: Next) -> Response {
