@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use crate::api::Query;
 use crate::client::{BlockingClient, Endpoint};
 use crate::error::Error;
-use crate::server::{ServerConfig, serve};
+use crate::server::BackgroundDaemon;
 
 /// How big a demo to run.
 #[derive(Clone, Copy, Debug)]
@@ -47,59 +47,21 @@ pub struct Check {
     pub detail: String,
 }
 
-/// A daemon for the demo: its own runtime thread, stopped on drop.
+/// The demo's daemon, and clients of it.
 struct Daemon {
+    inner: BackgroundDaemon,
     socket: PathBuf,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<Result<(), Error>>>,
 }
 
 impl Daemon {
     fn start(db: &Path) -> Result<Daemon, Error> {
-        let socket = crate::api::socket_path(db);
-        let config = ServerConfig {
-            db: db.to_owned(),
-            listen: "127.0.0.1:0".parse().expect("a valid address"),
-            socket: socket.clone(),
-            token: None,
-        };
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Runtime::new()?;
-            runtime.block_on(serve(config, async {
-                let _ = stopped.await;
-            }))
-        });
-        let started = Instant::now();
-        while BlockingClient::for_db(db).is_none() {
-            if thread.is_finished() || started.elapsed() > Duration::from_secs(10) {
-                return match thread.join() {
-                    Ok(Err(error)) => Err(error),
-                    _ => Err(Error::Config("the demo daemon did not start".to_owned())),
-                };
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Ok(Daemon {
-            socket,
-            stop: Some(stop),
-            thread: Some(thread),
-        })
+        let inner = BackgroundDaemon::start(db)?;
+        let socket = inner.socket().to_owned();
+        Ok(Daemon { inner, socket })
     }
 
     fn client(&self) -> Result<BlockingClient, Error> {
         BlockingClient::new(Endpoint::Unix(self.socket.clone()))
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 
@@ -595,7 +557,7 @@ pub fn run(
     running.store(false, Ordering::Relaxed);
     let _ = watcher.join();
     let checks = checks?;
-    drop(daemon);
+    drop(daemon.inner);
     Ok(Report {
         db: db.to_owned(),
         checks,

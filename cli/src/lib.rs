@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod backend;
+pub mod bench;
 pub mod client;
 pub mod demo;
 mod error;

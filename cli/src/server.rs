@@ -660,6 +660,10 @@ async fn health(State(app): State<Shared>) -> Result<Json<Value>, ApiError> {
         "head": head.checkpoint().to_string(),
         "seq": head.seq,
         "waiters": app.coordinator.waiting(),
+        "writer": {
+            "events": ledger.writer_stats().events,
+            "commits": ledger.writer_stats().commits,
+        },
     })))
 }
 
@@ -1037,5 +1041,63 @@ impl<Io: AsyncWrite + Unpin> AsyncWrite for CountedIo<Io> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// A daemon run on a background thread of this process (for `fleetlog demo` and
+/// `fleetlog bench`): serves until dropped, and returns only once the file is closed.
+pub struct BackgroundDaemon {
+    socket: PathBuf,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<Result<(), Error>>>,
+}
+
+impl BackgroundDaemon {
+    /// Serves `db` on an ephemeral loopback port and `<db>.sock`; returns once it answers.
+    pub fn start(db: &Path) -> Result<BackgroundDaemon, Error> {
+        let socket = api::socket_path(db);
+        let config = ServerConfig {
+            db: db.to_owned(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            socket: socket.clone(),
+            token: None,
+        };
+        let (stop, stopped) = oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(serve(config, async {
+                let _ = stopped.await;
+            }))
+        });
+        let started = std::time::Instant::now();
+        while crate::client::BlockingClient::for_db(db).is_none() {
+            if thread.is_finished() || started.elapsed() > std::time::Duration::from_secs(10) {
+                return match thread.join() {
+                    Ok(Err(error)) => Err(error),
+                    _ => Err(Error::Config("the daemon did not start".to_owned())),
+                };
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        Ok(BackgroundDaemon {
+            socket,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+}
+
+impl Drop for BackgroundDaemon {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }

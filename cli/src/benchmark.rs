@@ -1,0 +1,166 @@
+//! `fleetlog bench`: the throughput harness's command line (the work is in `fleetlog::bench`).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use fleetlog::bench::{self, BenchResult, Stop, Workload};
+use fleetlog::client::Endpoint;
+use fleetlog::server::BackgroundDaemon;
+use serde_json::json;
+
+use crate::output::{Output, table};
+
+/// The harness's options, as parsed by clap in `main`.
+pub struct BenchArgs {
+    pub workload: String,
+    pub clients: u64,
+    pub duration: Option<f64>,
+    pub ops: Option<u64>,
+    pub url: Option<String>,
+    pub token: Option<String>,
+    pub embedded: bool,
+    pub against: Option<String>,
+}
+
+fn fresh_db(db: Option<&Path>) -> Result<PathBuf> {
+    match db {
+        Some(db) => Ok(db.to_owned()),
+        None => {
+            let dir = std::env::temp_dir().join(format!(
+                "fleetlog-bench-{}-{}",
+                std::process::id(),
+                chrono::Utc::now().timestamp_micros()
+            ));
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            Ok(dir.join("bench.redb"))
+        }
+    }
+}
+
+fn endpoint(url: &str, token: Option<String>) -> Result<Endpoint> {
+    if let Some(path) = url.strip_prefix("unix:") {
+        return Ok(Endpoint::Unix(PathBuf::from(path)));
+    }
+    match url.strip_prefix("http://") {
+        Some(address) => Ok(Endpoint::Tcp {
+            address: address.trim_end_matches('/').to_owned(),
+            token,
+        }),
+        None => bail!("--url {url:?} must be http://HOST:PORT or unix:/path/to.sock"),
+    }
+}
+
+pub fn run(db: Option<&Path>, args: BenchArgs, out: &Output) -> Result<ExitCode> {
+    let workload: Workload = args.workload.parse()?;
+    if args.clients == 0 {
+        bail!("--clients must be at least 1");
+    }
+    let stop = match (args.duration, args.ops) {
+        (Some(_), Some(_)) => bail!("give --duration or --ops, not both"),
+        (_, Some(ops)) => Stop::Ops { ops },
+        (Some(seconds), None) => Stop::Duration { seconds },
+        (None, None) => Stop::Duration { seconds: 10.0 },
+    };
+    let bar = out.progress(
+        match stop {
+            Stop::Ops { ops } => ops,
+            Stop::Duration { .. } => 0,
+        },
+        "ops",
+    );
+    let progress = |done: u64| bar.set_position(done);
+    let fleetlog = match (args.embedded, &args.url) {
+        (true, Some(_)) => bail!("--embedded runs in this process; it cannot take --url"),
+        (true, None) => bench::embedded(&fresh_db(db)?, workload, args.clients, stop, &progress)?,
+        (false, Some(url)) => bench::daemon(
+            endpoint(url, args.token.clone())?,
+            None,
+            workload,
+            args.clients,
+            stop,
+            &progress,
+        )?,
+        (false, None) => {
+            let db = fresh_db(db)?;
+            let daemon = BackgroundDaemon::start(&db)?;
+            let socket = Endpoint::Unix(daemon.socket().to_owned());
+            bench::daemon(socket, Some(&db), workload, args.clients, stop, &progress)?
+        }
+    };
+    bar.finish_and_clear();
+    let (value, human) = match args.against.as_deref() {
+        None => (serde_json::to_value(&fleetlog)?, text(&[&fleetlog])),
+        Some("redis") => {
+            let redis = redis_side(workload, args.clients, stop)?;
+            let ratio = fleetlog.ops_per_sec / redis.ops_per_sec.max(1e-9);
+            let value = json!({ "fleetlog": fleetlog, "redis": redis, "ratio": ratio });
+            let human = format!(
+                "{}\n\nfleetlog / redis (ops/s): {ratio:.2}×",
+                text(&[&fleetlog, &redis])
+            );
+            (value, human)
+        }
+        Some(other) => bail!("--against {other:?}: only redis is supported"),
+    };
+    out.emit(&value, || human);
+    Ok(if fleetlog.errors == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+#[cfg(feature = "redis")]
+fn redis_side(workload: Workload, clients: u64, stop: Stop) -> Result<BenchResult> {
+    Ok(fleetlog::bench::redis_compare::run(
+        workload, clients, stop,
+    )?)
+}
+
+#[cfg(not(feature = "redis"))]
+fn redis_side(_: Workload, _: u64, _: Stop) -> Result<BenchResult> {
+    bail!(
+        "this fleetlog was built without Redis support: run `cargo run --release -p fleetlog --features redis -- bench --against redis`"
+    )
+}
+
+fn text(results: &[&BenchResult]) -> String {
+    let rows: Vec<Vec<String>> = results
+        .iter()
+        .map(|r| {
+            vec![
+                r.target.clone(),
+                format!("{:?}", r.workload).to_lowercase(),
+                r.clients.to_string(),
+                r.ops.to_string(),
+                format!("{:.0}", r.ops_per_sec),
+                r.events_per_sec.map_or("-".into(), |e| format!("{e:.0}")),
+                format!(
+                    "{}/{}/{}/{}",
+                    r.latency.p50_us, r.latency.p95_us, r.latency.p99_us, r.latency.max_us
+                ),
+                r.mean_batch_events
+                    .map_or("-".into(), |b| format!("{b:.1}")),
+                r.bytes_on_disk_per_event
+                    .map_or("-".into(), |b| format!("{b:.0}")),
+                r.errors.to_string(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "TARGET",
+            "WORKLOAD",
+            "CLIENTS",
+            "OPS",
+            "OPS/S",
+            "EVENTS/S",
+            "P50/P95/P99/MAX µs",
+            "BATCH",
+            "BYTES/EVENT",
+            "ERRORS",
+        ],
+        &rows,
+    )
+}
