@@ -301,3 +301,63 @@ fn the_quick_demo_runs_every_pattern_and_verifies_its_chain() {
     // The demo's ledger stays for inspection, and verifies on its own.
     assert!(fleetlog(&db, &["verify"]).status.success());
 }
+
+#[test]
+fn bench_runs_every_workload_embedded_and_through_a_daemon_with_sane_figures() {
+    for workload in ["append", "heartbeat", "signal", "lock", "queue", "mixed"] {
+        for embedded in [true, false] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let db = dir.path().join("bench.redb");
+            let mut args = vec![
+                "--json",
+                "bench",
+                "--workload",
+                workload,
+                "--clients",
+                "4",
+                "--ops",
+                "120",
+            ];
+            if embedded {
+                args.push("--embedded");
+            }
+            let output = fleetlog(&db, &args);
+            assert!(
+                output.status.success(),
+                "{workload} embedded={embedded}: {}",
+                stderr(&output)
+            );
+            let result = json(&output);
+            let number = |field: &str| {
+                result[field]
+                    .as_f64()
+                    .unwrap_or_else(|| panic!("{field} in {result}"))
+            };
+            assert_eq!(result["ops"], 120, "{result}");
+            assert_eq!(result["errors"], 0, "{result}");
+            assert!(number("ops_per_sec") > 0.0);
+            assert!(
+                number("events_per_sec") >= number("ops_per_sec") * 0.99,
+                "every op appends at least one event: {result}"
+            );
+            assert!(number("mean_batch_events") >= 1.0);
+            assert!(number("bytes_on_disk_per_event") > 0.0);
+            let latency = &result["latency"];
+            let at = |field: &str| latency[field].as_u64().expect("latency");
+            assert!(
+                at("p50_us") > 0 && at("p50_us") <= at("p99_us") && at("p99_us") <= at("max_us"),
+                "{latency}"
+            );
+            assert_eq!(
+                result["target"].as_str().map(|t| t.starts_with("embedded")),
+                Some(embedded)
+            );
+        }
+    }
+    let refused = fleetlog(
+        std::path::Path::new("unused.redb"),
+        &["bench", "--workload", "teleport", "--ops", "1"],
+    );
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(stderr(&refused).contains("teleport"));
+}
