@@ -132,6 +132,18 @@ pub trait Target: Sync {
         workload: Workload,
         op: u64,
     ) -> Result<(), Error>;
+
+    /// `count` ops from `first` on; targets that can send several at once override this.
+    fn ops(
+        &self,
+        client: &mut Self::Client,
+        agent: &str,
+        workload: Workload,
+        first: u64,
+        count: u64,
+    ) -> Result<(), Error> {
+        (first..first + count).try_for_each(|op| self.op(client, agent, workload, op))
+    }
 }
 
 /// Sends a command through whichever way a fleetlog target reaches the state machine.
@@ -139,6 +151,12 @@ pub trait Commands: Sync {
     type Client;
     fn connect(&self) -> Result<Self::Client, Error>;
     fn run(&self, client: &Self::Client, command: Command) -> Result<Outcome, Error>;
+    /// Several commands at once, answered in order, each on its own.
+    fn run_all(
+        &self,
+        client: &Self::Client,
+        commands: Vec<Command>,
+    ) -> Result<Vec<Result<Outcome, Error>>, Error>;
 }
 
 struct Embedded(Coordinator);
@@ -150,6 +168,21 @@ impl Commands for Embedded {
     }
     fn run(&self, (): &(), command: Command) -> Result<Outcome, Error> {
         Ok(self.0.execute(command)?)
+    }
+    fn run_all(
+        &self,
+        (): &(),
+        commands: Vec<Command>,
+    ) -> Result<Vec<Result<Outcome, Error>>, Error> {
+        // Pipelined: all queued before any is awaited, so they share commits.
+        let pending = commands
+            .into_iter()
+            .map(|command| self.0.submit(command))
+            .collect::<Vec<_>>();
+        Ok(pending
+            .into_iter()
+            .map(|pending| Ok(pending?.wait()?))
+            .collect())
     }
 }
 
@@ -163,6 +196,53 @@ impl Commands for Remote {
     fn run(&self, client: &BlockingClient, command: Command) -> Result<Outcome, Error> {
         client.execute(&command)
     }
+    fn run_all(
+        &self,
+        client: &BlockingClient,
+        commands: Vec<Command>,
+    ) -> Result<Vec<Result<Outcome, Error>>, Error> {
+        client.execute_batch(&commands)
+    }
+}
+
+/// The commands of one op, when they can go out together (no answer feeds a later command).
+fn batchable(agent: &str, workload: Workload, op: u64) -> Option<Vec<Command>> {
+    Some(match workload.pick(op) {
+        Workload::Append | Workload::Mixed => vec![Command::Custom {
+            agent: agent.into(),
+            kind: "bench".into(),
+            payload: Json::from_value(&serde_json::json!(op)),
+        }],
+        Workload::Heartbeat => vec![Command::Heartbeat {
+            agent: agent.into(),
+            status: "ok".into(),
+            progress: None,
+            current_task: None,
+            metadata: Json::null(),
+            ttl_ms: 600_000,
+        }],
+        // The writer runs a batch in order, so the consume sees the send before it.
+        Workload::Signal => vec![
+            Command::SendSignal {
+                agent: agent.into(),
+                kind: "bench".into(),
+                target: SignalTarget::Agent(agent.into()),
+                payload: Json::null(),
+                ttl_ms: 60_000,
+                correlation_id: None,
+            },
+            Command::ReceiveSignal {
+                agent: agent.into(),
+                filter: SignalFilter {
+                    kind: "bench".into(),
+                    ..Default::default()
+                },
+                consume: true,
+                wait_ms: None,
+            },
+        ],
+        Workload::Lock | Workload::Queue => return None,
+    })
 }
 
 impl<C: Commands> Target for C {
@@ -174,6 +254,28 @@ impl<C: Commands> Target for C {
 
     fn prepare(&self, client: &mut C::Client, agent: &str) -> Result<(), Error> {
         self.run(client, register(agent)).map(drop)
+    }
+
+    fn ops(
+        &self,
+        client: &mut C::Client,
+        agent: &str,
+        workload: Workload,
+        first: u64,
+        count: u64,
+    ) -> Result<(), Error> {
+        let together: Option<Vec<Vec<Command>>> = (first..first + count)
+            .map(|op| batchable(agent, workload, op))
+            .collect();
+        match together {
+            Some(commands) if count > 1 => {
+                for answer in self.run_all(client, commands.into_iter().flatten().collect())? {
+                    answer?;
+                }
+                Ok(())
+            }
+            _ => (first..first + count).try_for_each(|op| self.op(client, agent, workload, op)),
+        }
     }
 
     fn op(
@@ -279,13 +381,16 @@ fn register(agent: &str) -> Command {
 }
 
 /// Runs `clients` threads until `stop`, recording each op's latency.
+/// `batch` ops go out per request (1: one at a time); latencies are then per request.
 pub fn drive<T: Target>(
     target: &T,
     workload: Workload,
     clients: u64,
+    batch: u64,
     stop: Stop,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<(u64, u64, Duration, Histogram<u64>), Error> {
+    let batch = batch.max(1);
     let done = AtomicU64::new(0);
     let errors = AtomicU64::new(0);
     let finished = AtomicBool::new(false);
@@ -312,16 +417,22 @@ pub fn drive<T: Target>(
                     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
                         .expect("valid histogram bounds");
                     loop {
-                        let index = done.fetch_add(1, Ordering::Relaxed);
+                        let index = done.fetch_add(batch, Ordering::Relaxed);
                         if index >= budget
                             || finished.load(Ordering::Relaxed)
                             || deadline.is_some_and(|d| Instant::now() >= d)
                         {
-                            done.fetch_sub(1, Ordering::Relaxed);
+                            done.fetch_sub(batch, Ordering::Relaxed);
                             return Ok(histogram);
                         }
+                        // The last request of an op budget may carry fewer.
+                        let count = batch.min(budget - index);
+                        done.fetch_sub(batch - count, Ordering::Relaxed);
                         let begun = Instant::now();
-                        if target.op(&mut client, &agent, workload, index).is_err() {
+                        if target
+                            .ops(&mut client, &agent, workload, index, count)
+                            .is_err()
+                        {
                             errors.fetch_add(1, Ordering::Relaxed);
                         }
                         let _ = histogram.record(begun.elapsed().as_micros().max(1) as u64);
@@ -387,12 +498,13 @@ pub fn embedded(
     db: &Path,
     workload: Workload,
     clients: u64,
+    batch: u64,
     stop: Stop,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<BenchResult, Error> {
     let fleet = Embedded(Coordinator::open(db, CoordinatorOptions::default())?);
     let before = fleet.0.ledger().writer_stats();
-    let run = drive(&fleet, workload, clients, stop, progress)?;
+    let run = drive(&fleet, workload, clients, batch, stop, progress)?;
     let after = fleet.0.ledger().writer_stats();
     let head = fleet.0.ledger().head()?.seq;
     let mut result = result("embedded".into(), workload, clients, run);
@@ -415,6 +527,7 @@ pub fn daemon(
     db: Option<&Path>,
     workload: Workload,
     clients: u64,
+    batch: u64,
     stop: Stop,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<BenchResult, Error> {
@@ -428,7 +541,7 @@ pub fn daemon(
         ))
     };
     let before = writer(&probe)?;
-    let run = drive(&fleet, workload, clients, stop, progress)?;
+    let run = drive(&fleet, workload, clients, batch, stop, progress)?;
     let after = writer(&probe)?;
     let head = probe.request(Method::GET, "/v1/head", None)?["seq"]
         .as_u64()
@@ -623,7 +736,7 @@ pub mod redis_compare {
     pub fn run(workload: Workload, clients: u64, stop: Stop) -> Result<BenchResult, Error> {
         let server = Server::start()?;
         let target = Redis(&server);
-        let run = drive(&target, workload, clients, stop, &|_| {})?;
+        let run = drive(&target, workload, clients, 1, stop, &|_| {})?;
         Ok(result(
             "redis appendfsync=always".into(),
             workload,

@@ -21,6 +21,8 @@ pub struct BenchArgs {
     pub token: Option<String>,
     pub embedded: bool,
     pub against: Option<String>,
+    /// Ops per request (1: one at a time).
+    pub batch: u64,
 }
 
 fn fresh_db(db: Option<&Path>) -> Result<PathBuf> {
@@ -72,12 +74,20 @@ pub fn run(db: Option<&Path>, args: BenchArgs, out: &Output) -> Result<ExitCode>
     let progress = |done: u64| bar.set_position(done);
     let fleetlog = match (args.embedded, &args.url) {
         (true, Some(_)) => bail!("--embedded runs in this process; it cannot take --url"),
-        (true, None) => bench::embedded(&fresh_db(db)?, workload, args.clients, stop, &progress)?,
+        (true, None) => bench::embedded(
+            &fresh_db(db)?,
+            workload,
+            args.clients,
+            args.batch,
+            stop,
+            &progress,
+        )?,
         (false, Some(url)) => bench::daemon(
             endpoint(url, args.token.clone())?,
             None,
             workload,
             args.clients,
+            args.batch,
             stop,
             &progress,
         )?,
@@ -85,7 +95,15 @@ pub fn run(db: Option<&Path>, args: BenchArgs, out: &Output) -> Result<ExitCode>
             let db = fresh_db(db)?;
             let daemon = BackgroundDaemon::start(&db)?;
             let socket = Endpoint::Unix(daemon.socket().to_owned());
-            bench::daemon(socket, Some(&db), workload, args.clients, stop, &progress)?
+            bench::daemon(
+                socket,
+                Some(&db),
+                workload,
+                args.clients,
+                args.batch,
+                stop,
+                &progress,
+            )?
         }
     };
     bar.finish_and_clear();

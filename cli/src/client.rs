@@ -139,6 +139,28 @@ impl Client {
             .map_err(|error| Error::Transport(format!("unexpected answer: {error}")))
     }
 
+    /// Runs several commands in one request (`POST /v1/batch`); each has its own answer.
+    pub async fn execute_batch(
+        &self,
+        commands: &[Command],
+    ) -> Result<Vec<Result<Outcome, Error>>, Error> {
+        let body = serde_json::json!({ "commands": commands });
+        let value = self.request(Method::POST, "/v1/batch", Some(&body)).await?;
+        let results = value["results"].as_array().cloned().unwrap_or_default();
+        Ok(results
+            .into_iter()
+            .map(|result| match result.get("error") {
+                Some(code) => Err(Error::Api {
+                    status: 200,
+                    code: code.as_str().unwrap_or("unknown").to_owned(),
+                    message: result["message"].as_str().unwrap_or_default().to_owned(),
+                }),
+                None => serde_json::from_value(result)
+                    .map_err(|error| Error::Transport(format!("unexpected answer: {error}"))),
+            })
+            .collect())
+    }
+
     pub async fn query(&self, query: &Query) -> Result<Value, Error> {
         let body = serde_json::to_value(query).expect("queries serialise");
         self.request(Method::POST, "/v1/queries", Some(&body)).await
@@ -275,6 +297,13 @@ impl BlockingClient {
 
     pub fn execute(&self, command: &Command) -> Result<Outcome, Error> {
         self.runtime.block_on(self.client.execute(command))
+    }
+
+    pub fn execute_batch(
+        &self,
+        commands: &[Command],
+    ) -> Result<Vec<Result<Outcome, Error>>, Error> {
+        self.runtime.block_on(self.client.execute_batch(commands))
     }
 
     pub fn query(&self, query: &Query) -> Result<Value, Error> {

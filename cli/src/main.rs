@@ -117,6 +117,10 @@ enum Command {
         /// Also run the same workload against a local redis-server (`--against redis`).
         #[arg(long)]
         against: Option<String>,
+        /// Send this many ops per request (`POST /v1/batch`; embedded: pipelined). Applies to
+        /// append, heartbeat and signal; latencies are then per request.
+        #[arg(long, default_value_t = 1)]
+        batch: u64,
     },
     /// Run a real fleet on this machine against a real daemon and show what the log recorded.
     Demo {
@@ -152,6 +156,7 @@ fn main() -> ExitCode {
             token,
             embedded,
             against,
+            batch,
         } => {
             let args = benchmark::BenchArgs {
                 workload,
@@ -162,6 +167,7 @@ fn main() -> ExitCode {
                 token,
                 embedded,
                 against,
+                batch,
             };
             benchmark::run(cli.db.as_deref(), args, &out)
         }

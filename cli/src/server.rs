@@ -47,6 +47,8 @@ pub const SSE_SUBSCRIBERS_MAX: usize = 256;
 pub const SSE_LAG_RECORDS_MAX: usize = 4096;
 /// Most records one `GET /v1/events` returns.
 pub const EVENTS_PAGE_MAX: u64 = 10_000;
+/// Most commands in one `POST /v1/batch`.
+pub const BATCH_COMMANDS_MAX: usize = 1_000;
 
 /// How to run the daemon.
 #[derive(Clone, Debug)]
@@ -427,6 +429,7 @@ fn router(app: Shared) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/commands", post(generic_command))
         .route("/v1/queries", post(generic_query))
+        .route("/v1/batch", post(batch))
         .route(
             "/v1/agents",
             command_route("register").merge(query_route("agents", None)),
@@ -600,6 +603,60 @@ async fn generic_command(
         },
         Err(error) => error.into_response(),
     }
+}
+
+/// Many commands in one request: submitted in order (so they usually share a commit), each
+/// answered on its own — a batch is not a transaction.
+async fn batch(State(app): State<Shared>, body: Result<Bytes, BytesRejection>) -> Response {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Batch {
+        commands: Vec<Command>,
+    }
+    let parsed = body
+        .map_err(|rejection| ApiError::malformed(rejection.body_text()))
+        .and_then(|body| {
+            serde_json::from_slice::<Batch>(&body)
+                .map_err(|error| ApiError::malformed(format!("not a valid batch: {error}")))
+        });
+    let commands = match parsed {
+        Ok(batch) if batch.commands.len() > BATCH_COMMANDS_MAX => {
+            return ApiError::new(
+                413,
+                "too_large",
+                format!(
+                    "{} commands; a batch holds at most {BATCH_COMMANDS_MAX}",
+                    batch.commands.len()
+                ),
+            )
+            .into_response();
+        }
+        Ok(batch) => batch.commands,
+        Err(error) => return error.into_response(),
+    };
+    let mut answers = Vec::with_capacity(commands.len());
+    for command in commands {
+        let (sender, receiver) = oneshot::channel();
+        let submitted = app.coordinator.submit_with(command, move |answer| {
+            let _ = sender.send(answer);
+        });
+        answers.push(submitted.map(|()| receiver));
+    }
+    let mut results = Vec::with_capacity(answers.len());
+    for answer in answers {
+        let answer = match answer {
+            Ok(receiver) => tokio::select! {
+                answer = receiver => answer.unwrap_or(Err(CommandError::Closing)),
+                () = stopped(app.shutdown.clone()) => Err(CommandError::Closing),
+            },
+            Err(error) => Err(error),
+        };
+        results.push(match answer {
+            Ok(outcome) => serde_json::to_value(outcome).unwrap_or(Value::Null),
+            Err(error) => json!({ "error": error.code(), "message": error.to_string() }),
+        });
+    }
+    Json(json!({ "results": results })).into_response()
 }
 
 async fn generic_query(State(app): State<Shared>, body: Result<Bytes, BytesRejection>) -> Response {

@@ -497,3 +497,50 @@ fn malformed_unknown_oversized_and_unauthorised_requests_are_refused_and_change_
     }
     assert_eq!(head(), before + 1, "only b's registration was appended");
 }
+
+#[test]
+fn a_batch_answers_each_command_on_its_own_in_order() {
+    let (_dir, db) = new_db();
+    let daemon = Daemon::start(&db, &[]);
+    let client = daemon.client();
+    let custom = |agent: &str, n: u64| Command::Custom {
+        agent: agent.into(),
+        kind: "n".into(),
+        payload: Json::from_value(&serde_json::json!(n)),
+    };
+    let commands = vec![
+        Command::Register {
+            agent: "a".into(),
+            role: String::new(),
+            name: String::new(),
+            working_on: String::new(),
+            capabilities: vec![],
+            metadata: Json::null(),
+        },
+        custom("a", 1),
+        custom("ghost", 2),
+        custom("a", 3),
+    ];
+    let answers = client.execute_batch(&commands).expect("batch");
+    assert_eq!(answers.len(), 4);
+    let seqs: Vec<Option<u64>> = answers
+        .iter()
+        .map(|answer| match answer {
+            Ok(Outcome::Appended { seq }) => Some(*seq),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        seqs,
+        [Some(1), Some(2), None, Some(3)],
+        "in order; the refusal appended nothing"
+    );
+    assert!(
+        matches!(&answers[2], Err(fleetlog::Error::Api { code, .. }) if code == "unknown_agent")
+    );
+    let too_many = serde_json::json!({ "commands": vec![serde_json::to_value(custom("a", 0)).expect("json"); 1_001] });
+    match client.request(fleetlog::client::Method::POST, "/v1/batch", Some(&too_many)) {
+        Err(fleetlog::Error::Api { status: 413, .. }) => {}
+        other => panic!("expected 413, got {other:?}"),
+    }
+}
