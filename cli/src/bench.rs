@@ -733,10 +733,15 @@ pub mod redis_compare {
     }
 
     /// Runs `workload` with `clients` connections against a fresh redis-server.
-    pub fn run(workload: Workload, clients: u64, stop: Stop) -> Result<BenchResult, Error> {
+    pub fn run(
+        workload: Workload,
+        clients: u64,
+        batch: u64,
+        stop: Stop,
+    ) -> Result<BenchResult, Error> {
         let server = Server::start()?;
         let target = Redis(&server);
-        let run = drive(&target, workload, clients, 1, stop, &|_| {})?;
+        let run = drive(&target, workload, clients, batch, stop, &|_| {})?;
         Ok(result(
             "redis appendfsync=always".into(),
             workload,

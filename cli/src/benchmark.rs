@@ -110,7 +110,7 @@ pub fn run(db: Option<&Path>, args: BenchArgs, out: &Output) -> Result<ExitCode>
     let (value, human) = match args.against.as_deref() {
         None => (serde_json::to_value(&fleetlog)?, text(&[&fleetlog])),
         Some("redis") => {
-            let redis = redis_side(workload, args.clients, stop)?;
+            let redis = redis_side(workload, args.clients, args.batch, stop)?;
             let ratio = fleetlog.ops_per_sec / redis.ops_per_sec.max(1e-9);
             let value = json!({ "fleetlog": fleetlog, "redis": redis, "ratio": ratio });
             let human = format!(
@@ -130,14 +130,14 @@ pub fn run(db: Option<&Path>, args: BenchArgs, out: &Output) -> Result<ExitCode>
 }
 
 #[cfg(feature = "redis")]
-fn redis_side(workload: Workload, clients: u64, stop: Stop) -> Result<BenchResult> {
+fn redis_side(workload: Workload, clients: u64, batch: u64, stop: Stop) -> Result<BenchResult> {
     Ok(fleetlog::bench::redis_compare::run(
-        workload, clients, stop,
+        workload, clients, batch, stop,
     )?)
 }
 
 #[cfg(not(feature = "redis"))]
-fn redis_side(_: Workload, _: u64, _: Stop) -> Result<BenchResult> {
+fn redis_side(_: Workload, _: u64, _: u64, _: Stop) -> Result<BenchResult> {
     bail!(
         "this fleetlog was built without Redis support: run `cargo run --release -p fleetlog --features redis -- bench --against redis`"
     )
