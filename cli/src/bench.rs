@@ -205,7 +205,8 @@ impl Commands for Remote {
     }
 }
 
-/// The commands of one op, when they can go out together (no answer feeds a later command).
+/// The commands of one op, when they can go out together (no answer feeds a later command);
+/// `None` for ops whose second command needs the first one's answer (lock token, task id).
 fn batchable(agent: &str, workload: Workload, op: u64) -> Option<Vec<Command>> {
     Some(match workload.pick(op) {
         Workload::Append | Workload::Mixed => vec![Command::Custom {
@@ -286,43 +287,8 @@ impl<C: Commands> Target for C {
         op: u64,
     ) -> Result<(), Error> {
         let run = |command: Command| self.run(client, command);
+        // Lock and queue need one answer before the next command: a token, a task id.
         match workload.pick(op) {
-            Workload::Append | Workload::Mixed => {
-                run(Command::Custom {
-                    agent: agent.into(),
-                    kind: "bench".into(),
-                    payload: Json::from_value(&serde_json::json!(op)),
-                })?;
-            }
-            Workload::Heartbeat => {
-                run(Command::Heartbeat {
-                    agent: agent.into(),
-                    status: "ok".into(),
-                    progress: None,
-                    current_task: None,
-                    metadata: Json::null(),
-                    ttl_ms: 600_000,
-                })?;
-            }
-            Workload::Signal => {
-                run(Command::SendSignal {
-                    agent: agent.into(),
-                    kind: "bench".into(),
-                    target: SignalTarget::Agent(agent.into()),
-                    payload: Json::null(),
-                    ttl_ms: 60_000,
-                    correlation_id: None,
-                })?;
-                run(Command::ReceiveSignal {
-                    agent: agent.into(),
-                    filter: SignalFilter {
-                        kind: "bench".into(),
-                        ..Default::default()
-                    },
-                    consume: true,
-                    wait_ms: None,
-                })?;
-            }
             Workload::Lock => {
                 let resource = format!("bench/{agent}");
                 let token = match run(Command::AcquireLock {
@@ -363,6 +329,12 @@ impl<C: Commands> Target for C {
                     task,
                     result: Json::null(),
                 })?;
+            }
+            // Append, heartbeat, signal: the commands a batch would carry, one at a time.
+            single => {
+                for command in batchable(agent, single, op).unwrap_or_default() {
+                    run(command)?;
+                }
             }
         }
         Ok(())

@@ -11,17 +11,35 @@ use serde_json::json;
 
 use crate::output::{Output, table};
 
-/// The harness's options, as parsed by clap in `main`.
+/// The harness's options.
+#[derive(clap::Args, Debug)]
 pub struct BenchArgs {
+    /// append, heartbeat, signal, lock, queue or mixed.
+    #[arg(long, default_value = "mixed")]
     pub workload: String,
+    #[arg(long, default_value_t = 50)]
     pub clients: u64,
+    /// Run this long (default 10 s).
+    #[arg(long)]
     pub duration: Option<f64>,
+    /// Or run this many ops.
+    #[arg(long)]
     pub ops: Option<u64>,
+    /// A running daemon: http://HOST:PORT or unix:/path.sock (default: start one on a
+    /// temporary ledger).
+    #[arg(long)]
     pub url: Option<String>,
+    #[arg(long, env = "FLEETLOG_TOKEN")]
     pub token: Option<String>,
+    /// Drive the ledger in this process, without HTTP.
+    #[arg(long)]
     pub embedded: bool,
+    /// Also run the same workload against a local redis-server (`--against redis`).
+    #[arg(long)]
     pub against: Option<String>,
-    /// Ops per request (1: one at a time).
+    /// Send this many ops per request (`POST /v1/batch`; embedded: pipelined). Applies to
+    /// append, heartbeat and signal; latencies are then per request.
+    #[arg(long, default_value_t = 1)]
     pub batch: u64,
 }
 

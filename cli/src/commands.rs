@@ -43,7 +43,7 @@ pub fn run(db: &Path, command: Command, out: &Output) -> Result<ExitCode> {
         },
         Command::Recover => recover(db, out),
         Command::Fleet(command) => crate::fleet::run(db, command, out),
-        Command::Demo { .. } | Command::Bench { .. } => unreachable!("main runs demo and bench"),
+        Command::Demo { .. } | Command::Bench(_) => unreachable!("main runs demo and bench"),
         Command::Serve {
             listen,
             socket,

@@ -93,35 +93,7 @@ enum Command {
     #[command(flatten)]
     Fleet(fleet::FleetCommand),
     /// Throughput and latency: N clients run a workload against a daemon or embedded.
-    Bench {
-        /// append, heartbeat, signal, lock, queue or mixed.
-        #[arg(long, default_value = "mixed")]
-        workload: String,
-        #[arg(long, default_value_t = 50)]
-        clients: u64,
-        /// Run this long (default 10 s).
-        #[arg(long)]
-        duration: Option<f64>,
-        /// Or run this many ops.
-        #[arg(long)]
-        ops: Option<u64>,
-        /// A running daemon: http://HOST:PORT or unix:/path.sock (default: start one on a
-        /// temporary ledger).
-        #[arg(long)]
-        url: Option<String>,
-        #[arg(long, env = "FLEETLOG_TOKEN")]
-        token: Option<String>,
-        /// Drive the ledger in this process, without HTTP.
-        #[arg(long)]
-        embedded: bool,
-        /// Also run the same workload against a local redis-server (`--against redis`).
-        #[arg(long)]
-        against: Option<String>,
-        /// Send this many ops per request (`POST /v1/batch`; embedded: pipelined). Applies to
-        /// append, heartbeat and signal; latencies are then per request.
-        #[arg(long, default_value_t = 1)]
-        batch: u64,
-    },
+    Bench(benchmark::BenchArgs),
     /// Run a real fleet on this machine against a real daemon and show what the log recorded.
     Demo {
         /// A smaller fleet (for CI).
@@ -147,30 +119,7 @@ fn main() -> ExitCode {
     let out = output::Output::new(cli.json);
     let result = match cli.command {
         Command::Demo { quick } => fleet::demo(cli.db.as_deref(), quick, &out),
-        Command::Bench {
-            workload,
-            clients,
-            duration,
-            ops,
-            url,
-            token,
-            embedded,
-            against,
-            batch,
-        } => {
-            let args = benchmark::BenchArgs {
-                workload,
-                clients,
-                duration,
-                ops,
-                url,
-                token,
-                embedded,
-                against,
-                batch,
-            };
-            benchmark::run(cli.db.as_deref(), args, &out)
-        }
+        Command::Bench(args) => benchmark::run(cli.db.as_deref(), args, &out),
         command => commands::run(
             &cli.db.unwrap_or_else(fleetlog_ledger::default_path),
             command,
