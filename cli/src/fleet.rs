@@ -862,19 +862,14 @@ fn minutes(value: &Value) -> String {
 }
 
 fn workflow_stats_text(value: &Value) -> String {
-    let sequences: Vec<Vec<String>> = value["common_sequences"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|s| {
-            vec![
-                text(&s["count"]),
-                s["agents"].as_array().map_or(String::new(), |a| {
-                    a.iter().map(text).collect::<Vec<_>>().join(" → ")
-                }),
-            ]
-        })
-        .collect();
+    let sequences: Vec<Vec<String>> = rows_by(&value["common_sequences"], |s| {
+        vec![
+            text(&s["count"]),
+            s["agents"].as_array().map_or(String::new(), |a| {
+                a.iter().map(text).collect::<Vec<_>>().join(" → ")
+            }),
+        ]
+    });
     format!(
         "{} workflows: {} completed, {} failed, {} running, {} cancelled\nsuccess rate {}%\nduration (min): mean {}, p50 {}, p90 {}\nagents per workflow {}\nestimated vs actual (min): {} vs {} (×{})\n\n{}",
         text(&value["total"]),
@@ -895,19 +890,14 @@ fn workflow_stats_text(value: &Value) -> String {
 }
 
 fn overhead_text(value: &Value) -> String {
-    let workflows: Vec<Vec<String>> = value["workflows"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|w| {
-            vec![
-                text(&w["workflow_id"]),
-                minutes(&w["wall_ms"]),
-                minutes(&w["agent_ms"]),
-                number(&w["overhead"], 100.0, 1),
-            ]
-        })
-        .collect();
+    let workflows: Vec<Vec<String>> = rows_by(&value["workflows"], |w| {
+        vec![
+            text(&w["workflow_id"]),
+            minutes(&w["wall_ms"]),
+            minutes(&w["agent_ms"]),
+            number(&w["overhead"], 100.0, 1),
+        ]
+    });
     let waits: Vec<Vec<String>> = [
         "queue_wait_ms",
         "lock_wait_ms",
@@ -964,19 +954,14 @@ const TREND_HEADERS: [&str; 7] = [
 ];
 
 fn trend_text(value: &Value) -> String {
-    let days: Vec<Vec<String>> = value["daily"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|d| {
-            vec![
-                text(&d["date"]),
-                text(&d["successes"]),
-                text(&d["failures"]),
-                minutes(&d["duration_ms_mean"]),
-            ]
-        })
-        .collect();
+    let days: Vec<Vec<String>> = rows_by(&value["daily"], |d| {
+        vec![
+            text(&d["date"]),
+            text(&d["successes"]),
+            text(&d["failures"]),
+            minutes(&d["duration_ms_mean"]),
+        ]
+    });
     format!(
         "{}\n\n{}",
         table(&TREND_HEADERS, &[trend_row(value)]),
@@ -985,30 +970,20 @@ fn trend_text(value: &Value) -> String {
 }
 
 fn trends_text(value: &Value) -> String {
-    let rows: Vec<Vec<String>> = value["agents"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(trend_row)
-        .collect();
+    let rows = rows_by(&value["agents"], trend_row);
     table(&TREND_HEADERS, &rows)
 }
 
 fn candidates_text(value: &Value) -> String {
-    let rows: Vec<Vec<String>> = value["candidates"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|c| {
-            vec![
-                text(&c["agent"]),
-                number(&c["confidence"], 1.0, 2),
-                number(&c["success_rate"], 100.0, 0),
-                text(&c["relevant_tasks"]),
-                text(&c["reason"]),
-            ]
-        })
-        .collect();
+    let rows: Vec<Vec<String>> = rows_by(&value["candidates"], |c| {
+        vec![
+            text(&c["agent"]),
+            number(&c["confidence"], 1.0, 2),
+            number(&c["success_rate"], 100.0, 0),
+            text(&c["relevant_tasks"]),
+            text(&c["reason"]),
+        ]
+    });
     match rows.is_empty() {
         true => "no agent's history makes a confident match".to_owned(),
         false => table(&["AGENT", "CONFIDENCE", "SUCCESS %", "TASKS", "WHY"], &rows),
@@ -1031,19 +1006,14 @@ fn costs_text(value: &Value) -> String {
             })
             .collect()
     };
-    let budgets: Vec<Vec<String>> = value["budgets"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|b| {
-            vec![
-                text(&b["workflow_id"]),
-                number(&b["limit_usd"], 1.0, 2),
-                number(&b["spent_usd"], 1.0, 4),
-                text(&b["exceeded"]),
-            ]
-        })
-        .collect();
+    let budgets: Vec<Vec<String>> = rows_by(&value["budgets"], |b| {
+        vec![
+            text(&b["workflow_id"]),
+            number(&b["limit_usd"], 1.0, 2),
+            number(&b["spent_usd"], 1.0, 4),
+            text(&b["exceeded"]),
+        ]
+    });
     format!(
         "total ${} ({} tokens)\n\n{}\n\n{}\n\n{}\n\n{}\n\n{}",
         number(&value["total"]["cost_usd"], 1.0, 4),
@@ -1477,12 +1447,16 @@ fn text(value: &Value) -> String {
     }
 }
 
+/// One table row per item of a JSON array, built by `row`.
+fn rows_by(list: &Value, row: impl Fn(&Value) -> Vec<String>) -> Vec<Vec<String>> {
+    list.as_array().into_iter().flatten().map(row).collect()
+}
+
+/// One table row per item of a JSON array: the named fields as text.
 fn rows(list: &Value, fields: &[&str]) -> Vec<Vec<String>> {
-    list.as_array()
-        .into_iter()
-        .flatten()
-        .map(|item| fields.iter().map(|field| text(&item[*field])).collect())
-        .collect()
+    rows_by(list, |item| {
+        fields.iter().map(|field| text(&item[*field])).collect()
+    })
 }
 
 fn agents_text(value: &Value) -> String {
