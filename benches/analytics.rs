@@ -144,6 +144,7 @@ fn build(workflows: u64, traffic: u64) -> (TempLedger, Coordinator) {
                 correlation_id: None,
             },
             4 => Command::ReceiveSignal {
+                ack_ms: None,
                 agent,
                 filter: SignalFilter {
                     kind: "note".into(),

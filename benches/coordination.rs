@@ -95,6 +95,7 @@ fn busy_ledger(commands: u64) -> (TempLedger, u64) {
                 correlation_id: None,
             },
             6 => Command::ReceiveSignal {
+                ack_ms: None,
                 agent,
                 filter: SignalFilter {
                     kind: "note".to_owned(),
@@ -229,6 +230,7 @@ fn round_trips(c: &mut Criterion) {
                 })
                 .expect("send");
             match coordinator.execute(Command::ReceiveSignal {
+                ack_ms: None,
                 agent: "b".to_owned(),
                 filter: SignalFilter {
                     kind: "ping".to_owned(),

@@ -92,6 +92,7 @@ fn signal_wake_latency(c: &mut Criterion) {
     let consumer = std::thread::spawn(move || {
         let client = BlockingClient::new(Endpoint::Unix(socket)).expect("client");
         let wait = Command::ReceiveSignal {
+            ack_ms: None,
             agent: "consumer".into(),
             filter: SignalFilter {
                 kind: "ping".into(),

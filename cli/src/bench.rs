@@ -233,6 +233,7 @@ fn batchable(agent: &str, workload: Workload, op: u64) -> Option<Vec<Command>> {
                 correlation_id: None,
             },
             Command::ReceiveSignal {
+                ack_ms: None,
                 agent: agent.into(),
                 filter: SignalFilter {
                     kind: "bench".into(),

@@ -112,6 +112,7 @@ fn wait_for(
     wait_ms: u64,
 ) -> Result<Option<Value>, Error> {
     match client.execute(&Command::ReceiveSignal {
+        ack_ms: None,
         agent: agent.into(),
         filter: SignalFilter {
             kind: kind.into(),

@@ -233,6 +233,18 @@ pub enum SignalCommand {
         from: Option<String>,
         #[arg(long)]
         peek: bool,
+        /// Acknowledged delivery: the signal stays yours until `signal ack`, and is receivable
+        /// again if not acknowledged within this many milliseconds.
+        #[arg(long, conflicts_with = "peek")]
+        ack_ms: Option<u64>,
+    },
+    /// Acknowledge a signal received with --ack-ms: it is consumed.
+    Ack {
+        #[command(flatten)]
+        agent: Agent,
+        /// The signal's id.
+        #[arg(long)]
+        signal: u64,
     },
     /// Wait for a matching signal; woken by the send itself. Exit 3 on timeout.
     Wait {
@@ -249,6 +261,9 @@ pub enum SignalCommand {
         timeout_ms: u64,
         #[arg(long)]
         peek: bool,
+        /// Acknowledged delivery (see `signal check --ack-ms`).
+        #[arg(long, conflicts_with = "peek")]
+        ack_ms: Option<u64>,
     },
 }
 
@@ -1107,11 +1122,17 @@ fn signal_command(signal: SignalCommand) -> Result<Command> {
             kind,
             from,
             peek,
+            ack_ms,
         } => Command::ReceiveSignal {
             agent: agent.agent,
             filter: filter(kind, from, None),
             consume: !peek,
             wait_ms: None,
+            ack_ms,
+        },
+        SignalCommand::Ack { agent, signal } => Command::AckSignal {
+            agent: agent.agent,
+            signal,
         },
         SignalCommand::Wait {
             agent,
@@ -1120,11 +1141,13 @@ fn signal_command(signal: SignalCommand) -> Result<Command> {
             reply_to,
             timeout_ms,
             peek,
+            ack_ms,
         } => Command::ReceiveSignal {
             agent: agent.agent,
             filter: filter(kind, from, reply_to),
             consume: !peek,
             wait_ms: Some(timeout_ms),
+            ack_ms,
         },
     })
 }

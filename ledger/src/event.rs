@@ -442,6 +442,25 @@ pub enum Event {
         kind: String,
         payload: Json,
     },
+
+    // --- acknowledged signal delivery (format 1, added after `custom`: variant order is the
+    // encoding, so new variants only ever go at the end) -----------------------------------
+    /// The actor received `signal` and must acknowledge it within `ack_ms`; until then the
+    /// signal is the actor's and nobody else receives it.
+    SignalDelivered {
+        signal: u64,
+        ack_ms: u64,
+    },
+    /// The actor acknowledged `signal`: it is consumed.
+    SignalAcked {
+        signal: u64,
+    },
+    /// `agent` did not acknowledge `signal` by `deadline`: it is receivable again.
+    SignalAckExpired {
+        signal: u64,
+        agent: String,
+        deadline: Timestamp,
+    },
 }
 
 /// A field of an event that breaks a limit the format promises.
@@ -491,6 +510,9 @@ impl Event {
             Event::BudgetSet { .. } => "budget_set",
             Event::BudgetExceeded { .. } => "budget_exceeded",
             Event::Custom { .. } => "custom",
+            Event::SignalDelivered { .. } => "signal_delivered",
+            Event::SignalAcked { .. } => "signal_acked",
+            Event::SignalAckExpired { .. } => "signal_ack_expired",
         }
     }
 
@@ -507,6 +529,7 @@ impl Event {
                 Some(("deadline", *deadline)),
             ],
             Event::SignalExpired { deadline, .. }
+            | Event::SignalAckExpired { deadline, .. }
             | Event::LockExpired { deadline, .. }
             | Event::TaskLeaseExpired { deadline, .. }
             | Event::ApprovalExpired { deadline, .. } => [Some(("deadline", *deadline)), None],
@@ -575,7 +598,11 @@ impl Event {
                     SignalTarget::Broadcast => Ok(()),
                 }
             }
-            Event::SignalConsumed { .. } | Event::SignalExpired { .. } => Ok(()),
+            Event::SignalConsumed { .. }
+            | Event::SignalExpired { .. }
+            | Event::SignalDelivered { .. }
+            | Event::SignalAcked { .. } => Ok(()),
+            Event::SignalAckExpired { agent, .. } => id("agent", agent),
             Event::LockAcquired {
                 resource, intent, ..
             } => {

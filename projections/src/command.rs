@@ -167,6 +167,16 @@ pub enum Command {
         consume: bool,
         #[serde(default)]
         wait_ms: Option<u64>,
+        /// Acknowledged delivery: the signal stays the receiver's until it sends
+        /// `ack_signal`, and becomes receivable again if that does not happen within this many
+        /// milliseconds. Implies `consume`. Without it, delivery is at most once.
+        #[serde(default)]
+        ack_ms: Option<u64>,
+    },
+    /// Acknowledges a signal received with `ack_ms`: it is consumed.
+    AckSignal {
+        agent: String,
+        signal: u64,
     },
     AcquireLock {
         agent: String,
@@ -354,6 +364,7 @@ impl Command {
             | Command::Deregister { agent, .. }
             | Command::SendSignal { agent, .. }
             | Command::ReceiveSignal { agent, .. }
+            | Command::AckSignal { agent, .. }
             | Command::AcquireLock { agent, .. }
             | Command::RenewLock { agent, .. }
             | Command::ReleaseLock { agent, .. }
@@ -450,6 +461,14 @@ pub enum CommandError {
     #[error("task {task} is leased to {holder:?}, not to you")]
     NotYourTask { task: u64, holder: String },
     #[error(
+        "signal {signal} is not awaiting your acknowledgement (never delivered to you with ack_ms, already acknowledged, or its deadline passed and it was redelivered); receive it again"
+    )]
+    NotDelivered { signal: u64 },
+    #[error(
+        "the inbox of {agent:?} holds {limit} live signals; it must receive some (or let them expire) before more can be sent"
+    )]
+    InboxFull { agent: String, limit: u64 },
+    #[error(
         "task {task} is not claimed by you (its lease may have expired and it was requeued); claim it again"
     )]
     NotClaimed { task: u64 },
@@ -509,6 +528,8 @@ impl CommandError {
             CommandError::AlreadyCompleted { .. } => "already_completed",
             CommandError::TaskFinished { .. } => "task_finished",
             CommandError::NotYourTask { .. } => "not_your_task",
+            CommandError::NotDelivered { .. } => "not_delivered",
+            CommandError::InboxFull { .. } => "inbox_full",
             CommandError::NotClaimed { .. } => "not_claimed",
             CommandError::UnknownApproval { .. } => "unknown_approval",
             CommandError::AlreadyDecided { .. } => "already_decided",
@@ -539,7 +560,7 @@ impl CommandError {
             | CommandError::UnknownWorkflow { .. } => 404,
             CommandError::TimedOut { .. } => 408,
             CommandError::TooLarge(_) => 413,
-            CommandError::TooManyWaiters { .. } => 429,
+            CommandError::TooManyWaiters { .. } | CommandError::InboxFull { .. } => 429,
             CommandError::NotDurable { .. } | CommandError::Closing => 503,
             CommandError::LockHeld { .. }
             | CommandError::AlreadyHeld { .. }
@@ -549,6 +570,7 @@ impl CommandError {
             | CommandError::AlreadyCompleted { .. }
             | CommandError::TaskFinished { .. }
             | CommandError::NotYourTask { .. }
+            | CommandError::NotDelivered { .. }
             | CommandError::NotClaimed { .. }
             | CommandError::AlreadyDecided { .. }
             | CommandError::ApprovalExpired { .. }

@@ -4,13 +4,14 @@
 
 use std::any::Any;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use fleetlog_ledger::{Batch, Clock, Error as LedgerError, Head, Job, Ledger, Reader, SystemClock};
 
 use crate::command::{Command, CommandError, Outcome};
 use crate::machine::{Machine, Reply};
+use crate::published::Published;
 use crate::replay::{AsOf, Error, replay_range, resolve};
 use crate::snapshot;
 use crate::state::State;
@@ -37,14 +38,82 @@ impl Default for CoordinatorOptions {
 
 /// A command on its way to the writer; [`PendingCommand::wait`] returns its answer once its
 /// events are durable (or it was refused).
+/// Dropping a `PendingCommand` before its answer withdraws a parked wait: nothing is granted,
+/// claimed or consumed for it afterwards.
 #[must_use = "a command's answer is only known once wait() returns"]
 pub struct PendingCommand {
     receiver: crossbeam_channel::Receiver<Result<Outcome, CommandError>>,
+    _caller: CallerGuard,
 }
 
 impl PendingCommand {
-    pub fn wait(self) -> Result<Outcome, CommandError> {
-        self.receiver.recv().unwrap_or(Err(CommandError::Closing))
+    pub fn wait(mut self) -> Result<Outcome, CommandError> {
+        let answer = self.receiver.recv().unwrap_or(Err(CommandError::Closing));
+        self._caller.answered();
+        answer
+    }
+}
+
+/// Held by whoever waits for a command's answer. Dropped before [`CallerGuard::answered`], it
+/// tells the writer that the caller went away, so a parked wait is withdrawn at once and never
+/// served (a long-poll whose HTTP client disconnected, a CLI wait interrupted by Ctrl-C).
+pub struct CallerGuard {
+    gone: Arc<AtomicBool>,
+    prune: Option<PruneRequest>,
+}
+
+impl CallerGuard {
+    /// The answer arrived: dropping the guard now means nothing.
+    pub fn answered(&mut self) {
+        self.prune = None;
+    }
+}
+
+impl Drop for CallerGuard {
+    fn drop(&mut self) {
+        if let Some(prune) = self.prune.take() {
+            self.gone.store(true, Ordering::Release);
+            prune.send();
+        }
+    }
+}
+
+/// Asks the writer to drop the waits of callers that went away; many departures between two
+/// batches cost one request.
+#[derive(Clone)]
+struct PruneRequest {
+    ledger: Ledger,
+    pending: Arc<AtomicBool>,
+}
+
+impl PruneRequest {
+    fn send(&self) {
+        if !self.pending.swap(true, Ordering::AcqRel) {
+            let job = PruneJob {
+                pending: Arc::clone(&self.pending),
+            };
+            if self.ledger.send_job(Box::new(job)).is_err() {
+                // The writer is gone, and every wait with it.
+                self.pending.store(false, Ordering::Release);
+            }
+        }
+    }
+}
+
+struct PruneJob {
+    pending: Arc<AtomicBool>,
+}
+
+impl Job for PruneJob {
+    fn run(self: Box<Self>, sequencer: &mut dyn Any, _: &mut Batch<'_, '_>) {
+        self.pending.store(false, Ordering::Release);
+        if let Some(machine) = sequencer.downcast_mut::<Machine>() {
+            machine.prune_gone();
+        }
+    }
+
+    fn reject(self: Box<Self>, _: LedgerError) {
+        self.pending.store(false, Ordering::Release);
     }
 }
 
@@ -94,8 +163,9 @@ impl Job for SyncJob {
 #[derive(Clone)]
 pub struct Coordinator {
     ledger: Ledger,
-    committed: Arc<RwLock<State>>,
+    committed: Arc<Published>,
     waiting: Arc<AtomicU64>,
+    prune_pending: Arc<AtomicBool>,
 }
 
 impl Coordinator {
@@ -108,6 +178,7 @@ impl Coordinator {
             ledger,
             committed,
             waiting,
+            prune_pending: Arc::default(),
         })
     }
 
@@ -123,6 +194,7 @@ impl Coordinator {
             ledger,
             committed,
             waiting,
+            prune_pending: Arc::default(),
         };
         Ok((coordinator, switch))
     }
@@ -139,11 +211,35 @@ impl Coordinator {
     /// Queues `command` without waiting, so one thread can keep many in flight.
     pub fn submit(&self, command: Command) -> Result<PendingCommand, CommandError> {
         let (sender, receiver) = crossbeam_channel::bounded(1);
-        self.submit_with(command, move |answer| {
+        let caller = self.submit_watched(command, move |answer| {
             // A caller that stopped waiting is not an error.
             let _ = sender.send(answer);
         })?;
-        Ok(PendingCommand { receiver })
+        Ok(PendingCommand {
+            receiver,
+            _caller: caller,
+        })
+    }
+
+    /// As [`Coordinator::submit_with`], for a caller that may go away: hold the returned guard
+    /// while waiting and call [`CallerGuard::answered`] once the answer came. Dropping it
+    /// earlier withdraws the command's wait, if it parked.
+    pub fn submit_watched(
+        &self,
+        command: Command,
+        answer: impl FnOnce(Result<Outcome, CommandError>) + Send + 'static,
+    ) -> Result<CallerGuard, CommandError> {
+        let gone = Arc::new(AtomicBool::new(false));
+        let watching = Arc::clone(&gone);
+        let reply = Reply::watched(answer, move || watching.load(Ordering::Acquire));
+        self.send_command(command, reply)?;
+        Ok(CallerGuard {
+            gone,
+            prune: Some(PruneRequest {
+                ledger: self.ledger.clone(),
+                pending: Arc::clone(&self.prune_pending),
+            }),
+        })
     }
 
     /// Queues `command`; `answer` is called once with its outcome, after the commit that decides
@@ -154,7 +250,10 @@ impl Coordinator {
         command: Command,
         answer: impl FnOnce(Result<Outcome, CommandError>) + Send + 'static,
     ) -> Result<(), CommandError> {
-        let reply = Reply::new(answer);
+        self.send_command(command, Reply::new(answer))
+    }
+
+    fn send_command(&self, command: Command, reply: Reply) -> Result<(), CommandError> {
         self.ledger
             .send_job(Box::new(CommandJob { command, reply }))
             .map_err(|error| match error {
@@ -180,11 +279,10 @@ impl Coordinator {
         self.waiting.load(Ordering::Relaxed)
     }
 
-    /// The committed state, for queries; hold the guard briefly (the writer waits for it).
-    pub fn state(&self) -> RwLockReadGuard<'_, State> {
-        self.committed
-            .read()
-            .unwrap_or_else(|poison| poison.into_inner())
+    /// The committed state as of the newest batch, for queries. An immutable copy: hold it as
+    /// long as you like, the writer never waits for it.
+    pub fn state(&self) -> Arc<State> {
+        self.committed.get()
     }
 
     /// The state as it was at `as_of`, rebuilt from the newest snapshot before it.
@@ -200,16 +298,16 @@ impl Coordinator {
 fn machine_factory(
     snapshot_every_events: u64,
 ) -> (
-    Arc<RwLock<State>>,
+    Arc<Published>,
     Arc<AtomicU64>,
     impl FnOnce(&Reader, Head) -> Result<Machine, Error>,
 ) {
-    let committed = Arc::new(RwLock::new(State::default()));
+    let committed = Arc::new(Published::default());
     let waiting = Arc::new(AtomicU64::new(0));
     let (shared, counter) = (Arc::clone(&committed), Arc::clone(&waiting));
     let make = move |reader: &Reader, head: Head| {
         let state = rebuild(reader, head.seq)?;
-        *shared.write().unwrap_or_else(|poison| poison.into_inner()) = state.clone();
+        shared.replace(state.clone());
         Ok(Machine::new(state, shared, counter, snapshot_every_events))
     };
     (committed, waiting, make)

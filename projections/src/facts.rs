@@ -168,7 +168,7 @@ impl Facts {
                 self.open_signals
                     .insert(record.seq, (ts, *target == SignalTarget::Broadcast));
             }
-            Event::SignalConsumed { signal } => {
+            Event::SignalConsumed { signal } | Event::SignalAcked { signal } => {
                 if let Some((sent_at, broadcast)) = self.open_signals.get(signal).copied() {
                     self.signal_latencies.push(Wait {
                         agent: record.actor.clone(),

@@ -21,21 +21,25 @@ pub mod decisions;
 pub mod facts;
 pub mod locks;
 mod machine;
+mod published;
 pub mod queue;
 mod replay;
 pub mod signals;
 mod snapshot;
 mod state;
 pub mod telemetry;
+mod waits;
 pub mod workflows;
 
 pub use activity::{Activity, KindCount};
 pub use command::{Command, CommandError, Outcome, StageReport, TaskSpec};
 pub use coordinator::{
-    Coordinator, CoordinatorOptions, PendingCommand, SNAPSHOT_EVERY_EVENTS_DEFAULT, rebuild,
-    rebuild_reporting,
+    CallerGuard, Coordinator, CoordinatorOptions, PendingCommand, SNAPSHOT_EVERY_EVENTS_DEFAULT,
+    rebuild, rebuild_reporting,
 };
-pub use machine::{Machine, Reply, SYSTEM_ACTOR, WAITERS_PER_KEY_MAX};
+pub use machine::{INBOX_SIGNALS_MAX, Machine, Reply, SYSTEM_ACTOR};
+pub use published::BACKLOG_RECORDS_MAX;
 pub use replay::{AsOf, Error, Projection, replay, replay_range, resolve};
 pub use snapshot::SNAPSHOT_VERSION;
 pub use state::{Due, State};
+pub use waits::WAITERS_PER_KEY_MAX;

@@ -8,9 +8,9 @@
 //! fails, the ledger's writer is poisoned and this working state is never used again.
 
 use std::any::Any;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
 
 use fleetlog_ledger::{
     Batch, Error as LedgerError, Event, Record, Sequencer, SignalTarget, Timestamp,
@@ -19,85 +19,95 @@ use fleetlog_ledger::{
 use crate::approvals::ApprovalState;
 use crate::command::{Command, CommandError, Outcome, StageReport, TaskSpec};
 use crate::locks::Lock;
+use crate::published::{Published, Publisher};
 use crate::queue::{TaskState, retry_backoff_ms};
 use crate::replay::Projection;
-use crate::signals::SignalFilter;
 use crate::state::{Due, State};
+use crate::waits::{ClaimWant, LockWant, SignalWant, Waits};
 use crate::workflows::WorkflowStatus;
 
 /// The actor of events the machine records on its own (expiries).
 pub const SYSTEM_ACTOR: &str = "fleetlog";
 
-/// Most requests that may wait on one key (a lock's resource, an approval, the queue, the
-/// signals of one agent) at once.
-pub const WAITERS_PER_KEY_MAX: usize = 1024;
+/// Most live signals addressed to one agent at once: past it, sends to that agent are refused
+/// (`inbox_full`) until it receives some or they expire.
+pub const INBOX_SIGNALS_MAX: u64 = 10_000;
 
 /// Where a command's answer goes: called once, after the commit that decides it. A callback, so
-/// a synchronous caller can block on a channel while an async server awaits a oneshot.
-pub struct Reply(Box<dyn FnOnce(Result<Outcome, CommandError>) + Send>);
+/// a synchronous caller can block on a channel while an async server awaits a oneshot. A reply
+/// may know whether its caller is still there: a wait is never served for a caller that left.
+pub struct Reply {
+    answer: Box<dyn FnOnce(Result<Outcome, CommandError>) + Send>,
+    gone: Option<Box<dyn Fn() -> bool + Send>>,
+}
 
 impl Reply {
     pub fn new(answer: impl FnOnce(Result<Outcome, CommandError>) + Send + 'static) -> Self {
-        Reply(Box::new(answer))
+        Reply {
+            answer: Box::new(answer),
+            gone: None,
+        }
+    }
+
+    /// A reply whose caller may go away; `gone` says whether it has.
+    pub fn watched(
+        answer: impl FnOnce(Result<Outcome, CommandError>) + Send + 'static,
+        gone: impl Fn() -> bool + Send + 'static,
+    ) -> Self {
+        Reply {
+            answer: Box::new(answer),
+            gone: Some(Box::new(gone)),
+        }
+    }
+
+    /// Whether the caller stopped waiting for this answer.
+    pub fn is_gone(&self) -> bool {
+        self.gone.as_ref().is_some_and(|gone| gone())
     }
 
     /// Delivers the answer.
     pub fn answer(self, result: Result<Outcome, CommandError>) {
-        (self.0)(result)
+        (self.answer)(result)
     }
 }
 
-struct Waiter<T> {
-    agent: String,
-    since: Timestamp,
-    deadline: Timestamp,
-    reply: Reply,
-    wants: T,
-}
-
-struct LockWant {
-    ttl_ms: u64,
-    intent: String,
-}
-
-struct ClaimWant {
-    tags: Vec<String>,
-    lease_ttl_ms: u64,
-}
-
-struct SignalWant {
-    filter: SignalFilter,
-    consume: bool,
-}
-
+/// Which waits the events staged since the last settle may satisfy.
 #[derive(Default)]
-struct Waiters {
-    locks: BTreeMap<String, VecDeque<Waiter<LockWant>>>,
-    claims: VecDeque<Waiter<ClaimWant>>,
-    signals: VecDeque<Waiter<SignalWant>>,
-    approvals: BTreeMap<u64, Vec<Waiter<()>>>,
+struct Touched {
+    locks: BTreeSet<String>,
+    queue: bool,
+    signals: BTreeSet<String>,
+    every_inbox: bool,
+    approvals: BTreeSet<u64>,
 }
 
-impl Waiters {
-    fn count(&self) -> u64 {
-        let locks: usize = self.locks.values().map(VecDeque::len).sum();
-        let approvals: usize = self.approvals.values().map(Vec::len).sum();
-        (locks + self.claims.len() + self.signals.len() + approvals) as u64
-    }
-
-    fn is_empty(&self) -> bool {
-        self.locks.is_empty()
-            && self.claims.is_empty()
-            && self.signals.is_empty()
-            && self.approvals.is_empty()
-    }
-
-    fn next_deadline(&self) -> Option<Timestamp> {
-        let locks = self.locks.values().flatten().map(|w| w.deadline);
-        let claims = self.claims.iter().map(|w| w.deadline);
-        let signals = self.signals.iter().map(|w| w.deadline);
-        let approvals = self.approvals.values().flatten().map(|w| w.deadline);
-        locks.chain(claims).chain(signals).chain(approvals).min()
+impl Touched {
+    fn note(&mut self, record: &Record) {
+        match &record.event {
+            Event::LockReleased { resource, .. } | Event::LockExpired { resource, .. } => {
+                self.locks.insert(resource.clone());
+            }
+            Event::TaskEnqueued { .. }
+            | Event::TaskFailed { .. }
+            | Event::TaskLeaseExpired { .. }
+            | Event::TaskCompleted { .. }
+            | Event::TaskCancelled { .. } => self.queue = true,
+            Event::SignalAckExpired { agent, .. } => {
+                // The copy is receivable again by the agent that let it lapse (a targeted
+                // signal's target, or that agent's copy of a broadcast).
+                self.signals.insert(agent.clone());
+            }
+            Event::SignalSent { target, .. } => match target {
+                SignalTarget::Agent(agent) => {
+                    self.signals.insert(agent.clone());
+                }
+                SignalTarget::Broadcast => self.every_inbox = true,
+            },
+            Event::ApprovalDecided { approval, .. } | Event::ApprovalExpired { approval, .. } => {
+                self.approvals.insert(*approval);
+            }
+            _ => {}
+        }
     }
 }
 
@@ -106,6 +116,13 @@ enum Step {
     Done(Box<Outcome>),
     /// The command waits; its reply is held by a waiter.
     Parked,
+    /// The wait could not be parked (too many on its key): the reply, and why.
+    Refused(Reply, CommandError),
+}
+
+/// The reply of a command about to park.
+fn take_reply(reply: &mut Option<Reply>) -> Reply {
+    reply.take().expect("a command parks at most once")
 }
 
 fn done_with(outcome: Outcome) -> Step {
@@ -115,8 +132,10 @@ fn done_with(outcome: Outcome) -> Step {
 /// The machine: working state, waiters, and the committed state readers see.
 pub struct Machine {
     state: State,
-    committed: Arc<RwLock<State>>,
-    waiters: Waiters,
+    publisher: Publisher,
+    waits: Waits,
+    /// What the events staged since the last settle may have satisfied.
+    touched: Touched,
     /// How many requests are parked now, for readers (`Coordinator::waiting`).
     waiting: Arc<AtomicU64>,
     snapshot_every_events: u64,
@@ -158,34 +177,6 @@ fn positive(field: &'static str, millis: u64) -> Result<(), CommandError> {
     }
 }
 
-/// Refuses a wait when `waiting` requests already wait on the same key.
-fn room(waiting: usize, what: impl FnOnce() -> String) -> Result<(), CommandError> {
-    match waiting >= WAITERS_PER_KEY_MAX {
-        true => Err(CommandError::TooManyWaiters {
-            what: what(),
-            limit: WAITERS_PER_KEY_MAX,
-        }),
-        false => Ok(()),
-    }
-}
-
-/// A parked request: it holds the command's reply until the wait ends.
-fn waiter<T>(
-    agent: String,
-    now: Timestamp,
-    wait_ms: u64,
-    reply: &mut Option<Reply>,
-    wants: T,
-) -> Waiter<T> {
-    Waiter {
-        agent,
-        since: now,
-        deadline: now.plus_millis(wait_ms),
-        reply: reply.take().expect("a command parks at most once"),
-        wants,
-    }
-}
-
 fn millis_between(from: Timestamp, to: Timestamp) -> u64 {
     u64::try_from(to.as_micros().saturating_sub(from.as_micros())).unwrap_or(0) / 1000
 }
@@ -194,16 +185,17 @@ impl Machine {
     /// A machine continuing from `state` (rebuilt from a snapshot and the records after it).
     pub fn new(
         state: State,
-        committed: Arc<RwLock<State>>,
+        committed: Arc<Published>,
         waiting: Arc<AtomicU64>,
         snapshot_every_events: u64,
     ) -> Self {
         let last_snapshot_seq = state.seq;
         Machine {
             state,
-            committed,
+            publisher: Publisher::new(committed),
             waiting,
-            waiters: Waiters::default(),
+            waits: Waits::default(),
+            touched: Touched::default(),
             snapshot_every_events,
             last_snapshot_seq,
         }
@@ -218,6 +210,7 @@ impl Machine {
         match result {
             Ok(Step::Done(outcome)) => respond(batch, unanswered(reply), Ok(*outcome)),
             Ok(Step::Parked) => {}
+            Ok(Step::Refused(reply, error)) => respond(batch, reply, Err(error)),
             Err(error) => respond(batch, unanswered(reply), Err(error)),
         }
         self.settle(batch);
@@ -225,7 +218,8 @@ impl Machine {
     }
 
     fn publish_waiting(&self) {
-        self.waiting.store(self.waiters.count(), Ordering::Relaxed);
+        self.waiting
+            .store(self.waits.count() as u64, Ordering::Relaxed);
     }
 
     /// Stages `events` by `actor` (all or none) and folds them into the working state.
@@ -333,6 +327,15 @@ impl Machine {
                     self.require_member(target)?;
                 }
                 positive("ttl_ms", ttl_ms)?;
+                if let SignalTarget::Agent(target) = &target {
+                    let live = self.state.signals.inbox_len(target);
+                    if live >= INBOX_SIGNALS_MAX {
+                        return Err(CommandError::InboxFull {
+                            agent: target.clone(),
+                            limit: INBOX_SIGNALS_MAX,
+                        });
+                    }
+                }
                 let event = Event::SignalSent {
                     kind,
                     target,
@@ -347,8 +350,17 @@ impl Machine {
                 filter,
                 consume,
                 wait_ms,
+                ack_ms,
             } => {
-                if let Some(signal) = self.take_signal(batch, &agent, &filter, consume)? {
+                if let Some(ack_ms) = ack_ms {
+                    positive("ack_ms", ack_ms)?;
+                }
+                let wants = SignalWant {
+                    filter,
+                    consume: consume || ack_ms.is_some(),
+                    ack_ms,
+                };
+                if let Some(signal) = self.take_signal(batch, &agent, &wants)? {
                     return Ok(done_with(Outcome::Signal {
                         signal: Some(signal),
                     }));
@@ -356,20 +368,21 @@ impl Machine {
                 match wait_ms {
                     None => Ok(done_with(Outcome::Signal { signal: None })),
                     Some(wait_ms) => {
-                        let waiting = self
-                            .waiters
-                            .signals
-                            .iter()
-                            .filter(|w| w.agent == agent)
-                            .count();
-                        room(waiting, || format!("the signals of {agent:?}"))?;
-                        let wants = SignalWant { filter, consume };
-                        self.waiters
-                            .signals
-                            .push_back(waiter(agent, now, wait_ms, reply, wants));
-                        Ok(Step::Parked)
+                        let reply = take_reply(reply);
+                        self.park(|waits| waits.park_signal(agent, now, wait_ms, reply, wants))
                     }
                 }
+            }
+            Command::AckSignal { agent, signal } => {
+                let awaiting = self
+                    .state
+                    .signals
+                    .delivered(signal)
+                    .any(|(recipient, _)| *recipient == agent);
+                if !awaiting {
+                    return Err(CommandError::NotDelivered { signal });
+                }
+                self.record_one(batch, &agent, Event::SignalAcked { signal })
             }
             Command::AcquireLock {
                 agent,
@@ -400,11 +413,11 @@ impl Machine {
                             expires_at: lock.expires_at,
                         }),
                         Some(wait_ms) => {
-                            let queue = self.waiters.locks.entry(resource.clone()).or_default();
-                            room(queue.len(), || format!("lock {resource:?}"))?;
                             let wants = LockWant { ttl_ms, intent };
-                            queue.push_back(waiter(agent, now, wait_ms, reply, wants));
-                            Ok(Step::Parked)
+                            let reply = take_reply(reply);
+                            self.park(|waits| {
+                                waits.park_lock(resource, agent, now, wait_ms, reply, wants)
+                            })
                         }
                     },
                 }
@@ -446,12 +459,9 @@ impl Machine {
                 match wait_ms {
                     None => Ok(done_with(Outcome::Task { task: None })),
                     Some(wait_ms) => {
-                        room(self.waiters.claims.len(), || "the task queue".to_owned())?;
                         let wants = ClaimWant { tags, lease_ttl_ms };
-                        self.waiters
-                            .claims
-                            .push_back(waiter(agent, now, wait_ms, reply, wants));
-                        Ok(Step::Parked)
+                        let reply = take_reply(reply);
+                        self.park(|waits| waits.park_claim(agent, now, wait_ms, reply, wants))
                     }
                 }
             }
@@ -590,10 +600,8 @@ impl Machine {
                     view.state = found.state_at(now);
                     return Ok(done_with(Outcome::Approval { approval: view }));
                 }
-                let waiters = self.waiters.approvals.entry(approval).or_default();
-                room(waiters.len(), || format!("approval {approval}"))?;
-                waiters.push(waiter(agent, now, wait_ms, reply, ()));
-                Ok(Step::Parked)
+                let reply = take_reply(reply);
+                self.park(|waits| waits.park_approval(approval, agent, now, wait_ms, reply))
             }
             Command::Post {
                 agent,
@@ -973,6 +981,7 @@ impl Machine {
             },
         })?;
         for record in &records {
+            self.touched.note(record);
             self.state.apply(record);
         }
         Ok(records)
@@ -1146,6 +1155,11 @@ impl Machine {
                 events
             }
             Due::Signal(signal) => vec![Event::SignalExpired { signal, deadline }],
+            Due::SignalAck(signal, agent) => vec![Event::SignalAckExpired {
+                signal,
+                agent,
+                deadline,
+            }],
             Due::Lock(resource) => {
                 let lock = self.state.locks.held.get(&resource).cloned();
                 lock.map(|lock| Event::LockExpired {
@@ -1170,70 +1184,105 @@ impl Machine {
         &mut self,
         batch: &mut Batch<'_, '_>,
         agent: &str,
-        filter: &SignalFilter,
-        consume: bool,
+        wants: &SignalWant,
     ) -> Result<Option<crate::signals::Signal>, CommandError> {
         let Some(signal) = self
             .state
             .signals
-            .first_for(agent, filter, batch.now())
+            .first_for(agent, &wants.filter, batch.now())
             .cloned()
         else {
             return Ok(None);
         };
-        if consume {
-            self.stage(
-                batch,
-                agent,
-                vec![Event::SignalConsumed { signal: signal.id }],
-            )?;
-        }
+        let event = match (wants.ack_ms, wants.consume) {
+            (Some(ack_ms), _) => Event::SignalDelivered {
+                signal: signal.id,
+                ack_ms,
+            },
+            (None, true) => Event::SignalConsumed { signal: signal.id },
+            (None, false) => return Ok(Some(signal)),
+        };
+        self.stage(batch, agent, vec![event])?;
         Ok(Some(signal))
     }
 
-    /// Serves every waiter whose wait is now satisfied, in arrival order.
+    /// Parks a wait, or answers the refusal (too many waiting on the key) at once.
+    fn park(
+        &mut self,
+        park: impl FnOnce(&mut Waits) -> Result<(), (Reply, CommandError)>,
+    ) -> Result<Step, CommandError> {
+        match park(&mut self.waits) {
+            Ok(()) => Ok(Step::Parked),
+            Err((reply, error)) => Ok(Step::Refused(reply, error)),
+        }
+    }
+
+    /// Serves the waits that the events staged since the last settle may satisfy, each key's
+    /// in arrival order. Waits on keys nothing touched are not looked at.
     fn settle(&mut self, batch: &mut Batch<'_, '_>) {
-        if self.waiters.is_empty() {
+        let touched = std::mem::take(&mut self.touched);
+        if self.waits.count() == 0 {
             return;
         }
-        let now = batch.now();
-        let resources: Vec<String> = self.waiters.locks.keys().cloned().collect();
-        for resource in resources {
-            while self.state.locks.live(&resource, now).is_none() {
-                let Some(waiter) = self
-                    .waiters
-                    .locks
-                    .get_mut(&resource)
-                    .and_then(VecDeque::pop_front)
-                else {
-                    break;
-                };
-                let result = self.require_member(&waiter.agent).and_then(|()| {
-                    self.grant_lock(
-                        batch,
-                        &waiter.agent,
-                        &resource,
-                        waiter.wants.ttl_ms,
-                        waiter.wants.intent,
-                        waiter.since,
-                    )
-                });
-                respond(
-                    batch,
-                    waiter.reply,
-                    result.map(|lock| Outcome::Lock { lock }),
-                );
-            }
-            if self
-                .waiters
-                .locks
-                .get(&resource)
-                .is_some_and(VecDeque::is_empty)
-            {
-                self.waiters.locks.remove(&resource);
-            }
+        for resource in touched.locks {
+            self.settle_lock(batch, &resource);
         }
-        for waiter in std::mem::take(&mut self.waiters.claims) {
+        if touched.queue {
+            self.settle_claims(batch);
+        }
+        let agents = match touched.every_inbox {
+            true => self.waits.signal_agents(),
+            false => touched.signals.into_iter().collect(),
+        };
+        for agent in agents {
+            self.settle_signals(batch, agent);
+        }
+        for approval in touched.approvals {
+            self.settle_approval(batch, approval);
+        }
+        // Serving waits staged events of their own (a grant, a claim, a consume): those can
+        // only satisfy waits on the keys already served, which were served until they blocked.
+        self.touched = Touched::default();
+    }
+
+    fn settle_lock(&mut self, batch: &mut Batch<'_, '_>, resource: &str) {
+        let now = batch.now();
+        while self.state.locks.live(resource, now).is_none() {
+            let Some(waiter) = self.waits.next_lock_waiter(resource) else {
+                break;
+            };
+            let result = self.require_member(&waiter.agent).and_then(|()| {
+                self.grant_lock(
+                    batch,
+                    &waiter.agent,
+                    resource,
+                    waiter.wants.ttl_ms,
+                    waiter.wants.intent,
+                    waiter.since,
+                )
+            });
+            respond(
+                batch,
+                waiter.reply,
+                result.map(|lock| Outcome::Lock { lock }),
+            );
+        }
+    }
+
+    fn settle_claims(&mut self, batch: &mut Batch<'_, '_>) {
+        let mut waiting = self.waits.take_claims();
+        let mut kept = VecDeque::new();
+        while let Some(waiter) = waiting.pop_front() {
+            if self.state.queue.next_claimable(&[], batch.now()).is_none() {
+                // Nothing is claimable by anyone: the rest keep waiting, in order.
+                kept.push_back(waiter);
+                kept.extend(waiting.drain(..));
+                break;
+            }
+            if waiter.reply.is_gone() {
+                self.waits.finished(&waiter);
+                continue;
+            }
             let claimed = self.require_member(&waiter.agent).and_then(|()| {
                 self.claim(
                     batch,
@@ -1243,103 +1292,81 @@ impl Machine {
                 )
             });
             match claimed {
-                Ok(None) => self.waiters.claims.push_back(waiter),
+                Ok(None) => kept.push_back(waiter),
                 Ok(Some(task)) => {
+                    self.waits.finished(&waiter);
                     respond(batch, waiter.reply, Ok(Outcome::Task { task: Some(task) }))
                 }
-                Err(error) => respond(batch, waiter.reply, Err(error)),
+                Err(error) => {
+                    self.waits.finished(&waiter);
+                    respond(batch, waiter.reply, Err(error))
+                }
             }
         }
-        for waiter in std::mem::take(&mut self.waiters.signals) {
-            let taken = self.take_signal(
-                batch,
-                &waiter.agent,
-                &waiter.wants.filter,
-                waiter.wants.consume,
-            );
-            match taken {
-                Ok(None) => self.waiters.signals.push_back(waiter),
-                Ok(Some(signal)) => respond(
-                    batch,
-                    waiter.reply,
-                    Ok(Outcome::Signal {
-                        signal: Some(signal),
-                    }),
-                ),
-                Err(error) => respond(batch, waiter.reply, Err(error)),
-            }
-        }
-        let decided: Vec<u64> = self
-            .waiters
-            .approvals
-            .keys()
-            .copied()
-            .filter(|id| {
-                self.state
-                    .approvals
-                    .get(*id)
-                    .is_some_and(|approval| approval.state_at(now) != ApprovalState::Pending)
-            })
-            .collect();
-        for id in decided {
-            let Some(approval) = self.state.approvals.get(id).cloned() else {
+        self.waits.restore_claims(kept);
+    }
+
+    fn settle_signals(&mut self, batch: &mut Batch<'_, '_>, agent: String) {
+        let waiting = self.waits.take_signals(&agent);
+        let mut kept = VecDeque::new();
+        for waiter in waiting {
+            if waiter.reply.is_gone() {
+                self.waits.finished(&waiter);
                 continue;
-            };
-            for waiter in self.waiters.approvals.remove(&id).unwrap_or_default() {
-                let mut view = approval.clone();
-                view.state = approval.state_at(now);
-                respond(
-                    batch,
-                    waiter.reply,
-                    Ok(Outcome::Approval { approval: view }),
-                );
+            }
+            let taken = self.take_signal(batch, &waiter.agent, &waiter.wants);
+            match taken {
+                Ok(None) => kept.push_back(waiter),
+                Ok(Some(signal)) => {
+                    self.waits.finished(&waiter);
+                    let outcome = Outcome::Signal {
+                        signal: Some(signal),
+                    };
+                    respond(batch, waiter.reply, Ok(outcome))
+                }
+                Err(error) => {
+                    self.waits.finished(&waiter);
+                    respond(batch, waiter.reply, Err(error))
+                }
             }
         }
+        self.waits.restore_signals(agent, kept);
     }
 
-    /// Answers every waiter whose deadline has passed.
-    fn time_out_waiters(&mut self, batch: &mut Batch<'_, '_>) {
+    fn settle_approval(&mut self, batch: &mut Batch<'_, '_>, id: u64) {
         let now = batch.now();
-        let mut timed_out: Vec<(Reply, Timestamp)> = Vec::new();
-        let locks = std::mem::take(&mut self.waiters.locks);
-        for (resource, queue) in locks {
-            let kept = split_expired(queue, now, &mut timed_out);
-            if !kept.is_empty() {
-                self.waiters.locks.insert(resource, kept);
-            }
+        let Some(approval) = self.state.approvals.get(id).cloned() else {
+            return;
+        };
+        if approval.state_at(now) == ApprovalState::Pending {
+            return;
         }
-        let claims = std::mem::take(&mut self.waiters.claims);
-        self.waiters.claims = split_expired(claims, now, &mut timed_out);
-        let signals = std::mem::take(&mut self.waiters.signals);
-        self.waiters.signals = split_expired(signals, now, &mut timed_out);
-        let approvals = std::mem::take(&mut self.waiters.approvals);
-        for (approval, waiters) in approvals {
-            let kept: Vec<Waiter<()>> = split_expired(waiters, now, &mut timed_out).into();
-            if !kept.is_empty() {
-                self.waiters.approvals.insert(approval, kept);
-            }
-        }
-        for (reply, since) in timed_out {
-            let waited_ms = millis_between(since, now);
-            respond(batch, reply, Err(CommandError::TimedOut { waited_ms }));
+        for waiter in self.waits.take_approval(id) {
+            self.waits.finished(&waiter);
+            let mut view = approval.clone();
+            view.state = approval.state_at(now);
+            respond(
+                batch,
+                waiter.reply,
+                Ok(Outcome::Approval { approval: view }),
+            );
         }
     }
-}
 
-/// Keeps the waiters still waiting at `now`, in order; moves the others' replies to `out`.
-fn split_expired<T>(
-    waiters: impl IntoIterator<Item = Waiter<T>>,
-    now: Timestamp,
-    out: &mut Vec<(Reply, Timestamp)>,
-) -> VecDeque<Waiter<T>> {
-    let mut kept = VecDeque::new();
-    for waiter in waiters {
-        match waiter.deadline <= now {
-            true => out.push((waiter.reply, waiter.since)),
-            false => kept.push_back(waiter),
+    /// Answers every wait whose deadline has passed.
+    fn time_out_waits(&mut self, batch: &mut Batch<'_, '_>) {
+        let now = batch.now();
+        for due in self.waits.take_due(now) {
+            let waited_ms = millis_between(due.since, now);
+            respond(batch, due.reply, Err(CommandError::TimedOut { waited_ms }));
         }
     }
-    kept
+
+    /// Drops the waits whose callers went away (asked for by a caller's guard).
+    pub fn prune_gone(&mut self) {
+        self.waits.prune_gone();
+        self.publish_waiting();
+    }
 }
 
 fn finished(task: u64, state: TaskState) -> CommandError {
@@ -1357,17 +1384,21 @@ impl Sequencer for Machine {
         for (_, due) in self.state.due_by(batch.now()) {
             self.expire(batch, due);
         }
-        self.time_out_waiters(batch);
+        self.time_out_waits(batch);
+        if self.waits.claims_waiting() {
+            // A delayed or retried task may have become ready with no event to say so.
+            self.touched.queue = true;
+        }
         self.settle(batch);
         self.publish_waiting();
     }
 
     fn next_deadline(&self, now: Timestamp) -> Option<Timestamp> {
-        let mut next = [self.state.next_deadline(), self.waiters.next_deadline()]
+        let mut next = [self.state.next_deadline(), self.waits.next_deadline()]
             .into_iter()
             .flatten()
             .min();
-        if !self.waiters.claims.is_empty() {
+        if self.waits.claims_waiting() {
             // A waiting claim may be served when a delayed task becomes ready.
             next = next
                 .into_iter()
@@ -1378,17 +1409,12 @@ impl Sequencer for Machine {
     }
 
     fn observe(&mut self, record: &Record) {
+        self.touched.note(record);
         self.state.apply(record);
     }
 
     fn committed(&mut self, records: &[Record]) {
-        let mut committed = self
-            .committed
-            .write()
-            .unwrap_or_else(|poison| poison.into_inner());
-        for record in records {
-            committed.apply(record);
-        }
+        self.publisher.publish(records);
     }
 
     fn snapshot(&mut self, seq: u64) -> Option<Vec<u8>> {
@@ -1402,15 +1428,7 @@ impl Sequencer for Machine {
     }
 
     fn shutdown(&mut self) {
-        let waiters = std::mem::take(&mut self.waiters);
-        let replies = waiters
-            .locks
-            .into_values()
-            .flatten()
-            .map(|w| w.reply)
-            .chain(waiters.claims.into_iter().map(|w| w.reply))
-            .chain(waiters.signals.into_iter().map(|w| w.reply))
-            .chain(waiters.approvals.into_values().flatten().map(|w| w.reply));
+        let replies = self.waits.drain();
         for reply in replies {
             reply.answer(Err(CommandError::Closing));
         }

@@ -24,6 +24,10 @@ pub struct Signal {
     /// Agents that consumed their copy of a broadcast.
     #[serde(skip, default)]
     pub consumed_by: BTreeSet<String>,
+    /// Acknowledged delivery: agent → the deadline by which it must acknowledge its copy.
+    /// Until then nobody receives that copy; after it, the copy is receivable again.
+    #[serde(skip, default)]
+    pub delivered: BTreeMap<String, Timestamp>,
 }
 
 impl Signal {
@@ -34,6 +38,7 @@ impl Signal {
     /// Whether `agent` can still see this signal at `now`.
     pub fn visible_to(&self, agent: &str, now: Timestamp) -> bool {
         now < self.deadline()
+            && !self.delivered.contains_key(agent)
             && match &self.target {
                 SignalTarget::Agent(target) => target == agent,
                 SignalTarget::Broadcast => self.from != agent && !self.consumed_by.contains(agent),
@@ -70,9 +75,38 @@ impl SignalFilter {
 pub struct Signals {
     /// Signals not yet consumed (targeted) or expired, by id.
     pub live: BTreeMap<u64, Signal>,
+    /// Live targeted signals per recipient, for the inbox bound.
+    inbox_counts: BTreeMap<String, u64>,
 }
 
 impl Signals {
+    fn remove(&mut self, id: u64) {
+        let Some(signal) = self.live.remove(&id) else {
+            return;
+        };
+        if let SignalTarget::Agent(target) = signal.target
+            && let Some(count) = self.inbox_counts.get_mut(&target)
+        {
+            *count -= 1;
+            if *count == 0 {
+                self.inbox_counts.remove(&target);
+            }
+        }
+    }
+
+    /// Live signals addressed to `agent` alone (not yet consumed or expired).
+    pub fn inbox_len(&self, agent: &str) -> u64 {
+        self.inbox_counts.get(agent).copied().unwrap_or(0)
+    }
+
+    /// Agents whose acknowledgement of `id` is outstanding, with their deadlines.
+    pub fn delivered(&self, id: u64) -> impl Iterator<Item = (&String, &Timestamp)> {
+        self.live
+            .get(&id)
+            .into_iter()
+            .flat_map(|signal| signal.delivered.iter())
+    }
+
     pub(crate) fn apply(&mut self, record: &Record) {
         match &record.event {
             Event::SignalSent {
@@ -94,23 +128,39 @@ impl Signals {
                         ttl_ms: *ttl_ms,
                         correlation_id: *correlation_id,
                         consumed_by: BTreeSet::new(),
+                        delivered: BTreeMap::new(),
                     },
                 );
+                if let SignalTarget::Agent(target) = target {
+                    *self.inbox_counts.entry(target.clone()).or_default() += 1;
+                }
             }
-            Event::SignalConsumed { signal } => {
+            Event::SignalDelivered { signal, ack_ms } => {
+                if let Some(found) = self.live.get_mut(signal) {
+                    let deadline = record.ts.plus_millis(*ack_ms);
+                    found.delivered.insert(record.actor.clone(), deadline);
+                }
+            }
+            Event::SignalAckExpired { signal, agent, .. } => {
+                if let Some(found) = self.live.get_mut(signal) {
+                    found.delivered.remove(agent);
+                }
+            }
+            Event::SignalConsumed { signal } | Event::SignalAcked { signal } => {
                 let broadcast = match self.live.get_mut(signal) {
                     Some(found) if found.target == SignalTarget::Broadcast => {
                         found.consumed_by.insert(record.actor.clone());
+                        found.delivered.remove(&record.actor);
                         true
                     }
                     _ => false,
                 };
                 if !broadcast {
-                    self.live.remove(signal);
+                    self.remove(*signal);
                 }
             }
             Event::SignalExpired { signal, .. } => {
-                self.live.remove(signal);
+                self.remove(*signal);
             }
             _ => {}
         }

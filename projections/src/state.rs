@@ -22,6 +22,8 @@ use crate::workflows::Workflows;
 pub enum Due {
     Agent(String),
     Signal(u64),
+    /// An acknowledged delivery of a signal to an agent.
+    SignalAck(u64, String),
     Lock(String),
     Lease(u64),
     Approval(u64),
@@ -50,7 +52,7 @@ pub struct State {
 
 impl Projection for State {
     fn apply(&mut self, record: &Record) {
-        let touched = touched(record);
+        let touched = self.touched(record);
         for due in &touched {
             if let Some(deadline) = self.deadline_of(due) {
                 self.deadlines.remove(&(deadline, due.clone()));
@@ -75,7 +77,32 @@ impl Projection for State {
     }
 }
 
-/// What a record can change the deadline of.
+impl State {
+    /// What a record can change the deadline of.
+    fn touched(&self, record: &Record) -> Vec<Due> {
+        match &record.event {
+            Event::SignalDelivered { signal, .. } | Event::SignalAcked { signal } => {
+                vec![Due::SignalAck(*signal, record.actor.clone())]
+            }
+            Event::SignalAckExpired { signal, agent, .. } => {
+                vec![Due::SignalAck(*signal, agent.clone())]
+            }
+            Event::SignalConsumed { signal } | Event::SignalExpired { signal, .. } => {
+                // Ending a signal ends every acknowledgement still outstanding on it.
+                let mut dues = vec![Due::Signal(*signal)];
+                dues.extend(
+                    self.signals
+                        .delivered(*signal)
+                        .map(|(agent, _)| Due::SignalAck(*signal, agent.clone())),
+                );
+                dues
+            }
+            _ => touched(record),
+        }
+    }
+}
+
+/// What a record can change the deadline of (records whose dues need no state).
 fn touched(record: &Record) -> Vec<Due> {
     let due = match &record.event {
         Event::AgentRegistered { .. }
@@ -117,6 +144,11 @@ impl State {
                 .filter(|agent| agent.liveness == Liveness::Active)
                 .map(|agent| agent.deadline()),
             Due::Signal(id) => self.signals.live.get(id).map(|signal| signal.deadline()),
+            Due::SignalAck(id, agent) => self
+                .signals
+                .live
+                .get(id)
+                .and_then(|signal| signal.delivered.get(agent).copied()),
             Due::Lock(resource) => self.locks.held.get(resource).map(|lock| lock.expires_at),
             Due::Lease(id) => self
                 .queue

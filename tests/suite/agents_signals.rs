@@ -35,6 +35,7 @@ fn send(from: &str, to: Option<&str>, kind: &str, payload: serde_json::Value) ->
 
 fn receive(agent: &str, kind: &str, consume: bool, wait_ms: Option<u64>) -> Command {
     Command::ReceiveSignal {
+        ack_ms: None,
         agent: agent.to_owned(),
         filter: SignalFilter {
             kind: kind.to_owned(),
@@ -287,6 +288,7 @@ fn request_response_matches_the_reply_by_correlation_id() {
     let mine = fleet
         .coordinator
         .submit(Command::ReceiveSignal {
+            ack_ms: None,
             agent: "asker".to_owned(),
             filter: SignalFilter {
                 kind: "answer".to_owned(),
@@ -315,4 +317,133 @@ fn a_signal_wait_times_out_with_nothing_sent() {
     fleet.coordinator.sync().expect("sync");
     fleet.advance_ms(2_000);
     assert!(matches!(waiting.wait(), Err(CommandError::TimedOut { .. })));
+}
+
+fn receive_acked(agent: &str, kind: &str, ack_ms: u64, wait_ms: Option<u64>) -> Command {
+    Command::ReceiveSignal {
+        ack_ms: Some(ack_ms),
+        agent: agent.to_owned(),
+        filter: SignalFilter {
+            kind: kind.to_owned(),
+            ..Default::default()
+        },
+        consume: true,
+        wait_ms,
+    }
+}
+
+fn signal_id(outcome: Outcome) -> u64 {
+    match outcome {
+        Outcome::Signal {
+            signal: Some(signal),
+        } => signal.id,
+        other => panic!("expected a signal, got {other:?}"),
+    }
+}
+
+#[test]
+fn an_unacknowledged_signal_becomes_receivable_again_after_its_deadline() {
+    let fleet = TestFleet::new();
+    fleet.register_long_lived("a");
+    fleet.register_long_lived("b");
+    fleet.run(send("a", Some("b"), "job", serde_json::json!(1)));
+    let first = signal_id(fleet.run(receive_acked("b", "job", 5_000, None)));
+    // While delivered and unacknowledged, it is nobody's to receive.
+    assert_eq!(payload(fleet.run(receive("b", "job", true, None))), None);
+    fleet.advance_ms(5_000);
+    fleet.coordinator.sync().expect("sync");
+    let again = signal_id(fleet.run(receive_acked("b", "job", 5_000, None)));
+    assert_eq!(again, first);
+    fleet.run(Command::AckSignal {
+        agent: "b".to_owned(),
+        signal: again,
+    });
+    fleet.advance_ms(10_000);
+    fleet.coordinator.sync().expect("sync");
+    assert_eq!(payload(fleet.run(receive("b", "job", true, None))), None);
+    let kinds = fleet.kinds();
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|kind| **kind == "signal_delivered")
+            .count(),
+        2
+    );
+    assert!(kinds.contains(&"signal_ack_expired"));
+    assert!(kinds.contains(&"signal_acked"));
+}
+
+#[test]
+fn acknowledging_a_signal_that_was_not_delivered_to_you_is_refused() {
+    let fleet = TestFleet::new();
+    fleet.register_long_lived("a");
+    fleet.register_long_lived("b");
+    let sent = match fleet.run(send("a", Some("b"), "job", serde_json::json!(1))) {
+        Outcome::Appended { seq } => seq,
+        other => panic!("{other:?}"),
+    };
+    let ack = |agent: &str| Command::AckSignal {
+        agent: agent.to_owned(),
+        signal: sent,
+    };
+    assert!(matches!(
+        fleet.refused(ack("b")),
+        CommandError::NotDelivered { .. }
+    ));
+    signal_id(fleet.run(receive_acked("b", "job", 5_000, None)));
+    assert!(matches!(
+        fleet.refused(ack("a")),
+        CommandError::NotDelivered { .. }
+    ));
+    fleet.run(ack("b"));
+    assert!(matches!(
+        fleet.refused(ack("b")),
+        CommandError::NotDelivered { .. }
+    ));
+}
+
+#[test]
+fn a_wait_withdrawn_by_its_caller_consumes_nothing() {
+    let fleet = TestFleet::new();
+    fleet.register_long_lived("a");
+    fleet.register_long_lived("b");
+    let gone = fleet
+        .coordinator
+        .submit(receive("b", "job", true, Some(60_000)))
+        .expect("queued");
+    fleet.coordinator.sync().expect("sync");
+    assert_eq!(fleet.coordinator.waiting(), 1);
+    drop(gone);
+    fleet.coordinator.sync().expect("sync");
+    assert_eq!(fleet.coordinator.waiting(), 0);
+    fleet.run(send("a", Some("b"), "job", serde_json::json!("kept")));
+    assert_eq!(
+        payload(fleet.run(receive("b", "job", true, None))),
+        Some(serde_json::json!("kept"))
+    );
+}
+
+#[test]
+fn a_full_inbox_refuses_sends_naming_the_agent() {
+    let fleet = TestFleet::new();
+    fleet.register_long_lived("a");
+    fleet.register_long_lived("b");
+    let limit = fleetlog_projections::INBOX_SIGNALS_MAX;
+    let pending: Vec<_> = (0..limit)
+        .map(|n| {
+            fleet
+                .coordinator
+                .submit(send("a", Some("b"), "job", serde_json::json!(n)))
+                .expect("queued")
+        })
+        .collect();
+    for sent in pending {
+        sent.wait().expect("sent");
+    }
+    assert!(matches!(
+        fleet.refused(send("a", Some("b"), "job", serde_json::json!("one more"))),
+        CommandError::InboxFull { agent, .. } if agent == "b"
+    ));
+    fleet.run(receive("b", "job", true, None));
+    fleet.run(send("a", Some("b"), "job", serde_json::json!("fits again")));
 }

@@ -298,6 +298,7 @@ fn the_breakdown_measures_queue_lock_signal_and_approval_waits() {
     });
     fleet.advance_ms(MINUTE);
     fleet.run(Command::ReceiveSignal {
+        ack_ms: None,
         agent: "b".into(),
         filter: fleetlog_projections::signals::SignalFilter {
             kind: "ping".into(),

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use fleetlog_ledger::Ledger;
-use fleetlog_suite::{TempLedger, every_variant};
+use fleetlog_suite::{TempLedger, every_variant, variants_added_after_v1};
 
 fn golden(name: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -49,4 +49,27 @@ fn the_v1_golden_export_imports_to_the_same_head() {
     std::fs::copy(golden("ledger-v1.redb"), temp.sibling("copy.redb")).expect("copy");
     let original = Ledger::open_read_only(temp.sibling("copy.redb")).expect("open");
     assert_eq!(head, original.head().expect("head").checkpoint());
+}
+
+#[test]
+fn a_v1_ledger_accepts_the_variants_added_since_and_still_verifies() {
+    let temp = TempLedger::new();
+    std::fs::copy(golden("ledger-v1.redb"), temp.path()).expect("copy golden ledger");
+    let ledger = Ledger::open(temp.path()).expect("golden ledger opens for writing");
+    let added = variants_added_after_v1();
+    for (actor, event) in &added {
+        ledger.append(actor, event).expect("append a new variant");
+    }
+    let report = ledger.verify(Default::default()).expect("verify");
+    assert!(report.is_intact(), "{:?}", report.problem);
+    let first = every_variant().len() as u64 + 1;
+    let records = ledger
+        .reader()
+        .range(first..=first + added.len() as u64 - 1)
+        .expect("read the new records");
+    let decoded: Vec<(String, fleetlog_ledger::Event)> = records
+        .into_iter()
+        .map(|record| (record.actor, record.event))
+        .collect();
+    assert_eq!(decoded, added);
 }

@@ -92,6 +92,7 @@ fn command(op: &Op, state: &State) -> Option<Command> {
             correlation_id: None,
         },
         Op::Receive(a, consume) => Command::ReceiveSignal {
+            ack_ms: None,
             agent: name(a),
             filter: SignalFilter {
                 kind: "ping".into(),

@@ -116,6 +116,29 @@ pub fn fleet_event(n: u64) -> (String, Event) {
 
 /// One event of every variant in the vocabulary, in variant order, with every optional field
 /// set: the golden ledger is made of these, so any change to the encoding of any variant shows.
+/// The variants added after the v1 golden ledger was written (appended at the enum's end).
+pub fn variants_added_after_v1() -> Vec<(String, Event)> {
+    let at = Timestamp(1_763_900_000_123_456);
+    vec![
+        (
+            "w1".to_owned(),
+            Event::SignalDelivered {
+                signal: 5,
+                ack_ms: 30_000,
+            },
+        ),
+        ("w1".to_owned(), Event::SignalAcked { signal: 5 }),
+        (
+            "fleetlog".to_owned(),
+            Event::SignalAckExpired {
+                signal: 5,
+                agent: "w1".to_owned(),
+                deadline: at,
+            },
+        ),
+    ]
+}
+
 pub fn every_variant() -> Vec<(String, Event)> {
     let json = |value: serde_json::Value| Json::from_value(&value);
     let at = Timestamp(1_763_900_000_123_456);
