@@ -35,6 +35,7 @@ impl Daemon {
             listen: "127.0.0.1:0".parse().expect("address"),
             socket: socket.clone(),
             token: None,
+            shutdown_grace: fleetlog::server::SHUTDOWN_GRACE,
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {

@@ -135,8 +135,7 @@ impl Client {
         let value = self
             .request(Method::POST, "/v1/commands", Some(&body))
             .await?;
-        serde_json::from_value(value)
-            .map_err(|error| Error::Transport(format!("unexpected answer: {error}")))
+        outcome(value)
     }
 
     /// Runs several commands in one request (`POST /v1/batch`); each has its own answer.
@@ -155,8 +154,7 @@ impl Client {
                     code: code.as_str().unwrap_or("unknown").to_owned(),
                     message: result["message"].as_str().unwrap_or_default().to_owned(),
                 }),
-                None => serde_json::from_value(result)
-                    .map_err(|error| Error::Transport(format!("unexpected answer: {error}"))),
+                None => outcome(result),
             })
             .collect())
     }
@@ -327,6 +325,19 @@ impl BlockingClient {
     pub fn follow(&self, from: u64, on_record: impl FnMut(Record) -> bool) -> Result<u64, Error> {
         self.runtime.block_on(self.client.follow(from, on_record))
     }
+}
+
+/// A command's answer from the wire. A wait that timed out arrives as 200 with
+/// `"timed_out": true`; the Rust API keeps it the typed `TimedOut` refusal callers match on.
+fn outcome(value: Value) -> Result<Outcome, Error> {
+    if value.get("timed_out").and_then(Value::as_bool) == Some(true) {
+        let waited_ms = value["waited_ms"].as_u64().unwrap_or(0);
+        return Err(Error::Command(
+            fleetlog_projections::CommandError::TimedOut { waited_ms },
+        ));
+    }
+    serde_json::from_value(value)
+        .map_err(|error| Error::Transport(format!("unexpected answer: {error}")))
 }
 
 #[cfg(test)]

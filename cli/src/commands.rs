@@ -48,7 +48,8 @@ pub fn run(db: &Path, command: Command, out: &Output) -> Result<ExitCode> {
             listen,
             socket,
             token,
-        } => serve(db, listen, socket, token),
+            shutdown_grace_ms,
+        } => serve(db, listen, socket, token, shutdown_grace_ms),
     }
 }
 
@@ -57,12 +58,14 @@ fn serve(
     listen: std::net::SocketAddr,
     socket: Option<std::path::PathBuf>,
     token: Option<String>,
+    shutdown_grace_ms: u64,
 ) -> Result<ExitCode> {
     let config = fleetlog::server::ServerConfig {
         db: db.to_owned(),
         listen,
         socket: socket.unwrap_or_else(|| fleetlog::api::socket_path(db)),
         token,
+        shutdown_grace: std::time::Duration::from_millis(shutdown_grace_ms),
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(fleetlog::server::serve(config, shutdown_signal()))?;

@@ -11,6 +11,7 @@ pub mod bench;
 pub mod client;
 pub mod demo;
 mod error;
+mod listen;
 pub mod server;
 
 pub use error::Error;

@@ -111,6 +111,9 @@ enum Command {
         /// Bearer token required on TCP requests.
         #[arg(long, env = "FLEETLOG_TOKEN")]
         token: Option<String>,
+        /// After SIGTERM/SIGINT, how long in-flight requests get before connections are closed.
+        #[arg(long, default_value_t = fleetlog::server::SHUTDOWN_GRACE.as_millis() as u64)]
+        shutdown_grace_ms: u64,
     },
 }
 

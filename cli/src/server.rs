@@ -14,10 +14,8 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -31,22 +29,27 @@ use axum::{Json, Router};
 use fleetlog_ledger::{Next as TailNext, Record, Timestamp};
 use fleetlog_projections::{Command, CommandError, Coordinator, CoordinatorOptions, Outcome};
 use serde_json::{Value, json};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, oneshot, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
 
 use crate::api::{self, Query};
 use crate::error::Error;
+use crate::listen::ConnectionStats;
 
 /// Largest request body.
 pub const BODY_BYTES_MAX: usize = 1024 * 1024 + 64 * 1024;
-/// Most connections open at once, per listener.
-pub const CONNECTIONS_MAX: usize = 1024;
+pub use crate::listen::{CONNECTIONS_MAX, HEADER_READ_TIMEOUT, SHUTDOWN_GRACE};
 /// Most SSE subscribers at once.
 pub const SSE_SUBSCRIBERS_MAX: usize = 256;
-/// Records a live subscriber may fall behind before it is dropped.
+/// Records a live subscriber may fall behind the head before it is dropped.
 pub const SSE_LAG_RECORDS_MAX: usize = 4096;
+/// Bytes of events read for one SSE subscriber but not yet taken by its connection.
+pub const SSE_UNSENT_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// How long an SSE subscriber may take nothing while events wait for it before it is dropped.
+pub const SSE_STALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// Most records one `GET /v1/events` returns.
 pub const EVENTS_PAGE_MAX: u64 = 10_000;
+/// Most bytes of JSON one `GET /v1/events` page holds (at least one record is always sent).
+pub const EVENTS_PAGE_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// Most commands in one `POST /v1/batch`.
 pub const BATCH_COMMANDS_MAX: usize = 1_000;
 
@@ -58,19 +61,26 @@ pub struct ServerConfig {
     pub socket: PathBuf,
     /// Required for TCP requests when set; must be set to listen beyond loopback.
     pub token: Option<String>,
+    /// How long in-flight requests get to finish after the stop signal.
+    pub shutdown_grace: std::time::Duration,
 }
 
 /// Counters for `/metrics`.
 #[derive(Default)]
 struct Metrics {
-    connections_open: AtomicU64,
     requests: AtomicU64,
+    tcp: Arc<ConnectionStats>,
+    unix: Arc<ConnectionStats>,
+    connections_max: AtomicU64,
+    sse_dropped_total: AtomicU64,
 }
 
 struct App {
     coordinator: Coordinator,
     token: Option<String>,
-    live: broadcast::Sender<Arc<Record>>,
+    /// The committed head's seq, published by the fan-out thread after each commit.
+    live: watch::Receiver<u64>,
+    shutdown_grace: std::time::Duration,
     sse_permits: Arc<Semaphore>,
     metrics: Arc<Metrics>,
     shutdown: watch::Receiver<bool>,
@@ -83,6 +93,7 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    details: Value,
 }
 
 impl ApiError {
@@ -91,6 +102,7 @@ impl ApiError {
             status: StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             code,
             message: message.into(),
+            details: json!({}),
         }
     }
 
@@ -117,13 +129,15 @@ impl From<fleetlog_ledger::Error> for ApiError {
     }
 }
 
+impl ApiError {
+    fn body(&self) -> Value {
+        json!({ "error": self.code, "message": self.message, "details": self.details })
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
-            self.status,
-            Json(json!({ "error": self.code, "message": self.message })),
-        )
-            .into_response()
+        (self.status, Json(self.body())).into_response()
     }
 }
 
@@ -140,14 +154,15 @@ pub async fn serve(
         )));
     }
     let coordinator = Coordinator::open(&config.db, CoordinatorOptions::default())?;
-    let (live, _) = broadcast::channel(SSE_LAG_RECORDS_MAX);
-    let fanout = spawn_fanout(&coordinator, live.clone())?;
+    let (live_tx, live) = watch::channel(coordinator.ledger().head()?.seq);
+    let fanout = spawn_fanout(&coordinator, live_tx)?;
     let (shutdown_tx, shutdown) = watch::channel(false);
     let metrics = Arc::new(Metrics::default());
     let app = Arc::new(App {
         coordinator,
         token: config.token.clone(),
         live,
+        shutdown_grace: config.shutdown_grace,
         sse_permits: Arc::new(Semaphore::new(SSE_SUBSCRIBERS_MAX)),
         metrics: Arc::clone(&metrics),
         shutdown,
@@ -155,6 +170,15 @@ pub async fn serve(
 
     let unix = bind_socket(&config.socket)?;
     let tcp = tokio::net::TcpListener::bind(config.listen).await?;
+    let connections_max = crate::listen::connection_bound(2);
+    metrics
+        .connections_max
+        .store(connections_max as u64, Ordering::Relaxed);
+    let limits = || crate::listen::Limits {
+        connections_max,
+        header_read_timeout: HEADER_READ_TIMEOUT,
+        shutdown_grace: config.shutdown_grace,
+    };
     let routes = router(Arc::clone(&app));
     let tcp_routes = match &config.token {
         Some(_) => routes.clone().layer(middleware::from_fn_with_state(
@@ -175,15 +199,22 @@ pub async fn serve(
         stop.await;
         let _ = shutdown_tx.send(true);
     });
-    let tcp_server = axum::serve(Counted::new(tcp, &metrics), tcp_routes)
-        .with_graceful_shutdown(stopped(watching.clone()));
-    let unix_server = axum::serve(Counted::new(unix, &metrics), routes)
-        .with_graceful_shutdown(stopped(watching.clone()));
-    let (tcp_result, unix_result) =
-        tokio::join!(tcp_server.into_future(), unix_server.into_future());
+    let tcp_server = crate::listen::serve(
+        tcp,
+        tcp_routes,
+        limits(),
+        Arc::clone(&metrics.tcp),
+        watching.clone(),
+    );
+    let unix_server = crate::listen::serve(
+        unix,
+        routes,
+        limits(),
+        Arc::clone(&metrics.unix),
+        watching.clone(),
+    );
+    tokio::join!(tcp_server, unix_server);
     let _ = std::fs::remove_file(&config.socket);
-    tcp_result?;
-    unix_result?;
     // Dropping the last handle stops the writer after its batch in flight and closes the file
     // once the fan-out thread, woken by the close, has dropped its reader.
     drop(app);
@@ -221,11 +252,13 @@ fn bind_socket(path: &Path) -> Result<tokio::net::UnixListener, Error> {
     Ok(listener)
 }
 
-/// Follows the ledger's tail on a thread and broadcasts each committed record to SSE streams.
-/// The thread ends when the ledger closes; joining it guarantees its reader let go of the file.
+/// Follows the ledger's tail on a thread and publishes the committed head's seq to SSE
+/// streams, which read the records themselves: the ledger is the buffer, so no record is held
+/// in memory for a slow subscriber. The thread ends when the ledger closes; joining it
+/// guarantees its reader let go of the file.
 fn spawn_fanout(
     coordinator: &Coordinator,
-    live: broadcast::Sender<Arc<Record>>,
+    live: watch::Sender<u64>,
 ) -> Result<std::thread::JoinHandle<()>, Error> {
     let head = coordinator.ledger().head()?.seq;
     let mut subscription = coordinator.ledger().subscribe(head + 1);
@@ -233,8 +266,7 @@ fn spawn_fanout(
         .name("fleetlog-fanout".to_owned())
         .spawn(move || {
             while let Ok(TailNext::Record(record)) = subscription.next(None) {
-                // No subscribers is fine: the record is durable either way.
-                let _ = live.send(Arc::from(record));
+                live.send_replace(record.seq);
             }
         })?;
     Ok(thread)
@@ -304,7 +336,7 @@ async fn run_command(
     from_path: Option<(&'static str, Value)>,
 ) -> Response {
     match command(app, body, name, from_path).await {
-        Ok(outcome) => Json(outcome).into_response(),
+        Ok(answer) => Json(answer).into_response(),
         Err(error) => error.into_response(),
     }
 }
@@ -314,7 +346,7 @@ async fn command(
     body: Result<Bytes, BytesRejection>,
     name: &'static str,
     from_path: Option<(&'static str, Value)>,
-) -> Result<Outcome, ApiError> {
+) -> Result<Value, ApiError> {
     let body = body.map_err(|rejection| {
         let status = rejection.status();
         match status == StatusCode::PAYLOAD_TOO_LARGE {
@@ -350,15 +382,43 @@ async fn stopped(mut shutdown: watch::Receiver<bool>) {
 }
 
 /// Submits `command` and awaits its answer without blocking a runtime thread; a shutdown
-/// answers `closing`.
-async fn execute(app: &App, command: Command) -> Result<Outcome, ApiError> {
+/// answers `closing`. If this future is dropped first (the client went away), the guard it
+/// holds withdraws the command's wait, so nothing is granted, claimed or consumed for nobody.
+async fn submit(app: &App, command: Command) -> Result<Outcome, CommandError> {
     let (sender, receiver) = oneshot::channel();
-    app.coordinator.submit_with(command, move |answer| {
+    let mut caller = app.coordinator.submit_watched(command, move |answer| {
         let _ = sender.send(answer);
     })?;
-    tokio::select! {
-        answer = receiver => Ok(answer.unwrap_or(Err(CommandError::Closing))?),
-        () = stopped(app.shutdown.clone()) => Err(CommandError::Closing.into()),
+    let answer = tokio::select! {
+        answer = receiver => answer.unwrap_or(Err(CommandError::Closing)),
+        () = stopped(app.shutdown.clone()) => Err(CommandError::Closing),
+    };
+    caller.answered();
+    answer
+}
+
+async fn execute(app: &App, command: Command) -> Result<Value, ApiError> {
+    let kind = command.name();
+    outcome_json(kind, submit(app, command).await).map_err(ApiError::from)
+}
+
+/// A command's answer on the wire. A wait that timed out is an answer, not an error: 200 with
+/// the empty result and `"timed_out": true`, so HTTP stacks do not retry it.
+fn outcome_json(kind: &str, answer: Result<Outcome, CommandError>) -> Result<Value, CommandError> {
+    match answer {
+        Ok(outcome) => Ok(serde_json::to_value(outcome).unwrap_or(Value::Null)),
+        Err(CommandError::TimedOut { waited_ms }) => {
+            let (outcome, field) = match kind {
+                "receive_signal" => ("signal", "signal"),
+                "acquire_lock" => ("lock", "lock"),
+                "claim" => ("task", "task"),
+                _ => ("approval", "approval"),
+            };
+            Ok(
+                json!({ "outcome": outcome, field: null, "timed_out": true, "waited_ms": waited_ms }),
+            )
+        }
+        Err(error) => Err(error),
     }
 }
 
@@ -425,6 +485,8 @@ fn query_route(
 fn router(app: Shared) -> Router {
     Router::new()
         .route("/v1/health", get(health))
+        .route("/v1/health/ready", get(health))
+        .route("/v1/health/live", get(health_live))
         .route("/v1/head", get(head))
         .route("/metrics", get(metrics))
         .route("/v1/commands", post(generic_command))
@@ -598,7 +660,7 @@ async fn generic_command(
         });
     match parsed {
         Ok(command) => match execute(&app, command).await {
-            Ok(outcome) => Json(outcome).into_response(),
+            Ok(answer) => Json(answer).into_response(),
             Err(error) => error.into_response(),
         },
         Err(error) => error.into_response(),
@@ -634,28 +696,19 @@ async fn batch(State(app): State<Shared>, body: Result<Bytes, BytesRejection>) -
         Ok(batch) => batch.commands,
         Err(error) => return error.into_response(),
     };
-    let mut answers = Vec::with_capacity(commands.len());
-    for command in commands {
-        let (sender, receiver) = oneshot::channel();
-        let submitted = app.coordinator.submit_with(command, move |answer| {
-            let _ = sender.send(answer);
-        });
-        answers.push(submitted.map(|()| receiver));
-    }
-    let mut results = Vec::with_capacity(answers.len());
-    for answer in answers {
-        let answer = match answer {
-            Ok(receiver) => tokio::select! {
-                answer = receiver => answer.unwrap_or(Err(CommandError::Closing)),
-                () = stopped(app.shutdown.clone()) => Err(CommandError::Closing),
-            },
-            Err(error) => Err(error),
-        };
-        results.push(match answer {
-            Ok(outcome) => serde_json::to_value(outcome).unwrap_or(Value::Null),
-            Err(error) => json!({ "error": error.code(), "message": error.to_string() }),
-        });
-    }
+    // Submitted together (so they usually share a commit), answered in order.
+    let kinds: Vec<&'static str> = commands.iter().map(Command::name).collect();
+    let answers =
+        futures_util::future::join_all(commands.into_iter().map(|command| submit(&app, command)))
+            .await;
+    let results: Vec<Value> = kinds
+        .into_iter()
+        .zip(answers)
+        .map(|(kind, answer)| match outcome_json(kind, answer) {
+            Ok(value) => value,
+            Err(error) => ApiError::from(error).body(),
+        })
+        .collect();
     Json(json!({ "results": results })).into_response()
 }
 
@@ -707,11 +760,58 @@ async fn answer_query(app: &App, mut value: Value) -> Response {
     }
 }
 
-async fn health(State(app): State<Shared>) -> Result<Json<Value>, ApiError> {
+/// Every bound the daemon enforces, by name: what `/metrics` exports as `fleetlog_limit`.
+fn limits(app: &App) -> Vec<(&'static str, u64)> {
+    vec![
+        ("body_bytes_max", BODY_BYTES_MAX as u64),
+        (
+            "connections_per_listener_max",
+            app.metrics.connections_max.load(Ordering::Relaxed),
+        ),
+        (
+            "header_read_timeout_ms",
+            HEADER_READ_TIMEOUT.as_millis() as u64,
+        ),
+        ("shutdown_grace_ms", app.shutdown_grace.as_millis() as u64),
+        ("sse_subscribers_max", SSE_SUBSCRIBERS_MAX as u64),
+        ("sse_lag_records_max", SSE_LAG_RECORDS_MAX as u64),
+        ("sse_unsent_bytes_max", SSE_UNSENT_BYTES_MAX as u64),
+        ("sse_stall_timeout_ms", SSE_STALL_TIMEOUT.as_millis() as u64),
+        ("events_page_records_max", EVENTS_PAGE_MAX),
+        ("events_page_bytes_max", EVENTS_PAGE_BYTES_MAX as u64),
+        ("batch_commands_max", BATCH_COMMANDS_MAX as u64),
+        (
+            "waiters_per_key_max",
+            fleetlog_projections::WAITERS_PER_KEY_MAX as u64,
+        ),
+        ("inbox_signals_max", fleetlog_projections::INBOX_SIGNALS_MAX),
+        (
+            "published_backlog_records_max",
+            fleetlog_projections::BACKLOG_RECORDS_MAX as u64,
+        ),
+    ]
+}
+
+/// Liveness: the process answers. Always 200 while it serves.
+async fn health_live() -> Json<Value> {
+    Json(json!({ "status": "ok", "live": true }))
+}
+
+/// Readiness (also `/v1/health`): 200 `ok` while writes are accepted, 503 `degraded` with the
+/// reason while they are refused (a failed commit poisoned the writer: disk full, I/O error).
+async fn health(State(app): State<Shared>) -> Result<Response, ApiError> {
     let ledger = app.coordinator.ledger();
     let head = ledger.head()?;
-    Ok(Json(json!({
-        "status": "ok",
+    let refusal = ledger.write_refusal();
+    let status = match refusal {
+        None => StatusCode::OK,
+        Some(_) => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    let body = Json(json!({
+        "status": if refusal.is_some() { "degraded" } else { "ok" },
+        "live": true,
+        "ready": refusal.is_none(),
+        "reason": refusal.map(|cause| format!("writes are refused: {cause}; restart the daemon once the cause (disk space, permissions, the disk itself) is fixed")),
         "db": ledger.path(),
         "ledger_id": ledger.ledger_id(),
         "head": head.checkpoint().to_string(),
@@ -721,7 +821,8 @@ async fn health(State(app): State<Shared>) -> Result<Json<Value>, ApiError> {
             "events": ledger.writer_stats().events,
             "commits": ledger.writer_stats().commits,
         },
-    })))
+    }));
+    Ok((status, body).into_response())
 }
 
 async fn head(State(app): State<Shared>) -> Result<Json<Value>, ApiError> {
@@ -813,15 +914,53 @@ async fn metrics(State(app): State<Shared>) -> Response {
         "Locks held now.",
         vec![(String::new(), state.locks.list(now).len() as f64)],
     );
+    let listeners = [("tcp", &app.metrics.tcp), ("unix", &app.metrics.unix)];
+    let per_listener = |read: fn(&ConnectionStats) -> u64| {
+        listeners
+            .iter()
+            .map(|(name, stats)| (format!("{{listener=\"{name}\"}}"), read(stats) as f64))
+            .collect::<Vec<_>>()
+    };
     metric(
         &mut text,
         "fleetlog_connections_open",
         "gauge",
         "Open client connections.",
+        per_listener(|stats| stats.open.load(Ordering::Relaxed)),
+    );
+    metric(
+        &mut text,
+        "fleetlog_connections_refused_total",
+        "counter",
+        "Connections answered 503 because the listener was full of busy connections.",
+        per_listener(|stats| stats.refused_total.load(Ordering::Relaxed)),
+    );
+    metric(
+        &mut text,
+        "fleetlog_connections_evicted_total",
+        "counter",
+        "Idle connections closed to make room for a new one at the bound.",
+        per_listener(|stats| stats.evicted_total.load(Ordering::Relaxed)),
+    );
+    metric(
+        &mut text,
+        "fleetlog_sse_dropped_total",
+        "counter",
+        "SSE subscribers dropped for falling behind (lag or unsent bytes).",
         vec![(
             String::new(),
-            app.metrics.connections_open.load(Ordering::Relaxed) as f64,
+            app.metrics.sse_dropped_total.load(Ordering::Relaxed) as f64,
         )],
+    );
+    metric(
+        &mut text,
+        "fleetlog_limit",
+        "gauge",
+        "Every bound the daemon enforces, by name (units in the name); see docs/operations.md.",
+        limits(&app)
+            .into_iter()
+            .map(|(name, value)| (format!("{{name=\"{name}\"}}"), value as f64))
+            .collect(),
     );
     metric(
         &mut text,
@@ -878,43 +1017,60 @@ impl EventFilter {
 async fn events(
     State(app): State<Shared>,
     filter: Result<UrlQuery<EventFilter>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let UrlQuery(filter) =
         filter.map_err(|rejection| ApiError::malformed(rejection.body_text()))?;
     let reader = app.coordinator.ledger().reader().clone();
-    let records =
-        tokio::task::spawn_blocking(move || -> Result<Vec<Record>, fleetlog_ledger::Error> {
-            let last = reader.last_seq()?;
-            let mut first = filter.from.unwrap_or(1).max(1);
-            let mut end = filter.to.unwrap_or(last).min(last);
-            if filter.since.is_some() || filter.until.is_some() {
-                let window = reader.seqs_between(
-                    filter.since.unwrap_or(Timestamp::MIN),
-                    filter.until.unwrap_or(Timestamp::MAX),
-                )?;
-                first = first.max(*window.start());
-                end = end.min(*window.end());
-            }
-            let limit = filter.limit.unwrap_or(1_000).clamp(1, EVENTS_PAGE_MAX) as usize;
-            let mut records = Vec::new();
-            reader.scan(first..=end, |record| {
-                if filter.wants(&record) {
-                    records.push(record);
+    let page = tokio::task::spawn_blocking(move || -> Result<String, fleetlog_ledger::Error> {
+        let last = reader.last_seq()?;
+        let mut first = filter.from.unwrap_or(1).max(1);
+        let mut end = filter.to.unwrap_or(last).min(last);
+        if filter.since.is_some() || filter.until.is_some() {
+            let window = reader.seqs_between(
+                filter.since.unwrap_or(Timestamp::MIN),
+                filter.until.unwrap_or(Timestamp::MAX),
+            )?;
+            first = first.max(*window.start());
+            end = end.min(*window.end());
+        }
+        let limit = filter.limit.unwrap_or(1_000).clamp(1, EVENTS_PAGE_MAX) as usize;
+        // Built as text, record by record, so a page is bounded by bytes as it is read.
+        let mut body = String::from("{\"events\":[");
+        let (mut count, mut next) = (0usize, None);
+        reader.scan(first..=end, |record| {
+            if filter.wants(&record) {
+                let text = serde_json::to_string(&record).unwrap_or_else(|_| "null".to_owned());
+                if count > 0 && body.len() + text.len() > EVENTS_PAGE_BYTES_MAX {
+                    next = Some(record.seq);
+                    return Ok(ControlFlow::Break(()));
                 }
-                Ok(match records.len() >= limit {
-                    true => ControlFlow::Break(()),
-                    false => ControlFlow::Continue(()),
-                })
-            })?;
-            Ok(records)
-        })
-        .await
-        .map_err(|error| ApiError::new(500, "internal", error.to_string()))??;
-    Ok(Json(json!({ "events": records })))
+                if count > 0 {
+                    body.push(',');
+                }
+                body.push_str(&text);
+                count += 1;
+            }
+            Ok(match count >= limit {
+                true => {
+                    next = (record.seq < end).then_some(record.seq + 1);
+                    ControlFlow::Break(())
+                }
+                false => ControlFlow::Continue(()),
+            })
+        })?;
+        let next = next.map_or("null".to_owned(), |seq| seq.to_string());
+        body.push_str(&format!("],\"next\":{next}}}"));
+        Ok(body)
+    })
+    .await
+    .map_err(|error| ApiError::new(500, "internal", error.to_string()))??;
+    Ok(([(header::CONTENT_TYPE, "application/json")], page).into_response())
 }
 
 /// Server-Sent Events: every record from `from` (or after `Last-Event-ID`), history then live,
-/// in order. A subscriber that falls `SSE_LAG_RECORDS_MAX` behind gets a final `lagged` event.
+/// in order, read from the ledger itself. A subscriber is dropped, with a final `lagged` event,
+/// when it falls `SSE_LAG_RECORDS_MAX` behind the head or takes nothing for
+/// `SSE_STALL_TIMEOUT` while events wait; at most `SSE_UNSENT_BYTES_MAX` bytes wait for it.
 async fn stream(
     State(app): State<Shared>,
     headers: HeaderMap,
@@ -937,167 +1093,112 @@ async fn stream(
         .and_then(|value| value.parse::<u64>().ok())
         .map(|last| last + 1);
     let from = resume.or(filter.from).unwrap_or(1).max(1);
-    // Subscribe to live records before reading history, so nothing falls between the two.
-    let live = app.live.subscribe();
-    let (sender, receiver) = tokio::sync::mpsc::channel::<SseEvent>(256);
-    tokio::spawn(pump(Arc::clone(&app), filter, from, live, sender, permit));
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Unsent>(64);
+    let budget = Arc::new(Semaphore::new(SSE_UNSENT_BYTES_MAX));
+    tokio::spawn(pump(Arc::clone(&app), filter, from, sender, budget, permit));
     let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
+        // Dropping the bytes' permit here hands them to the connection: they are no longer
+        // waiting in the daemon's memory beyond what hyper buffers.
         receiver
             .recv()
             .await
-            .map(|event| (Ok::<_, std::convert::Infallible>(event), receiver))
+            .map(|unsent| (Ok::<_, std::convert::Infallible>(unsent.event), receiver))
     });
     Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response()
 }
 
-fn sse_event(record: &Record) -> SseEvent {
-    SseEvent::default()
-        .id(record.seq.to_string())
-        .event(record.event.kind())
-        .data(
-            serde_json::to_string(record)
-                .unwrap_or_else(|error| json!({ "error": error.to_string() }).to_string()),
-        )
+/// An SSE event on its way to the connection, holding its bytes of the subscriber's budget.
+struct Unsent {
+    event: SseEvent,
+    _bytes: Option<OwnedSemaphorePermit>,
 }
 
-/// Feeds one SSE subscriber: history in chunks, then live records, skipping what history sent.
+/// Feeds one SSE subscriber from the ledger: what is committed after `next`, then each new
+/// commit as the head moves.
 async fn pump(
     app: Shared,
     filter: EventFilter,
     mut next: u64,
-    mut live: broadcast::Receiver<Arc<Record>>,
-    sender: tokio::sync::mpsc::Sender<SseEvent>,
+    sender: tokio::sync::mpsc::Sender<Unsent>,
+    budget: Arc<Semaphore>,
     _permit: OwnedSemaphorePermit,
 ) {
-    const CHUNK: u64 = 512;
+    const CHUNK: u64 = 256;
+    let mut head = app.live.clone();
+    let final_event = |name: &str, message: String| Unsent {
+        event: SseEvent::default().event(name).data(message),
+        _bytes: None,
+    };
     loop {
-        let reader = app.coordinator.ledger().reader().clone();
-        let first = next;
-        let chunk = tokio::task::spawn_blocking(move || reader.range_available(first, CHUNK)).await;
-        let Ok(Ok(records)) = chunk else { return };
-        if records.is_empty() {
-            break;
-        }
-        for record in &records {
-            next = record.seq + 1;
-            if filter.wants(record) && sender.send(sse_event(record)).await.is_err() {
+        let committed = *head.borrow_and_update();
+        if committed >= next {
+            let behind = committed + 1 - next;
+            if behind > SSE_LAG_RECORDS_MAX as u64 {
+                app.metrics
+                    .sse_dropped_total
+                    .fetch_add(1, Ordering::Relaxed);
+                let message = format!(
+                    "this subscriber fell {behind} records behind and was dropped; reconnect with Last-Event-ID: {}",
+                    next.saturating_sub(1)
+                );
+                let _ = sender.try_send(final_event("lagged", message));
                 return;
             }
-        }
-    }
-    loop {
-        tokio::select! {
-            received = live.recv() => match received {
-                Ok(record) if record.seq < next => continue,
-                Ok(record) => {
-                    next = record.seq + 1;
-                    if filter.wants(&record) && sender.send(sse_event(&record)).await.is_err() {
-                        return;
-                    }
+            let reader = app.coordinator.ledger().reader().clone();
+            let first = next;
+            let chunk =
+                tokio::task::spawn_blocking(move || reader.range_available(first, CHUNK)).await;
+            let Ok(Ok(records)) = chunk else { return };
+            for record in &records {
+                next = record.seq + 1;
+                if !filter.wants(record) {
+                    continue;
                 }
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    let message = format!("this subscriber fell {missed} records behind and was dropped; reconnect with Last-Event-ID: {}", next.saturating_sub(1));
-                    let _ = sender.send(SseEvent::default().event("lagged").data(message)).await;
+                let data = serde_json::to_string(record)
+                    .unwrap_or_else(|error| json!({ "error": error.to_string() }).to_string());
+                let bytes = (data.len() + 64).min(SSE_UNSENT_BYTES_MAX) as u32;
+                let event = SseEvent::default()
+                    .id(record.seq.to_string())
+                    .event(record.event.kind())
+                    .data(data);
+                let granted = tokio::select! {
+                    granted = Arc::clone(&budget).acquire_many_owned(bytes) => granted.ok(),
+                    () = tokio::time::sleep(SSE_STALL_TIMEOUT) => None,
+                    () = stopped(app.shutdown.clone()) => return,
+                };
+                let Some(granted) = granted else {
+                    app.metrics
+                        .sse_dropped_total
+                        .fetch_add(1, Ordering::Relaxed);
+                    let message = format!(
+                        "this subscriber took nothing for {} s and was dropped; reconnect with Last-Event-ID: {}",
+                        SSE_STALL_TIMEOUT.as_secs(),
+                        record.seq.saturating_sub(1)
+                    );
+                    let _ = sender.try_send(final_event("lagged", message));
+                    return;
+                };
+                let unsent = Unsent {
+                    event,
+                    _bytes: Some(granted),
+                };
+                if sender.send(unsent).await.is_err() {
                     return;
                 }
-                Err(broadcast::error::RecvError::Closed) => return,
-            },
+            }
+            if !records.is_empty() {
+                continue;
+            }
+        }
+        tokio::select! {
+            changed = head.changed() => if changed.is_err() { return },
             () = stopped(app.shutdown.clone()) => {
-                let _ = sender.send(SseEvent::default().event("closing").data("the daemon is shutting down; reconnect with Last-Event-ID")).await;
+                let _ = sender.try_send(final_event("closing", "the daemon is shutting down; reconnect with Last-Event-ID".to_owned()));
                 return;
             }
         }
-    }
-}
-
-/// A listener that bounds and counts open connections.
-struct Counted<L> {
-    inner: L,
-    permits: Arc<Semaphore>,
-    metrics: Arc<Metrics>,
-}
-
-impl<L> Counted<L> {
-    fn new(inner: L, metrics: &Arc<Metrics>) -> Self {
-        Counted {
-            inner,
-            permits: Arc::new(Semaphore::new(CONNECTIONS_MAX)),
-            metrics: Arc::clone(metrics),
-        }
-    }
-}
-
-impl<L: axum::serve::Listener> axum::serve::Listener for Counted<L>
-where
-    L::Io: Unpin,
-{
-    type Io = CountedIo<L::Io>;
-    type Addr = L::Addr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        // At the limit, new connections wait in the kernel's backlog instead of using memory.
-        let permit = Arc::clone(&self.permits)
-            .acquire_owned()
-            .await
-            .expect("the connection semaphore is never closed");
-        let (io, addr) = self.inner.accept().await;
-        self.metrics
-            .connections_open
-            .fetch_add(1, Ordering::Relaxed);
-        let io = CountedIo {
-            io,
-            _permit: permit,
-            metrics: Arc::clone(&self.metrics),
-        };
-        (io, addr)
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.inner.local_addr()
-    }
-}
-
-struct CountedIo<Io> {
-    io: Io,
-    _permit: OwnedSemaphorePermit,
-    metrics: Arc<Metrics>,
-}
-
-impl<Io> Drop for CountedIo<Io> {
-    fn drop(&mut self) {
-        self.metrics
-            .connections_open
-            .fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-impl<Io: AsyncRead + Unpin> AsyncRead for CountedIo<Io> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
-    }
-}
-
-impl<Io: AsyncWrite + Unpin> AsyncWrite for CountedIo<Io> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 
@@ -1118,6 +1219,7 @@ impl BackgroundDaemon {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             socket: socket.clone(),
             token: None,
+            shutdown_grace: SHUTDOWN_GRACE,
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {

@@ -284,6 +284,12 @@ impl Ledger {
         self.inner.counters.snapshot()
     }
 
+    /// Why writes are refused, if they are: a commit failed (disk full, I/O error) and the
+    /// writer poisoned itself until the ledger is reopened.
+    pub fn write_refusal(&self) -> Option<String> {
+        self.inner.watch.poisoned()
+    }
+
     /// A handle for reads, sharing this ledger's file.
     pub fn reader(&self) -> &Reader {
         &self.inner.reader

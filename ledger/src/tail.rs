@@ -19,6 +19,8 @@ struct WatchState {
     head: Head,
     /// No more commits will come through this handle (closed, poisoned, or read-only).
     closed: bool,
+    /// Why the writer refuses every write, once a commit failed.
+    poisoned: Option<String>,
 }
 
 /// The committed head, published by the writer after each durable commit.
@@ -31,7 +33,11 @@ pub(crate) struct HeadWatch {
 impl HeadWatch {
     pub(crate) fn new(head: Head, closed: bool) -> Self {
         HeadWatch {
-            state: Mutex::new(WatchState { head, closed }),
+            state: Mutex::new(WatchState {
+                head,
+                closed,
+                poisoned: None,
+            }),
             changed: Condvar::new(),
         }
     }
@@ -53,8 +59,13 @@ impl HeadWatch {
         self.changed.notify_all();
     }
 
-    pub(crate) fn poison(&self) {
+    pub(crate) fn poison(&self, cause: String) {
+        self.lock().poisoned = Some(cause);
         self.close();
+    }
+
+    pub(crate) fn poisoned(&self) -> Option<String> {
+        self.lock().poisoned.clone()
     }
 
     pub(crate) fn close(&self) {

@@ -363,7 +363,7 @@ impl Writer {
                 } = *failed;
                 let cause = error.to_string();
                 self.poisoned = Some(cause.clone());
-                self.watch.poison();
+                self.watch.poison(cause.clone());
                 for reply in replies {
                     let _ = reply.send(Err(Error::WriterPoisoned {
                         cause: cause.clone(),

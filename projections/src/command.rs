@@ -356,6 +356,43 @@ pub enum Command {
 }
 
 impl Command {
+    /// The command's name on the wire (its `command` field).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Register { .. } => "register",
+            Command::Heartbeat { .. } => "heartbeat",
+            Command::Deregister { .. } => "deregister",
+            Command::SendSignal { .. } => "send_signal",
+            Command::ReceiveSignal { .. } => "receive_signal",
+            Command::AckSignal { .. } => "ack_signal",
+            Command::AcquireLock { .. } => "acquire_lock",
+            Command::RenewLock { .. } => "renew_lock",
+            Command::ReleaseLock { .. } => "release_lock",
+            Command::Enqueue { .. } => "enqueue",
+            Command::Claim { .. } => "claim",
+            Command::RenewLease { .. } => "renew_lease",
+            Command::Complete { .. } => "complete",
+            Command::Fail { .. } => "fail",
+            Command::Cancel { .. } => "cancel",
+            Command::RequestApproval { .. } => "request_approval",
+            Command::Decide { .. } => "decide",
+            Command::AwaitApproval { .. } => "await_approval",
+            Command::Post { .. } => "post",
+            Command::Reply { .. } => "reply",
+            Command::LogDecision { .. } => "log_decision",
+            Command::StartWorkflow { .. } => "start_workflow",
+            Command::StartStage { .. } => "start_stage",
+            Command::CompleteStage { .. } => "complete_stage",
+            Command::Handoff { .. } => "handoff",
+            Command::Checkpoint { .. } => "checkpoint",
+            Command::CompleteWorkflow { .. } => "complete_workflow",
+            Command::CancelWorkflow { .. } => "cancel_workflow",
+            Command::SetBudget { .. } => "set_budget",
+            Command::Custom { .. } => "custom",
+            Command::ImportTelemetry { .. } => "import_telemetry",
+        }
+    }
+
     /// Who issues the command.
     pub fn agent(&self) -> &str {
         match self {
