@@ -296,8 +296,10 @@ async fn require_token(State(app): State<Shared>, request: Request, next: Next) 
 /// A command route: the body's JSON object, plus the route's command name and path field.
 fn command_route(name: &'static str) -> axum::routing::MethodRouter<Shared> {
     post(
-        move |State(app): State<Shared>, body: Result<Bytes, BytesRejection>| async move {
-            run_command(&app, body, name, None).await
+        move |State(app): State<Shared>,
+              headers: HeaderMap,
+              body: Result<Bytes, BytesRejection>| async move {
+            run_command(&app, &headers, body, name, None).await
         },
     )
 }
@@ -311,6 +313,7 @@ fn command_route_with(
     post(
         move |State(app): State<Shared>,
               UrlPath(id): UrlPath<String>,
+              headers: HeaderMap,
               body: Result<Bytes, BytesRejection>| async move {
             let value = match numeric {
                 true => match id.parse::<u64>() {
@@ -324,25 +327,49 @@ fn command_route_with(
                 },
                 false => json!(id),
             };
-            run_command(&app, body, name, Some((field, value))).await
+            run_command(&app, &headers, body, name, Some((field, value))).await
         },
     )
 }
 
 async fn run_command(
     app: &App,
+    headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
     name: &'static str,
     from_path: Option<(&'static str, Value)>,
 ) -> Response {
-    match command(app, body, name, from_path).await {
+    match command(app, headers, body, name, from_path).await {
         Ok(answer) => Json(answer).into_response(),
         Err(error) => error.into_response(),
     }
 }
 
+/// The `Idempotency-Key` header, if sent.
+fn header_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    match headers.get("idempotency-key") {
+        None => Ok(None),
+        Some(value) => value
+            .to_str()
+            .map(|key| Some(key.to_owned()))
+            .map_err(|_| ApiError::malformed("the Idempotency-Key header must be visible ASCII")),
+    }
+}
+
+/// Takes a per-command `idempotency_key` field out of a command object.
+fn take_key(object: &mut serde_json::Map<String, Value>) -> Result<Option<String>, ApiError> {
+    match object.remove("idempotency_key") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(key)) => Ok(Some(key)),
+        Some(other) => Err(ApiError::malformed(format!(
+            "idempotency_key must be a string, not {other}"
+        ))),
+    }
+}
+
 async fn command(
     app: &App,
+    headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
     name: &'static str,
     from_path: Option<(&'static str, Value)>,
@@ -366,13 +393,14 @@ async fn command(
     let object = value
         .as_object_mut()
         .ok_or_else(|| ApiError::malformed("the body must be a JSON object"))?;
+    let key = take_key(object)?.map_or_else(|| header_key(headers), |key| Ok(Some(key)))?;
     object.insert("command".to_owned(), json!(name));
     if let Some((field, id)) = from_path {
         object.insert(field.to_owned(), id);
     }
     let command: Command = serde_json::from_value(value)
         .map_err(|error| ApiError::malformed(format!("not a valid {name} command: {error}")))?;
-    execute(app, command).await
+    execute(app, command, key).await
 }
 
 /// Resolves once the daemon is shutting down.
@@ -384,11 +412,13 @@ async fn stopped(mut shutdown: watch::Receiver<bool>) {
 /// Submits `command` and awaits its answer without blocking a runtime thread; a shutdown
 /// answers `closing`. If this future is dropped first (the client went away), the guard it
 /// holds withdraws the command's wait, so nothing is granted, claimed or consumed for nobody.
-async fn submit(app: &App, command: Command) -> Result<Outcome, CommandError> {
+async fn submit(app: &App, command: Command, key: Option<String>) -> Result<Outcome, CommandError> {
     let (sender, receiver) = oneshot::channel();
-    let mut caller = app.coordinator.submit_watched(command, move |answer| {
-        let _ = sender.send(answer);
-    })?;
+    let mut caller = app
+        .coordinator
+        .submit_watched(command, key, move |answer| {
+            let _ = sender.send(answer);
+        })?;
     let answer = tokio::select! {
         answer = receiver => answer.unwrap_or(Err(CommandError::Closing)),
         () = stopped(app.shutdown.clone()) => Err(CommandError::Closing),
@@ -397,9 +427,9 @@ async fn submit(app: &App, command: Command) -> Result<Outcome, CommandError> {
     answer
 }
 
-async fn execute(app: &App, command: Command) -> Result<Value, ApiError> {
+async fn execute(app: &App, command: Command, key: Option<String>) -> Result<Value, ApiError> {
     let kind = command.name();
-    outcome_json(kind, submit(app, command).await).map_err(ApiError::from)
+    outcome_json(kind, submit(app, command, key).await).map_err(ApiError::from)
 }
 
 /// A command's answer on the wire. A wait that timed out is an answer, not an error: 200 with
@@ -626,8 +656,10 @@ fn router(app: Shared) -> Router {
         .route(
             "/v1/events",
             get(events).post(
-                |State(app): State<Shared>, body: Result<Bytes, BytesRejection>| async move {
-                    run_command(&app, body, "custom", None).await
+                |State(app): State<Shared>,
+                 headers: HeaderMap,
+                 body: Result<Bytes, BytesRejection>| async move {
+                    run_command(&app, &headers, body, "custom", None).await
                 },
             ),
         )
@@ -650,16 +682,19 @@ async fn count_request(State(app): State<Shared>, request: Request, next: Next) 
 
 async fn generic_command(
     State(app): State<Shared>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let parsed = body
         .map_err(|rejection| ApiError::malformed(rejection.body_text()))
         .and_then(|body| {
-            serde_json::from_slice::<Command>(&body)
-                .map_err(|error| ApiError::malformed(format!("not a valid command: {error}")))
-        });
+            serde_json::from_slice::<Value>(&body).map_err(|error| {
+                ApiError::malformed(format!("the body is not valid JSON: {error}"))
+            })
+        })
+        .and_then(|value| keyed_command(value, header_key(&headers)?));
     match parsed {
-        Ok(command) => match execute(&app, command).await {
+        Ok((command, key)) => match execute(&app, command, key).await {
             Ok(answer) => Json(answer).into_response(),
             Err(error) => error.into_response(),
         },
@@ -667,13 +702,32 @@ async fn generic_command(
     }
 }
 
+/// A command object with an optional `idempotency_key` field (else `fallback`).
+fn keyed_command(
+    mut value: Value,
+    fallback: Option<String>,
+) -> Result<(Command, Option<String>), ApiError> {
+    let object = value
+        .as_object_mut()
+        .ok_or_else(|| ApiError::malformed("a command must be a JSON object"))?;
+    let key = take_key(object)?.or(fallback);
+    let command = serde_json::from_value(value)
+        .map_err(|error| ApiError::malformed(format!("not a valid command: {error}")))?;
+    Ok((command, key))
+}
+
 /// Many commands in one request: submitted in order (so they usually share a commit), each
-/// answered on its own — a batch is not a transaction.
-async fn batch(State(app): State<Shared>, body: Result<Bytes, BytesRejection>) -> Response {
+/// answered on its own — a batch is not a transaction. Each item may carry its own
+/// `idempotency_key`; with an `Idempotency-Key` header, item `i` without one uses `KEY/i`.
+async fn batch(
+    State(app): State<Shared>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Batch {
-        commands: Vec<Command>,
+        commands: Vec<Value>,
     }
     let parsed = body
         .map_err(|rejection| ApiError::malformed(rejection.body_text()))
@@ -681,7 +735,7 @@ async fn batch(State(app): State<Shared>, body: Result<Bytes, BytesRejection>) -
             serde_json::from_slice::<Batch>(&body)
                 .map_err(|error| ApiError::malformed(format!("not a valid batch: {error}")))
         });
-    let commands = match parsed {
+    let items = match parsed {
         Ok(batch) if batch.commands.len() > BATCH_COMMANDS_MAX => {
             return ApiError::new(
                 413,
@@ -696,11 +750,29 @@ async fn batch(State(app): State<Shared>, body: Result<Bytes, BytesRejection>) -
         Ok(batch) => batch.commands,
         Err(error) => return error.into_response(),
     };
+    let base = match header_key(&headers) {
+        Ok(base) => base,
+        Err(error) => return error.into_response(),
+    };
+    let mut commands = Vec::with_capacity(items.len());
+    for (index, item) in items.into_iter().enumerate() {
+        let fallback = base.as_ref().map(|base| format!("{base}/{index}"));
+        match keyed_command(item, fallback) {
+            Ok(keyed) => commands.push(keyed),
+            Err(error) => {
+                return ApiError::malformed(format!("command {index}: {}", error.message))
+                    .into_response();
+            }
+        }
+    }
     // Submitted together (so they usually share a commit), answered in order.
-    let kinds: Vec<&'static str> = commands.iter().map(Command::name).collect();
-    let answers =
-        futures_util::future::join_all(commands.into_iter().map(|command| submit(&app, command)))
-            .await;
+    let kinds: Vec<&'static str> = commands.iter().map(|(command, _)| command.name()).collect();
+    let answers = futures_util::future::join_all(
+        commands
+            .into_iter()
+            .map(|(command, key)| submit(&app, command, key)),
+    )
+    .await;
     let results: Vec<Value> = kinds
         .into_iter()
         .zip(answers)

@@ -2,7 +2,9 @@
 //! woken by a producer's send; 8 processes share one lock without losing an update; 8 workers
 //! drain a queue and a SIGKILLed worker's task is recovered through its lease; a SIGKILLed daemon
 //! loses no acknowledged event; an SSE subscriber resumes across a restart; bad requests get the
-//! right status and change nothing.
+//! right status and change nothing. The edge: a long-poll whose client gave up (HTTP timeout,
+//! Ctrl-C) consumes nothing; a timed-out wait answers 200; a keyed retry appends once across a
+//! SIGKILL; 5,000 idle connections lock nobody out; SIGTERM ends within the grace period.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -543,4 +545,238 @@ fn a_batch_answers_each_command_on_its_own_in_order() {
         Err(fleetlog::Error::Api { status: 413, .. }) => {}
         other => panic!("expected 413, got {other:?}"),
     }
+}
+
+/// Polls the daemon's health until `waiters` parked waits remain (bounded: 10 s).
+fn await_waiters(client: &BlockingClient, waiters: u64) {
+    let started = std::time::Instant::now();
+    loop {
+        let health = client
+            .request(hyper::Method::GET, "/v1/health", None)
+            .expect("health");
+        if health["waiters"].as_u64() == Some(waiters) {
+            return;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "waiters stayed at {} (wanted {waiters})",
+            health["waiters"]
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+fn send_signal(client: &BlockingClient, from: &str, to: &str, payload: serde_json::Value) {
+    client
+        .execute(&Command::SendSignal {
+            agent: from.to_owned(),
+            kind: "job".to_owned(),
+            target: fleetlog_ledger::SignalTarget::Agent(to.to_owned()),
+            payload: Json::from_value(&payload),
+            ttl_ms: 60_000,
+            correlation_id: None,
+        })
+        .expect("send");
+}
+
+fn check_signal(client: &BlockingClient, agent: &str) -> Option<serde_json::Value> {
+    let outcome = client
+        .execute(&Command::ReceiveSignal {
+            agent: agent.to_owned(),
+            filter: fleetlog_projections::signals::SignalFilter {
+                kind: "job".to_owned(),
+                ..Default::default()
+            },
+            consume: true,
+            wait_ms: None,
+            ack_ms: None,
+        })
+        .expect("check");
+    match outcome {
+        Outcome::Signal { signal } => signal.map(|signal| signal.payload.to_value()),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_long_poll_whose_http_client_gave_up_consumes_nothing() {
+    let (_dir, db) = new_db();
+    let daemon = Daemon::start(&db, &[]);
+    let client = daemon.client();
+    register(&client, "producer");
+    register(&client, "consumer");
+    {
+        // An HTTP client whose own timeout (300 ms) is shorter than its wait_ms.
+        let mut stream = std::net::TcpStream::connect(&daemon.address).expect("connect");
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_millis(300)))
+            .expect("timeout");
+        let body = br#"{"agent":"consumer","filter":{"kind":"job"},"wait_ms":60000}"#;
+        stream
+            .write_all(&post("/v1/signals/receive", "", body))
+            .expect("send");
+        let mut buffer = [0u8; 64];
+        assert!(stream.read(&mut buffer).is_err(), "nothing is answered yet");
+        await_waiters(&client, 1);
+    }
+    await_waiters(&client, 0);
+    send_signal(&client, "producer", "consumer", serde_json::json!("kept"));
+    assert_eq!(
+        check_signal(&client, "consumer"),
+        Some(serde_json::json!("kept"))
+    );
+}
+
+#[test]
+fn ctrl_c_on_a_cli_signal_wait_leaves_the_signal_for_the_next_receiver() {
+    let (_dir, db) = new_db();
+    let daemon = Daemon::start(&db, &[]);
+    let client = daemon.client();
+    register(&client, "producer");
+    register(&client, "consumer");
+    let mut waiting = Process::new(FLEETLOG)
+        .arg("--db")
+        .arg(&db)
+        .args(["signal", "wait", "--agent", "consumer", "--kind", "job"])
+        .args(["--timeout-ms", "60000"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("the wait starts");
+    await_waiters(&client, 1);
+    let status = Process::new("kill")
+        .args(["-INT", &waiting.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    waiting.wait().expect("the wait ends");
+    await_waiters(&client, 0);
+    send_signal(&client, "producer", "consumer", serde_json::json!(7));
+    let checked = cli(
+        &db,
+        &[
+            "--json", "signal", "check", "--agent", "consumer", "--kind", "job",
+        ],
+    );
+    assert!(checked.status.success(), "{checked:?}");
+    let text = String::from_utf8_lossy(&checked.stdout);
+    assert!(
+        text.contains("\"payload\": 7") || text.contains("\"payload\":7"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_long_poll_that_times_out_is_answered_200_with_timed_out() {
+    let (_dir, db) = new_db();
+    let daemon = Daemon::start(&db, &[]);
+    let client = daemon.client();
+    register(&client, "consumer");
+    let body = br#"{"agent":"consumer","filter":{"kind":"job"},"wait_ms":50}"#;
+    let (status, response) = raw_http(&daemon.address, &post("/v1/signals/receive", "", body));
+    assert_eq!(status, 200, "{response}");
+    assert!(response.contains("\"timed_out\":true"), "{response}");
+    assert!(response.contains("\"signal\":null"), "{response}");
+    let waited = cli(
+        &db,
+        &[
+            "signal",
+            "wait",
+            "--agent",
+            "consumer",
+            "--kind",
+            "job",
+            "--timeout-ms",
+            "50",
+        ],
+    );
+    assert_eq!(
+        waited.status.code(),
+        Some(3),
+        "the CLI keeps exit 3 on a timeout"
+    );
+}
+
+#[test]
+fn a_retry_with_the_same_idempotency_key_appends_once_across_a_sigkill() {
+    let (_dir, db) = new_db();
+    let mut daemon = Daemon::start(&db, &[]);
+    register(&daemon.client(), "a");
+    let body = br#"{"agent":"a","kind":"deploy","payload":{"v":1}}"#;
+    let keyed = |body: &[u8]| {
+        let mut request = post("/v1/events", "", body);
+        let at = request
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("end of head");
+        request.splice(at..at, b"\r\nIdempotency-Key: deploy-1".iter().copied());
+        request
+    };
+    let (status, first) = raw_http(&daemon.address, &keyed(body));
+    assert_eq!(status, 200, "{first}");
+    daemon.kill();
+    let daemon = Daemon::start(&db, &[]);
+    let (status, again) = raw_http(&daemon.address, &keyed(body));
+    assert_eq!(status, 200, "{again}");
+    let answer = |response: &str| response.split("\r\n\r\n").nth(1).map(str::to_owned);
+    assert_eq!(
+        answer(&first),
+        answer(&again),
+        "the retry gets the first answer"
+    );
+    let other = br#"{"agent":"a","kind":"deploy","payload":{"v":2}}"#;
+    let (status, conflict) = raw_http(&daemon.address, &keyed(other));
+    assert_eq!(status, 409, "{conflict}");
+    assert!(conflict.contains("deploy-1"), "{conflict}");
+    let head = daemon
+        .client()
+        .request(hyper::Method::GET, "/v1/head", None)
+        .expect("head");
+    assert_eq!(head["seq"], 2, "one registration and one deploy: {head}");
+}
+
+#[test]
+fn thousands_of_idle_connections_do_not_lock_out_a_client_on_either_listener() {
+    let (_dir, db) = new_db();
+    let daemon = Daemon::start(&db, &[]);
+    let client = daemon.client();
+    register(&client, "a");
+    let idle: Vec<std::net::TcpStream> = (0..5_000)
+        .filter_map(|_| std::net::TcpStream::connect(&daemon.address).ok())
+        .collect();
+    assert!(
+        idle.len() >= 4_000,
+        "only {} connections opened",
+        idle.len()
+    );
+    let body = br#"{"agent":"a","kind":"k"}"#;
+    let (status, response) = raw_http(&daemon.address, &post("/v1/events", "", body));
+    assert_eq!(status, 200, "TCP still serves: {response}");
+    client
+        .execute(&Command::Custom {
+            agent: "a".to_owned(),
+            kind: "k".to_owned(),
+            payload: Json::null(),
+        })
+        .expect("the Unix socket still serves");
+    drop(idle);
+}
+
+#[test]
+fn sigterm_with_a_half_sent_request_exits_within_the_grace_period() {
+    let (_dir, db) = new_db();
+    let mut daemon = Daemon::start(&db, &["--shutdown-grace-ms", "500"]);
+    let mut half = std::net::TcpStream::connect(&daemon.address).expect("connect");
+    half.write_all(b"POST /v1/events HTTP/1.1\r\nContent-Le")
+        .expect("half a header");
+    let mut body_pending = std::net::TcpStream::connect(&daemon.address).expect("connect");
+    body_pending
+        .write_all(b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+        .expect("half a body");
+    let started = std::time::Instant::now();
+    daemon.terminate();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
 }

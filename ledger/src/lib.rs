@@ -38,7 +38,7 @@ pub use export::{EXPORT_FORMAT_VERSION, ExportHeader};
 #[cfg(feature = "fault-injection")]
 pub use fault::FaultSwitch;
 pub use reader::Reader;
-pub use sequencer::{AfterCommit, Batch, Job, Sequencer};
+pub use sequencer::{AfterCommit, Batch, Job, KeyedAnswer, Sequencer};
 pub use storage::{FILE_FORMAT_VERSION, Head};
 pub use tail::{Next, Subscription};
 pub use verify::{BreakKind, ChainBreak, VerifyOptions, VerifyReport};

@@ -12,6 +12,11 @@ pub const ID_BYTES_MAX: usize = 256;
 
 /// Longest idempotency key, in bytes.
 pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 128;
+/// How long a command's idempotency key and its answer are kept after first use: a retry
+/// within it gets the first answer; after it the key is free again.
+pub const COMMAND_KEY_WINDOW_MS: u64 = 24 * 60 * 60 * 1000;
+/// Most expired command keys one batch removes, so pruning never stalls a commit.
+pub const COMMAND_KEYS_PRUNED_PER_BATCH_MAX: usize = 256;
 
 /// Most events one append request may carry (they commit atomically together).
 pub const REQUEST_EVENTS_MAX: usize = 4096;

@@ -60,12 +60,29 @@ pub trait Job: Send {
 /// A reply to send once the batch's fate is known.
 pub type AfterCommit = Box<dyn FnOnce(Result<(), &Error>) + Send>;
 
+/// The tables behind command idempotency keys.
+pub(crate) struct CommandKeys<'txn, 'table> {
+    pub answers: &'table mut Table<'txn, &'static str, &'static [u8]>,
+    pub by_time: &'table mut Table<'txn, (u64, &'static str), ()>,
+}
+
+/// The answer a command key was first used for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyedAnswer {
+    /// Digest of the command the key was first used with.
+    pub digest: [u8; 32],
+    pub first_used: Timestamp,
+    /// The answer, as the sequencer encoded it.
+    pub answer: Vec<u8>,
+}
+
 /// The transaction being built: stage events, and register replies for after the commit.
 pub struct Batch<'txn, 'table> {
     now: Timestamp,
     head: Head,
     events: &'table mut Table<'txn, u64, &'static [u8]>,
     keys: &'table mut Table<'txn, &'static str, &'static [u8]>,
+    command_keys: CommandKeys<'txn, 'table>,
     records: Vec<Record>,
     after_commit: Vec<AfterCommit>,
     failure: Option<Error>,
@@ -77,12 +94,14 @@ impl<'txn, 'table> Batch<'txn, 'table> {
         head: Head,
         events: &'table mut Table<'txn, u64, &'static [u8]>,
         keys: &'table mut Table<'txn, &'static str, &'static [u8]>,
+        command_keys: CommandKeys<'txn, 'table>,
     ) -> Self {
         Batch {
             now,
             head,
             events,
             keys,
+            command_keys,
             records: Vec::new(),
             after_commit: Vec::new(),
             failure: None,
@@ -158,6 +177,82 @@ impl<'txn, 'table> Batch<'txn, 'table> {
     /// Records a raw append staged through [`Batch::insert`], for the sequencer and readers.
     pub(crate) fn push_record(&mut self, record: Record) {
         self.records.push(record);
+    }
+
+    /// The answer `key` was first used for, if it was used within the window.
+    pub fn command_key(&self, key: &str) -> Result<Option<KeyedAnswer>, Error> {
+        let Some(value) = self.command_keys.answers.get(key)? else {
+            return Ok(None);
+        };
+        let value = value.value();
+        if value.len() < 40 {
+            return Err(Error::Corrupted {
+                seq: 0,
+                problem: format!("command key {key:?} has a short entry"),
+            });
+        }
+        let digest: [u8; 32] = value[..32].try_into().expect("checked length");
+        let micros = i64::from_le_bytes(value[32..40].try_into().expect("checked length"));
+        Ok(Some(KeyedAnswer {
+            digest,
+            first_used: Timestamp::from_micros(micros),
+            answer: value[40..].to_vec(),
+        }))
+    }
+
+    /// Remembers that `key` was used for a command with `digest`, answered `answer`; committed
+    /// with the batch, so the answer is durable exactly when the events are.
+    pub fn remember_command_key(
+        &mut self,
+        key: &str,
+        digest: [u8; 32],
+        answer: &[u8],
+    ) -> Result<(), Error> {
+        let mut value = Vec::with_capacity(40 + answer.len());
+        value.extend_from_slice(&digest);
+        value.extend_from_slice(&self.now.as_micros().to_le_bytes());
+        value.extend_from_slice(answer);
+        let stored = self
+            .command_keys
+            .answers
+            .insert(key, value.as_slice())
+            .and_then(|_| {
+                let at = u64::try_from(self.now.as_micros()).unwrap_or(0);
+                self.command_keys.by_time.insert((at, key), ()).map(|_| ())
+            });
+        stored.map_err(|error| {
+            let error = Error::from(error);
+            self.failure = Some(Error::WriterPoisoned {
+                cause: error.to_string(),
+            });
+            error
+        })
+    }
+
+    /// Forgets command keys first used more than `COMMAND_KEY_WINDOW_MS` ago, a bounded number
+    /// per batch.
+    pub(crate) fn prune_command_keys(&mut self) -> Result<(), Error> {
+        use crate::limits::{COMMAND_KEY_WINDOW_MS, COMMAND_KEYS_PRUNED_PER_BATCH_MAX};
+        let horizon = self.now.minus_millis(COMMAND_KEY_WINDOW_MS).as_micros();
+        let horizon = u64::try_from(horizon).unwrap_or(0);
+        let mut expired: Vec<(u64, String)> = Vec::new();
+        for entry in self
+            .command_keys
+            .by_time
+            .range::<(u64, &str)>(..(horizon, ""))?
+        {
+            let (key, _) = entry?;
+            let (at, name) = key.value();
+            expired.push((at, name.to_owned()));
+            if expired.len() >= COMMAND_KEYS_PRUNED_PER_BATCH_MAX {
+                break;
+            }
+        }
+        for (at, name) in expired {
+            self.command_keys.by_time.remove((at, name.as_str()))?;
+            self.command_keys.answers.remove(name.as_str())?;
+        }
+        Ok(())
     }
 
     /// Runs `reply` once the batch's commit returned (or failed).

@@ -25,6 +25,12 @@ pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta
 pub(crate) const SNAPSHOTS: TableDefinition<u64, &[u8]> = TableDefinition::new("snapshots");
 /// client key → first seq (8) ‖ event count (8) ‖ content digest (32).
 pub(crate) const IDEMPOTENCY: TableDefinition<&str, &[u8]> = TableDefinition::new("idempotency");
+/// command key → content digest (32) ‖ first use, µs since the epoch (8, LE) ‖ the answer given.
+/// Kept for `COMMAND_KEY_WINDOW`; created by the first writer that needs it.
+pub(crate) const COMMAND_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("command_keys");
+/// (first use µs, command key) → (): finds the keys past their window, oldest first.
+pub(crate) const COMMAND_KEYS_BY_TIME: TableDefinition<(u64, &str), ()> =
+    TableDefinition::new("command_keys_by_time");
 
 pub(crate) const META_FORMAT_VERSION: &str = "format_version";
 pub(crate) const META_LEDGER_ID: &str = "ledger_id";

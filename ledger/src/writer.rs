@@ -27,7 +27,8 @@ use crate::event::Timestamp;
 use crate::limits::{BATCH_BYTES_MAX, BATCH_EVENTS_MAX, IDEMPOTENCY_KEY_BYTES_MAX};
 use crate::sequencer::{AfterCommit, Batch, Job, Sequencer};
 use crate::storage::{
-    EVENTS, Head, IDEMPOTENCY, META, META_HEAD, SNAPSHOTS, begin_durable_write, encode_head,
+    COMMAND_KEYS, COMMAND_KEYS_BY_TIME, EVENTS, Head, IDEMPOTENCY, META, META_HEAD, SNAPSHOTS,
+    begin_durable_write, encode_head,
 };
 use crate::tail::HeadWatch;
 
@@ -393,12 +394,31 @@ impl Writer {
             Ok(table) => table,
             Err(error) => return Err(fail_all(error.into(), batch)),
         };
-        let mut stage = Batch::new(ts, self.head, &mut events, &mut keys);
+        let mut answers = match txn.open_table(COMMAND_KEYS) {
+            Ok(table) => table,
+            Err(error) => return Err(fail_all(error.into(), batch)),
+        };
+        let mut answers_by_time = match txn.open_table(COMMAND_KEYS_BY_TIME) {
+            Ok(table) => table,
+            Err(error) => return Err(fail_all(error.into(), batch)),
+        };
+        let mut stage = Batch::new(
+            ts,
+            self.head,
+            &mut events,
+            &mut keys,
+            crate::sequencer::CommandKeys {
+                answers: &mut answers,
+                by_time: &mut answers_by_time,
+            },
+        );
+        // Keys past their window go a few at a time; a failure here poisons like any write.
+        let pruned = stage.prune_command_keys();
         let mut replies = Vec::new();
-        let staged = self.stage(batch, &mut stage, &mut replies);
+        let staged = pruned.and_then(|()| self.stage(batch, &mut stage, &mut replies));
         let failure = staged.err().or_else(|| stage.take_failure());
         let (head, records, after_commit) = stage.into_parts();
-        drop((events, keys));
+        drop((events, keys, answers, answers_by_time));
         let fail = |error: Error, replies: Vec<(Reply, Result<Vec<Receipt>, Error>)>, after| {
             Box::new(Failed {
                 error,

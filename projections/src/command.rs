@@ -355,6 +355,16 @@ pub enum Command {
     },
 }
 
+impl Outcome {
+    /// Whether answering appended something (an empty wait or peek did not).
+    pub fn changed_something(&self) -> bool {
+        !matches!(
+            self,
+            Outcome::Signal { signal: None } | Outcome::Task { task: None }
+        )
+    }
+}
+
 impl Command {
     /// The command's name on the wire (its `command` field).
     pub fn name(&self) -> &'static str {
@@ -506,6 +516,10 @@ pub enum CommandError {
     )]
     InboxFull { agent: String, limit: u64 },
     #[error(
+        "idempotency key {key:?} was first used for a different command; use a fresh key for a new command"
+    )]
+    IdempotencyConflict { key: String },
+    #[error(
         "task {task} is not claimed by you (its lease may have expired and it was requeued); claim it again"
     )]
     NotClaimed { task: u64 },
@@ -567,6 +581,7 @@ impl CommandError {
             CommandError::NotYourTask { .. } => "not_your_task",
             CommandError::NotDelivered { .. } => "not_delivered",
             CommandError::InboxFull { .. } => "inbox_full",
+            CommandError::IdempotencyConflict { .. } => "idempotency_conflict",
             CommandError::NotClaimed { .. } => "not_claimed",
             CommandError::UnknownApproval { .. } => "unknown_approval",
             CommandError::AlreadyDecided { .. } => "already_decided",
@@ -608,6 +623,7 @@ impl CommandError {
             | CommandError::TaskFinished { .. }
             | CommandError::NotYourTask { .. }
             | CommandError::NotDelivered { .. }
+            | CommandError::IdempotencyConflict { .. }
             | CommandError::NotClaimed { .. }
             | CommandError::AlreadyDecided { .. }
             | CommandError::ApprovalExpired { .. }

@@ -119,6 +119,7 @@ impl Job for PruneJob {
 
 struct CommandJob {
     command: Command,
+    key: Option<String>,
     reply: Reply,
 }
 
@@ -127,7 +128,10 @@ impl Job for CommandJob {
         let machine = sequencer
             .downcast_mut::<Machine>()
             .expect("a Coordinator's ledger always runs a Machine");
-        machine.execute(self.command, self.reply, batch);
+        match self.key {
+            Some(key) => machine.execute_keyed(self.command, key, self.reply, batch),
+            None => machine.execute(self.command, self.reply, batch),
+        }
     }
 
     fn reject(self: Box<Self>, error: LedgerError) {
@@ -210,8 +214,17 @@ impl Coordinator {
 
     /// Queues `command` without waiting, so one thread can keep many in flight.
     pub fn submit(&self, command: Command) -> Result<PendingCommand, CommandError> {
+        self.submit_keyed(command, None)
+    }
+
+    /// As [`Coordinator::submit`], with an idempotency key (see [`Coordinator::submit_watched`]).
+    pub fn submit_keyed(
+        &self,
+        command: Command,
+        key: Option<String>,
+    ) -> Result<PendingCommand, CommandError> {
         let (sender, receiver) = crossbeam_channel::bounded(1);
-        let caller = self.submit_watched(command, move |answer| {
+        let caller = self.submit_watched(command, key, move |answer| {
             // A caller that stopped waiting is not an error.
             let _ = sender.send(answer);
         })?;
@@ -224,15 +237,20 @@ impl Coordinator {
     /// As [`Coordinator::submit_with`], for a caller that may go away: hold the returned guard
     /// while waiting and call [`CallerGuard::answered`] once the answer came. Dropping it
     /// earlier withdraws the command's wait, if it parked.
+    ///
+    /// With an idempotency `key`, a retry of the same command within the key's window appends
+    /// nothing and gets the first answer, also across restarts; the same key with another
+    /// command is refused with `IdempotencyConflict`.
     pub fn submit_watched(
         &self,
         command: Command,
+        key: Option<String>,
         answer: impl FnOnce(Result<Outcome, CommandError>) + Send + 'static,
     ) -> Result<CallerGuard, CommandError> {
         let gone = Arc::new(AtomicBool::new(false));
         let watching = Arc::clone(&gone);
         let reply = Reply::watched(answer, move || watching.load(Ordering::Acquire));
-        self.send_command(command, reply)?;
+        self.send_command(command, key, reply)?;
         Ok(CallerGuard {
             gone,
             prune: Some(PruneRequest {
@@ -250,12 +268,21 @@ impl Coordinator {
         command: Command,
         answer: impl FnOnce(Result<Outcome, CommandError>) + Send + 'static,
     ) -> Result<(), CommandError> {
-        self.send_command(command, Reply::new(answer))
+        self.send_command(command, None, Reply::new(answer))
     }
 
-    fn send_command(&self, command: Command, reply: Reply) -> Result<(), CommandError> {
+    fn send_command(
+        &self,
+        command: Command,
+        key: Option<String>,
+        reply: Reply,
+    ) -> Result<(), CommandError> {
         self.ledger
-            .send_job(Box::new(CommandJob { command, reply }))
+            .send_job(Box::new(CommandJob {
+                command,
+                key,
+                reply,
+            }))
             .map_err(|error| match error {
                 LedgerError::WriterStopped => CommandError::Closing,
                 other => CommandError::NotDurable {

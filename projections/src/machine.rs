@@ -39,6 +39,8 @@ pub const INBOX_SIGNALS_MAX: u64 = 10_000;
 pub struct Reply {
     answer: Box<dyn FnOnce(Result<Outcome, CommandError>) + Send>,
     gone: Option<Box<dyn Fn() -> bool + Send>>,
+    /// The command's idempotency key and digest: its answer is remembered with its events.
+    key: Option<(String, [u8; 32])>,
 }
 
 impl Reply {
@@ -46,6 +48,7 @@ impl Reply {
         Reply {
             answer: Box::new(answer),
             gone: None,
+            key: None,
         }
     }
 
@@ -57,6 +60,7 @@ impl Reply {
         Reply {
             answer: Box::new(answer),
             gone: Some(Box::new(gone)),
+            key: None,
         }
     }
 
@@ -142,7 +146,22 @@ pub struct Machine {
     last_snapshot_seq: u64,
 }
 
-fn respond(batch: &mut Batch<'_, '_>, reply: Reply, result: Result<Outcome, CommandError>) {
+fn respond(batch: &mut Batch<'_, '_>, mut reply: Reply, result: Result<Outcome, CommandError>) {
+    // A keyed command's answer is stored in the same commit as its events, so a retry after a
+    // crash or a lost reply gets exactly this answer. Refusals and empty answers changed
+    // nothing and are not stored: a retry simply runs again.
+    let result = match (reply.key.take(), result) {
+        (Some((key, digest)), Ok(outcome)) if outcome.changed_something() => {
+            let answer = serde_json::to_vec(&outcome).expect("outcomes serialise");
+            match batch.remember_command_key(&key, digest, &answer) {
+                Ok(()) => Ok(outcome),
+                Err(error) => Err(CommandError::NotDurable {
+                    cause: error.to_string(),
+                }),
+            }
+        }
+        (_, result) => result,
+    };
     batch.after_commit(move |commit| {
         let answer = match commit {
             Ok(()) => result,
@@ -198,6 +217,48 @@ impl Machine {
             touched: Touched::default(),
             snapshot_every_events,
             last_snapshot_seq,
+        }
+    }
+
+    /// Runs a command sent with an idempotency key: a key seen within its window with the same
+    /// command answers as it did then and appends nothing; with another command it is refused.
+    pub fn execute_keyed(
+        &mut self,
+        command: Command,
+        key: String,
+        mut reply: Reply,
+        batch: &mut Batch<'_, '_>,
+    ) {
+        if key.is_empty() || key.len() > fleetlog_ledger::limits::IDEMPOTENCY_KEY_BYTES_MAX {
+            let max = fleetlog_ledger::limits::IDEMPOTENCY_KEY_BYTES_MAX;
+            let error = invalid("idempotency_key", format!("must be 1 to {max} bytes"));
+            return respond(batch, reply, Err(error));
+        }
+        let digest =
+            *blake3::hash(&serde_json::to_vec(&command).expect("commands serialise")).as_bytes();
+        let found = match batch.command_key(&key) {
+            Ok(found) => found,
+            Err(error) => {
+                let cause = error.to_string();
+                return respond(batch, reply, Err(CommandError::NotDurable { cause }));
+            }
+        };
+        match found {
+            Some(first) if first.digest != digest => {
+                respond(batch, reply, Err(CommandError::IdempotencyConflict { key }))
+            }
+            Some(first) => {
+                let answer = serde_json::from_slice::<Outcome>(&first.answer).map_err(|error| {
+                    CommandError::NotDurable {
+                        cause: format!("the stored answer for key {key:?} is unreadable: {error}"),
+                    }
+                });
+                respond(batch, reply, answer)
+            }
+            None => {
+                reply.key = Some((key, digest));
+                self.execute(command, reply, batch);
+            }
         }
     }
 
