@@ -23,7 +23,7 @@ use crate::published::{Published, Publisher};
 use crate::queue::{TaskState, retry_backoff_ms};
 use crate::replay::Projection;
 use crate::state::{Due, State};
-use crate::waits::{ClaimWant, LockWant, SignalWant, Waits};
+use crate::waits::{ClaimWant, LockWant, Refused, SignalWant, Waits};
 use crate::workflows::WorkflowStatus;
 
 /// The actor of events the machine records on its own (expiries).
@@ -121,7 +121,7 @@ enum Step {
     /// The command waits; its reply is held by a waiter.
     Parked,
     /// The wait could not be parked (too many on its key): the reply, and why.
-    Refused(Reply, CommandError),
+    Refused(Refused),
 }
 
 /// The reply of a command about to park.
@@ -271,7 +271,10 @@ impl Machine {
         match result {
             Ok(Step::Done(outcome)) => respond(batch, unanswered(reply), Ok(*outcome)),
             Ok(Step::Parked) => {}
-            Ok(Step::Refused(reply, error)) => respond(batch, reply, Err(error)),
+            Ok(Step::Refused(refused)) => {
+                let (reply, error) = *refused;
+                respond(batch, reply, Err(error))
+            }
             Err(error) => respond(batch, unanswered(reply), Err(error)),
         }
         self.settle(batch);
@@ -1270,11 +1273,11 @@ impl Machine {
     /// Parks a wait, or answers the refusal (too many waiting on the key) at once.
     fn park(
         &mut self,
-        park: impl FnOnce(&mut Waits) -> Result<(), (Reply, CommandError)>,
+        park: impl FnOnce(&mut Waits) -> Result<(), Refused>,
     ) -> Result<Step, CommandError> {
         match park(&mut self.waits) {
             Ok(()) => Ok(Step::Parked),
-            Err((reply, error)) => Ok(Step::Refused(reply, error)),
+            Err(refused) => Ok(Step::Refused(refused)),
         }
     }
 

@@ -151,6 +151,9 @@ pub(crate) struct Waits {
     deadlines: BTreeMap<(Timestamp, u64), Key>,
 }
 
+/// A wait that could not be parked: its reply, handed back, and why.
+pub(crate) type Refused = Box<(Reply, CommandError)>;
+
 /// A wait whose deadline passed: its reply, and when it started.
 pub(crate) struct TimedOut {
     pub reply: Reply,
@@ -209,12 +212,12 @@ impl Waits {
         wait_ms: u64,
         reply: Reply,
         wants: LockWant,
-    ) -> Result<(), (Reply, CommandError)> {
+    ) -> Result<(), Refused> {
         let gone = self.locks.prune_key(&resource);
         self.forget(gone);
         let waiting = self.locks.queues.get(&resource).map_or(0, VecDeque::len);
         if let Err(error) = room(waiting, || format!("lock {resource:?}")) {
-            return Err((reply, error));
+            return Err(Box::new((reply, error)));
         }
         let parked = self.ticket(Key::Lock(resource.clone()), agent, now, wait_ms, reply);
         let waiter = waiter(parked, wants);
@@ -233,12 +236,12 @@ impl Waits {
         wait_ms: u64,
         reply: Reply,
         wants: ClaimWant,
-    ) -> Result<(), (Reply, CommandError)> {
+    ) -> Result<(), Refused> {
         let gone = self.claims.prune_key(&());
         self.forget(gone);
         let waiting = self.claims.queues.get(&()).map_or(0, VecDeque::len);
         if let Err(error) = room(waiting, || "the task queue".to_owned()) {
-            return Err((reply, error));
+            return Err(Box::new((reply, error)));
         }
         let parked = self.ticket(Key::Queue, agent, now, wait_ms, reply);
         let waiter = waiter(parked, wants);
@@ -253,12 +256,12 @@ impl Waits {
         wait_ms: u64,
         reply: Reply,
         wants: SignalWant,
-    ) -> Result<(), (Reply, CommandError)> {
+    ) -> Result<(), Refused> {
         let gone = self.signals.prune_key(&agent);
         self.forget(gone);
         let waiting = self.signals.queues.get(&agent).map_or(0, VecDeque::len);
         if let Err(error) = room(waiting, || format!("the signals of {agent:?}")) {
-            return Err((reply, error));
+            return Err(Box::new((reply, error)));
         }
         let parked = self.ticket(
             Key::Signals(agent.clone()),
@@ -283,7 +286,7 @@ impl Waits {
         now: Timestamp,
         wait_ms: u64,
         reply: Reply,
-    ) -> Result<(), (Reply, CommandError)> {
+    ) -> Result<(), Refused> {
         let gone = self.approvals.prune_key(&approval);
         self.forget(gone);
         let waiting = self
@@ -292,7 +295,7 @@ impl Waits {
             .get(&approval)
             .map_or(0, VecDeque::len);
         if let Err(error) = room(waiting, || format!("approval {approval}")) {
-            return Err((reply, error));
+            return Err(Box::new((reply, error)));
         }
         let parked = self.ticket(Key::Approval(approval), agent, now, wait_ms, reply);
         let waiter = waiter(parked, ());
@@ -445,10 +448,8 @@ mod tests {
         }
         let live = Arc::new(AtomicBool::new(false));
         let refused = waits.park_signal("a".into(), now, 60_000, reply(&live), want());
-        assert!(matches!(
-            refused,
-            Err((_, CommandError::TooManyWaiters { .. }))
-        ));
+        let refused = refused.err().map(|refused| refused.1);
+        assert!(matches!(refused, Some(CommandError::TooManyWaiters { .. })));
         gone.store(true, Ordering::Relaxed);
         let parked = waits.park_signal("a".into(), now, 60_000, reply(&live), want());
         assert!(parked.is_ok());
