@@ -542,6 +542,7 @@ fn router(app: Shared) -> Router {
             command_route("send_signal").merge(query_route("inbox", None)),
         )
         .route("/v1/signals/receive", command_route("receive_signal"))
+        .route("/v1/signals/ack", command_route("ack_signal"))
         .route(
             "/v1/locks",
             command_route("acquire_lock").merge(query_route("locks", None)),
