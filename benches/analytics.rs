@@ -1,7 +1,8 @@
 //! Analytics over a ledger of about a million events: 80,000 imported workflows (start, eight
 //! stages, completion) spread over 60 days, plus live coordination traffic that leaves waits
 //! (claims, locks, signals) for the overhead breakdown. Each analytic is timed on the committed
-//! state, as `fleetlog` and the daemon run it.
+//! state, as `fleetlog` and the daemon run it. Then readers against the writer: append latency
+//! idle, and while another thread runs the overhead analytic in a loop on the published state.
 //!
 //! `cargo bench --bench analytics`; under `cargo test` the ledger is small.
 
@@ -12,7 +13,7 @@ use fleetlog_ledger::{Event, Json, Outcome, SignalTarget, Timestamp};
 use fleetlog_projections::analytics::{self, TREND_THRESHOLD_POINTS_DEFAULT, Window};
 use fleetlog_projections::signals::SignalFilter;
 use fleetlog_projections::{Command, Coordinator, CoordinatorOptions, PendingCommand, TaskSpec};
-use fleetlog_suite::{TempLedger, heartbeat, register};
+use fleetlog_suite::{Latencies, TempLedger, heartbeat, register};
 
 const TASK_KINDS: [&str; 10] = [
     "API development for orders",
@@ -223,6 +224,55 @@ fn analytics_benches(c: &mut Criterion) {
         b.iter(|| analytics::costs(&coordinator.state(), &window).by_day.len())
     });
     group.finish();
+    readers_against_the_writer(c, &coordinator);
+}
+
+/// Queries read a published `Arc<State>`: however long they run, an append's acknowledgement
+/// waits for none of them.
+fn readers_against_the_writer(c: &mut Criterion, coordinator: &Coordinator) {
+    let append = || {
+        coordinator
+            .execute(Command::Custom {
+                agent: "importer".into(),
+                kind: "progress".into(),
+                payload: Json::null(),
+            })
+            .expect("append");
+    };
+    let mut group = c.benchmark_group("writer_vs_readers");
+    group
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(10));
+    let mut idle = Latencies::default();
+    group.bench_function("append_idle", |b| {
+        b.iter_custom(|iters| idle.time(iters, append))
+    });
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let mut busy = Latencies::default();
+    let loops = std::thread::scope(|scope| {
+        let reader = scope.spawn(|| {
+            // As the daemon's query threads do.
+            fleetlog::query_threads::yield_cpu_to_the_writer();
+            let mut loops = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let report = analytics::overhead(&coordinator.state(), &Window::default());
+                std::hint::black_box(report);
+                loops += 1;
+            }
+            loops
+        });
+        group.bench_function("append_while_overhead_analytics_loop", |b| {
+            b.iter_custom(|iters| busy.time(iters, append))
+        });
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        reader.join().expect("the reader thread ends")
+    });
+    group.finish();
+    println!("{}", idle.report("append, idle"));
+    println!(
+        "{} ({loops} overhead analytics ran meanwhile)",
+        busy.report("append, overhead analytics looping")
+    );
 }
 
 criterion_group!(benches, analytics_benches);

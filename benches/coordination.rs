@@ -1,6 +1,7 @@
 //! State-machine benchmarks: folding a realistic event mix into every projection (one core),
 //! opening a large ledger with and without a snapshot, and durable in-process round trips for
-//! lock acquire/release, claim/complete and send/consume.
+//! lock acquire/release, claim/complete and send/consume; and the cost of parked waits on an
+//! append that touches none of their keys (10,000 long-polling agents vs none).
 //!
 //! `cargo bench --bench coordination`; under `cargo test` each runs once on small fixtures.
 
@@ -14,7 +15,7 @@ use fleetlog_projections::{
     Command, Coordinator, CoordinatorOptions, Outcome, PendingCommand, Projection, State, TaskSpec,
     rebuild, replay_range,
 };
-use fleetlog_suite::{TempLedger, fleet_event, register};
+use fleetlog_suite::{Latencies, TempLedger, fleet_event, register};
 
 fn benchmarking() -> bool {
     std::env::args().any(|arg| arg == "--bench")
@@ -247,5 +248,72 @@ fn round_trips(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, apply_rate, round_trips, open_time);
+/// A batch settles only the waits on keys its events touched: an append next to 10,000 parked
+/// receives (each on its own agent's inbox) should cost what it costs next to none.
+fn parked_waits(c: &mut Criterion) {
+    let waiters = if benchmarking() { 10_000 } else { 100 };
+    let temp = TempLedger::new();
+    let coordinator = Coordinator::open(temp.path(), CoordinatorOptions::default()).expect("open");
+    coordinator.execute(register("writer")).expect("register");
+    let agents: Vec<String> = (0..waiters).map(|n| format!("waiter-{n}")).collect();
+    pipelined(
+        &coordinator,
+        agents.iter().map(|agent| register(agent)),
+        512,
+    );
+    let append = || {
+        coordinator
+            .execute(Command::Custom {
+                agent: "writer".to_owned(),
+                kind: "progress".to_owned(),
+                payload: Json::null(),
+            })
+            .expect("append");
+    };
+    let mut group = c.benchmark_group("parked_waits");
+    group
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(5));
+    let mut none = Latencies::default();
+    group.bench_function("append_with_no_parked_waits", |b| {
+        b.iter_custom(|iters| none.time(iters, append))
+    });
+    // Each pending receive is a parked wait until dropped.
+    let parked: Vec<PendingCommand> = agents
+        .iter()
+        .map(|agent| {
+            coordinator
+                .submit(Command::ReceiveSignal {
+                    ack_ms: None,
+                    agent: agent.clone(),
+                    filter: SignalFilter {
+                        kind: "job".to_owned(),
+                        ..Default::default()
+                    },
+                    consume: true,
+                    wait_ms: Some(3_600_000),
+                })
+                .expect("queued")
+        })
+        .collect();
+    append();
+    assert_eq!(
+        coordinator.waiting(),
+        waiters as u64,
+        "every receive is parked"
+    );
+    let mut many = Latencies::default();
+    group.bench_function("append_with_10k_parked_waits_on_other_keys", |b| {
+        b.iter_custom(|iters| many.time(iters, append))
+    });
+    group.finish();
+    println!("{}", none.report("append, no parked waits"));
+    println!(
+        "{}",
+        many.report(&format!("append, {waiters} parked waits"))
+    );
+    drop(parked);
+}
+
+criterion_group!(benches, apply_rate, round_trips, parked_waits, open_time);
 criterion_main!(benches);

@@ -12,6 +12,7 @@ pub mod client;
 pub mod demo;
 mod error;
 mod listen;
+pub mod query_threads;
 pub mod server;
 
 pub use error::Error;

@@ -22,7 +22,6 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path as UrlPath, Query as UrlQuery, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -42,7 +41,7 @@ pub use crate::listen::{CONNECTIONS_MAX, HEADER_READ_TIMEOUT, SHUTDOWN_GRACE};
 pub const SSE_SUBSCRIBERS_MAX: usize = 256;
 /// Records a live subscriber may fall behind the head before it is dropped.
 pub const SSE_LAG_RECORDS_MAX: usize = 4096;
-/// Bytes of events read for one SSE subscriber but not yet taken by its connection.
+/// Bytes of events read for one SSE subscriber but not yet written to its connection.
 pub const SSE_UNSENT_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// How long an SSE subscriber may take nothing while events wait for it before it is dropped.
 pub const SSE_STALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -823,8 +822,11 @@ async fn answer_query(app: &App, mut value: Value) -> Response {
         }
     };
     let coordinator = app.coordinator.clone();
-    let answered =
-        tokio::task::spawn_blocking(move || api::answer_at(&coordinator, &query, as_of)).await;
+    let answered = tokio::task::spawn_blocking(move || {
+        crate::query_threads::yield_cpu_to_the_writer();
+        api::answer_at(&coordinator, &query, as_of)
+    })
+    .await;
     match answered {
         Ok(Ok(value)) => Json(value).into_response(),
         Ok(Err(crate::Error::Query(error))) => ApiError::from(error).into_response(),
@@ -858,6 +860,14 @@ fn limits(app: &App) -> Vec<(&'static str, u64)> {
             fleetlog_projections::WAITERS_PER_KEY_MAX as u64,
         ),
         ("inbox_signals_max", fleetlog_projections::INBOX_SIGNALS_MAX),
+        (
+            "query_thread_nice",
+            crate::query_threads::QUERY_THREAD_NICE as u64,
+        ),
+        (
+            "store_cache_bytes",
+            fleetlog_ledger::limits::STORE_CACHE_BYTES as u64,
+        ),
         (
             "published_backlog_records_max",
             fleetlog_projections::BACKLOG_RECORDS_MAX as u64,
@@ -1095,6 +1105,7 @@ async fn events(
         filter.map_err(|rejection| ApiError::malformed(rejection.body_text()))?;
     let reader = app.coordinator.ledger().reader().clone();
     let page = tokio::task::spawn_blocking(move || -> Result<String, fleetlog_ledger::Error> {
+        crate::query_threads::yield_cpu_to_the_writer();
         let last = reader.last_seq()?;
         let mut first = filter.from.unwrap_or(1).max(1);
         let mut end = filter.to.unwrap_or(last).min(last);
@@ -1170,22 +1181,71 @@ async fn stream(
     let budget = Arc::new(Semaphore::new(SSE_UNSENT_BYTES_MAX));
     tokio::spawn(pump(Arc::clone(&app), filter, from, sender, budget, permit));
     let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
-        // Dropping the bytes' permit here hands them to the connection: they are no longer
-        // waiting in the daemon's memory beyond what hyper buffers.
-        receiver
-            .recv()
-            .await
-            .map(|unsent| (Ok::<_, std::convert::Infallible>(unsent.event), receiver))
+        let unsent = tokio::select! {
+            unsent = receiver.recv() => unsent?,
+            // A comment line keeps proxies and idle timers from closing a quiet stream.
+            () = tokio::time::sleep(SSE_KEEP_ALIVE) => Unsent::frame(b":\n\n".to_vec(), None),
+        };
+        Some((
+            Ok::<_, std::convert::Infallible>(Bytes::from_owner(unsent)),
+            receiver,
+        ))
     });
-    Sse::new(stream)
-        .keep_alive(KeepAlive::default())
+    (
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        axum::body::Body::from_stream(stream),
+    )
         .into_response()
 }
 
-/// An SSE event on its way to the connection, holding its bytes of the subscriber's budget.
+/// How long a quiet stream waits before sending a keep-alive comment.
+const SSE_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// One SSE event's wire bytes, holding its share of the subscriber's unsent budget until the
+/// connection has written them: hyper drops the bytes only then, so the budget covers its
+/// buffers too.
 struct Unsent {
-    event: SseEvent,
+    wire: Vec<u8>,
     _bytes: Option<OwnedSemaphorePermit>,
+}
+
+impl Unsent {
+    fn frame(wire: Vec<u8>, bytes: Option<OwnedSemaphorePermit>) -> Unsent {
+        Unsent {
+            wire,
+            _bytes: bytes,
+        }
+    }
+
+    /// `id:`, `event:` and one `data:` line per line of `data`, as the SSE format has them.
+    fn event(
+        id: Option<u64>,
+        name: &str,
+        data: &str,
+        bytes: Option<OwnedSemaphorePermit>,
+    ) -> Unsent {
+        let mut wire = Vec::with_capacity(data.len() + 64);
+        if let Some(id) = id {
+            wire.extend_from_slice(format!("id: {id}\n").as_bytes());
+        }
+        wire.extend_from_slice(format!("event: {name}\n").as_bytes());
+        for line in data.split('\n') {
+            wire.extend_from_slice(b"data: ");
+            wire.extend_from_slice(line.as_bytes());
+            wire.push(b'\n');
+        }
+        wire.push(b'\n');
+        Unsent::frame(wire, bytes)
+    }
+}
+
+impl AsRef<[u8]> for Unsent {
+    fn as_ref(&self) -> &[u8] {
+        &self.wire
+    }
 }
 
 /// Feeds one SSE subscriber from the ledger: what is committed after `next`, then each new
@@ -1199,11 +1259,10 @@ async fn pump(
     _permit: OwnedSemaphorePermit,
 ) {
     const CHUNK: u64 = 256;
+    // Read ahead a quarter of the unsent budget: a stuck subscriber holds at most both.
+    const READ_AHEAD_BYTES: usize = SSE_UNSENT_BYTES_MAX / 4;
     let mut head = app.live.clone();
-    let final_event = |name: &str, message: String| Unsent {
-        event: SseEvent::default().event(name).data(message),
-        _bytes: None,
-    };
+    let final_event = |name: &str, message: String| Unsent::event(None, name, &message, None);
     loop {
         let committed = *head.borrow_and_update();
         if committed >= next {
@@ -1221,8 +1280,11 @@ async fn pump(
             }
             let reader = app.coordinator.ledger().reader().clone();
             let first = next;
-            let chunk =
-                tokio::task::spawn_blocking(move || reader.range_available(first, CHUNK)).await;
+            let chunk = tokio::task::spawn_blocking(move || {
+                crate::query_threads::yield_cpu_to_the_writer();
+                reader.range_available(first, CHUNK, READ_AHEAD_BYTES)
+            })
+            .await;
             let Ok(Ok(records)) = chunk else { return };
             for record in &records {
                 next = record.seq + 1;
@@ -1232,10 +1294,6 @@ async fn pump(
                 let data = serde_json::to_string(record)
                     .unwrap_or_else(|error| json!({ "error": error.to_string() }).to_string());
                 let bytes = (data.len() + 64).min(SSE_UNSENT_BYTES_MAX) as u32;
-                let event = SseEvent::default()
-                    .id(record.seq.to_string())
-                    .event(record.event.kind())
-                    .data(data);
                 let granted = tokio::select! {
                     granted = Arc::clone(&budget).acquire_many_owned(bytes) => granted.ok(),
                     () = tokio::time::sleep(SSE_STALL_TIMEOUT) => None,
@@ -1253,10 +1311,8 @@ async fn pump(
                     let _ = sender.try_send(final_event("lagged", message));
                     return;
                 };
-                let unsent = Unsent {
-                    event,
-                    _bytes: Some(granted),
-                };
+                let unsent =
+                    Unsent::event(Some(record.seq), record.event.kind(), &data, Some(granted));
                 if sender.send(unsent).await.is_err() {
                     return;
                 }

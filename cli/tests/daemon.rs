@@ -627,6 +627,26 @@ fn a_long_poll_whose_http_client_gave_up_consumes_nothing() {
     );
 }
 
+/// Starts `fleetlog ARGS` (a blocking wait), lets it park, interrupts it as Ctrl-C would, and
+/// returns once the daemon has withdrawn its wait.
+fn ctrl_c_a_cli_wait(db: &Path, client: &BlockingClient, args: &[&str]) {
+    let mut waiting = Process::new(FLEETLOG)
+        .arg("--db")
+        .arg(db)
+        .args(args)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("the wait starts");
+    await_waiters(client, 1);
+    let status = Process::new("kill")
+        .args(["-INT", &waiting.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    waiting.wait().expect("the wait ends");
+    await_waiters(client, 0);
+}
+
 #[test]
 fn ctrl_c_on_a_cli_signal_wait_leaves_the_signal_for_the_next_receiver() {
     let (_dir, db) = new_db();
@@ -634,22 +654,20 @@ fn ctrl_c_on_a_cli_signal_wait_leaves_the_signal_for_the_next_receiver() {
     let client = daemon.client();
     register(&client, "producer");
     register(&client, "consumer");
-    let mut waiting = Process::new(FLEETLOG)
-        .arg("--db")
-        .arg(&db)
-        .args(["signal", "wait", "--agent", "consumer", "--kind", "job"])
-        .args(["--timeout-ms", "60000"])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("the wait starts");
-    await_waiters(&client, 1);
-    let status = Process::new("kill")
-        .args(["-INT", &waiting.id().to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(status.success());
-    waiting.wait().expect("the wait ends");
-    await_waiters(&client, 0);
+    ctrl_c_a_cli_wait(
+        &db,
+        &client,
+        &[
+            "signal",
+            "wait",
+            "--agent",
+            "consumer",
+            "--kind",
+            "job",
+            "--timeout-ms",
+            "60000",
+        ],
+    );
     send_signal(&client, "producer", "consumer", serde_json::json!(7));
     let checked = cli(
         &db,
@@ -663,6 +681,88 @@ fn ctrl_c_on_a_cli_signal_wait_leaves_the_signal_for_the_next_receiver() {
         text.contains("\"payload\": 7") || text.contains("\"payload\":7"),
         "{text}"
     );
+}
+
+#[test]
+fn ctrl_c_on_a_cli_lock_wait_grants_the_released_lock_to_nobody_gone() {
+    let (_dir, db) = new_db();
+    let daemon = Daemon::start(&db, &[]);
+    let client = daemon.client();
+    for agent in ["holder", "quitter", "next"] {
+        register(&client, agent);
+    }
+    let acquire = |agent: &str| {
+        client.execute(&Command::AcquireLock {
+            agent: agent.to_owned(),
+            resource: "src/lib.rs".to_owned(),
+            ttl_ms: 60_000,
+            intent: String::new(),
+            wait_ms: None,
+        })
+    };
+    let Ok(Outcome::Lock { lock }) = acquire("holder") else {
+        panic!("the first acquire is granted");
+    };
+    ctrl_c_a_cli_wait(
+        &db,
+        &client,
+        &[
+            "lock",
+            "acquire",
+            "--agent",
+            "quitter",
+            "--resource",
+            "src/lib.rs",
+            "--wait-ms",
+            "60000",
+        ],
+    );
+    client
+        .execute(&Command::ReleaseLock {
+            agent: "holder".to_owned(),
+            resource: "src/lib.rs".to_owned(),
+            token: lock.token,
+        })
+        .expect("release");
+    match acquire("next") {
+        Ok(Outcome::Lock { lock }) => assert_eq!(lock.holder, "next"),
+        other => panic!("the lock went to the interrupted waiter: {other:?}"),
+    }
+}
+
+#[test]
+fn ctrl_c_on_a_cli_claim_wait_leaves_the_task_unclaimed_with_no_attempt_counted() {
+    let (_dir, db) = new_db();
+    let daemon = Daemon::start(&db, &[]);
+    let client = daemon.client();
+    register(&client, "quitter");
+    register(&client, "worker");
+    ctrl_c_a_cli_wait(
+        &db,
+        &client,
+        &["task", "claim", "--agent", "quitter", "--wait-ms", "60000"],
+    );
+    client
+        .execute(&Command::Enqueue {
+            agent: "worker".to_owned(),
+            spec: TaskSpec::new("build"),
+        })
+        .expect("enqueue");
+    let claimed = client
+        .execute(&Command::Claim {
+            agent: "worker".to_owned(),
+            tags: vec![],
+            lease_ttl_ms: 60_000,
+            wait_ms: None,
+        })
+        .expect("claim");
+    match claimed {
+        Outcome::Task { task: Some(task) } => {
+            assert_eq!(task.holder.as_deref(), Some("worker"));
+            assert_eq!(task.attempts, 1, "the interrupted claim counted no attempt");
+        }
+        other => panic!("the task went to the interrupted waiter: {other:?}"),
+    }
 }
 
 #[test]
@@ -781,4 +881,75 @@ fn sigterm_with_a_half_sent_request_exits_within_the_grace_period() {
         "took {:?}",
         started.elapsed()
     );
+}
+
+/// The daemon's resident memory, from /proc.
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+        .expect("VmRSS in kB");
+    kib * 1024
+}
+
+#[test]
+fn stuck_sse_readers_cost_bounded_memory_while_large_records_are_appended() {
+    const READERS: u64 = 32;
+    const RECORDS: usize = 100;
+    const PAYLOAD_BYTES: usize = 256 * 1024;
+    let (_dir, db) = new_db();
+    let daemon = Daemon::start(&db, &[]);
+    let client = daemon.client();
+    register(&client, "a");
+    let append = |n: usize| {
+        client
+            .execute(&Command::Custom {
+                agent: "a".to_owned(),
+                kind: "blob".to_owned(),
+                payload: Json::from_value(&serde_json::json!("x".repeat(n))),
+            })
+            .expect("append");
+    };
+    // Fill the daemon's page cache (bounded by STORE_CACHE_BYTES) first, so the growth
+    // measured below is what the stuck readers hold.
+    let warm = fleetlog_ledger::limits::STORE_CACHE_BYTES / PAYLOAD_BYTES + RECORDS;
+    for _ in 0..warm {
+        append(PAYLOAD_BYTES);
+    }
+    let before = rss_bytes(daemon.child.id());
+    let from = format!(
+        "GET /v1/events/stream?from={} HTTP/1.1\r\nHost: x\r\n\r\n",
+        warm + 2
+    );
+    let stuck: Vec<std::net::TcpStream> = (0..READERS)
+        .map(|_| {
+            let mut stream = std::net::TcpStream::connect(&daemon.address).expect("connect");
+            stream.write_all(from.as_bytes()).expect("subscribe");
+            stream
+        })
+        .collect();
+    for _ in 0..RECORDS {
+        append(PAYLOAD_BYTES);
+    }
+    let grown = rss_bytes(daemon.child.id()).saturating_sub(before);
+    // Each stuck reader may hold its unsent budget, a read-ahead of a quarter of it, and the
+    // record being encoded; the rest is slack for the allocator and thread stacks.
+    let budget = fleetlog::server::SSE_UNSENT_BYTES_MAX as u64;
+    let per_reader = budget + budget / 4 + 2 * PAYLOAD_BYTES as u64;
+    let bound = READERS * per_reader + 64 * 1024 * 1024;
+    eprintln!(
+        "RSS grew {} MiB with {READERS} stuck readers (bound {} MiB)",
+        grown >> 20,
+        bound >> 20
+    );
+    assert!(grown < bound, "stuck readers hold more than their budget");
+    let (status, response) = raw_http(
+        &daemon.address,
+        b"GET /v1/events?from=1&limit=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status, 200, "the daemon still serves: {response}");
+    drop(stuck);
 }

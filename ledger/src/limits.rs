@@ -30,5 +30,9 @@ pub const BATCH_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// Requests waiting for the writer. A full channel blocks appenders: back-pressure, not memory.
 pub const WRITER_QUEUE_REQUESTS_MAX: usize = 16 * 1024;
 
+/// Bytes of file pages redb keeps in memory (its default is 1 GiB). Reads past it go to the
+/// OS page cache, so this bounds the daemon's memory without bounding what it can read.
+pub const STORE_CACHE_BYTES: usize = 128 * 1024 * 1024;
+
 /// Records checked by the tail check that runs on every open.
 pub const OPEN_CHECK_RECORDS: u64 = 64;

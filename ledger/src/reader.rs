@@ -99,13 +99,37 @@ impl Reader {
         Ok(records)
     }
 
-    /// Up to `max` records from `first` on, as many as exist now.
-    pub fn range_available(&self, first: u64, max: u64) -> Result<Vec<Record>, Error> {
+    /// Records from `first` on, as many as exist now, up to `max` of them and, after the first,
+    /// up to `bytes_max` stored bytes: a follower of large records holds a bounded amount.
+    pub fn range_available(
+        &self,
+        first: u64,
+        max: u64,
+        bytes_max: usize,
+    ) -> Result<Vec<Record>, Error> {
         let last = self.last_seq()?.min(first.saturating_add(max.max(1) - 1));
-        match last >= first {
-            true => self.range(first..=last),
-            false => Ok(Vec::new()),
+        let mut records = Vec::new();
+        if last < first {
+            return Ok(records);
         }
+        let mut expected = first;
+        let mut bytes = 0usize;
+        self.scan_raw(first..=last, |seq, raw| {
+            if seq != expected {
+                return Err(Error::Corrupted {
+                    seq: expected,
+                    problem: "the record is missing".to_owned(),
+                });
+            }
+            bytes += raw.len();
+            if !records.is_empty() && bytes > bytes_max {
+                return Ok(ControlFlow::Break(()));
+            }
+            expected += 1;
+            records.push(decode(seq, raw)?);
+            Ok(ControlFlow::Continue(()))
+        })?;
+        Ok(records)
     }
 
     /// The first seq whose record is at or after `ts`, if any. Binary search: seq and ts grow

@@ -85,6 +85,7 @@ pub(crate) enum Sharing {
 
 fn builder(sharing: Sharing) -> Builder {
     let mut builder = Builder::new();
+    builder.set_cache_size(crate::limits::STORE_CACHE_BYTES);
     builder.set_concurrency_mode(match sharing {
         Sharing::Shared => ConcurrencyMode::SingleWriter,
         Sharing::Private => ConcurrencyMode::ExclusiveWriter,

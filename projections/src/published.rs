@@ -3,8 +3,11 @@
 //! Readers take the current `Arc` (a pointer copy under a lock held for nanoseconds) and may
 //! query it for as long as they like: the writer never waits for them. The writer keeps spare
 //! copies and brings a spare nobody reads up to date with the records it missed, then swaps it
-//! in. A copy pinned by a long query is skipped; only when every copy is pinned does the writer
-//! clone one, so the cost of a slow reader is memory, never an acknowledgement's latency.
+//! in. A copy pinned by a long query is skipped. The writer keeps two free spares ahead; when
+//! readers pin one, another is cloned on a thread of its own from the (immutable) published
+//! state, so the cost of slow readers is memory (three copies at rest) and a spare core, not an
+//! acknowledgement's latency. The writer waits for a copy only when readers pin copies faster
+//! than they can be made.
 //!
 //! Invariants:
 //! - the published state always equals the fold of exactly the committed records.
@@ -13,6 +16,7 @@
 //!   than `BACKLOG_RECORDS_MAX` of them is let go (its reader keeps it alive alone).
 
 use std::collections::VecDeque;
+use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::{Arc, RwLock};
 
 use fleetlog_ledger::Record;
@@ -25,6 +29,10 @@ pub const BACKLOG_RECORDS_MAX: usize = 100_000;
 
 /// Spare copies kept beyond need are dropped down to this many.
 const SPARES_MAX: usize = 3;
+
+/// Free spares the writer keeps ready: one for the next batch even if a reader pins the copy
+/// it is about to publish.
+const SPARES_AHEAD: usize = 2;
 
 /// The slot readers read from.
 #[derive(Default)]
@@ -67,17 +75,22 @@ impl Published {
 pub struct Publisher {
     slot: Arc<Published>,
     spares: Vec<Arc<State>>,
+    /// A copy being made off the writer thread, and the seq it copies.
+    incoming: Option<(u64, Receiver<State>)>,
     backlog: VecDeque<Record>,
 }
 
 impl Publisher {
+    /// Starts with a spare being copied in the background, so opening costs no clone.
     pub fn new(slot: Arc<Published>) -> Self {
-        let spare = Arc::new(State::clone(&slot.get()));
-        Publisher {
+        let mut publisher = Publisher {
             slot,
-            spares: vec![spare],
+            spares: Vec::new(),
+            incoming: None,
             backlog: VecDeque::new(),
-        }
+        };
+        publisher.copy_in_background();
+        publisher
     }
 
     /// Publishes the state after `records` (a committed batch).
@@ -86,19 +99,16 @@ impl Publisher {
             return;
         }
         self.backlog.extend(records.iter().cloned());
-        let index = match self
-            .spares
-            .iter()
-            .position(|spare| Arc::strong_count(spare) == 1)
-        {
-            Some(index) => index,
-            None => {
-                // Every spare is being read: start another from the published state.
-                self.spares.push(Arc::new(State::clone(&self.slot.get())));
-                self.spares.len() - 1
-            }
+        self.take_incoming(false);
+        let mut spare = match self.free_spare() {
+            Some(index) => self.spares.swap_remove(index),
+            None => match self.take_incoming(true) {
+                // The background copy was already on its way: waiting for it beats starting
+                // another one here.
+                Some(index) => self.spares.swap_remove(index),
+                None => Arc::new(State::clone(&self.slot.get())),
+            },
         };
-        let mut spare = self.spares.swap_remove(index);
         let state = Arc::get_mut(&mut spare).expect("a spare with one owner is writable");
         let after = state.seq;
         for record in self.backlog.iter().filter(|record| record.seq > after) {
@@ -106,27 +116,88 @@ impl Publisher {
         }
         let previous = self.slot.swap(spare);
         self.spares.push(previous);
+        // A reader may pin the copy just published: keep two spares ahead (one made off the
+        // writer thread) so that a long query never makes the next batch wait for a copy.
+        let free = self
+            .spares
+            .iter()
+            .filter(|s| Arc::strong_count(s) == 1)
+            .count();
+        if free < SPARES_AHEAD {
+            self.copy_in_background();
+        }
         self.trim();
+    }
+
+    fn free_spare(&self) -> Option<usize> {
+        self.spares
+            .iter()
+            .position(|spare| Arc::strong_count(spare) == 1)
+    }
+
+    /// Copies the published state (immutable, so any thread may read it) on a thread of its
+    /// own, unless a copy is already being made.
+    fn copy_in_background(&mut self) {
+        if self.incoming.is_some() {
+            return;
+        }
+        let source = self.slot.get();
+        let (sender, receiver) = std::sync::mpsc::sync_channel(1);
+        let seq = source.seq;
+        let spawned = std::thread::Builder::new()
+            .name("fleetlog-state-copy".to_owned())
+            .spawn(move || {
+                let _ = sender.send(State::clone(&source));
+            });
+        // Without a thread the writer clones when it must, as before: slower, never wrong.
+        if spawned.is_ok() {
+            self.incoming = Some((seq, receiver));
+        }
+    }
+
+    /// Moves a finished background copy into the spares; `wait` blocks for an unfinished one.
+    /// Returns its index.
+    fn take_incoming(&mut self, wait: bool) -> Option<usize> {
+        let (_, receiver) = self.incoming.as_ref()?;
+        let copy = match wait {
+            true => receiver.recv().ok(),
+            false => match receiver.try_recv() {
+                Ok(copy) => Some(copy),
+                Err(TryRecvError::Empty) => return None,
+                Err(TryRecvError::Disconnected) => None,
+            },
+        };
+        self.incoming = None;
+        self.spares.push(Arc::new(copy?));
+        Some(self.spares.len() - 1)
     }
 
     fn trim(&mut self) {
         let newest = self.slot.get().seq;
         let horizon = newest.saturating_sub(BACKLOG_RECORDS_MAX as u64);
-        self.spares.retain(|spare| spare.seq >= horizon);
+        let mut dropped = Vec::new();
+        let (keep, lagging): (Vec<_>, Vec<_>) = std::mem::take(&mut self.spares)
+            .into_iter()
+            .partition(|spare| spare.seq >= horizon);
+        self.spares = keep;
+        dropped.extend(lagging);
         while self.spares.len() > SPARES_MAX {
-            match self
-                .spares
-                .iter()
-                .position(|spare| Arc::strong_count(spare) == 1)
-            {
-                Some(index) => drop(self.spares.swap_remove(index)),
+            match self.free_spare() {
+                Some(index) => dropped.push(self.spares.swap_remove(index)),
                 None => break,
             }
+        }
+        if !dropped.is_empty() {
+            // Freeing a large state takes as long as building it: not on the writer's time.
+            let _ = std::thread::Builder::new()
+                .name("fleetlog-state-drop".to_owned())
+                .spawn(move || drop(dropped));
         }
         let oldest = self
             .spares
             .iter()
             .map(|spare| spare.seq)
+            .chain(self.incoming.as_ref().map(|(seq, _)| *seq))
             .min()
             .unwrap_or(newest);
         while self
@@ -136,5 +207,58 @@ impl Publisher {
         {
             self.backlog.pop_front();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fleetlog_ledger::{ChainHash, Event, Json, Timestamp};
+
+    fn record(seq: u64) -> Record {
+        Record {
+            seq,
+            ts: Timestamp(1_795_392_000_000_000 + seq as i64),
+            actor: "a".to_owned(),
+            event: Event::Custom {
+                kind: "k".to_owned(),
+                payload: Json::null(),
+            },
+            prev: ChainHash::default(),
+            hash: ChainHash::default(),
+        }
+    }
+
+    #[test]
+    fn what_readers_see_is_the_fold_of_every_batch_however_many_copies_they_pin() {
+        let slot = Arc::new(Published::new(State::default()));
+        let mut publisher = Publisher::new(Arc::clone(&slot));
+        let mut pinned = Vec::new();
+        for seq in 1..=40 {
+            publisher.publish(&[record(seq)]);
+            let seen = slot.get();
+            assert_eq!(seen.seq, seq, "read-your-writes after batch {seq}");
+            // Readers pin some copies for a long time, others not at all.
+            if seq % 3 == 0 {
+                pinned.push(seen);
+            }
+            if seq % 10 == 0 {
+                pinned.clear();
+            }
+        }
+        drop(pinned);
+        publisher.publish(&[record(41)]);
+        assert_eq!(slot.get().seq, 41);
+        assert!(publisher.spares.len() <= SPARES_MAX);
+        let oldest = publisher
+            .spares
+            .iter()
+            .map(|spare| spare.seq)
+            .chain(publisher.incoming.as_ref().map(|(seq, _)| *seq))
+            .min();
+        assert!(
+            publisher.backlog.iter().all(|r| Some(r.seq) > oldest),
+            "the backlog holds only records some copy lacks"
+        );
     }
 }

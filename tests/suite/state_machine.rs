@@ -19,7 +19,10 @@ enum Op {
     Heartbeat(u8, u32),
     Deregister(u8),
     Send(u8, Option<u8>),
-    Receive(u8, bool),
+    /// Agent, consume, ask for acknowledged delivery.
+    Receive(u8, bool, bool),
+    /// Acknowledge (or, given no outstanding delivery, a refused ack of signal 1).
+    Ack(u8),
     Acquire(u8, u8, u32),
     Release(u8, u8),
     Enqueue(u8, i8, bool),
@@ -39,7 +42,9 @@ fn op() -> impl Strategy<Value = Op> {
         (agent.clone(), 1_000u32..60_000).prop_map(|(a, ttl)| Op::Heartbeat(a, ttl)),
         agent.clone().prop_map(Op::Deregister),
         (agent.clone(), proptest::option::of(0..AGENTS)).prop_map(|(a, to)| Op::Send(a, to)),
-        (agent.clone(), any::<bool>()).prop_map(|(a, consume)| Op::Receive(a, consume)),
+        (agent.clone(), any::<bool>(), any::<bool>())
+            .prop_map(|(a, consume, ack)| Op::Receive(a, consume, ack)),
+        agent.clone().prop_map(Op::Ack),
         (agent.clone(), 0..RESOURCES, 500u32..20_000)
             .prop_map(|(a, r, ttl)| Op::Acquire(a, r, ttl)),
         (agent.clone(), 0..RESOURCES).prop_map(|(a, r)| Op::Release(a, r)),
@@ -91,8 +96,8 @@ fn command(op: &Op, state: &State) -> Option<Command> {
             ttl_ms: 10_000,
             correlation_id: None,
         },
-        Op::Receive(a, consume) => Command::ReceiveSignal {
-            ack_ms: None,
+        Op::Receive(a, consume, ack) => Command::ReceiveSignal {
+            ack_ms: ack.then_some(8_000),
             agent: name(a),
             filter: SignalFilter {
                 kind: "ping".into(),
@@ -101,6 +106,19 @@ fn command(op: &Op, state: &State) -> Option<Command> {
             consume,
             wait_ms: None,
         },
+        Op::Ack(a) => {
+            let signal = state
+                .signals
+                .live
+                .keys()
+                .copied()
+                .find(|id| state.signals.delivered(*id).any(|(to, _)| *to == name(a)))
+                .unwrap_or(1);
+            Command::AckSignal {
+                agent: name(a),
+                signal,
+            }
+        }
         Op::Acquire(a, r, ttl) => Command::AcquireLock {
             agent: name(a),
             resource: format!("r{r}"),

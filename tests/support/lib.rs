@@ -565,3 +565,45 @@ pub fn check_log(reader: &fleetlog_ledger::Reader) {
         })
         .expect("scan the log");
 }
+
+/// Latencies of single operations, kept so a benchmark can report percentiles (criterion
+/// reports means): the edge targets are stated as p50 and p99.
+#[derive(Default)]
+pub struct Latencies {
+    samples: Vec<std::time::Duration>,
+}
+
+impl Latencies {
+    /// Runs `op` `iters` times, recording each, and returns the total (for `iter_custom`).
+    pub fn time(&mut self, iters: u64, mut op: impl FnMut()) -> std::time::Duration {
+        let mut total = std::time::Duration::ZERO;
+        for _ in 0..iters {
+            let started = std::time::Instant::now();
+            op();
+            let took = started.elapsed();
+            self.samples.push(took);
+            total += took;
+        }
+        total
+    }
+
+    /// The `q` quantile (0.0..=1.0) of everything recorded.
+    pub fn quantile(&mut self, q: f64) -> std::time::Duration {
+        if self.samples.is_empty() {
+            return std::time::Duration::ZERO;
+        }
+        self.samples.sort_unstable();
+        let index = ((self.samples.len() - 1) as f64 * q).round() as usize;
+        self.samples[index]
+    }
+
+    /// `label: p50 … p99 … (n samples)`, for the bench output.
+    pub fn report(&mut self, label: &str) -> String {
+        format!(
+            "{label}: p50 {:?} p99 {:?} ({} samples)",
+            self.quantile(0.5),
+            self.quantile(0.99),
+            self.samples.len()
+        )
+    }
+}
