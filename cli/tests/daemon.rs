@@ -96,6 +96,17 @@ fn cli(db: &Path, args: &[&str]) -> std::process::Output {
         .expect("the CLI runs")
 }
 
+/// A fresh ledger served by a daemon, with `agents` registered: what most tests start from.
+fn fleet(agents: &[&str]) -> (tempfile::TempDir, PathBuf, Daemon, BlockingClient) {
+    let (dir, db) = new_db();
+    let daemon = Daemon::start(&db, &[]);
+    let client = daemon.client();
+    for agent in agents {
+        register(&client, agent);
+    }
+    (dir, db, daemon, client)
+}
+
 fn register(client: &BlockingClient, agent: &str) {
     client
         .execute(&Command::Register {
@@ -224,10 +235,7 @@ fn eight_processes_share_one_lock_two_hundred_times_each_without_losing_an_updat
 #[test]
 fn eight_workers_drain_a_thousand_tasks_and_a_killed_workers_task_is_recovered() {
     const TASKS: u64 = 1_000;
-    let (_dir, db) = new_db();
-    let daemon = Daemon::start(&db, &[]);
-    let client = daemon.client();
-    register(&client, "boss");
+    let (_dir, db, daemon, client) = fleet(&["boss"]);
     for n in 0..TASKS {
         client
             .execute(&Command::Enqueue {
@@ -502,9 +510,7 @@ fn malformed_unknown_oversized_and_unauthorised_requests_are_refused_and_change_
 
 #[test]
 fn a_batch_answers_each_command_on_its_own_in_order() {
-    let (_dir, db) = new_db();
-    let daemon = Daemon::start(&db, &[]);
-    let client = daemon.client();
+    let (_dir, _db, _daemon, client) = fleet(&[]);
     let custom = |agent: &str, n: u64| Command::Custom {
         agent: agent.into(),
         kind: "n".into(),
@@ -600,11 +606,7 @@ fn check_signal(client: &BlockingClient, agent: &str) -> Option<serde_json::Valu
 
 #[test]
 fn a_long_poll_whose_http_client_gave_up_consumes_nothing() {
-    let (_dir, db) = new_db();
-    let daemon = Daemon::start(&db, &[]);
-    let client = daemon.client();
-    register(&client, "producer");
-    register(&client, "consumer");
+    let (_dir, _db, daemon, client) = fleet(&["producer", "consumer"]);
     {
         // An HTTP client whose own timeout (300 ms) is shorter than its wait_ms.
         let mut stream = std::net::TcpStream::connect(&daemon.address).expect("connect");
@@ -649,11 +651,7 @@ fn ctrl_c_a_cli_wait(db: &Path, client: &BlockingClient, args: &[&str]) {
 
 #[test]
 fn ctrl_c_on_a_cli_signal_wait_leaves_the_signal_for_the_next_receiver() {
-    let (_dir, db) = new_db();
-    let daemon = Daemon::start(&db, &[]);
-    let client = daemon.client();
-    register(&client, "producer");
-    register(&client, "consumer");
+    let (_dir, db, _daemon, client) = fleet(&["producer", "consumer"]);
     ctrl_c_a_cli_wait(
         &db,
         &client,
@@ -685,9 +683,7 @@ fn ctrl_c_on_a_cli_signal_wait_leaves_the_signal_for_the_next_receiver() {
 
 #[test]
 fn ctrl_c_on_a_cli_lock_wait_grants_the_released_lock_to_nobody_gone() {
-    let (_dir, db) = new_db();
-    let daemon = Daemon::start(&db, &[]);
-    let client = daemon.client();
+    let (_dir, db, _daemon, client) = fleet(&[]);
     for agent in ["holder", "quitter", "next"] {
         register(&client, agent);
     }
@@ -732,11 +728,7 @@ fn ctrl_c_on_a_cli_lock_wait_grants_the_released_lock_to_nobody_gone() {
 
 #[test]
 fn ctrl_c_on_a_cli_claim_wait_leaves_the_task_unclaimed_with_no_attempt_counted() {
-    let (_dir, db) = new_db();
-    let daemon = Daemon::start(&db, &[]);
-    let client = daemon.client();
-    register(&client, "quitter");
-    register(&client, "worker");
+    let (_dir, db, _daemon, client) = fleet(&["quitter", "worker"]);
     ctrl_c_a_cli_wait(
         &db,
         &client,
@@ -767,10 +759,7 @@ fn ctrl_c_on_a_cli_claim_wait_leaves_the_task_unclaimed_with_no_attempt_counted(
 
 #[test]
 fn a_long_poll_that_times_out_is_answered_200_with_timed_out() {
-    let (_dir, db) = new_db();
-    let daemon = Daemon::start(&db, &[]);
-    let client = daemon.client();
-    register(&client, "consumer");
+    let (_dir, db, daemon, _client) = fleet(&["consumer"]);
     let body = br#"{"agent":"consumer","filter":{"kind":"job"},"wait_ms":50}"#;
     let (status, response) = raw_http(&daemon.address, &post("/v1/signals/receive", "", body));
     assert_eq!(status, 200, "{response}");
@@ -836,10 +825,7 @@ fn a_retry_with_the_same_idempotency_key_appends_once_across_a_sigkill() {
 
 #[test]
 fn thousands_of_idle_connections_do_not_lock_out_a_client_on_either_listener() {
-    let (_dir, db) = new_db();
-    let daemon = Daemon::start(&db, &[]);
-    let client = daemon.client();
-    register(&client, "a");
+    let (_dir, _db, daemon, _client) = fleet(&["a"]);
     let idle: Vec<std::net::TcpStream> = (0..5_000)
         .filter_map(|_| std::net::TcpStream::connect(&daemon.address).ok())
         .collect();
@@ -900,10 +886,7 @@ fn stuck_sse_readers_cost_bounded_memory_while_large_records_are_appended() {
     const READERS: u64 = 32;
     const RECORDS: usize = 100;
     const PAYLOAD_BYTES: usize = 256 * 1024;
-    let (_dir, db) = new_db();
-    let daemon = Daemon::start(&db, &[]);
-    let client = daemon.client();
-    register(&client, "a");
+    let (_dir, _db, daemon, client) = fleet(&["a"]);
     let append = |n: usize| {
         client
             .execute(&Command::Custom {

@@ -386,30 +386,18 @@ impl Writer {
             Err(error) => return Err(fail_all(error, batch)),
         };
         let ts = self.clock.now().max(self.head.ts);
-        let mut events = match txn.open_table(EVENTS) {
-            Ok(table) => table,
-            Err(error) => return Err(fail_all(error.into(), batch)),
-        };
-        let mut keys = match txn.open_table(IDEMPOTENCY) {
-            Ok(table) => table,
-            Err(error) => return Err(fail_all(error.into(), batch)),
-        };
-        let mut answers = match txn.open_table(COMMAND_KEYS) {
-            Ok(table) => table,
-            Err(error) => return Err(fail_all(error.into(), batch)),
-        };
-        let mut answers_by_time = match txn.open_table(COMMAND_KEYS_BY_TIME) {
-            Ok(table) => table,
+        let mut tables = match Tables::open(&txn) {
+            Ok(tables) => tables,
             Err(error) => return Err(fail_all(error.into(), batch)),
         };
         let mut stage = Batch::new(
             ts,
             self.head,
-            &mut events,
-            &mut keys,
+            &mut tables.events,
+            &mut tables.keys,
             crate::sequencer::CommandKeys {
-                answers: &mut answers,
-                by_time: &mut answers_by_time,
+                answers: &mut tables.answers,
+                by_time: &mut tables.by_time,
             },
         );
         // Keys past their window go a few at a time; a failure here poisons like any write.
@@ -418,7 +406,7 @@ impl Writer {
         let staged = pruned.and_then(|()| self.stage(batch, &mut stage, &mut replies));
         let failure = staged.err().or_else(|| stage.take_failure());
         let (head, records, after_commit) = stage.into_parts();
-        drop((events, keys, answers, answers_by_time));
+        drop(tables);
         let fail = |error: Error, replies: Vec<(Reply, Result<Vec<Receipt>, Error>)>, after| {
             Box::new(Failed {
                 error,
@@ -554,6 +542,25 @@ impl Writer {
             batch_keys.insert(key.key, (key.digest, receipts.clone()));
         }
         Ok(Ok(receipts))
+    }
+}
+
+/// The tables one batch writes, opened together.
+struct Tables<'txn> {
+    events: redb::Table<'txn, u64, &'static [u8]>,
+    keys: redb::Table<'txn, &'static str, &'static [u8]>,
+    answers: redb::Table<'txn, &'static str, &'static [u8]>,
+    by_time: redb::Table<'txn, (u64, &'static str), ()>,
+}
+
+impl<'txn> Tables<'txn> {
+    fn open(txn: &'txn redb::WriteTransaction) -> Result<Self, redb::TableError> {
+        Ok(Tables {
+            events: txn.open_table(EVENTS)?,
+            keys: txn.open_table(IDEMPOTENCY)?,
+            answers: txn.open_table(COMMAND_KEYS)?,
+            by_time: txn.open_table(COMMAND_KEYS_BY_TIME)?,
+        })
     }
 }
 

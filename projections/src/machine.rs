@@ -23,7 +23,7 @@ use crate::published::{Published, Publisher};
 use crate::queue::{TaskState, retry_backoff_ms};
 use crate::replay::Projection;
 use crate::state::{Due, State};
-use crate::waits::{ClaimWant, LockWant, Refused, SignalWant, Waits};
+use crate::waits::{ApprovalWant, ClaimWant, LockWant, Refused, SignalWant, Waits};
 use crate::workflows::WorkflowStatus;
 
 /// The actor of events the machine records on its own (expiries).
@@ -433,7 +433,9 @@ impl Machine {
                     None => Ok(done_with(Outcome::Signal { signal: None })),
                     Some(wait_ms) => {
                         let reply = take_reply(reply);
-                        self.park(|waits| waits.park_signal(agent, now, wait_ms, reply, wants))
+                        self.park(|waits| {
+                            waits.park(agent.clone(), agent, now, wait_ms, reply, wants)
+                        })
                     }
                 }
             }
@@ -480,7 +482,7 @@ impl Machine {
                             let wants = LockWant { ttl_ms, intent };
                             let reply = take_reply(reply);
                             self.park(|waits| {
-                                waits.park_lock(resource, agent, now, wait_ms, reply, wants)
+                                waits.park(resource, agent, now, wait_ms, reply, wants)
                             })
                         }
                     },
@@ -525,7 +527,7 @@ impl Machine {
                     Some(wait_ms) => {
                         let wants = ClaimWant { tags, lease_ttl_ms };
                         let reply = take_reply(reply);
-                        self.park(|waits| waits.park_claim(agent, now, wait_ms, reply, wants))
+                        self.park(|waits| waits.park((), agent, now, wait_ms, reply, wants))
                     }
                 }
             }
@@ -665,7 +667,7 @@ impl Machine {
                     return Ok(done_with(Outcome::Approval { approval: view }));
                 }
                 let reply = take_reply(reply);
-                self.park(|waits| waits.park_approval(approval, agent, now, wait_ms, reply))
+                self.park(|waits| waits.park(approval, agent, now, wait_ms, reply, ApprovalWant))
             }
             Command::Post {
                 agent,

@@ -48,9 +48,73 @@ pub(crate) struct SignalWant {
     pub ack_ms: Option<u64>,
 }
 
+/// An approval wait wants nothing but the decision.
+pub(crate) struct ApprovalWant;
+
+/// A kind of wait: the lane it sits in, and what its key is.
+pub(crate) trait Want: Sized {
+    type Key: Hash + Eq + Clone;
+    fn lane(waits: &mut Waits) -> &mut Lane<Self::Key, Self>;
+    fn index_key(key: &Self::Key) -> Key;
+    /// The key as a refusal names it.
+    fn describe(key: &Self::Key) -> String;
+}
+
+impl Want for LockWant {
+    type Key = String;
+    fn lane(waits: &mut Waits) -> &mut Lane<String, LockWant> {
+        &mut waits.locks
+    }
+    fn index_key(resource: &String) -> Key {
+        Key::Lock(resource.clone())
+    }
+    fn describe(resource: &String) -> String {
+        format!("lock {resource:?}")
+    }
+}
+
+impl Want for ClaimWant {
+    type Key = ();
+    fn lane(waits: &mut Waits) -> &mut Lane<(), ClaimWant> {
+        &mut waits.claims
+    }
+    fn index_key(_: &()) -> Key {
+        Key::Queue
+    }
+    fn describe(_: &()) -> String {
+        "the task queue".to_owned()
+    }
+}
+
+impl Want for SignalWant {
+    type Key = String;
+    fn lane(waits: &mut Waits) -> &mut Lane<String, SignalWant> {
+        &mut waits.signals
+    }
+    fn index_key(agent: &String) -> Key {
+        Key::Signals(agent.clone())
+    }
+    fn describe(agent: &String) -> String {
+        format!("the signals of {agent:?}")
+    }
+}
+
+impl Want for ApprovalWant {
+    type Key = u64;
+    fn lane(waits: &mut Waits) -> &mut Lane<u64, ApprovalWant> {
+        &mut waits.approvals
+    }
+    fn index_key(approval: &u64) -> Key {
+        Key::Approval(*approval)
+    }
+    fn describe(approval: &u64) -> String {
+        format!("approval {approval}")
+    }
+}
+
 /// Which queue of waits a deadline belongs to.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Key {
+pub(crate) enum Key {
     Lock(String),
     Queue,
     Signals(String),
@@ -58,7 +122,7 @@ enum Key {
 }
 
 /// Waits in arrival order per key.
-struct Lane<K, T> {
+pub(crate) struct Lane<K, T> {
     queues: HashMap<K, VecDeque<Waiter<T>>>,
 }
 
@@ -146,7 +210,7 @@ pub(crate) struct Waits {
     locks: Lane<String, LockWant>,
     claims: Lane<(), ClaimWant>,
     signals: Lane<String, SignalWant>,
-    approvals: Lane<u64, ()>,
+    approvals: Lane<u64, ApprovalWant>,
     /// (deadline, id) → where the wait sits.
     deadlines: BTreeMap<(Timestamp, u64), Key>,
 }
@@ -204,106 +268,29 @@ impl Waits {
         (self.next_id, agent, now, deadline, reply)
     }
 
-    pub fn park_lock(
+    /// Parks a wait on `key` behind those already there, unless the key is full (waits whose
+    /// callers left are dropped first, so they never count).
+    pub fn park<W: Want>(
         &mut self,
-        resource: String,
+        key: W::Key,
         agent: String,
         now: Timestamp,
         wait_ms: u64,
         reply: Reply,
-        wants: LockWant,
+        wants: W,
     ) -> Result<(), Refused> {
-        let gone = self.locks.prune_key(&resource);
+        let gone = W::lane(self).prune_key(&key);
         self.forget(gone);
-        let waiting = self.locks.queues.get(&resource).map_or(0, VecDeque::len);
-        if let Err(error) = room(waiting, || format!("lock {resource:?}")) {
+        let waiting = W::lane(self).queues.get(&key).map_or(0, VecDeque::len);
+        if let Err(error) = room(waiting, || W::describe(&key)) {
             return Err(Box::new((reply, error)));
         }
-        let parked = self.ticket(Key::Lock(resource.clone()), agent, now, wait_ms, reply);
-        let waiter = waiter(parked, wants);
-        self.locks
+        let parked = self.ticket(W::index_key(&key), agent, now, wait_ms, reply);
+        W::lane(self)
             .queues
-            .entry(resource)
+            .entry(key)
             .or_default()
-            .push_back(waiter);
-        Ok(())
-    }
-
-    pub fn park_claim(
-        &mut self,
-        agent: String,
-        now: Timestamp,
-        wait_ms: u64,
-        reply: Reply,
-        wants: ClaimWant,
-    ) -> Result<(), Refused> {
-        let gone = self.claims.prune_key(&());
-        self.forget(gone);
-        let waiting = self.claims.queues.get(&()).map_or(0, VecDeque::len);
-        if let Err(error) = room(waiting, || "the task queue".to_owned()) {
-            return Err(Box::new((reply, error)));
-        }
-        let parked = self.ticket(Key::Queue, agent, now, wait_ms, reply);
-        let waiter = waiter(parked, wants);
-        self.claims.queues.entry(()).or_default().push_back(waiter);
-        Ok(())
-    }
-
-    pub fn park_signal(
-        &mut self,
-        agent: String,
-        now: Timestamp,
-        wait_ms: u64,
-        reply: Reply,
-        wants: SignalWant,
-    ) -> Result<(), Refused> {
-        let gone = self.signals.prune_key(&agent);
-        self.forget(gone);
-        let waiting = self.signals.queues.get(&agent).map_or(0, VecDeque::len);
-        if let Err(error) = room(waiting, || format!("the signals of {agent:?}")) {
-            return Err(Box::new((reply, error)));
-        }
-        let parked = self.ticket(
-            Key::Signals(agent.clone()),
-            agent.clone(),
-            now,
-            wait_ms,
-            reply,
-        );
-        let waiter = waiter(parked, wants);
-        self.signals
-            .queues
-            .entry(agent)
-            .or_default()
-            .push_back(waiter);
-        Ok(())
-    }
-
-    pub fn park_approval(
-        &mut self,
-        approval: u64,
-        agent: String,
-        now: Timestamp,
-        wait_ms: u64,
-        reply: Reply,
-    ) -> Result<(), Refused> {
-        let gone = self.approvals.prune_key(&approval);
-        self.forget(gone);
-        let waiting = self
-            .approvals
-            .queues
-            .get(&approval)
-            .map_or(0, VecDeque::len);
-        if let Err(error) = room(waiting, || format!("approval {approval}")) {
-            return Err(Box::new((reply, error)));
-        }
-        let parked = self.ticket(Key::Approval(approval), agent, now, wait_ms, reply);
-        let waiter = waiter(parked, ());
-        self.approvals
-            .queues
-            .entry(approval)
-            .or_default()
-            .push_back(waiter);
+            .push_back(waiter(parked, wants));
         Ok(())
     }
 
@@ -360,7 +347,7 @@ impl Waits {
         self.signals.queues.keys().cloned().collect()
     }
 
-    pub fn take_approval(&mut self, approval: u64) -> VecDeque<Waiter<()>> {
+    pub fn take_approval(&mut self, approval: u64) -> VecDeque<Waiter<ApprovalWant>> {
         self.approvals.take(&approval)
     }
 
@@ -443,15 +430,15 @@ mod tests {
         let gone = Arc::new(AtomicBool::new(false));
         let now = Timestamp::from_micros(1_000_000);
         for _ in 0..WAITERS_PER_KEY_MAX {
-            let parked = waits.park_signal("a".into(), now, 60_000, reply(&gone), want());
+            let parked = waits.park("a".into(), "a".into(), now, 60_000, reply(&gone), want());
             assert!(parked.is_ok());
         }
         let live = Arc::new(AtomicBool::new(false));
-        let refused = waits.park_signal("a".into(), now, 60_000, reply(&live), want());
+        let refused = waits.park("a".into(), "a".into(), now, 60_000, reply(&live), want());
         let refused = refused.err().map(|refused| refused.1);
         assert!(matches!(refused, Some(CommandError::TooManyWaiters { .. })));
         gone.store(true, Ordering::Relaxed);
-        let parked = waits.park_signal("a".into(), now, 60_000, reply(&live), want());
+        let parked = waits.park("a".into(), "a".into(), now, 60_000, reply(&live), want());
         assert!(parked.is_ok());
         assert_eq!(waits.count(), 1);
         assert_eq!(waits.lanes_len(), 1);
@@ -463,7 +450,14 @@ mod tests {
         let present = Arc::new(AtomicBool::new(false));
         let now = Timestamp::from_micros(1_000_000);
         for (agent, wait_ms) in [("a", 30), ("b", 10), ("c", 20)] {
-            let parked = waits.park_signal(agent.into(), now, wait_ms, reply(&present), want());
+            let parked = waits.park(
+                agent.into(),
+                agent.into(),
+                now,
+                wait_ms,
+                reply(&present),
+                want(),
+            );
             assert!(parked.is_ok());
         }
         let due = waits.take_due(now.plus_millis(20));
@@ -478,7 +472,7 @@ mod tests {
         let mut waits = Waits::default();
         let gone = Arc::new(AtomicBool::new(false));
         let now = Timestamp::from_micros(1_000_000);
-        let parked = waits.park_approval(7, "a".into(), now, 1_000, reply(&gone));
+        let parked = waits.park(7, "a".into(), now, 1_000, reply(&gone), ApprovalWant);
         assert!(parked.is_ok());
         gone.store(true, Ordering::Relaxed);
         waits.prune_gone();
