@@ -252,7 +252,7 @@ fn readers_against_the_writer(c: &mut Criterion, coordinator: &Coordinator) {
     let loops = std::thread::scope(|scope| {
         let reader = scope.spawn(|| {
             // As the daemon's query threads do.
-            fleetlog::query_threads::yield_cpu_to_the_writer();
+            fleetlog::daemon::query_threads::yield_cpu_to_the_writer();
             let mut loops = 0u64;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let report = analytics::overhead(&coordinator.state(), &Window::default());

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use fleetlog::client::{BlockingClient, Endpoint};
-use fleetlog::server::{ServerConfig, serve};
+use fleetlog::daemon::{ServerConfig, serve};
 use fleetlog_ledger::{Json, SignalTarget};
 use fleetlog_projections::signals::SignalFilter;
 use fleetlog_projections::{Command, Outcome, TaskSpec};
@@ -35,7 +35,7 @@ impl Daemon {
             listen: "127.0.0.1:0".parse().expect("address"),
             socket: socket.clone(),
             token: None,
-            shutdown_grace: fleetlog::server::SHUTDOWN_GRACE,
+            shutdown_grace: fleetlog::daemon::SHUTDOWN_GRACE,
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {

@@ -23,7 +23,7 @@ pub enum Error {
     #[error(transparent)]
     Command(#[from] fleetlog_projections::CommandError),
     #[error(transparent)]
-    Query(#[from] crate::api::QueryError),
+    Query(#[from] crate::wire::QueryError),
     #[error("talking to the daemon failed: {0}")]
     Transport(String),
 }

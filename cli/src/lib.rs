@@ -2,17 +2,14 @@
 //! a Unix socket), the Rust client for it, and the `fleetlog` command line.
 //!
 //! Invariants: only this crate knows HTTP; every write goes through the state machine's
-//! commands; the client and the embedded mode answer the same queries through `api::answer`, so
+//! commands; the client and the embedded mode answer the same queries through `wire::answer`, so
 //! a CLI command prints the same thing whether a daemon serves the file or not.
 
-pub mod api;
-pub mod backend;
 pub mod bench;
 pub mod client;
+pub mod daemon;
 pub mod demo;
 mod error;
-mod listen;
-pub mod query_threads;
-pub mod server;
+pub mod wire;
 
 pub use error::Error;

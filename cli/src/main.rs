@@ -6,10 +6,9 @@
 //! document with `--json`; exit codes are 0 ok, 1 error (including a broken chain), 2 usage,
 //! 3 not found or timed out.
 
-mod benchmark;
 mod commands;
-mod fleet;
-mod output;
+
+use commands::{benchmark, fleet, output};
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -103,7 +102,7 @@ enum Command {
     /// Serve the ledger to agents over HTTP/1.1 + JSON (loopback TCP and a Unix socket).
     Serve {
         /// TCP address; beyond loopback it requires --token.
-        #[arg(long, default_value_t = std::net::SocketAddr::from(([127, 0, 0, 1], fleetlog::api::DEFAULT_PORT)))]
+        #[arg(long, default_value_t = std::net::SocketAddr::from(([127, 0, 0, 1], fleetlog::wire::DEFAULT_PORT)))]
         listen: std::net::SocketAddr,
         /// Unix socket path (default: beside the database, `<db>.sock`).
         #[arg(long)]
@@ -112,7 +111,7 @@ enum Command {
         #[arg(long, env = "FLEETLOG_TOKEN")]
         token: Option<String>,
         /// After SIGTERM/SIGINT, how long in-flight requests get before connections are closed.
-        #[arg(long, default_value_t = fleetlog::server::SHUTDOWN_GRACE.as_millis() as u64)]
+        #[arg(long, default_value_t = fleetlog::daemon::SHUTDOWN_GRACE.as_millis() as u64)]
         shutdown_grace_ms: u64,
     },
 }

@@ -50,7 +50,7 @@ impl Daemon {
         std::thread::spawn(move || lines.for_each(drop));
         Daemon {
             child,
-            socket: fleetlog::api::socket_path(db),
+            socket: fleetlog::wire::socket_path(db),
             address,
         }
     }
@@ -261,7 +261,7 @@ fn eight_workers_drain_a_thousand_tasks_and_a_killed_workers_task_is_recovered()
         assert!(child.wait().expect("worker exits").success());
     }
     let stats = client
-        .query(&fleetlog::api::Query::QueueStats)
+        .query(&fleetlog::wire::Query::QueueStats)
         .expect("stats");
     assert_eq!(stats["by_state"]["completed"], TASKS, "{stats}");
     let ledger = Ledger::open_read_only(&db).expect("read-only beside the daemon");
@@ -920,7 +920,7 @@ fn stuck_sse_readers_cost_bounded_memory_while_large_records_are_appended() {
     let grown = rss_bytes(daemon.child.id()).saturating_sub(before);
     // Each stuck reader may hold its unsent budget, a read-ahead of a quarter of it, and the
     // record being encoded; the rest is slack for the allocator and thread stacks.
-    let budget = fleetlog::server::SSE_UNSENT_BYTES_MAX as u64;
+    let budget = fleetlog::daemon::SSE_UNSENT_BYTES_MAX as u64;
     let per_reader = budget + budget / 4 + 2 * PAYLOAD_BYTES as u64;
     let bound = READERS * per_reader + 64 * 1024 * 1024;
     eprintln!(

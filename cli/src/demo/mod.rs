@@ -13,10 +13,10 @@ use fleetlog_projections::signals::SignalFilter;
 use fleetlog_projections::{Command, Outcome, StageReport, TaskSpec};
 use serde_json::{Value, json};
 
-use crate::api::Query;
 use crate::client::{BlockingClient, Endpoint};
+use crate::daemon::BackgroundDaemon;
 use crate::error::Error;
-use crate::server::BackgroundDaemon;
+use crate::wire::Query;
 
 /// How big a demo to run.
 #[derive(Clone, Copy, Debug)]

@@ -7,14 +7,14 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
-use fleetlog::api::Query;
-use fleetlog::backend::Backend;
+use fleetlog::client::backend::Backend;
+use fleetlog::wire::Query;
 use fleetlog_ledger::{Json, Outcome as Work, SignalTarget, Timestamp};
 use fleetlog_projections::signals::SignalFilter;
 use fleetlog_projections::{Command, Outcome, StageReport, TaskSpec};
 use serde_json::Value;
 
-use crate::output::{Output, table};
+use crate::commands::output::{Output, table};
 
 /// Who issues a command.
 #[derive(Args, Clone, Debug)]
@@ -1675,7 +1675,7 @@ fn tail(
 /// The coordination state as it was at `as_of`, read from the file (beside a daemon too).
 fn replay(db: &Path, as_of: &str, out: &Output) -> Result<ExitCode> {
     let as_of: fleetlog_projections::AsOf = as_of.parse()?;
-    let ledger = crate::commands::open_for_reading(db, false)?;
+    let ledger = crate::commands::ledger::open_for_reading(db, false)?;
     let seq = fleetlog_projections::resolve(ledger.reader(), as_of)?;
     let bar = out.progress(seq, "replaying");
     let progress = |reached: u64| bar.set_position(reached);
@@ -1685,7 +1685,7 @@ fn replay(db: &Path, as_of: &str, out: &Output) -> Result<ExitCode> {
         fleetlog_projections::AsOf::Time(ts) => ts,
         _ => state.ts,
     };
-    let value = fleetlog::api::answer(&state, now, &Query::Status)?;
+    let value = fleetlog::wire::answer(&state, now, &Query::Status)?;
     out.emit(&value, || {
         format!("as of {as_of} (seq {seq}, {now})\n{}", status_text(&value))
     });
@@ -1735,7 +1735,7 @@ pub fn demo(db: Option<&Path>, quick: bool, out: &Output) -> Result<ExitCode> {
         threshold_points: fleetlog_projections::analytics::TREND_THRESHOLD_POINTS_DEFAULT,
     })?;
     drop(backend);
-    let ledger = crate::commands::open_for_reading(&db, true)?;
+    let ledger = crate::commands::ledger::open_for_reading(&db, true)?;
     let verified = ledger.verify(fleetlog_ledger::VerifyOptions::default())?;
     let passed = report.checks.iter().all(|check| check.passed);
     let value = serde_json::json!({

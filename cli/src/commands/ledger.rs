@@ -13,7 +13,7 @@ use fleetlog_projections::{Activity, AsOf, replay};
 use serde_json::{Value, json};
 
 use crate::Command;
-use crate::output::{Output, table};
+use crate::commands::output::{Output, table};
 
 pub fn run(db: &Path, command: Command, out: &Output) -> Result<ExitCode> {
     match command {
@@ -38,11 +38,13 @@ pub fn run(db: &Path, command: Command, out: &Output) -> Result<ExitCode> {
             ("jsonl", [file]) => import(db, file, out),
             ("jsonl", _) => bail!("a jsonl import takes exactly one export file"),
             ("oak", []) => bail!("name the telemetry files to import"),
-            ("oak", files) => crate::fleet::import_telemetry(db, files, skip_invalid, &agent, out),
+            ("oak", files) => {
+                crate::commands::fleet::import_telemetry(db, files, skip_invalid, &agent, out)
+            }
             (other, _) => bail!("--format {other:?} is not jsonl or oak"),
         },
         Command::Recover => recover(db, out),
-        Command::Fleet(command) => crate::fleet::run(db, command, out),
+        Command::Fleet(command) => crate::commands::fleet::run(db, command, out),
         Command::Demo { .. } | Command::Bench(_) => unreachable!("main runs demo and bench"),
         Command::Serve {
             listen,
@@ -60,15 +62,15 @@ fn serve(
     token: Option<String>,
     shutdown_grace_ms: u64,
 ) -> Result<ExitCode> {
-    let config = fleetlog::server::ServerConfig {
+    let config = fleetlog::daemon::ServerConfig {
         db: db.to_owned(),
         listen,
-        socket: socket.unwrap_or_else(|| fleetlog::api::socket_path(db)),
+        socket: socket.unwrap_or_else(|| fleetlog::wire::socket_path(db)),
         token,
         shutdown_grace: std::time::Duration::from_millis(shutdown_grace_ms),
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    runtime.block_on(fleetlog::server::serve(config, shutdown_signal()))?;
+    runtime.block_on(fleetlog::daemon::serve(config, shutdown_signal()))?;
     Ok(ExitCode::SUCCESS)
 }
 

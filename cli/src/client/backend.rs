@@ -8,9 +8,9 @@ use fleetlog_ledger::Timestamp;
 use fleetlog_projections::{Command, Coordinator, CoordinatorOptions, Outcome};
 use serde_json::Value;
 
-use crate::api::{self, Query};
 use crate::client::BlockingClient;
 use crate::error::Error;
+use crate::wire::{self, Query};
 
 pub enum Backend {
     Daemon(Box<BlockingClient>),
@@ -51,7 +51,7 @@ impl Backend {
         match self {
             Backend::Daemon(client) => client.query(query),
             Backend::Embedded(coordinator) => {
-                Ok(api::answer(&coordinator.state(), Timestamp::now(), query)?)
+                Ok(wire::answer(&coordinator.state(), Timestamp::now(), query)?)
             }
         }
     }
@@ -63,7 +63,7 @@ impl Backend {
             (Backend::Daemon(client), Some(as_of)) => client.query_as_of(query, as_of),
             (Backend::Embedded(coordinator), Some(as_of)) => {
                 let as_of: fleetlog_projections::AsOf = as_of.parse()?;
-                api::answer_at(coordinator, query, Some(as_of))
+                wire::answer_at(coordinator, query, Some(as_of))
             }
         }
     }

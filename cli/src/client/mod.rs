@@ -1,6 +1,8 @@
 //! The Rust client for a fleetlog daemon, over its Unix socket or loopback TCP: async
 //! ([`Client`]) and blocking ([`BlockingClient`]). Commands and queries travel as the same JSON
-//! the state machine and `api::answer` use, so the client adds no vocabulary of its own.
+//! the state machine and `wire::answer` use, so the client adds no vocabulary of its own.
+
+pub mod backend;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -16,8 +18,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
-use crate::api::Query;
 use crate::error::Error;
+use crate::wire::Query;
 
 /// Where the daemon listens.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -282,7 +284,7 @@ impl BlockingClient {
 
     /// A client for the daemon serving `db`, if one answers on its socket within a second.
     pub fn for_db(db: &Path) -> Option<Self> {
-        let socket = crate::api::socket_path(db);
+        let socket = crate::wire::socket_path(db);
         if !socket.exists() {
             return None;
         }

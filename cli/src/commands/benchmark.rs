@@ -6,10 +6,10 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use fleetlog::bench::{self, BenchResult, Stop, Workload};
 use fleetlog::client::Endpoint;
-use fleetlog::server::BackgroundDaemon;
+use fleetlog::daemon::BackgroundDaemon;
 use serde_json::json;
 
-use crate::output::{Output, table};
+use crate::commands::output::{Output, table};
 
 /// The harness's options.
 #[derive(clap::Args, Debug)]

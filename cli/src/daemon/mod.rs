@@ -1,0 +1,304 @@
+//! `fleetlog serve`: one process owns the ledger and serves agents over HTTP/1.1 + JSON on
+//! loopback TCP and on a Unix socket beside the database.
+//!
+//! Invariants:
+//! - every write is a state-machine command answered after its commit; long-polls are parked
+//!   inside the machine and answered by the event that satisfies them, never by polling.
+//! - malformed or oversized bodies are refused before anything reaches the ledger.
+//! - everything is bounded: body size, open connections, SSE subscribers, subscriber lag, and
+//!   waiters per key (in the machine).
+//! - TCP beyond loopback needs a token, compared in constant time; the Unix socket is 0600.
+
+mod error;
+pub(crate) mod listen;
+mod metrics;
+pub mod query_threads;
+mod routes;
+mod stream;
+
+pub use error::ApiError;
+use metrics::*;
+use routes::*;
+use stream::*;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::header;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use fleetlog_ledger::Next as TailNext;
+use fleetlog_projections::{Coordinator, CoordinatorOptions};
+use tokio::sync::{Semaphore, oneshot, watch};
+
+use crate::daemon::listen::ConnectionStats;
+use crate::error::Error;
+use crate::wire::{self};
+
+/// Largest request body.
+pub const BODY_BYTES_MAX: usize = 1024 * 1024 + 64 * 1024;
+pub use crate::daemon::listen::{CONNECTIONS_MAX, HEADER_READ_TIMEOUT, SHUTDOWN_GRACE};
+/// Most SSE subscribers at once.
+pub const SSE_SUBSCRIBERS_MAX: usize = 256;
+/// Records a live subscriber may fall behind the head before it is dropped.
+pub const SSE_LAG_RECORDS_MAX: usize = 4096;
+/// Bytes of events read for one SSE subscriber but not yet written to its connection.
+pub const SSE_UNSENT_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// How long an SSE subscriber may take nothing while events wait for it before it is dropped.
+pub const SSE_STALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// Most records one `GET /v1/events` returns.
+pub const EVENTS_PAGE_MAX: u64 = 10_000;
+/// Most bytes of JSON one `GET /v1/events` page holds (at least one record is always sent).
+pub const EVENTS_PAGE_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Most commands in one `POST /v1/batch`.
+pub const BATCH_COMMANDS_MAX: usize = 1_000;
+
+/// How to run the daemon.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub db: PathBuf,
+    pub listen: SocketAddr,
+    pub socket: PathBuf,
+    /// Required for TCP requests when set; must be set to listen beyond loopback.
+    pub token: Option<String>,
+    /// How long in-flight requests get to finish after the stop signal.
+    pub shutdown_grace: std::time::Duration,
+}
+
+/// Counters for `/metrics`.
+#[derive(Default)]
+struct Metrics {
+    requests: AtomicU64,
+    tcp: Arc<ConnectionStats>,
+    unix: Arc<ConnectionStats>,
+    connections_max: AtomicU64,
+    sse_dropped_total: AtomicU64,
+}
+
+struct App {
+    coordinator: Coordinator,
+    token: Option<String>,
+    /// The committed head's seq, published by the fan-out thread after each commit.
+    live: watch::Receiver<u64>,
+    shutdown_grace: std::time::Duration,
+    sse_permits: Arc<Semaphore>,
+    metrics: Arc<Metrics>,
+    shutdown: watch::Receiver<bool>,
+}
+
+type Shared = Arc<App>;
+
+/// Runs the daemon until `stop` resolves, then stops accepting, lets the batch in flight
+/// finish, answers parked waits with `closing`, and closes the ledger.
+pub async fn serve(
+    config: ServerConfig,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    if !config.listen.ip().is_loopback() && config.token.is_none() {
+        return Err(Error::Config(format!(
+            "listening on {} (beyond loopback) requires --token",
+            config.listen
+        )));
+    }
+    let coordinator = Coordinator::open(&config.db, CoordinatorOptions::default())?;
+    let (live_tx, live) = watch::channel(coordinator.ledger().head()?.seq);
+    let fanout = spawn_fanout(&coordinator, live_tx)?;
+    let (shutdown_tx, shutdown) = watch::channel(false);
+    let metrics = Arc::new(Metrics::default());
+    let app = Arc::new(App {
+        coordinator,
+        token: config.token.clone(),
+        live,
+        shutdown_grace: config.shutdown_grace,
+        sse_permits: Arc::new(Semaphore::new(SSE_SUBSCRIBERS_MAX)),
+        metrics: Arc::clone(&metrics),
+        shutdown,
+    });
+
+    let unix = bind_socket(&config.socket)?;
+    let tcp = tokio::net::TcpListener::bind(config.listen).await?;
+    let connections_max = crate::daemon::listen::connection_bound(2);
+    metrics
+        .connections_max
+        .store(connections_max as u64, Ordering::Relaxed);
+    let limits = || crate::daemon::listen::Limits {
+        connections_max,
+        header_read_timeout: HEADER_READ_TIMEOUT,
+        shutdown_grace: config.shutdown_grace,
+    };
+    let routes = router(Arc::clone(&app));
+    let tcp_routes = match &config.token {
+        Some(_) => routes.clone().layer(middleware::from_fn_with_state(
+            Arc::clone(&app),
+            require_token,
+        )),
+        None => routes.clone(),
+    };
+    eprintln!(
+        "fleetlog serving {} on http://{} and unix:{}",
+        config.db.display(),
+        tcp.local_addr()?,
+        config.socket.display()
+    );
+
+    let watching = shutdown_tx.subscribe();
+    tokio::spawn(async move {
+        stop.await;
+        let _ = shutdown_tx.send(true);
+    });
+    let tcp_server = crate::daemon::listen::serve(
+        tcp,
+        tcp_routes,
+        limits(),
+        Arc::clone(&metrics.tcp),
+        watching.clone(),
+    );
+    let unix_server = crate::daemon::listen::serve(
+        unix,
+        routes,
+        limits(),
+        Arc::clone(&metrics.unix),
+        watching.clone(),
+    );
+    tokio::join!(tcp_server, unix_server);
+    let _ = std::fs::remove_file(&config.socket);
+    // Dropping the last handle stops the writer after its batch in flight and closes the file
+    // once the fan-out thread, woken by the close, has dropped its reader.
+    drop(app);
+    tokio::task::spawn_blocking(move || fanout.join())
+        .await
+        .map_err(|error| Error::Config(format!("the fan-out thread failed: {error}")))?
+        .map_err(|_| Error::Config("the fan-out thread panicked".to_owned()))?;
+    Ok(())
+}
+
+/// Binds the Unix socket at `path` with mode 0600. A socket left by a crashed daemon (nobody
+/// answers on it) is replaced; a live one is an error.
+fn bind_socket(path: &Path) -> Result<tokio::net::UnixListener, Error> {
+    use std::os::unix::fs::PermissionsExt;
+    if path.exists() {
+        match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => {
+                return Err(Error::Config(format!(
+                    "another daemon is already listening on {}; stop it first",
+                    path.display()
+                )));
+            }
+            Err(_) => std::fs::remove_file(path)?,
+        }
+    }
+    // Bind under a temporary name and rename into place once private, so nobody can connect
+    // while the socket still has the default permissions.
+    let mut staging = path.as_os_str().to_owned();
+    staging.push(format!(".{}.tmp", std::process::id()));
+    let staging = PathBuf::from(staging);
+    let _ = std::fs::remove_file(&staging);
+    let listener = tokio::net::UnixListener::bind(&staging)?;
+    std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o600))?;
+    std::fs::rename(&staging, path)?;
+    Ok(listener)
+}
+
+/// Follows the ledger's tail on a thread and publishes the committed head's seq to SSE
+/// streams, which read the records themselves: the ledger is the buffer, so no record is held
+/// in memory for a slow subscriber. The thread ends when the ledger closes; joining it
+/// guarantees its reader let go of the file.
+fn spawn_fanout(
+    coordinator: &Coordinator,
+    live: watch::Sender<u64>,
+) -> Result<std::thread::JoinHandle<()>, Error> {
+    let head = coordinator.ledger().head()?.seq;
+    let mut subscription = coordinator.ledger().subscribe(head + 1);
+    let thread = std::thread::Builder::new()
+        .name("fleetlog-fanout".to_owned())
+        .spawn(move || {
+            while let Ok(TailNext::Record(record)) = subscription.next(None) {
+                live.send_replace(record.seq);
+            }
+        })?;
+    Ok(thread)
+}
+
+async fn require_token(State(app): State<Shared>, request: Request, next: Next) -> Response {
+    use subtle::ConstantTimeEq;
+    let expected = app.token.as_deref().unwrap_or_default().as_bytes();
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .unwrap_or_default()
+        .as_bytes();
+    match bool::from(given.ct_eq(expected)) {
+        true => next.run(request).await,
+        false => ApiError::new(
+            401,
+            "unauthorized",
+            "missing or wrong token: send `Authorization: Bearer <token>`",
+        )
+        .into_response(),
+    }
+}
+
+/// A daemon run on a background thread of this process (for `fleetlog demo` and
+/// `fleetlog bench`): serves until dropped, and returns only once the file is closed.
+pub struct BackgroundDaemon {
+    socket: PathBuf,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<Result<(), Error>>>,
+}
+
+impl BackgroundDaemon {
+    /// Serves `db` on an ephemeral loopback port and `<db>.sock`; returns once it answers.
+    pub fn start(db: &Path) -> Result<BackgroundDaemon, Error> {
+        let socket = wire::socket_path(db);
+        let config = ServerConfig {
+            db: db.to_owned(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            socket: socket.clone(),
+            token: None,
+            shutdown_grace: SHUTDOWN_GRACE,
+        };
+        let (stop, stopped) = oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(serve(config, async {
+                let _ = stopped.await;
+            }))
+        });
+        let started = std::time::Instant::now();
+        while crate::client::BlockingClient::for_db(db).is_none() {
+            if thread.is_finished() || started.elapsed() > std::time::Duration::from_secs(10) {
+                return match thread.join() {
+                    Ok(Err(error)) => Err(error),
+                    _ => Err(Error::Config("the daemon did not start".to_owned())),
+                };
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        Ok(BackgroundDaemon {
+            socket,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+}
+
+impl Drop for BackgroundDaemon {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

@@ -1,0 +1,583 @@
+//! The router: command routes (one state-machine command each, answered after its commit), query
+//! routes, `/v1/commands`, `/v1/queries` and `/v1/batch`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path as UrlPath, Query as UrlQuery, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use fleetlog_projections::{Command, CommandError, Outcome};
+use serde_json::{Value, json};
+
+use super::*;
+use crate::wire::{self, Query};
+
+/// A command route: the body's JSON object, plus the route's command name and path field.
+pub(super) fn command_route(name: &'static str) -> axum::routing::MethodRouter<Shared> {
+    post(
+        move |State(app): State<Shared>,
+              headers: HeaderMap,
+              body: Result<Bytes, BytesRejection>| async move {
+            run_command(&app, &headers, body, name, None).await
+        },
+    )
+}
+
+/// A command route whose URL names its subject: `field` is taken from the path.
+pub(super) fn command_route_with(
+    name: &'static str,
+    field: &'static str,
+    numeric: bool,
+) -> axum::routing::MethodRouter<Shared> {
+    post(
+        move |State(app): State<Shared>,
+              UrlPath(id): UrlPath<String>,
+              headers: HeaderMap,
+              body: Result<Bytes, BytesRejection>| async move {
+            let value = match numeric {
+                true => match id.parse::<u64>() {
+                    Ok(number) => json!(number),
+                    Err(_) => {
+                        return ApiError::malformed(format!(
+                            "{field} {id:?} in the URL is not a number"
+                        ))
+                        .into_response();
+                    }
+                },
+                false => json!(id),
+            };
+            run_command(&app, &headers, body, name, Some((field, value))).await
+        },
+    )
+}
+
+pub(super) async fn run_command(
+    app: &App,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    name: &'static str,
+    from_path: Option<(&'static str, Value)>,
+) -> Response {
+    match command(app, headers, body, name, from_path).await {
+        Ok(answer) => Json(answer).into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+/// The `Idempotency-Key` header, if sent.
+pub(super) fn header_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    match headers.get("idempotency-key") {
+        None => Ok(None),
+        Some(value) => value
+            .to_str()
+            .map(|key| Some(key.to_owned()))
+            .map_err(|_| ApiError::malformed("the Idempotency-Key header must be visible ASCII")),
+    }
+}
+
+/// Takes a per-command `idempotency_key` field out of a command object.
+pub(super) fn take_key(
+    object: &mut serde_json::Map<String, Value>,
+) -> Result<Option<String>, ApiError> {
+    match object.remove("idempotency_key") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(key)) => Ok(Some(key)),
+        Some(other) => Err(ApiError::malformed(format!(
+            "idempotency_key must be a string, not {other}"
+        ))),
+    }
+}
+
+pub(super) async fn command(
+    app: &App,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    name: &'static str,
+    from_path: Option<(&'static str, Value)>,
+) -> Result<Value, ApiError> {
+    let body = body.map_err(|rejection| {
+        let status = rejection.status();
+        match status == StatusCode::PAYLOAD_TOO_LARGE {
+            true => ApiError::new(
+                413,
+                "too_large",
+                format!("the request body is over {BODY_BYTES_MAX} bytes"),
+            ),
+            false => ApiError::malformed(rejection.body_text()),
+        }
+    })?;
+    let mut value: Value = match body.is_empty() {
+        true => json!({}),
+        false => serde_json::from_slice(&body)
+            .map_err(|error| ApiError::malformed(format!("the body is not valid JSON: {error}")))?,
+    };
+    let object = value
+        .as_object_mut()
+        .ok_or_else(|| ApiError::malformed("the body must be a JSON object"))?;
+    let key = take_key(object)?.map_or_else(|| header_key(headers), |key| Ok(Some(key)))?;
+    object.insert("command".to_owned(), json!(name));
+    if let Some((field, id)) = from_path {
+        object.insert(field.to_owned(), id);
+    }
+    let command: Command = serde_json::from_value(value)
+        .map_err(|error| ApiError::malformed(format!("not a valid {name} command: {error}")))?;
+    execute(app, command, key).await
+}
+
+/// Resolves once the daemon is shutting down.
+pub(super) async fn stopped(mut shutdown: watch::Receiver<bool>) {
+    // The guard `wait_for` returns is dropped here, so callers' futures stay `Send`.
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// Submits `command` and awaits its answer without blocking a runtime thread; a shutdown
+/// answers `closing`. If this future is dropped first (the client went away), the guard it
+/// holds withdraws the command's wait, so nothing is granted, claimed or consumed for nobody.
+pub(super) async fn submit(
+    app: &App,
+    command: Command,
+    key: Option<String>,
+) -> Result<Outcome, CommandError> {
+    let (sender, receiver) = oneshot::channel();
+    let mut caller = app
+        .coordinator
+        .submit_watched(command, key, move |answer| {
+            let _ = sender.send(answer);
+        })?;
+    let answer = tokio::select! {
+        answer = receiver => answer.unwrap_or(Err(CommandError::Closing)),
+        () = stopped(app.shutdown.clone()) => Err(CommandError::Closing),
+    };
+    caller.answered();
+    answer
+}
+
+pub(super) async fn execute(
+    app: &App,
+    command: Command,
+    key: Option<String>,
+) -> Result<Value, ApiError> {
+    let kind = command.name();
+    outcome_json(kind, submit(app, command, key).await).map_err(ApiError::from)
+}
+
+/// A command's answer on the wire. A wait that timed out is an answer, not an error: 200 with
+/// the empty result and `"timed_out": true`, so HTTP stacks do not retry it.
+pub(super) fn outcome_json(
+    kind: &str,
+    answer: Result<Outcome, CommandError>,
+) -> Result<Value, CommandError> {
+    match answer {
+        Ok(outcome) => Ok(serde_json::to_value(outcome).unwrap_or(Value::Null)),
+        Err(CommandError::TimedOut { waited_ms }) => {
+            let (outcome, field) = match kind {
+                "receive_signal" => ("signal", "signal"),
+                "acquire_lock" => ("lock", "lock"),
+                "claim" => ("task", "task"),
+                _ => ("approval", "approval"),
+            };
+            Ok(
+                json!({ "outcome": outcome, field: null, "timed_out": true, "waited_ms": waited_ms }),
+            )
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// Query parameters that are numbers or booleans (everything else stays a string, so agent
+/// ids that look like numbers keep working).
+pub(super) const NUMERIC_PARAMS: &[&str] = &["threshold_ms", "token", "top", "days"];
+pub(super) const FLOAT_PARAMS: &[&str] = &["threshold_points", "min_confidence"];
+pub(super) const BOOLEAN_PARAMS: &[&str] = &["all", "pending"];
+
+pub(super) fn query_route(
+    name: &'static str,
+    path_field: Option<(&'static str, bool)>,
+) -> axum::routing::MethodRouter<Shared> {
+    get(
+        move |State(app): State<Shared>,
+              path: Option<UrlPath<String>>,
+              UrlQuery(params): UrlQuery<HashMap<String, String>>| async move {
+            let mut object = serde_json::Map::new();
+            object.insert("query".to_owned(), json!(name));
+            for (key, text) in params {
+                let value = match (
+                    NUMERIC_PARAMS.contains(&key.as_str()),
+                    BOOLEAN_PARAMS.contains(&key.as_str()),
+                ) {
+                    (true, _) => match text.parse::<u64>() {
+                        Ok(number) => json!(number),
+                        Err(_) => {
+                            return ApiError::malformed(format!(
+                                "{key}={text:?} is not a whole number"
+                            ))
+                            .into_response();
+                        }
+                    },
+                    (_, true) => json!(matches!(text.as_str(), "true" | "1" | "yes")),
+                    _ if FLOAT_PARAMS.contains(&key.as_str()) => match text.parse::<f64>() {
+                        Ok(number) => json!(number),
+                        Err(_) => {
+                            return ApiError::malformed(format!("{key}={text:?} is not a number"))
+                                .into_response();
+                        }
+                    },
+                    _ => json!(text),
+                };
+                object.insert(key, value);
+            }
+            if let (Some((field, numeric)), Some(UrlPath(id))) = (path_field, path) {
+                let value = match numeric {
+                    true => match id.parse::<u64>() {
+                        Ok(number) => json!(number),
+                        Err(_) => {
+                            return ApiError::malformed(format!("{id:?} is not a number"))
+                                .into_response();
+                        }
+                    },
+                    false => json!(id),
+                };
+                object.insert(field.to_owned(), value);
+            }
+            answer_query(&app, Value::Object(object)).await
+        },
+    )
+}
+
+pub(super) fn router(app: Shared) -> Router {
+    Router::new()
+        .route("/v1/health", get(health))
+        .route("/v1/health/ready", get(health))
+        .route("/v1/health/live", get(health_live))
+        .route("/v1/head", get(head))
+        .route("/metrics", get(metrics))
+        .route("/v1/commands", post(generic_command))
+        .route("/v1/queries", post(generic_query))
+        .route("/v1/batch", post(batch))
+        .route(
+            "/v1/agents",
+            command_route("register").merge(query_route("agents", None)),
+        )
+        .route("/v1/agents/stale", query_route("stale", None))
+        .route("/v1/agents/hung", query_route("hung", None))
+        .route(
+            "/v1/agents/{agent}",
+            query_route("agent", Some(("id", false))),
+        )
+        .route(
+            "/v1/agents/{agent}/deregister",
+            command_route_with("deregister", "agent", false),
+        )
+        .route("/v1/heartbeats", command_route("heartbeat"))
+        .route(
+            "/v1/signals",
+            command_route("send_signal").merge(query_route("inbox", None)),
+        )
+        .route("/v1/signals/receive", command_route("receive_signal"))
+        .route("/v1/signals/ack", command_route("ack_signal"))
+        .route(
+            "/v1/locks",
+            command_route("acquire_lock").merge(query_route("locks", None)),
+        )
+        .route("/v1/locks/check", query_route("lock_check", None))
+        .route("/v1/locks/renew", command_route("renew_lock"))
+        .route("/v1/locks/release", command_route("release_lock"))
+        .route(
+            "/v1/tasks",
+            command_route("enqueue").merge(query_route("tasks", None)),
+        )
+        .route("/v1/tasks/stats", query_route("queue_stats", None))
+        .route("/v1/tasks/claim", command_route("claim"))
+        .route("/v1/tasks/{task}", query_route("task", Some(("id", true))))
+        .route(
+            "/v1/tasks/{task}/renew",
+            command_route_with("renew_lease", "task", true),
+        )
+        .route(
+            "/v1/tasks/{task}/complete",
+            command_route_with("complete", "task", true),
+        )
+        .route(
+            "/v1/tasks/{task}/fail",
+            command_route_with("fail", "task", true),
+        )
+        .route(
+            "/v1/tasks/{task}/cancel",
+            command_route_with("cancel", "task", true),
+        )
+        .route(
+            "/v1/approvals",
+            command_route("request_approval").merge(query_route("approvals", None)),
+        )
+        .route(
+            "/v1/approvals/{approval}",
+            query_route("approval", Some(("id", true))),
+        )
+        .route(
+            "/v1/approvals/{approval}/decision",
+            command_route_with("decide", "approval", true),
+        )
+        .route(
+            "/v1/approvals/{approval}/wait",
+            command_route_with("await_approval", "approval", true),
+        )
+        .route(
+            "/v1/threads",
+            command_route("post").merge(query_route("threads", None)),
+        )
+        .route(
+            "/v1/threads/{thread}",
+            query_route("thread", Some(("id", true))),
+        )
+        .route(
+            "/v1/threads/{thread}/replies",
+            command_route_with("reply", "thread", true),
+        )
+        .route(
+            "/v1/decisions",
+            command_route("log_decision").merge(query_route("decisions", None)),
+        )
+        .route(
+            "/v1/workflows",
+            command_route("start_workflow").merge(query_route("workflows", None)),
+        )
+        .route(
+            "/v1/workflows/{workflow}",
+            query_route("workflow", Some(("id", false))),
+        )
+        .route(
+            "/v1/workflows/{workflow}/stages",
+            command_route_with("start_stage", "workflow_id", false),
+        )
+        .route(
+            "/v1/workflows/{workflow}/stages/complete",
+            command_route_with("complete_stage", "workflow_id", false),
+        )
+        .route(
+            "/v1/workflows/{workflow}/handoffs",
+            command_route_with("handoff", "workflow_id", false),
+        )
+        .route(
+            "/v1/workflows/{workflow}/checkpoints",
+            command_route_with("checkpoint", "workflow_id", false),
+        )
+        .route(
+            "/v1/workflows/{workflow}/complete",
+            command_route_with("complete_workflow", "workflow_id", false),
+        )
+        .route(
+            "/v1/workflows/{workflow}/cancel",
+            command_route_with("cancel_workflow", "workflow_id", false),
+        )
+        .route(
+            "/v1/workflows/{workflow}/budget",
+            command_route_with("set_budget", "workflow_id", false),
+        )
+        .route("/v1/status", query_route("status", None))
+        .route(
+            "/v1/analytics/workflows",
+            query_route("workflow_stats", None),
+        )
+        .route("/v1/analytics/overhead", query_route("overhead", None))
+        .route("/v1/analytics/trends", query_route("trends", None))
+        .route(
+            "/v1/analytics/trends/{agent}",
+            query_route("trends", Some(("agent", false))),
+        )
+        .route("/v1/analytics/best-agent", query_route("best_agent", None))
+        .route("/v1/analytics/costs", query_route("costs", None))
+        .route(
+            "/v1/events",
+            get(events).post(
+                |State(app): State<Shared>,
+                 headers: HeaderMap,
+                 body: Result<Bytes, BytesRejection>| async move {
+                    run_command(&app, &headers, body, "custom", None).await
+                },
+            ),
+        )
+        .route("/v1/events/stream", get(stream))
+        .fallback(|| async {
+            ApiError::new(404, "not_found", "no such route; see docs/api.md").into_response()
+        })
+        .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&app),
+            count_request,
+        ))
+        .with_state(app)
+}
+
+pub(super) async fn count_request(
+    State(app): State<Shared>,
+    request: Request,
+    next: Next,
+) -> Response {
+    app.metrics.requests.fetch_add(1, Ordering::Relaxed);
+    next.run(request).await
+}
+
+pub(super) async fn generic_command(
+    State(app): State<Shared>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let parsed = body
+        .map_err(|rejection| ApiError::malformed(rejection.body_text()))
+        .and_then(|body| {
+            serde_json::from_slice::<Value>(&body).map_err(|error| {
+                ApiError::malformed(format!("the body is not valid JSON: {error}"))
+            })
+        })
+        .and_then(|value| keyed_command(value, header_key(&headers)?));
+    match parsed {
+        Ok((command, key)) => match execute(&app, command, key).await {
+            Ok(answer) => Json(answer).into_response(),
+            Err(error) => error.into_response(),
+        },
+        Err(error) => error.into_response(),
+    }
+}
+
+/// A command object with an optional `idempotency_key` field (else `fallback`).
+pub(super) fn keyed_command(
+    mut value: Value,
+    fallback: Option<String>,
+) -> Result<(Command, Option<String>), ApiError> {
+    let object = value
+        .as_object_mut()
+        .ok_or_else(|| ApiError::malformed("a command must be a JSON object"))?;
+    let key = take_key(object)?.or(fallback);
+    let command = serde_json::from_value(value)
+        .map_err(|error| ApiError::malformed(format!("not a valid command: {error}")))?;
+    Ok((command, key))
+}
+
+/// Many commands in one request: submitted in order (so they usually share a commit), each
+/// answered on its own — a batch is not a transaction. Each item may carry its own
+/// `idempotency_key`; with an `Idempotency-Key` header, item `i` without one uses `KEY/i`.
+pub(super) async fn batch(
+    State(app): State<Shared>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Batch {
+        commands: Vec<Value>,
+    }
+    let parsed = body
+        .map_err(|rejection| ApiError::malformed(rejection.body_text()))
+        .and_then(|body| {
+            serde_json::from_slice::<Batch>(&body)
+                .map_err(|error| ApiError::malformed(format!("not a valid batch: {error}")))
+        });
+    let items = match parsed {
+        Ok(batch) if batch.commands.len() > BATCH_COMMANDS_MAX => {
+            return ApiError::new(
+                413,
+                "too_large",
+                format!(
+                    "{} commands; a batch holds at most {BATCH_COMMANDS_MAX}",
+                    batch.commands.len()
+                ),
+            )
+            .into_response();
+        }
+        Ok(batch) => batch.commands,
+        Err(error) => return error.into_response(),
+    };
+    let base = match header_key(&headers) {
+        Ok(base) => base,
+        Err(error) => return error.into_response(),
+    };
+    let mut commands = Vec::with_capacity(items.len());
+    for (index, item) in items.into_iter().enumerate() {
+        let fallback = base.as_ref().map(|base| format!("{base}/{index}"));
+        match keyed_command(item, fallback) {
+            Ok(keyed) => commands.push(keyed),
+            Err(error) => {
+                return ApiError::malformed(format!("command {index}: {}", error.message))
+                    .into_response();
+            }
+        }
+    }
+    // Submitted together (so they usually share a commit), answered in order.
+    let kinds: Vec<&'static str> = commands.iter().map(|(command, _)| command.name()).collect();
+    let answers = futures_util::future::join_all(
+        commands
+            .into_iter()
+            .map(|(command, key)| submit(&app, command, key)),
+    )
+    .await;
+    let results: Vec<Value> = kinds
+        .into_iter()
+        .zip(answers)
+        .map(|(kind, answer)| match outcome_json(kind, answer) {
+            Ok(value) => value,
+            Err(error) => ApiError::from(error).body(),
+        })
+        .collect();
+    Json(json!({ "results": results })).into_response()
+}
+
+pub(super) async fn generic_query(
+    State(app): State<Shared>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let parsed = body
+        .map_err(|rejection| ApiError::malformed(rejection.body_text()))
+        .and_then(|body| {
+            serde_json::from_slice::<Value>(&body)
+                .map_err(|error| ApiError::malformed(format!("not JSON: {error}")))
+        });
+    match parsed {
+        Ok(value) => answer_query(&app, value).await,
+        Err(error) => error.into_response(),
+    }
+}
+
+/// Answers a query given as a JSON object, with an optional `as_of` (`head`, a seq or a time):
+/// live state now, or the state rebuilt as of then (off the runtime's threads).
+pub(super) async fn answer_query(app: &App, mut value: Value) -> Response {
+    let as_of = match value
+        .as_object_mut()
+        .and_then(|object| object.remove("as_of"))
+    {
+        None => None,
+        Some(Value::String(text)) => match text.parse::<fleetlog_projections::AsOf>() {
+            Ok(as_of) => Some(as_of),
+            Err(error) => return ApiError::malformed(error.to_string()).into_response(),
+        },
+        Some(Value::Number(seq)) => seq.as_u64().map(fleetlog_projections::AsOf::Seq),
+        Some(other) => {
+            return ApiError::malformed(format!("as_of {other} is not head, a seq or a time"))
+                .into_response();
+        }
+    };
+    let query: Query = match serde_json::from_value(value) {
+        Ok(query) => query,
+        Err(error) => {
+            return ApiError::malformed(format!("not a valid query: {error}")).into_response();
+        }
+    };
+    let coordinator = app.coordinator.clone();
+    let answered = tokio::task::spawn_blocking(move || {
+        crate::daemon::query_threads::yield_cpu_to_the_writer();
+        wire::answer_at(&coordinator, &query, as_of)
+    })
+    .await;
+    match answered {
+        Ok(Ok(value)) => Json(value).into_response(),
+        Ok(Err(crate::Error::Query(error))) => ApiError::from(error).into_response(),
+        Ok(Err(error)) => ApiError::new(500, "internal", error.to_string()).into_response(),
+        Err(error) => ApiError::new(500, "internal", error.to_string()).into_response(),
+    }
+}
