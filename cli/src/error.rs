@@ -24,6 +24,8 @@ pub enum Error {
     Command(#[from] fleetlog_projections::CommandError),
     #[error(transparent)]
     Query(#[from] crate::wire::QueryError),
+    #[error("JSON that does not fit: {0}")]
+    Json(#[from] serde_json::Error),
     #[error("talking to the daemon failed: {0}")]
     Transport(String),
 }

@@ -10,6 +10,7 @@ use crate::signals::{Signal, SignalFilter};
 
 /// A task to enqueue.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TaskSpec {
     pub title: String,
     #[serde(default)]
@@ -90,6 +91,7 @@ impl TaskSpec {
 
 /// A completed stage's figures.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct StageReport {
     pub stage: String,
     pub agent: String,
@@ -457,9 +459,10 @@ pub enum Outcome {
     Approval { approval: Approval },
 }
 
-/// Why a command was refused. Each names what was wrong and what to do.
-#[derive(Clone, Debug, PartialEq, thiserror::Error)]
-#[non_exhaustive]
+/// Why a command was refused. Each names what was wrong and what to do; serialised, a refusal
+/// is its code and its fields (`{"error": "lock_held", "details": {"holder": …}}`).
+#[derive(Clone, Debug, PartialEq, thiserror::Error, Serialize)]
+#[serde(tag = "error", content = "details", rename_all = "snake_case")]
 pub enum CommandError {
     #[error("agent {agent:?} is not registered (or has deregistered); register it first")]
     UnknownAgent { agent: String },
@@ -596,40 +599,6 @@ impl CommandError {
             CommandError::TimedOut { .. } => "timed_out",
             CommandError::NotDurable { .. } => "not_durable",
             CommandError::Closing => "closing",
-        }
-    }
-
-    /// The HTTP status that fits: 400 invalid, 403 not allowed, 404 unknown id, 408 timed out,
-    /// 409 conflict with current state, 413 too large, 429 too many waiters, 503 not durable.
-    pub fn http_status(&self) -> u16 {
-        match self {
-            CommandError::Invalid { .. } | CommandError::Rejected(_) => 400,
-            CommandError::NotAnApprover { .. } => 403,
-            CommandError::UnknownAgent { .. }
-            | CommandError::UnknownTask { .. }
-            | CommandError::UnknownApproval { .. }
-            | CommandError::UnknownThread { .. }
-            | CommandError::UnknownWorkflow { .. } => 404,
-            CommandError::TimedOut { .. } => 408,
-            CommandError::TooLarge(_) => 413,
-            CommandError::TooManyWaiters { .. } | CommandError::InboxFull { .. } => 429,
-            CommandError::NotDurable { .. } | CommandError::Closing => 503,
-            CommandError::LockHeld { .. }
-            | CommandError::AlreadyHeld { .. }
-            | CommandError::NotLocked { .. }
-            | CommandError::NotHolder { .. }
-            | CommandError::WrongToken { .. }
-            | CommandError::AlreadyCompleted { .. }
-            | CommandError::TaskFinished { .. }
-            | CommandError::NotYourTask { .. }
-            | CommandError::NotDelivered { .. }
-            | CommandError::IdempotencyConflict { .. }
-            | CommandError::NotClaimed { .. }
-            | CommandError::AlreadyDecided { .. }
-            | CommandError::ApprovalExpired { .. }
-            | CommandError::WorkflowExists { .. }
-            | CommandError::WorkflowFinished { .. }
-            | CommandError::OverBudget { .. } => 409,
         }
     }
 }

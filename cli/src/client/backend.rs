@@ -56,6 +56,31 @@ impl Backend {
         }
     }
 
+    /// A list query answered in full: pages are fetched, following `next_cursor`, until the
+    /// last, and their lists joined. Other queries are answered as by [`Backend::query`].
+    pub fn query_all(&self, query: &Query) -> Result<Value, Error> {
+        let mut answer = self.query(query)?;
+        let mut request = serde_json::to_value(query)?;
+        while let Some(cursor) = answer
+            .as_object_mut()
+            .and_then(|object| object.remove("next_cursor"))
+            .filter(|cursor| cursor.is_string())
+        {
+            request["cursor"] = cursor;
+            let next: Query = serde_json::from_value(request.clone())?;
+            let mut page = self.query(&next)?;
+            for (field, items) in answer.as_object_mut().into_iter().flatten() {
+                if let (Some(items), Some(more)) =
+                    (items.as_array_mut(), page[field.as_str()].as_array_mut())
+                {
+                    items.append(more);
+                }
+            }
+            answer["next_cursor"] = page["next_cursor"].take();
+        }
+        Ok(answer)
+    }
+
     /// A query answered as of a past point (`None`: now).
     pub fn query_as_of(&self, query: &Query, as_of: Option<&str>) -> Result<Value, Error> {
         match (self, as_of) {

@@ -586,13 +586,22 @@ pub fn run(db: &Path, command: FleetCommand, out: &Output) -> Result<ExitCode> {
     let backend = Backend::connect(db)?;
     match command {
         FleetCommand::Status => show_query(&backend, Query::Status, out, status_text),
-        FleetCommand::Agents { all } => {
-            show_query(&backend, Query::Agents { all }, out, agents_text)
-        }
+        FleetCommand::Agents { all } => show_query(
+            &backend,
+            Query::Agents {
+                all,
+                limit: None,
+                cursor: None,
+            },
+            out,
+            agents_text,
+        ),
         FleetCommand::Hung { threshold } => show_query(
             &backend,
             Query::Hung {
                 threshold_ms: threshold,
+                limit: None,
+                cursor: None,
             },
             out,
             agents_text,
@@ -601,6 +610,8 @@ pub fn run(db: &Path, command: FleetCommand, out: &Output) -> Result<ExitCode> {
             &backend,
             Query::Stale {
                 threshold_ms: threshold,
+                limit: None,
+                cursor: None,
             },
             out,
             agents_text,
@@ -650,9 +661,15 @@ pub fn run(db: &Path, command: FleetCommand, out: &Output) -> Result<ExitCode> {
             out,
         ),
         FleetCommand::Signal(signal) => run_command(&backend, signal_command(signal)?, out),
-        FleetCommand::Lock(LockCommand::List) => {
-            show_query(&backend, Query::Locks, out, locks_text)
-        }
+        FleetCommand::Lock(LockCommand::List) => show_query(
+            &backend,
+            Query::Locks {
+                limit: None,
+                cursor: None,
+            },
+            out,
+            locks_text,
+        ),
         FleetCommand::Lock(LockCommand::Check { resource, token }) => {
             let value = backend.query(&Query::LockCheck { resource, token })?;
             let current = value["current"].as_bool().unwrap_or(false);
@@ -669,9 +686,17 @@ pub fn run(db: &Path, command: FleetCommand, out: &Output) -> Result<ExitCode> {
             })
         }
         FleetCommand::Lock(lock) => run_command(&backend, lock_command(lock), out),
-        FleetCommand::Task(TaskCommand::List { state, tag }) => {
-            show_query(&backend, Query::Tasks { state, tag }, out, tasks_text)
-        }
+        FleetCommand::Task(TaskCommand::List { state, tag }) => show_query(
+            &backend,
+            Query::Tasks {
+                state,
+                tag,
+                limit: None,
+                cursor: None,
+            },
+            out,
+            tasks_text,
+        ),
         FleetCommand::Task(TaskCommand::Show { id }) => {
             show_query(&backend, Query::Task { id }, out, pretty)
         }
@@ -679,13 +704,26 @@ pub fn run(db: &Path, command: FleetCommand, out: &Output) -> Result<ExitCode> {
             show_query(&backend, Query::QueueStats, out, pretty)
         }
         FleetCommand::Task(task) => run_command(&backend, task_command(task)?, out),
-        FleetCommand::Approval(ApprovalCommand::List { pending }) => {
-            show_query(&backend, Query::Approvals { pending }, out, approvals_text)
-        }
+        FleetCommand::Approval(ApprovalCommand::List { pending }) => show_query(
+            &backend,
+            Query::Approvals {
+                pending,
+                limit: None,
+                cursor: None,
+            },
+            out,
+            approvals_text,
+        ),
         FleetCommand::Approval(approval) => run_command(&backend, approval_command(approval)?, out),
-        FleetCommand::Board(BoardCommand::List) => {
-            show_query(&backend, Query::Threads, out, threads_text)
-        }
+        FleetCommand::Board(BoardCommand::List) => show_query(
+            &backend,
+            Query::Threads {
+                limit: None,
+                cursor: None,
+            },
+            out,
+            threads_text,
+        ),
         FleetCommand::Board(BoardCommand::Show { id }) => {
             show_query(&backend, Query::Thread { id }, out, thread_text)
         }
@@ -746,6 +784,8 @@ pub fn run(db: &Path, command: FleetCommand, out: &Output) -> Result<ExitCode> {
                     decision_type,
                     from,
                     to,
+                    limit: None,
+                    cursor: None,
                 },
                 out,
                 decisions_text,
@@ -754,9 +794,15 @@ pub fn run(db: &Path, command: FleetCommand, out: &Output) -> Result<ExitCode> {
         FleetCommand::Workflow(WorkflowCommand::Show { id }) => {
             show_query(&backend, Query::Workflow { id }, out, pretty)
         }
-        FleetCommand::Workflow(WorkflowCommand::List) => {
-            show_query(&backend, Query::Workflows, out, workflows_text)
-        }
+        FleetCommand::Workflow(WorkflowCommand::List) => show_query(
+            &backend,
+            Query::Workflows {
+                limit: None,
+                cursor: None,
+            },
+            out,
+            workflows_text,
+        ),
         FleetCommand::Workflow(workflow) => run_command(&backend, workflow_command(workflow)?, out),
         FleetCommand::Tail { follow, from } => tail(db, &backend, follow, from, out),
         FleetCommand::Append {
@@ -1453,7 +1499,7 @@ fn show_query(
     out: &Output,
     human: fn(&Value) -> String,
 ) -> Result<ExitCode> {
-    let value = backend.query(&query)?;
+    let value = backend.query_all(&query)?;
     out.emit(&value, || human(&value));
     Ok(ExitCode::SUCCESS)
 }

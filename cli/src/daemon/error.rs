@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::wire::{self};
 
-/// An error response: `{"error": code, "message": text}` with a fitting status.
+/// An error response: `{"error": code, "message": text, "details": {...}}` with a fitting status.
 pub struct ApiError {
     pub(super) status: StatusCode,
     pub(super) code: &'static str,
@@ -33,7 +33,53 @@ impl ApiError {
 
 impl From<CommandError> for ApiError {
     fn from(error: CommandError) -> Self {
-        ApiError::new(error.http_status(), error.code(), error.to_string())
+        let details = match serde_json::to_value(&error) {
+            Ok(Value::Object(mut tagged)) => match tagged.remove("details") {
+                Some(Value::Object(fields)) => Value::Object(fields),
+                Some(Value::String(problem)) => json!({ "problem": problem }),
+                _ => json!({}),
+            },
+            _ => json!({}),
+        };
+        ApiError {
+            details,
+            ..ApiError::new(status_of(&error), error.code(), error.to_string())
+        }
+    }
+}
+
+/// The HTTP status that fits a refused command: 400 invalid, 403 not allowed, 404 unknown id,
+/// 408 timed out, 409 conflict with current state, 413 too large, 429 too many waiters or a
+/// full inbox, 503 not durable or closing. Chosen here: only this crate knows HTTP.
+pub fn status_of(error: &CommandError) -> u16 {
+    match error {
+        CommandError::Invalid { .. } | CommandError::Rejected(_) => 400,
+        CommandError::NotAnApprover { .. } => 403,
+        CommandError::UnknownAgent { .. }
+        | CommandError::UnknownTask { .. }
+        | CommandError::UnknownApproval { .. }
+        | CommandError::UnknownThread { .. }
+        | CommandError::UnknownWorkflow { .. } => 404,
+        CommandError::TimedOut { .. } => 408,
+        CommandError::TooLarge(_) => 413,
+        CommandError::TooManyWaiters { .. } | CommandError::InboxFull { .. } => 429,
+        CommandError::NotDurable { .. } | CommandError::Closing => 503,
+        CommandError::LockHeld { .. }
+        | CommandError::AlreadyHeld { .. }
+        | CommandError::NotLocked { .. }
+        | CommandError::NotHolder { .. }
+        | CommandError::WrongToken { .. }
+        | CommandError::AlreadyCompleted { .. }
+        | CommandError::TaskFinished { .. }
+        | CommandError::NotYourTask { .. }
+        | CommandError::NotDelivered { .. }
+        | CommandError::IdempotencyConflict { .. }
+        | CommandError::NotClaimed { .. }
+        | CommandError::AlreadyDecided { .. }
+        | CommandError::ApprovalExpired { .. }
+        | CommandError::WorkflowExists { .. }
+        | CommandError::WorkflowFinished { .. }
+        | CommandError::OverBudget { .. } => 409,
     }
 }
 

@@ -8,11 +8,12 @@ use std::sync::atomic::Ordering;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path as UrlPath, Query as UrlQuery, Request, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use fleetlog_ledger::Timestamp;
 use fleetlog_projections::{Command, CommandError, Outcome};
 use serde_json::{Value, json};
 
@@ -66,9 +67,27 @@ pub(super) async fn run_command(
     from_path: Option<(&'static str, Value)>,
 ) -> Response {
     match command(app, headers, body, name, from_path).await {
-        Ok(answer) => Json(answer).into_response(),
+        Ok((status, answer)) => (status, Json(answer)).into_response(),
         Err(error) => error.into_response(),
     }
+}
+
+impl From<BytesRejection> for ApiError {
+    /// An unreadable body: 413 when it is over [`BODY_BYTES_MAX`], whatever the route.
+    fn from(rejection: BytesRejection) -> Self {
+        match rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            true => ApiError::new(
+                413,
+                "too_large",
+                format!("the request body is over {BODY_BYTES_MAX} bytes; send less per request"),
+            ),
+            false => ApiError::malformed(rejection.body_text()),
+        }
+    }
+}
+
+fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(ApiError::from)
 }
 
 /// The `Idempotency-Key` header, if sent.
@@ -101,18 +120,8 @@ pub(super) async fn command(
     body: Result<Bytes, BytesRejection>,
     name: &'static str,
     from_path: Option<(&'static str, Value)>,
-) -> Result<Value, ApiError> {
-    let body = body.map_err(|rejection| {
-        let status = rejection.status();
-        match status == StatusCode::PAYLOAD_TOO_LARGE {
-            true => ApiError::new(
-                413,
-                "too_large",
-                format!("the request body is over {BODY_BYTES_MAX} bytes"),
-            ),
-            false => ApiError::malformed(rejection.body_text()),
-        }
-    })?;
+) -> Result<(StatusCode, Value), ApiError> {
+    let body = body_bytes(body)?;
     let mut value: Value = match body.is_empty() {
         true => json!({}),
         false => serde_json::from_slice(&body)
@@ -159,13 +168,31 @@ pub(super) async fn submit(
     answer
 }
 
+/// Runs `command` and answers it: 201 with the created object for creates (agents, signals,
+/// tasks, approvals, threads, decisions, workflows), else 200 with the outcome.
 pub(super) async fn execute(
     app: &App,
     command: Command,
     key: Option<String>,
-) -> Result<Value, ApiError> {
-    let kind = command.name();
-    outcome_json(kind, submit(app, command, key).await).map_err(ApiError::from)
+) -> Result<(StatusCode, Value), ApiError> {
+    let answer = submit(app, command.clone(), key).await;
+    answer_of(app, &command, answer).map_err(ApiError::from)
+}
+
+/// A command's answer: 201 with the created object for creates (agents, signals, tasks,
+/// approvals, threads, decisions, workflows), else 200 with the outcome.
+pub(super) fn answer_of(
+    app: &App,
+    command: &Command,
+    answer: Result<Outcome, CommandError>,
+) -> Result<(StatusCode, Value), CommandError> {
+    if let Ok(Outcome::Appended { seq }) = &answer {
+        let state = app.coordinator.state();
+        if let Some(created) = wire::created(&state, Timestamp::now(), command, *seq) {
+            return Ok((StatusCode::CREATED, created));
+        }
+    }
+    Ok((StatusCode::OK, outcome_json(command.name(), answer)?))
 }
 
 /// A command's answer on the wire. A wait that timed out is an answer, not an error: 200 with
@@ -193,7 +220,7 @@ pub(super) fn outcome_json(
 
 /// Query parameters that are numbers or booleans (everything else stays a string, so agent
 /// ids that look like numbers keep working).
-pub(super) const NUMERIC_PARAMS: &[&str] = &["threshold_ms", "token", "top", "days"];
+pub(super) const NUMERIC_PARAMS: &[&str] = &["threshold_ms", "token", "top", "days", "limit"];
 pub(super) const FLOAT_PARAMS: &[&str] = &["threshold_points", "min_confidence"];
 pub(super) const BOOLEAN_PARAMS: &[&str] = &["all", "pending"];
 
@@ -221,7 +248,16 @@ pub(super) fn query_route(
                             .into_response();
                         }
                     },
-                    (_, true) => json!(matches!(text.as_str(), "true" | "1" | "yes")),
+                    (_, true) => match text.as_str() {
+                        "true" | "1" => json!(true),
+                        "false" | "0" => json!(false),
+                        _ => {
+                            return ApiError::malformed(format!(
+                                "{key}={text:?} is not a boolean; use true or false"
+                            ))
+                            .into_response();
+                        }
+                    },
                     _ if FLOAT_PARAMS.contains(&key.as_str()) => match text.parse::<f64>() {
                         Ok(number) => json!(number),
                         Err(_) => {
@@ -408,11 +444,67 @@ pub(super) fn router(app: Shared) -> Router {
             ApiError::new(404, "not_found", "no such route; see docs/api.md").into_response()
         })
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
+        .layer(middleware::map_response(json_errors))
         .layer(middleware::from_fn_with_state(
             Arc::clone(&app),
             count_request,
         ))
         .with_state(app)
+}
+
+/// Every error leaves as JSON in the one shape, also those produced before a handler runs: a
+/// wrong method (405, listing the allowed ones), an undecodable path, a rejected extractor.
+pub(super) async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let allow = response.headers().get(header::ALLOW).cloned();
+    let text = axum::body::to_bytes(response.into_body(), 64 * 1024)
+        .await
+        .map(|bytes| String::from_utf8_lossy(&bytes).trim().to_owned())
+        .unwrap_or_default();
+    let error = match status {
+        StatusCode::METHOD_NOT_ALLOWED => {
+            let allowed: Vec<&str> = allow
+                .as_ref()
+                .and_then(|value| value.to_str().ok())
+                .map(|value| {
+                    value
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|method| !method.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default();
+            ApiError {
+                details: json!({ "allowed": allowed }),
+                ..ApiError::new(
+                    405,
+                    "method_not_allowed",
+                    format!("this route accepts {}", allowed.join(", ")),
+                )
+            }
+        }
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            413,
+            "too_large",
+            format!("the request body is over {BODY_BYTES_MAX} bytes; send less per request"),
+        ),
+        StatusCode::NOT_FOUND => ApiError::new(404, "not_found", text),
+        status if status.is_client_error() => ApiError::new(status.as_u16(), "malformed", text),
+        status => ApiError::new(status.as_u16(), "internal", text),
+    };
+    let mut response = error.into_response();
+    if let Some(allow) = allow {
+        response.headers_mut().insert(header::ALLOW, allow);
+    }
+    response
 }
 
 pub(super) async fn count_request(
@@ -430,7 +522,7 @@ pub(super) async fn generic_command(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let parsed = body
-        .map_err(|rejection| ApiError::malformed(rejection.body_text()))
+        .map_err(ApiError::from)
         .and_then(|body| {
             serde_json::from_slice::<Value>(&body).map_err(|error| {
                 ApiError::malformed(format!("the body is not valid JSON: {error}"))
@@ -439,7 +531,7 @@ pub(super) async fn generic_command(
         .and_then(|value| keyed_command(value, header_key(&headers)?));
     match parsed {
         Ok((command, key)) => match execute(&app, command, key).await {
-            Ok(answer) => Json(answer).into_response(),
+            Ok((status, answer)) => (status, Json(answer)).into_response(),
             Err(error) => error.into_response(),
         },
         Err(error) => error.into_response(),
@@ -473,12 +565,10 @@ pub(super) async fn batch(
     struct Batch {
         commands: Vec<Value>,
     }
-    let parsed = body
-        .map_err(|rejection| ApiError::malformed(rejection.body_text()))
-        .and_then(|body| {
-            serde_json::from_slice::<Batch>(&body)
-                .map_err(|error| ApiError::malformed(format!("not a valid batch: {error}")))
-        });
+    let parsed = body.map_err(ApiError::from).and_then(|body| {
+        serde_json::from_slice::<Batch>(&body)
+            .map_err(|error| ApiError::malformed(format!("not a valid batch: {error}")))
+    });
     let items = match parsed {
         Ok(batch) if batch.commands.len() > BATCH_COMMANDS_MAX => {
             return ApiError::new(
@@ -510,20 +600,21 @@ pub(super) async fn batch(
         }
     }
     // Submitted together (so they usually share a commit), answered in order.
-    let kinds: Vec<&'static str> = commands.iter().map(|(command, _)| command.name()).collect();
     let answers = futures_util::future::join_all(
         commands
-            .into_iter()
-            .map(|(command, key)| submit(&app, command, key)),
+            .iter()
+            .map(|(command, key)| submit(&app, command.clone(), key.clone())),
     )
     .await;
-    let results: Vec<Value> = kinds
-        .into_iter()
+    let results: Vec<Value> = commands
+        .iter()
         .zip(answers)
-        .map(|(kind, answer)| match outcome_json(kind, answer) {
-            Ok(value) => value,
-            Err(error) => ApiError::from(error).body(),
-        })
+        .map(
+            |((command, _), answer)| match answer_of(&app, command, answer) {
+                Ok((_, value)) => value,
+                Err(error) => ApiError::from(error).body(),
+            },
+        )
         .collect();
     Json(json!({ "results": results })).into_response()
 }
@@ -532,12 +623,10 @@ pub(super) async fn generic_query(
     State(app): State<Shared>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let parsed = body
-        .map_err(|rejection| ApiError::malformed(rejection.body_text()))
-        .and_then(|body| {
-            serde_json::from_slice::<Value>(&body)
-                .map_err(|error| ApiError::malformed(format!("not JSON: {error}")))
-        });
+    let parsed = body.map_err(ApiError::from).and_then(|body| {
+        serde_json::from_slice::<Value>(&body)
+            .map_err(|error| ApiError::malformed(format!("not JSON: {error}")))
+    });
     match parsed {
         Ok(value) => answer_query(&app, value).await,
         Err(error) => error.into_response(),

@@ -5,12 +5,17 @@
 use std::path::{Path, PathBuf};
 
 use fleetlog_ledger::Timestamp;
-use fleetlog_projections::State;
 use fleetlog_projections::analytics;
 use fleetlog_projections::decisions::DecisionQuery;
 use fleetlog_projections::queue::TaskState;
+use fleetlog_projections::{Command, State};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+
+/// Items in one page of a list when the request names no `limit`.
+pub const PAGE_ITEMS_DEFAULT: usize = 100;
+/// Most items one page of a list may hold.
+pub const PAGE_ITEMS_MAX: usize = 1_000;
 
 /// The daemon's default TCP port (loopback).
 pub const DEFAULT_PORT: u16 = 7478;
@@ -22,29 +27,107 @@ pub fn socket_path(db: &Path) -> PathBuf {
     db.with_file_name(name)
 }
 
+/// What a create answers besides its seq: the kind of object made, its id, and the object as
+/// committed (absent if it is already gone again, e.g. a signal consumed in the same batch).
+pub fn created(state: &State, now: Timestamp, command: &Command, seq: u64) -> Option<Value> {
+    let (kind, id, object) = match command {
+        Command::Register { agent, .. } => (
+            "agent",
+            json!(agent),
+            state.agents.get(agent).map(|a| agent_view(a, now)),
+        ),
+        Command::SendSignal { .. } => (
+            "signal",
+            json!(seq),
+            state.signals.live.get(&seq).map(to_json),
+        ),
+        Command::Enqueue { .. } => ("task", json!(seq), state.queue.get(seq).map(to_json)),
+        Command::RequestApproval { .. } => (
+            "approval",
+            json!(seq),
+            state.approvals.get(seq).map(|a| approval_view(a, now)),
+        ),
+        Command::Post { .. } => (
+            "thread",
+            json!(seq),
+            state.board.threads.get(&seq).map(to_json),
+        ),
+        Command::LogDecision { .. } => {
+            let decisions = &state.decisions.all;
+            let found = decisions
+                .binary_search_by_key(&seq, |decision| decision.seq)
+                .ok()
+                .map(|at| to_json(&decisions[at]));
+            ("decision", json!(seq), found)
+        }
+        Command::StartWorkflow { workflow_id, .. } => (
+            "workflow",
+            json!(workflow_id),
+            state.workflows.get(workflow_id).map(to_json),
+        ),
+        _ => return None,
+    };
+    let mut answer = json!({ "outcome": "appended", "seq": seq, "id": id, "kind": kind });
+    if let Some(object) = object {
+        answer[kind] = object;
+    }
+    Some(answer)
+}
+
 /// A read of committed state. Field names are the HTTP query parameters.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "query", rename_all = "snake_case")]
+#[serde(tag = "query", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Query {
     /// Agents; `all` includes expired and deregistered ones.
     Agents {
         #[serde(default)]
         all: bool,
+        /// Items per page (default PAGE_ITEMS_DEFAULT, at most PAGE_ITEMS_MAX).
+        #[serde(default)]
+        limit: Option<usize>,
+        /// The `next_cursor` of the previous page.
+        #[serde(default)]
+        cursor: Option<String>,
     },
     Agent {
         id: String,
     },
     Stale {
         threshold_ms: u64,
+        /// Items per page (default PAGE_ITEMS_DEFAULT, at most PAGE_ITEMS_MAX).
+        #[serde(default)]
+        limit: Option<usize>,
+        /// The `next_cursor` of the previous page.
+        #[serde(default)]
+        cursor: Option<String>,
     },
     Hung {
         threshold_ms: u64,
+        /// Items per page (default PAGE_ITEMS_DEFAULT, at most PAGE_ITEMS_MAX).
+        #[serde(default)]
+        limit: Option<usize>,
+        /// The `next_cursor` of the previous page.
+        #[serde(default)]
+        cursor: Option<String>,
     },
     /// Signals `agent` can see now, oldest first (a peek: nothing is consumed).
     Inbox {
         agent: String,
+        /// Items per page (default PAGE_ITEMS_DEFAULT, at most PAGE_ITEMS_MAX).
+        #[serde(default)]
+        limit: Option<usize>,
+        /// The `next_cursor` of the previous page.
+        #[serde(default)]
+        cursor: Option<String>,
     },
-    Locks,
+    Locks {
+        /// Items per page (default PAGE_ITEMS_DEFAULT, at most PAGE_ITEMS_MAX).
+        #[serde(default)]
+        limit: Option<usize>,
+        /// The `next_cursor` of the previous page.
+        #[serde(default)]
+        cursor: Option<String>,
+    },
     /// Whether `token` is the current token of `resource`.
     LockCheck {
         resource: String,
@@ -55,6 +138,12 @@ pub enum Query {
         state: Option<String>,
         #[serde(default)]
         tag: Option<String>,
+        /// Items per page (default PAGE_ITEMS_DEFAULT, at most PAGE_ITEMS_MAX).
+        #[serde(default)]
+        limit: Option<usize>,
+        /// The `next_cursor` of the previous page.
+        #[serde(default)]
+        cursor: Option<String>,
     },
     Task {
         id: u64,
@@ -63,11 +152,24 @@ pub enum Query {
     Approvals {
         #[serde(default)]
         pending: bool,
+        /// Items per page (default PAGE_ITEMS_DEFAULT, at most PAGE_ITEMS_MAX).
+        #[serde(default)]
+        limit: Option<usize>,
+        /// The `next_cursor` of the previous page.
+        #[serde(default)]
+        cursor: Option<String>,
     },
     Approval {
         id: u64,
     },
-    Threads,
+    Threads {
+        /// Items per page (default PAGE_ITEMS_DEFAULT, at most PAGE_ITEMS_MAX).
+        #[serde(default)]
+        limit: Option<usize>,
+        /// The `next_cursor` of the previous page.
+        #[serde(default)]
+        cursor: Option<String>,
+    },
     Thread {
         id: u64,
     },
@@ -80,8 +182,21 @@ pub enum Query {
         from: Option<Timestamp>,
         #[serde(default)]
         to: Option<Timestamp>,
+        /// Items per page (default PAGE_ITEMS_DEFAULT, at most PAGE_ITEMS_MAX).
+        #[serde(default)]
+        limit: Option<usize>,
+        /// The `next_cursor` of the previous page.
+        #[serde(default)]
+        cursor: Option<String>,
     },
-    Workflows,
+    Workflows {
+        /// Items per page (default PAGE_ITEMS_DEFAULT, at most PAGE_ITEMS_MAX).
+        #[serde(default)]
+        limit: Option<usize>,
+        /// The `next_cursor` of the previous page.
+        #[serde(default)]
+        cursor: Option<String>,
+    },
     Workflow {
         id: String,
     },
@@ -212,47 +327,84 @@ fn not_found(what: &'static str, id: impl ToString) -> QueryError {
 /// Answers `query` from `state` as it is at `now`.
 pub fn answer(state: &State, now: Timestamp, query: &Query) -> Result<Value, QueryError> {
     Ok(match query {
-        Query::Agents { all } => {
+        Query::Agents { all, limit, cursor } => {
             let agents: Vec<_> = match all {
                 true => state.agents.by_id.values().collect(),
                 false => state.agents.active(now),
             };
-            json!({ "agents": agents.iter().map(|agent| agent_view(agent, now)).collect::<Vec<_>>() })
+            agents_page(agents, now, *limit, cursor)?
         }
         Query::Agent { id } => agent_view(
             state.agents.get(id).ok_or_else(|| not_found("agent", id))?,
             now,
         ),
-        Query::Stale { threshold_ms } => {
-            json!({ "agents": state.agents.stale(now, *threshold_ms).iter().map(|a| agent_view(a, now)).collect::<Vec<_>>() })
+        Query::Stale {
+            threshold_ms,
+            limit,
+            cursor,
+        } => agents_page(state.agents.stale(now, *threshold_ms), now, *limit, cursor)?,
+        Query::Hung {
+            threshold_ms,
+            limit,
+            cursor,
+        } => agents_page(state.agents.hung(now, *threshold_ms), now, *limit, cursor)?,
+        Query::Inbox {
+            agent,
+            limit,
+            cursor,
+        } => {
+            let (signals, next) = paged(
+                state.signals.inbox(agent, now),
+                |signal| signal.id,
+                *limit,
+                cursor,
+            )?;
+            json!({ "signals": to_json(signals), "next_cursor": next })
         }
-        Query::Hung { threshold_ms } => {
-            json!({ "agents": state.agents.hung(now, *threshold_ms).iter().map(|a| agent_view(a, now)).collect::<Vec<_>>() })
+        Query::Locks { limit, cursor } => {
+            let (locks, next) = paged(
+                state.locks.list(now),
+                |lock| lock.resource.clone(),
+                *limit,
+                cursor,
+            )?;
+            json!({ "locks": to_json(locks), "next_cursor": next })
         }
-        Query::Inbox { agent } => json!({ "signals": to_json(state.signals.inbox(agent, now)) }),
-        Query::Locks => json!({ "locks": to_json(state.locks.list(now)) }),
         Query::LockCheck { resource, token } => {
             json!({ "resource": resource, "token": token, "current": state.locks.token_is_current(resource, *token, now) })
         }
-        Query::Tasks { state: wanted, tag } => {
+        Query::Tasks {
+            state: wanted,
+            tag,
+            limit,
+            cursor,
+        } => {
             let wanted = wanted.as_deref().map(parse_task_state).transpose()?;
-            let tasks: Vec<_> = state
+            let tasks = state
                 .queue
                 .tasks
                 .values()
                 .filter(|task| wanted.is_none_or(|wanted| task.state == wanted))
-                .filter(|task| tag.as_ref().is_none_or(|tag| task.tags.contains(tag)))
-                .collect();
-            json!({ "tasks": to_json(tasks) })
+                .filter(|task| tag.as_ref().is_none_or(|tag| task.tags.contains(tag)));
+            let (tasks, next) = paged(tasks, |task| task.id, *limit, cursor)?;
+            json!({ "tasks": to_json(tasks), "next_cursor": next })
         }
         Query::Task { id } => to_json(state.queue.get(*id).ok_or_else(|| not_found("task", id))?),
         Query::QueueStats => to_json(state.queue.stats(now)),
-        Query::Approvals { pending } => {
+        Query::Approvals {
+            pending,
+            limit,
+            cursor,
+        } => {
             let approvals: Vec<_> = match pending {
                 true => state.approvals.pending(now),
                 false => state.approvals.by_id.values().collect(),
             };
-            json!({ "approvals": approvals.iter().map(|a| approval_view(a, now)).collect::<Vec<_>>() })
+            let (approvals, next) = paged(approvals, |a| a.id, *limit, cursor)?;
+            json!({
+                "approvals": approvals.iter().map(|a| approval_view(a, now)).collect::<Vec<_>>(),
+                "next_cursor": next,
+            })
         }
         Query::Approval { id } => approval_view(
             state
@@ -261,7 +413,13 @@ pub fn answer(state: &State, now: Timestamp, query: &Query) -> Result<Value, Que
                 .ok_or_else(|| not_found("approval", id))?,
             now,
         ),
-        Query::Threads => json!({ "threads": to_json(state.board.list()) }),
+        Query::Threads { limit, cursor } => {
+            // Threads are listed by priority and activity, not by id: the cursor is a position.
+            let threads = state.board.list().into_iter().enumerate();
+            let (threads, next) = paged(threads, |(at, _)| *at, *limit, cursor)?;
+            let threads: Vec<_> = threads.into_iter().map(|(_, thread)| thread).collect();
+            json!({ "threads": to_json(threads), "next_cursor": next })
+        }
         Query::Thread { id } => to_json(
             state
                 .board
@@ -274,6 +432,8 @@ pub fn answer(state: &State, now: Timestamp, query: &Query) -> Result<Value, Que
             decision_type,
             from,
             to,
+            limit,
+            cursor,
         } => {
             let query = DecisionQuery {
                 agent: agent.clone(),
@@ -281,10 +441,21 @@ pub fn answer(state: &State, now: Timestamp, query: &Query) -> Result<Value, Que
                 from: *from,
                 to: *to,
             };
-            json!({ "decisions": to_json(state.decisions.query(&query)) })
+            let (decisions, next) =
+                paged(state.decisions.query(&query), |d| d.seq, *limit, cursor)?;
+            json!({ "decisions": to_json(decisions), "next_cursor": next })
         }
-        Query::Workflows => {
-            json!({ "workflows": state.workflows.by_id.values().map(workflow_summary).collect::<Vec<_>>() })
+        Query::Workflows { limit, cursor } => {
+            let (workflows, next) = paged(
+                state.workflows.by_id.values(),
+                |workflow| workflow.id.clone(),
+                *limit,
+                cursor,
+            )?;
+            json!({
+                "workflows": workflows.into_iter().map(workflow_summary).collect::<Vec<_>>(),
+                "next_cursor": next,
+            })
         }
         Query::Workflow { id } => {
             let workflow = state
@@ -349,6 +520,63 @@ pub fn answer(state: &State, now: Timestamp, query: &Query) -> Result<Value, Que
     })
 }
 
+/// One page of `items`, which come in ascending `key` order: those after `cursor`, at most
+/// `limit` of them, and the cursor of the next page (`None` on the last).
+fn paged<T, K>(
+    items: impl IntoIterator<Item = T>,
+    key: impl Fn(&T) -> K,
+    limit: Option<usize>,
+    cursor: &Option<String>,
+) -> Result<(Vec<T>, Option<String>), QueryError>
+where
+    K: Ord + std::fmt::Display + std::str::FromStr,
+{
+    let limit = limit.unwrap_or(PAGE_ITEMS_DEFAULT);
+    if !(1..=PAGE_ITEMS_MAX).contains(&limit) {
+        return Err(QueryError::Invalid(format!(
+            "limit {limit} is not within 1..={PAGE_ITEMS_MAX}"
+        )));
+    }
+    let after = match cursor {
+        None => None,
+        Some(text) => Some(text.parse::<K>().map_err(|_| {
+            QueryError::Invalid(format!(
+                "cursor {text:?} is not one this list gave out; pass a next_cursor unchanged"
+            ))
+        })?),
+    };
+    let mut page = Vec::new();
+    let mut more = false;
+    for item in items {
+        if after.as_ref().is_some_and(|after| key(&item) <= *after) {
+            continue;
+        }
+        if page.len() == limit {
+            more = true;
+            break;
+        }
+        page.push(item);
+    }
+    let next = match more {
+        true => page.last().map(|item| key(item).to_string()),
+        false => None,
+    };
+    Ok((page, next))
+}
+
+fn agents_page(
+    agents: Vec<&fleetlog_projections::agents::Agent>,
+    now: Timestamp,
+    limit: Option<usize>,
+    cursor: &Option<String>,
+) -> Result<Value, QueryError> {
+    let (agents, next) = paged(agents, |agent| agent.id.clone(), limit, cursor)?;
+    Ok(json!({
+        "agents": agents.iter().map(|agent| agent_view(agent, now)).collect::<Vec<_>>(),
+        "next_cursor": next,
+    }))
+}
+
 fn window(
     project: &Option<String>,
     from: &Option<Timestamp>,
@@ -377,14 +605,17 @@ fn parse_task_state(text: &str) -> Result<TaskState, QueryError> {
     })
 }
 
-fn agent_view(agent: &fleetlog_projections::agents::Agent, now: Timestamp) -> Value {
+pub(crate) fn agent_view(agent: &fleetlog_projections::agents::Agent, now: Timestamp) -> Value {
     let mut view = to_json(agent);
     view["alive"] = json!(agent.is_alive(now));
     view["deadline"] = json!(agent.deadline());
     view
 }
 
-fn approval_view(approval: &fleetlog_projections::approvals::Approval, now: Timestamp) -> Value {
+pub(crate) fn approval_view(
+    approval: &fleetlog_projections::approvals::Approval,
+    now: Timestamp,
+) -> Value {
     let mut view = to_json(approval);
     view["state"] = to_json(approval.state_at(now));
     view["deadline"] = json!(approval.deadline());
