@@ -15,77 +15,11 @@ use fleetlog::client::{BlockingClient, Endpoint};
 use fleetlog_ledger::{Event, Json, Ledger};
 use fleetlog_projections::{Command, Outcome, TaskSpec};
 
-const FLEETLOG: &str = env!("CARGO_BIN_EXE_fleetlog");
+#[path = "support/harness.rs"]
+mod harness;
+
+use harness::*;
 const WORKER: &str = env!("CARGO_BIN_EXE_fleetlog-test-worker");
-
-/// A running `fleetlog serve`, stopped on drop.
-struct Daemon {
-    child: Child,
-    socket: PathBuf,
-    address: String,
-}
-
-impl Daemon {
-    fn start(db: &Path, extra: &[&str]) -> Daemon {
-        let mut child = Process::new(FLEETLOG)
-            .arg("--db")
-            .arg(db)
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(extra)
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the daemon starts");
-        let mut lines = BufReader::new(child.stderr.take().expect("piped stderr")).lines();
-        let banner = lines
-            .next()
-            .expect("the daemon announces itself")
-            .expect("utf-8");
-        let address = banner
-            .split("http://")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .unwrap_or_else(|| panic!("no address in {banner:?}"))
-            .to_owned();
-        // Keep draining stderr so the daemon never blocks on a full pipe.
-        std::thread::spawn(move || lines.for_each(drop));
-        Daemon {
-            child,
-            socket: fleetlog::wire::socket_path(db),
-            address,
-        }
-    }
-
-    fn client(&self) -> BlockingClient {
-        BlockingClient::new(Endpoint::Unix(self.socket.clone())).expect("client")
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    fn terminate(&mut self) {
-        let status = Process::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success());
-        let exit = self.child.wait().expect("the daemon exits");
-        assert!(exit.success(), "a graceful stop exits 0, got {exit}");
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn new_db() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("fleet.redb");
-    (dir, db)
-}
 
 fn cli(db: &Path, args: &[&str]) -> std::process::Output {
     Process::new(FLEETLOG)
@@ -394,30 +328,6 @@ fn an_sse_subscriber_resumes_across_a_daemon_restart_with_its_last_event_id() {
         (1..=101).collect::<Vec<u64>>(),
         "every event once, in order"
     );
-}
-
-/// Sends raw bytes over TCP; returns the status code and body.
-fn raw_http(address: &str, request: &[u8]) -> (u16, String) {
-    let mut stream = std::net::TcpStream::connect(address).expect("connect");
-    stream.write_all(request).expect("send");
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or(0);
-    (status, response)
-}
-
-fn post(path: &str, token: &str, body: &[u8]) -> Vec<u8> {
-    let mut request = format!(
-        "POST {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    request.extend_from_slice(body);
-    request
 }
 
 #[test]

@@ -288,7 +288,7 @@ pub(super) fn query_route(
 }
 
 pub(super) fn router(app: Shared) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/v1/health", get(health))
         .route("/v1/health/ready", get(health))
         .route("/v1/health/live", get(health_live))
@@ -444,12 +444,15 @@ pub(super) fn router(app: Shared) -> Router {
             ApiError::new(404, "not_found", "no such route; see docs/api.md").into_response()
         })
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
-        .layer(middleware::map_response(json_errors))
         .layer(middleware::from_fn_with_state(
             Arc::clone(&app),
             count_request,
         ))
-        .with_state(app)
+        .with_state(app);
+    // Outside the routes, so it sees responses as they leave them (with axum's `Allow`).
+    Router::new()
+        .fallback_service(routes)
+        .layer(middleware::map_response(json_errors))
 }
 
 /// Every error leaves as JSON in the one shape, also those produced before a handler runs: a

@@ -1,0 +1,281 @@
+//! Guards the HTTP contract as a client sees it over the wire: every error is one JSON shape
+//! (`error`, `message`, `details`) whatever produced it — an oversized body on any route, a
+//! wrong method, an undecodable path, an unknown query parameter or nested field, a refused
+//! command with its typed details; creates answer 201 with the object; every list pages with
+//! `limit`/`cursor`/`next_cursor`, and a walk visits each item exactly once.
+
+use std::collections::BTreeSet;
+
+use serde_json::{Value, json};
+
+#[path = "support/harness.rs"]
+mod harness;
+
+use harness::*;
+
+fn send(daemon: &Daemon, method: &str, target: &str, body: &Value) -> (u16, Value) {
+    let bytes = match body {
+        Value::Null => Vec::new(),
+        body => serde_json::to_vec(body).expect("json"),
+    };
+    let (status, _, answer) = http(
+        &daemon.address,
+        method,
+        target,
+        &[("Content-Type", "application/json")],
+        &bytes,
+    );
+    (status, answer)
+}
+
+/// The one error shape: a code, a message naming the problem, and a details object.
+fn assert_error(status: u16, answer: &Value, expected_status: u16, code: &str) {
+    assert_eq!(status, expected_status, "{answer}");
+    assert_eq!(answer["error"], code, "{answer}");
+    assert!(
+        answer["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{answer}"
+    );
+    assert!(answer["details"].is_object(), "{answer}");
+}
+
+fn head_seq(daemon: &Daemon) -> u64 {
+    let (status, head) = send(daemon, "GET", "/v1/head", &Value::Null);
+    assert_eq!(status, 200);
+    head["seq"].as_u64().expect("seq")
+}
+
+fn started() -> (tempfile::TempDir, Daemon) {
+    let (dir, db) = new_db();
+    let daemon = Daemon::start(&db, &[]);
+    let (status, _) = send(&daemon, "POST", "/v1/agents", &json!({"agent": "a"}));
+    assert_eq!(status, 201);
+    (dir, daemon)
+}
+
+#[test]
+fn an_oversized_body_is_413_on_every_write_route() {
+    let (_dir, daemon) = started();
+    let before = head_seq(&daemon);
+    let huge = vec![b' '; fleetlog::daemon::BODY_BYTES_MAX + 1];
+    for route in [
+        "/v1/commands",
+        "/v1/batch",
+        "/v1/queries",
+        "/v1/locks",
+        "/v1/events",
+        "/v1/tasks",
+    ] {
+        let (status, _, answer) = http(&daemon.address, "POST", route, &[], &huge);
+        assert_error(status, &answer, 413, "too_large");
+    }
+    assert_eq!(head_seq(&daemon), before, "nothing was appended");
+}
+
+#[test]
+fn a_wrong_method_is_a_json_405_listing_the_allowed_ones() {
+    let (_dir, daemon) = started();
+    let (status, head, answer) = http(&daemon.address, "DELETE", "/v1/locks", &[], b"");
+    assert_error(status, &answer, 405, "method_not_allowed");
+    let allowed: Vec<&str> = answer["details"]["allowed"]
+        .as_array()
+        .expect("allowed methods")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        allowed.contains(&"GET") && allowed.contains(&"POST"),
+        "{answer}"
+    );
+    assert!(head.to_ascii_lowercase().contains("\nallow:"), "{head}");
+}
+
+#[test]
+fn undecodable_paths_and_unknown_routes_answer_json() {
+    let (_dir, daemon) = started();
+    for target in ["/v1/tasks/%FF", "/v1/agents/%FF%FE", "/v1/approvals/x%C3"] {
+        let (status, _, answer) = http(&daemon.address, "GET", target, &[], b"");
+        assert_error(status, &answer, 400, "malformed");
+    }
+    let (status, _, answer) = http(&daemon.address, "GET", "/v1/nowhere", &[], b"");
+    assert_error(status, &answer, 404, "not_found");
+}
+
+#[test]
+fn unknown_query_parameters_and_nested_fields_are_refused_by_name() {
+    let (_dir, daemon) = started();
+    let before = head_seq(&daemon);
+    let (status, answer) = send(&daemon, "GET", "/v1/tasks?sate=pending", &Value::Null);
+    assert_error(status, &answer, 400, "malformed");
+    assert!(
+        answer["message"].as_str().unwrap_or("").contains("sate"),
+        "{answer}"
+    );
+    let (status, answer) = send(&daemon, "GET", "/v1/approvals?pending=True", &Value::Null);
+    assert_error(status, &answer, 400, "malformed");
+    assert!(
+        answer["message"].as_str().unwrap_or("").contains("True"),
+        "{answer}"
+    );
+    let (status, answer) = send(
+        &daemon,
+        "POST",
+        "/v1/tasks",
+        &json!({"agent": "a", "spec": {"title": "t", "prioirty": 9}}),
+    );
+    assert_error(status, &answer, 400, "malformed");
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("prioirty"),
+        "{answer}"
+    );
+    let (status, answer) = send(
+        &daemon,
+        "POST",
+        "/v1/queries",
+        &json!({"query": "tasks", "sate": "pending"}),
+    );
+    assert_error(status, &answer, 400, "malformed");
+    assert_eq!(head_seq(&daemon), before, "nothing was appended");
+}
+
+#[test]
+fn a_refused_command_carries_its_typed_details() {
+    let (_dir, daemon) = started();
+    send(&daemon, "POST", "/v1/agents", &json!({"agent": "b"}));
+    let (status, granted) = send(
+        &daemon,
+        "POST",
+        "/v1/locks",
+        &json!({"agent": "a", "resource": "src/lib.rs", "ttl_ms": 60000}),
+    );
+    assert_eq!(status, 200, "{granted}");
+    let (status, answer) = send(
+        &daemon,
+        "POST",
+        "/v1/locks",
+        &json!({"agent": "b", "resource": "src/lib.rs", "ttl_ms": 60000}),
+    );
+    assert_error(status, &answer, 409, "lock_held");
+    assert_eq!(answer["details"]["holder"], "a", "{answer}");
+    assert_eq!(
+        answer["details"]["token"], granted["lock"]["token"],
+        "{answer}"
+    );
+    assert_eq!(
+        answer["details"]["expires_at"], granted["lock"]["expires_at"],
+        "{answer}"
+    );
+    let (status, answer) = send(
+        &daemon,
+        "POST",
+        "/v1/locks",
+        &json!({"agent": "ghost", "resource": "r", "ttl_ms": 1000}),
+    );
+    assert_error(status, &answer, 404, "unknown_agent");
+    assert_eq!(answer["details"]["agent"], "ghost", "{answer}");
+}
+
+#[test]
+fn creates_answer_201_with_the_created_object() {
+    let (_dir, daemon) = started();
+    let (status, task) = send(
+        &daemon,
+        "POST",
+        "/v1/tasks",
+        &json!({"agent": "a", "spec": {"title": "build", "priority": 3}}),
+    );
+    assert_eq!(status, 201, "{task}");
+    assert_eq!(task["kind"], "task");
+    assert_eq!(task["task"]["id"], task["id"], "{task}");
+    assert_eq!(task["task"]["title"], "build");
+    assert_eq!(task["task"]["priority"], 3);
+    let (status, agent) = send(
+        &daemon,
+        "POST",
+        "/v1/agents",
+        &json!({"agent": "b", "role": "dev"}),
+    );
+    assert_eq!(status, 201, "{agent}");
+    assert_eq!(agent["id"], "b");
+    assert_eq!(agent["agent"]["role"], "dev", "{agent}");
+    let (status, signal) = send(
+        &daemon,
+        "POST",
+        "/v1/signals",
+        &json!({"agent": "a", "kind": "ping", "target": "b", "payload": {"n": 1}}),
+    );
+    assert_eq!(status, 201, "{signal}");
+    assert_eq!(signal["signal"]["id"], signal["id"], "{signal}");
+    assert_eq!(signal["signal"]["payload"], json!({"n": 1}), "{signal}");
+    // What a create answers is what a read of it answers.
+    let id = task["id"].as_u64().expect("task id");
+    let (status, read) = send(&daemon, "GET", &format!("/v1/tasks/{id}"), &Value::Null);
+    assert_eq!(status, 200);
+    assert_eq!(read, task["task"]);
+}
+
+#[test]
+fn a_walk_of_a_thousand_tasks_by_cursor_visits_each_exactly_once() {
+    let (_dir, daemon) = started();
+    let commands: Vec<Value> = (0..1_000)
+        .map(|n| json!({"command": "enqueue", "agent": "a", "spec": {"title": format!("t{n}")}}))
+        .collect();
+    let (status, batch) = send(
+        &daemon,
+        "POST",
+        "/v1/batch",
+        &json!({ "commands": commands }),
+    );
+    assert_eq!(status, 200, "{batch}");
+    let enqueued: BTreeSet<u64> = batch["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|result| result["id"].as_u64().expect("each enqueue names its task"))
+        .collect();
+    assert_eq!(enqueued.len(), 1_000);
+
+    let (status, first) = send(&daemon, "GET", "/v1/tasks", &Value::Null);
+    assert_eq!(status, 200);
+    assert_eq!(
+        first["tasks"].as_array().map(Vec::len),
+        Some(fleetlog::wire::PAGE_ITEMS_DEFAULT),
+        "a list without a limit is one bounded page"
+    );
+    assert!(first["next_cursor"].is_string());
+
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let target = match &cursor {
+            None => "/v1/tasks?limit=64".to_owned(),
+            Some(cursor) => format!("/v1/tasks?limit=64&cursor={cursor}"),
+        };
+        let (status, page) = send(&daemon, "GET", &target, &Value::Null);
+        assert_eq!(status, 200, "{page}");
+        let tasks = page["tasks"].as_array().expect("tasks");
+        assert!(tasks.len() <= 64);
+        seen.extend(tasks.iter().map(|task| task["id"].as_u64().expect("id")));
+        pages += 1;
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 1_000usize.div_ceil(64));
+    assert_eq!(seen.len(), 1_000, "no task twice");
+    assert_eq!(seen.iter().copied().collect::<BTreeSet<_>>(), enqueued);
+
+    for bad in [
+        "/v1/tasks?limit=0",
+        "/v1/tasks?limit=1001",
+        "/v1/tasks?cursor=nope",
+    ] {
+        let (status, answer) = send(&daemon, "GET", bad, &Value::Null);
+        assert_error(status, &answer, 400, "invalid");
+    }
+}

@@ -1,0 +1,127 @@
+//! What the daemon's process tests share: a `fleetlog serve` child stopped on drop, a fresh
+//! ledger path, and raw HTTP over TCP (so tests see exactly what goes over the wire).
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command as Process, Stdio};
+
+use fleetlog::client::{BlockingClient, Endpoint};
+
+pub const FLEETLOG: &str = env!("CARGO_BIN_EXE_fleetlog");
+
+/// A running `fleetlog serve`, stopped on drop.
+pub struct Daemon {
+    pub child: Child,
+    pub socket: PathBuf,
+    pub address: String,
+}
+
+impl Daemon {
+    pub fn start(db: &Path, extra: &[&str]) -> Daemon {
+        let mut child = Process::new(FLEETLOG)
+            .arg("--db")
+            .arg(db)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(extra)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the daemon starts");
+        let mut lines = BufReader::new(child.stderr.take().expect("piped stderr")).lines();
+        let banner = lines
+            .next()
+            .expect("the daemon announces itself")
+            .expect("utf-8");
+        let address = banner
+            .split("http://")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no address in {banner:?}"))
+            .to_owned();
+        // Keep draining stderr so the daemon never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Daemon {
+            child,
+            socket: fleetlog::wire::socket_path(db),
+            address,
+        }
+    }
+
+    pub fn client(&self) -> BlockingClient {
+        BlockingClient::new(Endpoint::Unix(self.socket.clone())).expect("client")
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn terminate(&mut self) {
+        let status = Process::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+        let exit = self.child.wait().expect("the daemon exits");
+        assert!(exit.success(), "a graceful stop exits 0, got {exit}");
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn new_db() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("fleet.redb");
+    (dir, db)
+}
+
+/// Sends raw bytes over TCP; returns the status code and body.
+pub fn raw_http(address: &str, request: &[u8]) -> (u16, String) {
+    let mut stream = std::net::TcpStream::connect(address).expect("connect");
+    stream.write_all(request).expect("send");
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    (status, response)
+}
+
+pub fn post(path: &str, token: &str, body: &[u8]) -> Vec<u8> {
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(body);
+    request
+}
+
+/// One request over TCP with `Connection: close`: the status, the response head, and the body
+/// parsed as JSON (`null` if it is not JSON).
+pub fn http(
+    address: &str,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String, serde_json::Value) {
+    let mut request =
+        format!("{method} {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    let mut bytes = request.into_bytes();
+    bytes.extend_from_slice(body);
+    let (status, response) = raw_http(address, &bytes);
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let json = serde_json::from_str(body).unwrap_or(serde_json::Value::Null);
+    (status, head.to_owned(), json)
+}
