@@ -113,6 +113,10 @@ enum Command {
         /// After SIGTERM/SIGINT, how long in-flight requests get before connections are closed.
         #[arg(long, default_value_t = fleetlog::daemon::SHUTDOWN_GRACE.as_millis() as u64)]
         shutdown_grace_ms: u64,
+        /// Log lines on stderr as text or as one JSON object each; `RUST_LOG` filters them
+        /// (default `info`; e.g. `RUST_LOG=fleetlog=debug` logs every request).
+        #[arg(long, value_enum, default_value_t = commands::ledger::LogFormat::Text)]
+        log_format: commands::ledger::LogFormat,
     },
 }
 

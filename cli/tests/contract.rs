@@ -2,7 +2,8 @@
 //! (`error`, `message`, `details`) whatever produced it — an oversized body on any route, a
 //! wrong method, an undecodable path, an unknown query parameter or nested field, a refused
 //! command with its typed details; creates answer 201 with the object; every list pages with
-//! `limit`/`cursor`/`next_cursor`, and a walk visits each item exactly once.
+//! `limit`/`cursor`/`next_cursor`, and a walk visits each item exactly once; the daemon logs
+//! its lifecycle and refused requests as JSON lines.
 
 use std::collections::BTreeSet;
 
@@ -278,4 +279,35 @@ fn a_walk_of_a_thousand_tasks_by_cursor_visits_each_exactly_once() {
         let (status, answer) = send(&daemon, "GET", bad, &Value::Null);
         assert_error(status, &answer, 400, "invalid");
     }
+}
+
+#[test]
+fn the_daemon_logs_its_lifecycle_and_refused_requests_as_json_lines() {
+    let (_dir, db) = new_db();
+    let mut daemon = Daemon::start(&db, &["--log-format", "json"]);
+    let (status, _, _) = http(&daemon.address, "DELETE", "/v1/locks", &[], b"");
+    assert_eq!(status, 405);
+    daemon.terminate();
+    let logs = daemon.logs_after_exit();
+    let lines: Vec<Value> = logs
+        .iter()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
+        .collect();
+    let messages: Vec<&str> = lines
+        .iter()
+        .filter_map(|line| line["fields"]["message"].as_str())
+        .collect();
+    assert!(messages.contains(&"serving"), "{logs:?}");
+    assert!(
+        messages.contains(&"stopped; the ledger is closed"),
+        "{logs:?}"
+    );
+    let refused = lines
+        .iter()
+        .find(|line| line["fields"]["message"] == "request refused")
+        .unwrap_or_else(|| panic!("no request line: {logs:?}"));
+    assert_eq!(refused["fields"]["method"], "DELETE");
+    assert_eq!(refused["fields"]["route"], "/v1/locks");
+    assert_eq!(refused["fields"]["status"], 405);
+    assert!(refused["fields"]["latency_ms"].is_number());
 }

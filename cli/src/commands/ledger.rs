@@ -51,8 +51,38 @@ pub fn run(db: &Path, command: Command, out: &Output) -> Result<ExitCode> {
             socket,
             token,
             shutdown_grace_ms,
-        } => serve(db, listen, socket, token, shutdown_grace_ms),
+            log_format,
+        } => {
+            init_logs(log_format)?;
+            serve(db, listen, socket, token, shutdown_grace_ms)
+        }
     }
+}
+
+/// How the daemon writes its log lines.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
+fn init_logs(format: LogFormat) -> Result<()> {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_default_env().or_else(|error| match std::env::var_os("RUST_LOG") {
+            Some(_) => Err(anyhow::anyhow!("RUST_LOG is not a valid filter: {error}")),
+            None => Ok(EnvFilter::new("info")),
+        })?;
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    let installed = match format {
+        LogFormat::Text => logs.with_ansi(false).try_init(),
+        LogFormat::Json => logs.json().try_init(),
+    };
+    installed.map_err(|error| anyhow::anyhow!("cannot install the logger: {error}"))
 }
 
 fn serve(
@@ -70,7 +100,10 @@ fn serve(
         shutdown_grace: std::time::Duration::from_millis(shutdown_grace_ms),
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    runtime.block_on(fleetlog::daemon::serve(config, shutdown_signal()))?;
+    if let Err(error) = runtime.block_on(fleetlog::daemon::serve(config, shutdown_signal())) {
+        tracing::error!(%error, "the daemon could not start or stopped with an error");
+        return Err(error.into());
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -89,7 +122,6 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         () = terminate => {}
     }
-    eprintln!("fleetlog: shutting down");
 }
 
 /// 3 for "not found" or "timed out", 1 for every other failure.

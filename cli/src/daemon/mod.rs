@@ -88,6 +88,8 @@ struct App {
     sse_permits: Arc<Semaphore>,
     metrics: Arc<Metrics>,
     shutdown: watch::Receiver<bool>,
+    /// Set once the refusal of writes (a poisoned writer) has been logged.
+    refusal_logged: std::sync::atomic::AtomicBool,
 }
 
 type Shared = Arc<App>;
@@ -117,6 +119,7 @@ pub async fn serve(
         sse_permits: Arc::new(Semaphore::new(SSE_SUBSCRIBERS_MAX)),
         metrics: Arc::clone(&metrics),
         shutdown,
+        refusal_logged: std::sync::atomic::AtomicBool::new(false),
     });
 
     let unix = bind_socket(&config.socket)?;
@@ -138,16 +141,30 @@ pub async fn serve(
         )),
         None => routes.clone(),
     };
+    let tcp_address = tcp.local_addr()?;
+    // The first line on stderr, whatever the log format: scripts and tests read the address.
     eprintln!(
         "fleetlog serving {} on http://{} and unix:{}",
         config.db.display(),
-        tcp.local_addr()?,
+        tcp_address,
         config.socket.display()
+    );
+    tracing::info!(
+        db = %config.db.display(),
+        tcp = %tcp_address,
+        socket = %config.socket.display(),
+        token = config.token.is_some(),
+        connections_max,
+        head = app.coordinator.ledger().head()?.seq,
+        "serving"
     );
 
     let watching = shutdown_tx.subscribe();
     tokio::spawn(async move {
         stop.await;
+        tracing::info!(
+            "shutting down: no new connections; in-flight requests get the grace period"
+        );
         let _ = shutdown_tx.send(true);
     });
     let tcp_server = crate::daemon::listen::serve(
@@ -173,6 +190,7 @@ pub async fn serve(
         .await
         .map_err(|error| Error::Config(format!("the fan-out thread failed: {error}")))?
         .map_err(|_| Error::Config("the fan-out thread panicked".to_owned()))?;
+    tracing::info!("stopped; the ledger is closed");
     Ok(())
 }
 

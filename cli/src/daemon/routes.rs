@@ -192,6 +192,11 @@ pub(super) fn answer_of(
             return Ok((StatusCode::CREATED, created));
         }
     }
+    if let Err(CommandError::NotDurable { cause }) = &answer
+        && !app.refusal_logged.swap(true, Ordering::Relaxed)
+    {
+        tracing::error!(%cause, "the writer refuses writes after a failed commit; restart the daemon once the cause is fixed");
+    }
     Ok((StatusCode::OK, outcome_json(command.name(), answer)?))
 }
 
@@ -510,13 +515,41 @@ pub(super) async fn json_errors(response: Response) -> Response {
     response
 }
 
+/// Requests slower than this are logged (waits excepted: waiting is what they are for).
+pub const SLOW_REQUEST: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Counts every request and logs the ones worth a line: errors (5xx at error, 4xx at info),
+/// slow requests at warn, the rest at debug. One line: method, route, status, latency.
 pub(super) async fn count_request(
     State(app): State<Shared>,
     request: Request,
     next: Next,
 ) -> Response {
     app.metrics.requests.fetch_add(1, Ordering::Relaxed);
-    next.run(request).await
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    let took = started.elapsed();
+    let status = response.status().as_u16();
+    let latency_ms = took.as_secs_f64() * 1e3;
+    let waits = route.ends_with("/receive")
+        || route.ends_with("/claim")
+        || route.ends_with("/wait")
+        || route == "/v1/locks"
+        || route.ends_with("/stream");
+    match status {
+        500.. => tracing::error!(%method, route, status, latency_ms, "request failed"),
+        400..=499 => tracing::info!(%method, route, status, latency_ms, "request refused"),
+        _ if took > SLOW_REQUEST && !waits => {
+            tracing::warn!(%method, route, status, latency_ms, "slow request")
+        }
+        _ => tracing::debug!(%method, route, status, latency_ms, "request"),
+    }
+    response
 }
 
 pub(super) async fn generic_command(

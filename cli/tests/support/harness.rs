@@ -15,6 +15,9 @@ pub struct Daemon {
     pub child: Child,
     pub socket: PathBuf,
     pub address: String,
+    /// Lines the daemon wrote to stderr after its banner.
+    pub logs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    drain: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Daemon {
@@ -38,17 +41,36 @@ impl Daemon {
             .and_then(|rest| rest.split_whitespace().next())
             .unwrap_or_else(|| panic!("no address in {banner:?}"))
             .to_owned();
-        // Keep draining stderr so the daemon never blocks on a full pipe.
-        std::thread::spawn(move || lines.for_each(drop));
+        // Keep draining stderr so the daemon never blocks on a full pipe; keep it for tests
+        // of the daemon's logs.
+        let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = std::sync::Arc::clone(&logs);
+        let drain = std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                kept.lock().expect("log lines").push(line);
+            }
+        });
         Daemon {
             child,
             socket: fleetlog::wire::socket_path(db),
             address,
+            logs,
+            drain: Some(drain),
         }
     }
 
     pub fn client(&self) -> BlockingClient {
         BlockingClient::new(Endpoint::Unix(self.socket.clone())).expect("client")
+    }
+
+    /// Everything the daemon logged, once it has exited (its stderr is read to the end).
+    pub fn logs_after_exit(&mut self) -> Vec<String> {
+        if let Some(drain) = self.drain.take() {
+            drain
+                .join()
+                .expect("the stderr reader ends with the daemon");
+        }
+        self.logs.lock().expect("log lines").clone()
     }
 
     pub fn kill(&mut self) {
