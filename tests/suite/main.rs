@@ -11,6 +11,7 @@ mod export_import;
 mod faults;
 mod golden;
 mod idempotency;
+mod invariants;
 mod locks;
 mod open;
 mod queue;
