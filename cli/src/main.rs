@@ -93,6 +93,8 @@ enum Command {
     Fleet(fleet::FleetCommand),
     /// Throughput and latency: N clients run a workload against a daemon or embedded.
     Bench(benchmark::BenchArgs),
+    /// Print the HTTP API's OpenAPI 3.1 document (what `GET /v1/openapi.json` serves).
+    Openapi,
     /// Run a real fleet on this machine against a real daemon and show what the log recorded.
     Demo {
         /// A smaller fleet (for CI).
@@ -125,6 +127,14 @@ fn main() -> ExitCode {
     let out = output::Output::new(cli.json);
     let result = match cli.command {
         Command::Demo { quick } => fleet::demo(cli.db.as_deref(), quick, &out),
+        Command::Openapi => {
+            let document = fleetlog::wire::openapi::document();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&document).expect("a JSON value prints")
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Bench(args) => benchmark::run(cli.db.as_deref(), args, &out),
         command => commands::run(
             &cli.db.unwrap_or_else(fleetlog_ledger::default_path),

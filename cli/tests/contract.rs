@@ -311,3 +311,83 @@ fn the_daemon_logs_its_lifecycle_and_refused_requests_as_json_lines() {
     assert_eq!(refused["fields"]["status"], 405);
     assert!(refused["fields"]["latency_ms"].is_number());
 }
+
+#[test]
+fn the_served_openapi_document_is_the_checked_in_one_and_names_every_route() {
+    let (_dir, daemon) = started();
+    let (status, served) = send(&daemon, "GET", "/v1/openapi.json", &Value::Null);
+    assert_eq!(status, 200);
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/openapi.json");
+    let checked_in: Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("docs/openapi.json"))
+            .expect("docs/openapi.json is JSON");
+    assert!(
+        served == checked_in,
+        "docs/openapi.json is stale: regenerate it with `fleetlog openapi > docs/openapi.json`"
+    );
+    assert_eq!(served["openapi"], "3.1.0");
+    for route in fleetlog::wire::routes::ROUTES {
+        let operation = &served["paths"][route.path][route.method.to_ascii_lowercase()];
+        assert!(
+            operation.is_object(),
+            "{} {} is not documented",
+            route.method,
+            route.path
+        );
+    }
+    // A command's body is its variant without the tag, closed to unknown fields, and nested
+    // types are closed too.
+    let enqueue = &served["paths"]["/v1/tasks"]["post"]["requestBody"]["content"]["application/json"]
+        ["schema"];
+    assert_eq!(enqueue["additionalProperties"], false, "{enqueue}");
+    assert!(enqueue["properties"]["spec"].is_object());
+    assert!(enqueue["properties"]["command"].is_null());
+    assert_eq!(
+        served["components"]["schemas"]["TaskSpec"]["additionalProperties"],
+        false
+    );
+    // A route's path segment is a parameter, not a body field.
+    let complete = &served["paths"]["/v1/tasks/{task}/complete"]["post"];
+    assert!(
+        complete["requestBody"]["content"]["application/json"]["schema"]["properties"]["task"]
+            .is_null()
+    );
+    assert_eq!(complete["parameters"][0]["name"], "task");
+}
+
+#[test]
+fn api_md_names_every_route() {
+    let guide = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/api.md"))
+        .expect("docs/api.md");
+    let missing: Vec<String> = fleetlog::wire::routes::ROUTES
+        .iter()
+        .map(|route| format!("{} {}", route.method, route.path))
+        .filter(|route| !guide.contains(route.as_str()))
+        .collect();
+    assert!(missing.is_empty(), "docs/api.md does not name: {missing:?}");
+}
+
+#[test]
+fn every_route_in_the_table_is_served() {
+    let (_dir, daemon) = started();
+    for route in fleetlog::wire::routes::ROUTES {
+        let path = route
+            .path
+            .replace("{agent}", "a")
+            .replace("{workflow}", "w")
+            .replace(['{'], "")
+            .replace("task}", "1")
+            .replace("approval}", "1")
+            .replace("thread}", "1");
+        if path.ends_with("/stream") || path.ends_with("/wait") {
+            continue; // these stay open by design
+        }
+        let (status, _, _) = http(&daemon.address, route.method, &path, &[], b"{}");
+        assert!(
+            status != 405 && !(status == 404 && route.path == path),
+            "{} {} answered {status}",
+            route.method,
+            route.path
+        );
+    }
+}

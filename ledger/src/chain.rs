@@ -13,8 +13,12 @@ use crate::error::Error;
 pub const GENESIS_CONTEXT: &str = "fleetlog 2026-11 genesis prev v1";
 
 /// A random 16-byte id made when a ledger is created, so two ledgers never share a chain.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct LedgerId(#[serde(with = "hex_16")] pub [u8; 16]);
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct LedgerId(
+    #[serde(with = "hex_16")]
+    #[schemars(with = "String")]
+    pub [u8; 16],
+);
 
 impl LedgerId {
     pub fn random() -> Result<Self, Error> {
@@ -66,7 +70,7 @@ mod hex_16 {
 
 /// A position in the chain: the hash of record `seq`. `seq` 0 means "empty ledger", whose hash
 /// is the genesis link. Printed and parsed as `seq:hexhash`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Checkpoint {
     pub seq: u64,
     pub hash: ChainHash,

@@ -66,6 +66,16 @@ impl fmt::Display for ChainHash {
     }
 }
 
+impl schemars::JsonSchema for ChainHash {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ChainHash".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({ "type": "string", "pattern": "^[0-9a-f]{64}$" })
+    }
+}
+
 impl Serialize for ChainHash {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(&self.to_hex())
@@ -80,7 +90,7 @@ impl<'de> Deserialize<'de> for ChainHash {
 }
 
 /// One decoded record of the log.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Record {
     pub seq: u64,
     pub ts: Timestamp,

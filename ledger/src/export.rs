@@ -25,7 +25,7 @@ pub const EXPORT_FORMAT_VERSION: u32 = 1;
 const IMPORT_COMMIT_RECORDS: u64 = 50_000;
 
 /// Line 1 of an export.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ExportHeader {
     pub fleetlog_export: u32,
     pub ledger_id: LedgerId,

@@ -10,7 +10,7 @@ use serde::Serialize;
 /// TTL a registration grants before the first heartbeat, and a heartbeat's default.
 pub const HEARTBEAT_TTL_MS_DEFAULT: u64 = 30_000;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Liveness {
     /// Heartbeating (alive while `now` < its deadline).
@@ -21,7 +21,7 @@ pub enum Liveness {
     Deregistered,
 }
 
-#[derive(Clone, Debug, PartialEq, Encode, Decode, Serialize)]
+#[derive(Clone, Debug, PartialEq, Encode, Decode, Serialize, schemars::JsonSchema)]
 pub struct Agent {
     pub id: String,
     pub role: String,

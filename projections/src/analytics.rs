@@ -65,7 +65,7 @@ fn sorted(mut values: Vec<f64>) -> Vec<f64> {
 }
 
 /// Summary of a set of numbers.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Distribution {
     pub count: usize,
     pub total: f64,
@@ -106,13 +106,13 @@ fn finished(workflow: &Workflow) -> bool {
 
 // --- workflow statistics --------------------------------------------------------------------
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct SequenceCount {
     pub agents: Vec<String>,
     pub count: usize,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct WorkflowStats {
     pub total: usize,
     pub completed: usize,
@@ -197,7 +197,7 @@ pub fn workflow_stats(state: &State, window: &Window, top: usize) -> WorkflowSta
 
 // --- coordination overhead ------------------------------------------------------------------
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct WorkflowOverhead {
     pub workflow_id: String,
     pub wall_ms: u64,
@@ -209,14 +209,14 @@ pub struct WorkflowOverhead {
 }
 
 /// Totals and percentiles of one kind of wait, fleet-wide, per agent and per workflow.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct WaitBreakdown {
     pub fleet: Distribution,
     pub by_agent: BTreeMap<String, Distribution>,
     pub by_workflow: BTreeMap<String, Distribution>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Overhead {
     pub workflows: Vec<WorkflowOverhead>,
     /// Of the per-workflow overhead shares.
@@ -399,7 +399,7 @@ pub fn overhead(state: &State, window: &Window) -> Overhead {
 
 // --- agent performance trends ---------------------------------------------------------------
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Trend {
     Improving,
@@ -408,7 +408,7 @@ pub enum Trend {
     InsufficientData,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Period {
     pub samples: usize,
     pub successes: usize,
@@ -416,7 +416,7 @@ pub struct Period {
     pub duration_ms_mean: Option<f64>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Day {
     /// UTC date, `YYYY-MM-DD`.
     pub date: String,
@@ -425,7 +425,7 @@ pub struct Day {
     pub duration_ms_mean: Option<f64>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct AgentTrend {
     pub agent: String,
     pub recent: Period,
@@ -616,7 +616,7 @@ pub fn keywords(text: &str) -> BTreeSet<String> {
         .collect()
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Candidate {
     pub agent: String,
     /// 0..=1.
@@ -821,14 +821,14 @@ pub fn best_agents(
 
 // --- cost -----------------------------------------------------------------------------------
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Spend {
     pub cost_usd: f64,
     pub tokens: u64,
     pub stages: usize,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct BudgetStatus {
     pub workflow_id: String,
     pub limit_usd: Option<f64>,
@@ -836,7 +836,7 @@ pub struct BudgetStatus {
     pub exceeded: bool,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Costs {
     pub total: Spend,
     pub by_workflow: BTreeMap<String, Spend>,

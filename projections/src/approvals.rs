@@ -7,7 +7,9 @@ use bincode::{Decode, Encode};
 use fleetlog_ledger::{Event, Json, Record, Timestamp};
 use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Encode, Decode, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ApprovalState {
     Pending,
@@ -16,7 +18,7 @@ pub enum ApprovalState {
     Expired,
 }
 
-#[derive(Clone, Debug, PartialEq, Encode, Decode, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Encode, Decode, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Approval {
     /// The seq of its `approval_requested` record.
     pub id: u64,

@@ -6,7 +6,7 @@ use bincode::{Decode, Encode};
 use fleetlog_ledger::{Event, Record, Timestamp};
 use serde::Serialize;
 
-#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode, Serialize, schemars::JsonSchema)]
 pub struct Post {
     pub seq: u64,
     pub author: String,
@@ -14,7 +14,7 @@ pub struct Post {
     pub at: Timestamp,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode, Serialize, schemars::JsonSchema)]
 pub struct Thread {
     /// The seq of its `thread_posted` record.
     pub id: u64,

@@ -9,7 +9,7 @@ use crate::queue::Task;
 use crate::signals::{Signal, SignalFilter};
 
 /// A task to enqueue.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TaskSpec {
     pub title: String,
@@ -59,7 +59,7 @@ fn broadcast() -> SignalTarget {
 /// A signal's target in JSON: `"broadcast"`, `"*"` or null for everyone; an agent id, or
 /// `{"agent": id}`, for one agent.
 fn target<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SignalTarget, D::Error> {
-    #[derive(Deserialize)]
+    #[derive(Deserialize, schemars::JsonSchema)]
     #[serde(untagged)]
     enum Wire {
         Name(Option<String>),
@@ -90,7 +90,7 @@ impl TaskSpec {
 }
 
 /// A completed stage's figures.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StageReport {
     pub stage: String,
@@ -114,7 +114,7 @@ pub struct StageReport {
 /// Every command the state machine accepts. `agent` is who issues it (the record's actor). In
 /// JSON, tagged by `"command"` (`{"command": "acquire_lock", "agent": …}`), with defaults for
 /// everything optional.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "command", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Command {
     Register {
@@ -444,8 +444,9 @@ impl Command {
 }
 
 /// What an accepted command answers.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
+#[schemars(rename = "CommandOutcome")]
 pub enum Outcome {
     /// The command's primary (first) event is at `seq`; for creations, `seq` is the new id.
     Appended { seq: u64 },
@@ -461,7 +462,7 @@ pub enum Outcome {
 
 /// Why a command was refused. Each names what was wrong and what to do; serialised, a refusal
 /// is its code and its fields (`{"error": "lock_held", "details": {"holder": …}}`).
-#[derive(Clone, Debug, PartialEq, thiserror::Error, Serialize)]
+#[derive(Clone, Debug, PartialEq, thiserror::Error, Serialize, schemars::JsonSchema)]
 #[serde(tag = "error", content = "details", rename_all = "snake_case")]
 pub enum CommandError {
     #[error("agent {agent:?} is not registered (or has deregistered); register it first")]

@@ -4,7 +4,7 @@ use bincode::{Decode, Encode};
 use fleetlog_ledger::{Event, Json, Record, Timestamp};
 use serde::Serialize;
 
-#[derive(Clone, Debug, PartialEq, Encode, Decode, Serialize)]
+#[derive(Clone, Debug, PartialEq, Encode, Decode, Serialize, schemars::JsonSchema)]
 pub struct Decision {
     pub seq: u64,
     pub agent: String,

@@ -9,7 +9,7 @@ use fleetlog_ledger::{Event, Outcome, Record, SignalTarget, Timestamp};
 use serde::Serialize;
 
 /// A completed stage (or an imported agent invocation).
-#[derive(Clone, Debug, PartialEq, Encode, Decode, Serialize)]
+#[derive(Clone, Debug, PartialEq, Encode, Decode, Serialize, schemars::JsonSchema)]
 pub struct StageRun {
     pub seq: u64,
     pub workflow_id: String,
@@ -28,7 +28,7 @@ pub struct StageRun {
 }
 
 /// A task an agent finished, successfully or not.
-#[derive(Clone, Debug, PartialEq, Encode, Decode, Serialize)]
+#[derive(Clone, Debug, PartialEq, Encode, Decode, Serialize, schemars::JsonSchema)]
 pub struct TaskRun {
     pub task: u64,
     pub agent: String,
@@ -43,7 +43,7 @@ pub struct TaskRun {
 }
 
 /// One measured wait: who waited, when it ended, how long.
-#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode, Serialize, schemars::JsonSchema)]
 pub struct Wait {
     pub agent: String,
     pub workflow_id: Option<String>,

@@ -8,7 +8,9 @@ use bincode::{Decode, Encode};
 use fleetlog_ledger::{Event, Record, Timestamp};
 use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, Encode, Decode, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub struct Lock {
     pub resource: String,
     pub holder: String,

@@ -24,7 +24,19 @@ pub fn retry_backoff_ms(attempts: u32) -> u64 {
 }
 
 #[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode, Serialize, Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Encode,
+    Decode,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum TaskState {
@@ -53,7 +65,7 @@ impl TaskState {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Encode, Decode, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Encode, Decode, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Task {
     /// The seq of its `task_enqueued` record.
     pub id: u64,
@@ -95,7 +107,7 @@ impl Task {
 }
 
 /// Counts for `fleetlog status` and the metrics endpoint.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct QueueStats {
     pub by_state: BTreeMap<&'static str, u64>,
     /// Pending tasks per tag.

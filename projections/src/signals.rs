@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 pub const SIGNAL_TTL_MS_DEFAULT: u64 = 60_000;
 
-#[derive(Clone, Debug, PartialEq, Encode, Decode, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Encode, Decode, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Signal {
     /// The seq of its `signal_sent` record.
     pub id: u64,
@@ -47,7 +47,7 @@ impl Signal {
 }
 
 /// Which signals a check or wait wants.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignalFilter {
     pub kind: String,

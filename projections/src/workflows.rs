@@ -8,7 +8,7 @@ use bincode::{Decode, Encode};
 use fleetlog_ledger::{Event, Json, Outcome, Record, Timestamp};
 use serde::Serialize;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum WorkflowStatus {
     Running,
@@ -17,7 +17,7 @@ pub enum WorkflowStatus {
     Cancelled,
 }
 
-#[derive(Clone, Debug, PartialEq, Encode, Decode, Serialize)]
+#[derive(Clone, Debug, PartialEq, Encode, Decode, Serialize, schemars::JsonSchema)]
 pub struct Stage {
     pub stage: String,
     pub agent: String,
@@ -30,7 +30,7 @@ pub struct Stage {
     pub tokens: u64,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode, Serialize, schemars::JsonSchema)]
 pub struct Handoff {
     pub from_agent: String,
     pub to_agent: String,
@@ -38,7 +38,7 @@ pub struct Handoff {
     pub at: Timestamp,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode, Serialize, schemars::JsonSchema)]
 pub struct CheckpointState {
     pub seq: u64,
     pub stage: String,
@@ -47,7 +47,7 @@ pub struct CheckpointState {
 }
 
 /// One line of a workflow's timeline.
-#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode, Serialize, schemars::JsonSchema)]
 pub struct TimelineEntry {
     pub seq: u64,
     pub at: Timestamp,
@@ -55,7 +55,7 @@ pub struct TimelineEntry {
     pub summary: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Encode, Decode, Serialize)]
+#[derive(Clone, Debug, PartialEq, Encode, Decode, Serialize, schemars::JsonSchema)]
 pub struct Workflow {
     pub id: String,
     pub project: String,

@@ -45,7 +45,9 @@ pub fn run(db: &Path, command: Command, out: &Output) -> Result<ExitCode> {
         },
         Command::Recover => recover(db, out),
         Command::Fleet(command) => crate::commands::fleet::run(db, command, out),
-        Command::Demo { .. } | Command::Bench(_) => unreachable!("main runs demo and bench"),
+        Command::Demo { .. } | Command::Bench(_) | Command::Openapi => {
+            unreachable!("main runs demo, bench and openapi")
+        }
         Command::Serve {
             listen,
             socket,

@@ -18,6 +18,7 @@ use fleetlog_projections::{Command, CommandError, Outcome};
 use serde_json::{Value, json};
 
 use super::*;
+use crate::wire::routes::Handler;
 use crate::wire::{self, Query};
 
 /// A command route: the body's JSON object, plus the route's command name and path field.
@@ -293,158 +294,29 @@ pub(super) fn query_route(
 }
 
 pub(super) fn router(app: Shared) -> Router {
-    let routes = Router::new()
-        .route("/v1/health", get(health))
-        .route("/v1/health/ready", get(health))
-        .route("/v1/health/live", get(health_live))
-        .route("/v1/head", get(head))
-        .route("/metrics", get(metrics))
-        .route("/v1/commands", post(generic_command))
-        .route("/v1/queries", post(generic_query))
-        .route("/v1/batch", post(batch))
-        .route(
-            "/v1/agents",
-            command_route("register").merge(query_route("agents", None)),
-        )
-        .route("/v1/agents/stale", query_route("stale", None))
-        .route("/v1/agents/hung", query_route("hung", None))
-        .route(
-            "/v1/agents/{agent}",
-            query_route("agent", Some(("id", false))),
-        )
-        .route(
-            "/v1/agents/{agent}/deregister",
-            command_route_with("deregister", "agent", false),
-        )
-        .route("/v1/heartbeats", command_route("heartbeat"))
-        .route(
-            "/v1/signals",
-            command_route("send_signal").merge(query_route("inbox", None)),
-        )
-        .route("/v1/signals/receive", command_route("receive_signal"))
-        .route("/v1/signals/ack", command_route("ack_signal"))
-        .route(
-            "/v1/locks",
-            command_route("acquire_lock").merge(query_route("locks", None)),
-        )
-        .route("/v1/locks/check", query_route("lock_check", None))
-        .route("/v1/locks/renew", command_route("renew_lock"))
-        .route("/v1/locks/release", command_route("release_lock"))
-        .route(
-            "/v1/tasks",
-            command_route("enqueue").merge(query_route("tasks", None)),
-        )
-        .route("/v1/tasks/stats", query_route("queue_stats", None))
-        .route("/v1/tasks/claim", command_route("claim"))
-        .route("/v1/tasks/{task}", query_route("task", Some(("id", true))))
-        .route(
-            "/v1/tasks/{task}/renew",
-            command_route_with("renew_lease", "task", true),
-        )
-        .route(
-            "/v1/tasks/{task}/complete",
-            command_route_with("complete", "task", true),
-        )
-        .route(
-            "/v1/tasks/{task}/fail",
-            command_route_with("fail", "task", true),
-        )
-        .route(
-            "/v1/tasks/{task}/cancel",
-            command_route_with("cancel", "task", true),
-        )
-        .route(
-            "/v1/approvals",
-            command_route("request_approval").merge(query_route("approvals", None)),
-        )
-        .route(
-            "/v1/approvals/{approval}",
-            query_route("approval", Some(("id", true))),
-        )
-        .route(
-            "/v1/approvals/{approval}/decision",
-            command_route_with("decide", "approval", true),
-        )
-        .route(
-            "/v1/approvals/{approval}/wait",
-            command_route_with("await_approval", "approval", true),
-        )
-        .route(
-            "/v1/threads",
-            command_route("post").merge(query_route("threads", None)),
-        )
-        .route(
-            "/v1/threads/{thread}",
-            query_route("thread", Some(("id", true))),
-        )
-        .route(
-            "/v1/threads/{thread}/replies",
-            command_route_with("reply", "thread", true),
-        )
-        .route(
-            "/v1/decisions",
-            command_route("log_decision").merge(query_route("decisions", None)),
-        )
-        .route(
-            "/v1/workflows",
-            command_route("start_workflow").merge(query_route("workflows", None)),
-        )
-        .route(
-            "/v1/workflows/{workflow}",
-            query_route("workflow", Some(("id", false))),
-        )
-        .route(
-            "/v1/workflows/{workflow}/stages",
-            command_route_with("start_stage", "workflow_id", false),
-        )
-        .route(
-            "/v1/workflows/{workflow}/stages/complete",
-            command_route_with("complete_stage", "workflow_id", false),
-        )
-        .route(
-            "/v1/workflows/{workflow}/handoffs",
-            command_route_with("handoff", "workflow_id", false),
-        )
-        .route(
-            "/v1/workflows/{workflow}/checkpoints",
-            command_route_with("checkpoint", "workflow_id", false),
-        )
-        .route(
-            "/v1/workflows/{workflow}/complete",
-            command_route_with("complete_workflow", "workflow_id", false),
-        )
-        .route(
-            "/v1/workflows/{workflow}/cancel",
-            command_route_with("cancel_workflow", "workflow_id", false),
-        )
-        .route(
-            "/v1/workflows/{workflow}/budget",
-            command_route_with("set_budget", "workflow_id", false),
-        )
-        .route("/v1/status", query_route("status", None))
-        .route(
-            "/v1/analytics/workflows",
-            query_route("workflow_stats", None),
-        )
-        .route("/v1/analytics/overhead", query_route("overhead", None))
-        .route("/v1/analytics/trends", query_route("trends", None))
-        .route(
-            "/v1/analytics/trends/{agent}",
-            query_route("trends", Some(("agent", false))),
-        )
-        .route("/v1/analytics/best-agent", query_route("best_agent", None))
-        .route("/v1/analytics/costs", query_route("costs", None))
-        .route(
-            "/v1/events",
-            get(events).post(
-                |State(app): State<Shared>,
-                 headers: HeaderMap,
-                 body: Result<Bytes, BytesRejection>| async move {
-                    run_command(&app, &headers, body, "custom", None).await
-                },
-            ),
-        )
-        .route("/v1/events/stream", get(stream))
+    // One method router per path, from the route table the OpenAPI document is made from.
+    let mut by_path: std::collections::BTreeMap<&str, axum::routing::MethodRouter<Shared>> =
+        std::collections::BTreeMap::new();
+    for route in wire::routes::ROUTES {
+        let serving = match route.handler {
+            Handler::Command(name) => match route.path_field {
+                None => command_route(name),
+                Some((field, numeric)) => command_route_with(name, field, numeric),
+            },
+            Handler::Query(name) => query_route(name, route.path_field),
+            Handler::Daemon => daemon_route(route.method, route.path),
+        };
+        let merged = match by_path.remove(route.path) {
+            Some(earlier) => earlier.merge(serving),
+            None => serving,
+        };
+        by_path.insert(route.path, merged);
+    }
+    let routes = by_path
+        .into_iter()
+        .fold(Router::new(), |router, (path, serving)| {
+            router.route(path, serving)
+        })
         .fallback(|| async {
             ApiError::new(404, "not_found", "no such route; see docs/api.md").into_response()
         })
@@ -458,6 +330,26 @@ pub(super) fn router(app: Shared) -> Router {
     Router::new()
         .fallback_service(routes)
         .layer(middleware::map_response(json_errors))
+}
+
+/// The handler of a route the daemon serves itself. Every `Handler::Daemon` row of the route
+/// table must have one: building the router (which every daemon test does) checks it.
+fn daemon_route(method: &str, path: &str) -> axum::routing::MethodRouter<Shared> {
+    match (method, path) {
+        ("GET", "/v1/health" | "/v1/health/ready") => get(health),
+        ("GET", "/v1/health/live") => get(health_live),
+        ("GET", "/v1/head") => get(head),
+        ("GET", "/metrics") => get(metrics),
+        ("GET", "/v1/openapi.json") => get(|| async { Json(wire::openapi::document()) }),
+        ("POST", "/v1/commands") => post(generic_command),
+        ("POST", "/v1/queries") => post(generic_query),
+        ("POST", "/v1/batch") => post(batch),
+        ("GET", "/v1/events") => get(events),
+        ("GET", "/v1/events/stream") => get(stream),
+        (method, path) => {
+            unreachable!("the route table names {method} {path}, which the daemon does not serve")
+        }
+    }
 }
 
 /// Every error leaves as JSON in the one shape, also those produced before a handler runs: a

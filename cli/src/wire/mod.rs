@@ -2,6 +2,9 @@
 //! JSON each answers. `answer` is the one place a query is turned into JSON, used by the daemon's
 //! GET routes and by embedded CLI commands alike.
 
+pub mod openapi;
+pub mod routes;
+
 use std::path::{Path, PathBuf};
 
 use fleetlog_ledger::Timestamp;
@@ -75,7 +78,7 @@ pub fn created(state: &State, now: Timestamp, command: &Command, seq: u64) -> Op
 }
 
 /// A read of committed state. Field names are the HTTP query parameters.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "query", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Query {
     /// Agents; `all` includes expired and deregistered ones.
