@@ -51,8 +51,9 @@ impl Signal {
 #[serde(deny_unknown_fields)]
 pub struct SignalFilter {
     pub kind: String,
-    #[serde(default)]
-    pub source: Option<String>,
+    /// Only signals from this agent (the signal's `from`). `source` is accepted for one version.
+    #[serde(default, alias = "source")]
+    pub from: Option<String>,
     /// Only replies to this signal.
     #[serde(default)]
     pub correlation_id: Option<u64>,
@@ -61,10 +62,7 @@ pub struct SignalFilter {
 impl SignalFilter {
     pub fn matches(&self, signal: &Signal) -> bool {
         signal.kind == self.kind
-            && self
-                .source
-                .as_ref()
-                .is_none_or(|source| *source == signal.from)
+            && self.from.as_ref().is_none_or(|from| *from == signal.from)
             && self
                 .correlation_id
                 .is_none_or(|id| signal.correlation_id == Some(id))

@@ -292,7 +292,7 @@ fn request_response_matches_the_reply_by_correlation_id() {
             agent: "asker".to_owned(),
             filter: SignalFilter {
                 kind: "answer".to_owned(),
-                source: Some("answerer".to_owned()),
+                from: Some("answerer".to_owned()),
                 correlation_id: Some(request),
             },
             consume: true,

@@ -571,10 +571,10 @@ fn time_arg(flag: &str, text: &str) -> Result<Timestamp> {
         .with_context(|| format!("{flag} {text:?} is not an RFC 3339 time"))
 }
 
-fn filter(kind: String, source: Option<String>, correlation_id: Option<u64>) -> SignalFilter {
+fn filter(kind: String, from: Option<String>, correlation_id: Option<u64>) -> SignalFilter {
     SignalFilter {
         kind,
-        source,
+        from,
         correlation_id,
     }
 }

@@ -310,6 +310,16 @@ impl QueryError {
 
     pub fn code(&self) -> &'static str {
         match self {
+            // The codes commands answer for the same missing things.
+            QueryError::NotFound { what: "agent", .. } => "unknown_agent",
+            QueryError::NotFound { what: "task", .. } => "unknown_task",
+            QueryError::NotFound {
+                what: "approval", ..
+            } => "unknown_approval",
+            QueryError::NotFound { what: "thread", .. } => "unknown_thread",
+            QueryError::NotFound {
+                what: "workflow", ..
+            } => "unknown_workflow",
             QueryError::NotFound { .. } => "not_found",
             QueryError::Invalid(_) => "invalid",
         }
