@@ -361,3 +361,119 @@ fn bench_runs_every_workload_embedded_and_through_a_daemon_with_sane_figures() {
     assert_eq!(refused.status.code(), Some(1));
     assert!(stderr(&refused).contains("teleport"));
 }
+
+#[test]
+fn every_list_table_shows_the_values_not_placeholders() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("fleet.redb");
+    init_with_agent(&db);
+    let run = |args: &[&str]| {
+        let output = fleetlog(&db, args);
+        assert!(output.status.success(), "{args:?}: {}", stderr(&output));
+        stdout(&output)
+    };
+    run(&[
+        "heartbeat",
+        "--agent",
+        "a",
+        "--status",
+        "busy",
+        "--progress",
+        "0.5",
+    ]);
+    run(&[
+        "task",
+        "add",
+        "--agent",
+        "a",
+        "--title",
+        "compile-docs",
+        "--priority",
+        "7",
+    ]);
+    run(&[
+        "lock",
+        "acquire",
+        "--agent",
+        "a",
+        "--resource",
+        "src/main.rs",
+        "--intent",
+        "refactor",
+    ]);
+    run(&[
+        "approval",
+        "request",
+        "--agent",
+        "a",
+        "--action",
+        "deploy-prod",
+    ]);
+    run(&[
+        "board",
+        "post",
+        "--agent",
+        "a",
+        "--title",
+        "release-plan",
+        "--message",
+        "ship it",
+    ]);
+    run(&[
+        "decision",
+        "log",
+        "--agent",
+        "a",
+        "--type",
+        "architecture",
+        "--reason",
+        "fewer-moving-parts",
+    ]);
+    run(&[
+        "workflow",
+        "start",
+        "--agent",
+        "a",
+        "wf-9",
+        "--project",
+        "apollo",
+    ]);
+
+    let agents = run(&["agents"]);
+    assert!(
+        agents.contains("tester") && agents.contains("busy") && agents.contains("0.5"),
+        "{agents}"
+    );
+    let tasks = run(&["task", "list"]);
+    assert!(
+        tasks.contains("compile-docs") && tasks.contains("pending") && tasks.contains('7'),
+        "{tasks}"
+    );
+    let locks = run(&["lock", "list"]);
+    assert!(
+        locks.contains("src/main.rs") && locks.contains("refactor"),
+        "{locks}"
+    );
+    let approvals = run(&["approval", "list"]);
+    assert!(
+        approvals.contains("deploy-prod") && approvals.contains("pending"),
+        "{approvals}"
+    );
+    let threads = run(&["board", "list"]);
+    assert!(threads.contains("release-plan"), "{threads}");
+    let decisions = run(&["decision", "list"]);
+    assert!(
+        decisions.contains("architecture") && decisions.contains("fewer-moving-parts"),
+        "{decisions}"
+    );
+    let workflows = run(&["workflow", "list"]);
+    assert!(
+        workflows.contains("wf-9") && workflows.contains("apollo") && workflows.contains("running"),
+        "{workflows}"
+    );
+    let status = run(&["status"]);
+    assert!(
+        status.contains("src/main.rs") && status.contains("wf-9"),
+        "{status}"
+    );
+}

@@ -5,12 +5,14 @@ use std::collections::BTreeMap;
 
 use bincode::{Decode, Encode};
 use fleetlog_ledger::{Event, Json, Record, Timestamp};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// TTL a registration grants before the first heartbeat, and a heartbeat's default.
 pub const HEARTBEAT_TTL_MS_DEFAULT: u64 = 30_000;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode, Serialize, schemars::JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Encode, Decode, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Liveness {
     /// Heartbeating (alive while `now` < its deadline).
@@ -21,7 +23,7 @@ pub enum Liveness {
     Deregistered,
 }
 
-#[derive(Clone, Debug, PartialEq, Encode, Decode, Serialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Encode, Decode, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Agent {
     pub id: String,
     pub role: String,

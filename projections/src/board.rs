@@ -4,9 +4,11 @@ use std::collections::BTreeMap;
 
 use bincode::{Decode, Encode};
 use fleetlog_ledger::{Event, Record, Timestamp};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode, Serialize, schemars::JsonSchema)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, Encode, Decode, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub struct Post {
     pub seq: u64,
     pub author: String,
@@ -14,7 +16,9 @@ pub struct Post {
     pub at: Timestamp,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode, Serialize, schemars::JsonSchema)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, Encode, Decode, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub struct Thread {
     /// The seq of its `thread_posted` record.
     pub id: u64,

@@ -2,9 +2,9 @@
 
 use bincode::{Decode, Encode};
 use fleetlog_ledger::{Event, Json, Record, Timestamp};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Debug, PartialEq, Encode, Decode, Serialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Encode, Decode, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Decision {
     pub seq: u64,
     pub agent: String,

@@ -107,9 +107,9 @@ impl Task {
 }
 
 /// Counts for `fleetlog status` and the metrics endpoint.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct QueueStats {
-    pub by_state: BTreeMap<&'static str, u64>,
+    pub by_state: BTreeMap<String, u64>,
     /// Pending tasks per tag.
     pub pending_by_tag: BTreeMap<String, u64>,
     /// Age of the oldest pending task at `now`, in milliseconds.
@@ -306,7 +306,10 @@ impl Queue {
     pub fn stats(&self, now: Timestamp) -> QueueStats {
         let mut stats = QueueStats::default();
         for task in self.tasks.values() {
-            *stats.by_state.entry(task.state.name()).or_default() += 1;
+            *stats
+                .by_state
+                .entry(task.state.name().to_owned())
+                .or_default() += 1;
             if task.state == TaskState::Pending {
                 for tag in &task.tags {
                     *stats.pending_by_tag.entry(tag.clone()).or_default() += 1;

@@ -6,9 +6,11 @@ use std::collections::BTreeMap;
 
 use bincode::{Decode, Encode};
 use fleetlog_ledger::{Event, Json, Outcome, Record, Timestamp};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode, Serialize, schemars::JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Encode, Decode, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum WorkflowStatus {
     Running,

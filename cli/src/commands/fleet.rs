@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use fleetlog::client::backend::Backend;
-use fleetlog::wire::Query;
+use fleetlog::wire::{Query, views};
 use fleetlog_ledger::{Json, Outcome as Work, SignalTarget, Timestamp};
 use fleetlog_projections::signals::SignalFilter;
 use fleetlog_projections::{Command, Outcome, StageReport, TaskSpec};
@@ -585,8 +585,8 @@ pub fn run(db: &Path, command: FleetCommand, out: &Output) -> Result<ExitCode> {
     }
     let backend = Backend::connect(db)?;
     match command {
-        FleetCommand::Status => show_query(&backend, Query::Status, out, status_text),
-        FleetCommand::Agents { all } => show_query(
+        FleetCommand::Status => show_view(&backend, Query::Status, out, status_text),
+        FleetCommand::Agents { all } => show_view(
             &backend,
             Query::Agents {
                 all,
@@ -596,7 +596,7 @@ pub fn run(db: &Path, command: FleetCommand, out: &Output) -> Result<ExitCode> {
             out,
             agents_text,
         ),
-        FleetCommand::Hung { threshold } => show_query(
+        FleetCommand::Hung { threshold } => show_view(
             &backend,
             Query::Hung {
                 threshold_ms: threshold,
@@ -606,7 +606,7 @@ pub fn run(db: &Path, command: FleetCommand, out: &Output) -> Result<ExitCode> {
             out,
             agents_text,
         ),
-        FleetCommand::Stale { threshold } => show_query(
+        FleetCommand::Stale { threshold } => show_view(
             &backend,
             Query::Stale {
                 threshold_ms: threshold,
@@ -661,7 +661,7 @@ pub fn run(db: &Path, command: FleetCommand, out: &Output) -> Result<ExitCode> {
             out,
         ),
         FleetCommand::Signal(signal) => run_command(&backend, signal_command(signal)?, out),
-        FleetCommand::Lock(LockCommand::List) => show_query(
+        FleetCommand::Lock(LockCommand::List) => show_view(
             &backend,
             Query::Locks {
                 limit: None,
@@ -686,7 +686,7 @@ pub fn run(db: &Path, command: FleetCommand, out: &Output) -> Result<ExitCode> {
             })
         }
         FleetCommand::Lock(lock) => run_command(&backend, lock_command(lock), out),
-        FleetCommand::Task(TaskCommand::List { state, tag }) => show_query(
+        FleetCommand::Task(TaskCommand::List { state, tag }) => show_view(
             &backend,
             Query::Tasks {
                 state,
@@ -704,7 +704,7 @@ pub fn run(db: &Path, command: FleetCommand, out: &Output) -> Result<ExitCode> {
             show_query(&backend, Query::QueueStats, out, pretty)
         }
         FleetCommand::Task(task) => run_command(&backend, task_command(task)?, out),
-        FleetCommand::Approval(ApprovalCommand::List { pending }) => show_query(
+        FleetCommand::Approval(ApprovalCommand::List { pending }) => show_view(
             &backend,
             Query::Approvals {
                 pending,
@@ -715,7 +715,7 @@ pub fn run(db: &Path, command: FleetCommand, out: &Output) -> Result<ExitCode> {
             approvals_text,
         ),
         FleetCommand::Approval(approval) => run_command(&backend, approval_command(approval)?, out),
-        FleetCommand::Board(BoardCommand::List) => show_query(
+        FleetCommand::Board(BoardCommand::List) => show_view(
             &backend,
             Query::Threads {
                 limit: None,
@@ -725,7 +725,7 @@ pub fn run(db: &Path, command: FleetCommand, out: &Output) -> Result<ExitCode> {
             threads_text,
         ),
         FleetCommand::Board(BoardCommand::Show { id }) => {
-            show_query(&backend, Query::Thread { id }, out, thread_text)
+            show_view(&backend, Query::Thread { id }, out, thread_text)
         }
         FleetCommand::Board(BoardCommand::Post {
             agent,
@@ -777,7 +777,7 @@ pub fn run(db: &Path, command: FleetCommand, out: &Output) -> Result<ExitCode> {
         }) => {
             let from = since.map(|text| time_arg("--since", &text)).transpose()?;
             let to = until.map(|text| time_arg("--until", &text)).transpose()?;
-            show_query(
+            show_view(
                 &backend,
                 Query::Decisions {
                     agent,
@@ -794,7 +794,7 @@ pub fn run(db: &Path, command: FleetCommand, out: &Output) -> Result<ExitCode> {
         FleetCommand::Workflow(WorkflowCommand::Show { id }) => {
             show_query(&backend, Query::Workflow { id }, out, pretty)
         }
-        FleetCommand::Workflow(WorkflowCommand::List) => show_query(
+        FleetCommand::Workflow(WorkflowCommand::List) => show_view(
             &backend,
             Query::Workflows {
                 limit: None,
@@ -1504,6 +1504,22 @@ fn show_query(
     Ok(ExitCode::SUCCESS)
 }
 
+/// A query whose answer has a typed view: every page fetched, printed as JSON with `--json`,
+/// else rendered from the view.
+fn show_view<T: serde::de::DeserializeOwned>(
+    backend: &Backend,
+    query: Query,
+    out: &Output,
+    human: fn(&T) -> String,
+) -> Result<ExitCode> {
+    let value = backend.query_all(&query)?;
+    let view: T = serde_json::from_value(value.clone()).context(
+        "the answer does not match this CLI's view of it (is the daemon another version?)",
+    )?;
+    out.emit(&value, || human(&view));
+    Ok(ExitCode::SUCCESS)
+}
+
 fn pretty(value: &Value) -> String {
     serde_json::to_string_pretty(value).unwrap_or_default()
 }
@@ -1516,19 +1532,32 @@ fn text(value: &Value) -> String {
     }
 }
 
-/// One table row per item of a JSON array, built by `row`.
+/// One table row per item of a JSON array, built by `row` (the analytics' reports).
 fn rows_by(list: &Value, row: impl Fn(&Value) -> Vec<String>) -> Vec<Vec<String>> {
     list.as_array().into_iter().flatten().map(row).collect()
 }
 
-/// One table row per item of a JSON array: the named fields as text.
-fn rows(list: &Value, fields: &[&str]) -> Vec<Vec<String>> {
-    rows_by(list, |item| {
-        fields.iter().map(|field| text(&item[*field])).collect()
-    })
+/// A typed value as a table cell: text as is, numbers and the rest as JSON, none as `-`.
+fn cell(value: impl serde::Serialize) -> String {
+    text(&serde_json::to_value(value).unwrap_or(Value::Null))
 }
 
-fn agents_text(value: &Value) -> String {
+fn agents_text(page: &views::AgentsPage) -> String {
+    let rows: Vec<Vec<String>> = page
+        .agents
+        .iter()
+        .map(|view| {
+            let agent = &view.agent;
+            vec![
+                agent.id.clone(),
+                agent.role.clone(),
+                cell(view.alive),
+                agent.status.clone(),
+                cell(agent.progress),
+                cell(agent.last_heartbeat),
+            ]
+        })
+        .collect();
     table(
         &[
             "AGENT",
@@ -1538,50 +1567,73 @@ fn agents_text(value: &Value) -> String {
             "PROGRESS",
             "LAST HEARTBEAT",
         ],
-        &rows(
-            &value["agents"],
-            &[
-                "id",
-                "role",
-                "alive",
-                "status",
-                "progress",
-                "last_heartbeat",
-            ],
-        ),
+        &rows,
     )
 }
 
-fn locks_text(value: &Value) -> String {
+fn locks_rows(locks: &[fleetlog_projections::locks::Lock]) -> String {
+    let rows: Vec<Vec<String>> = locks
+        .iter()
+        .map(|lock| {
+            vec![
+                lock.resource.clone(),
+                lock.holder.clone(),
+                lock.token.to_string(),
+                lock.intent.clone(),
+                cell(lock.acquired_at),
+                cell(lock.expires_at),
+            ]
+        })
+        .collect();
     table(
         &[
             "RESOURCE", "HOLDER", "TOKEN", "INTENT", "ACQUIRED", "EXPIRES",
         ],
-        &rows(
-            &value["locks"],
-            &[
-                "resource",
-                "holder",
-                "token",
-                "intent",
-                "acquired_at",
-                "expires_at",
-            ],
-        ),
+        &rows,
     )
 }
 
-fn tasks_text(value: &Value) -> String {
+fn locks_text(page: &views::LocksPage) -> String {
+    locks_rows(&page.locks)
+}
+
+fn tasks_text(page: &views::TasksPage) -> String {
+    let rows: Vec<Vec<String>> = page
+        .tasks
+        .iter()
+        .map(|task| {
+            vec![
+                task.id.to_string(),
+                cell(task.state),
+                task.priority.to_string(),
+                task.title.clone(),
+                cell(&task.holder),
+                task.attempts.to_string(),
+            ]
+        })
+        .collect();
     table(
         &["ID", "STATE", "PRIORITY", "TITLE", "HOLDER", "ATTEMPTS"],
-        &rows(
-            &value["tasks"],
-            &["id", "state", "priority", "title", "holder", "attempts"],
-        ),
+        &rows,
     )
 }
 
-fn approvals_text(value: &Value) -> String {
+fn approvals_text(page: &views::ApprovalsPage) -> String {
+    let rows: Vec<Vec<String>> = page
+        .approvals
+        .iter()
+        .map(|view| {
+            let approval = &view.approval;
+            vec![
+                approval.id.to_string(),
+                cell(approval.state),
+                approval.action.clone(),
+                approval.requested_by.clone(),
+                cell(&approval.decided_by),
+                cell(view.deadline),
+            ]
+        })
+        .collect();
     table(
         &[
             "ID",
@@ -1591,57 +1643,77 @@ fn approvals_text(value: &Value) -> String {
             "DECIDED BY",
             "DEADLINE",
         ],
-        &rows(
-            &value["approvals"],
-            &[
-                "id",
-                "state",
-                "action",
-                "requested_by",
-                "decided_by",
-                "deadline",
-            ],
-        ),
+        &rows,
     )
 }
 
-fn threads_text(value: &Value) -> String {
-    let threads = value["threads"].as_array().cloned().unwrap_or_default();
-    let list: Vec<Vec<String>> = threads
+fn threads_text(page: &views::ThreadsPage) -> String {
+    let rows: Vec<Vec<String>> = page
+        .threads
         .iter()
         .map(|thread| {
-            let posts = thread["posts"].as_array().map_or(0, Vec::len);
             vec![
-                text(&thread["id"]),
-                text(&thread["priority"]),
-                text(&thread["title"]),
-                posts.to_string(),
+                thread.id.to_string(),
+                thread.priority.to_string(),
+                thread.title.clone(),
+                thread.posts.len().to_string(),
             ]
         })
         .collect();
-    table(&["ID", "PRIORITY", "TITLE", "POSTS"], &list)
+    table(&["ID", "PRIORITY", "TITLE", "POSTS"], &rows)
 }
 
-fn thread_text(value: &Value) -> String {
-    let posts = rows(&value["posts"], &["seq", "at", "author", "message"]);
+fn thread_text(thread: &fleetlog_projections::board::Thread) -> String {
+    let posts: Vec<Vec<String>> = thread
+        .posts
+        .iter()
+        .map(|post| {
+            vec![
+                post.seq.to_string(),
+                cell(post.at),
+                post.author.clone(),
+                post.message.clone(),
+            ]
+        })
+        .collect();
     format!(
         "{}\n\n{}",
-        text(&value["title"]),
+        thread.title,
         table(&["SEQ", "AT", "AUTHOR", "MESSAGE"], &posts)
     )
 }
 
-fn decisions_text(value: &Value) -> String {
-    table(
-        &["SEQ", "AT", "AGENT", "TYPE", "REASON"],
-        &rows(
-            &value["decisions"],
-            &["seq", "at", "agent", "decision_type", "reason"],
-        ),
-    )
+fn decisions_text(page: &views::DecisionsPage) -> String {
+    let rows: Vec<Vec<String>> = page
+        .decisions
+        .iter()
+        .map(|decision| {
+            vec![
+                decision.seq.to_string(),
+                cell(decision.at),
+                decision.agent.clone(),
+                decision.decision_type.clone(),
+                decision.reason.clone(),
+            ]
+        })
+        .collect();
+    table(&["SEQ", "AT", "AGENT", "TYPE", "REASON"], &rows)
 }
 
-fn workflows_text(value: &Value) -> String {
+fn workflow_rows(workflows: &[views::WorkflowSummary]) -> String {
+    let rows: Vec<Vec<String>> = workflows
+        .iter()
+        .map(|workflow| {
+            vec![
+                workflow.id.clone(),
+                workflow.project.clone(),
+                cell(workflow.status),
+                cell(workflow.progress),
+                workflow.stages.to_string(),
+                cell(workflow.spent_usd),
+            ]
+        })
+        .collect();
     table(
         &[
             "WORKFLOW",
@@ -1651,23 +1723,24 @@ fn workflows_text(value: &Value) -> String {
             "STAGES",
             "SPENT USD",
         ],
-        &rows(
-            &value["workflows"],
-            &["id", "project", "status", "progress", "stages", "spent_usd"],
-        ),
+        &rows,
     )
 }
 
-fn status_text(value: &Value) -> String {
+fn workflows_text(page: &views::WorkflowsPage) -> String {
+    workflow_rows(&page.workflows)
+}
+
+fn status_text(status: &views::StatusView) -> String {
     format!(
         "seq {}: {} agents alive of {} known, {} approvals pending\n\nlocks\n{}\n\nqueue {}\n\nworkflows\n{}",
-        text(&value["seq"]),
-        text(&value["agents_active"]),
-        text(&value["agents_known"]),
-        text(&value["approvals_pending"]),
-        locks_text(value),
-        value["queue"]["by_state"],
-        workflows_text(value)
+        status.seq,
+        status.agents_active,
+        status.agents_known,
+        status.approvals_pending,
+        locks_rows(&status.locks),
+        cell(&status.queue.by_state),
+        workflow_rows(&status.workflows)
     )
 }
 
@@ -1732,8 +1805,9 @@ fn replay(db: &Path, as_of: &str, out: &Output) -> Result<ExitCode> {
         _ => state.ts,
     };
     let value = fleetlog::wire::answer(&state, now, &Query::Status)?;
+    let status: views::StatusView = serde_json::from_value(value.clone())?;
     out.emit(&value, || {
-        format!("as of {as_of} (seq {seq}, {now})\n{}", status_text(&value))
+        format!("as of {as_of} (seq {seq}, {now})\n{}", status_text(&status))
     });
     Ok(ExitCode::SUCCESS)
 }

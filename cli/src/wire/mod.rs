@@ -4,6 +4,7 @@
 
 pub mod openapi;
 pub mod routes;
+pub mod views;
 
 use std::path::{Path, PathBuf};
 
@@ -372,7 +373,10 @@ pub fn answer(state: &State, now: Timestamp, query: &Query) -> Result<Value, Que
                 *limit,
                 cursor,
             )?;
-            json!({ "signals": to_json(signals), "next_cursor": next })
+            to_json(views::SignalsPage {
+                signals: signals.into_iter().cloned().collect(),
+                next_cursor: next,
+            })
         }
         Query::Locks { limit, cursor } => {
             let (locks, next) = paged(
@@ -381,11 +385,16 @@ pub fn answer(state: &State, now: Timestamp, query: &Query) -> Result<Value, Que
                 *limit,
                 cursor,
             )?;
-            json!({ "locks": to_json(locks), "next_cursor": next })
+            to_json(views::LocksPage {
+                locks: locks.into_iter().cloned().collect(),
+                next_cursor: next,
+            })
         }
-        Query::LockCheck { resource, token } => {
-            json!({ "resource": resource, "token": token, "current": state.locks.token_is_current(resource, *token, now) })
-        }
+        Query::LockCheck { resource, token } => to_json(views::LockCheck {
+            resource: resource.clone(),
+            token: *token,
+            current: state.locks.token_is_current(resource, *token, now),
+        }),
         Query::Tasks {
             state: wanted,
             tag,
@@ -400,7 +409,10 @@ pub fn answer(state: &State, now: Timestamp, query: &Query) -> Result<Value, Que
                 .filter(|task| wanted.is_none_or(|wanted| task.state == wanted))
                 .filter(|task| tag.as_ref().is_none_or(|tag| task.tags.contains(tag)));
             let (tasks, next) = paged(tasks, |task| task.id, *limit, cursor)?;
-            json!({ "tasks": to_json(tasks), "next_cursor": next })
+            to_json(views::TasksPage {
+                tasks: tasks.into_iter().cloned().collect(),
+                next_cursor: next,
+            })
         }
         Query::Task { id } => to_json(state.queue.get(*id).ok_or_else(|| not_found("task", id))?),
         Query::QueueStats => to_json(state.queue.stats(now)),
@@ -414,9 +426,12 @@ pub fn answer(state: &State, now: Timestamp, query: &Query) -> Result<Value, Que
                 false => state.approvals.by_id.values().collect(),
             };
             let (approvals, next) = paged(approvals, |a| a.id, *limit, cursor)?;
-            json!({
-                "approvals": approvals.iter().map(|a| approval_view(a, now)).collect::<Vec<_>>(),
-                "next_cursor": next,
+            to_json(views::ApprovalsPage {
+                approvals: approvals
+                    .into_iter()
+                    .map(|a| views::ApprovalView::new(a, now))
+                    .collect(),
+                next_cursor: next,
             })
         }
         Query::Approval { id } => approval_view(
@@ -430,8 +445,13 @@ pub fn answer(state: &State, now: Timestamp, query: &Query) -> Result<Value, Que
             // Threads are listed by priority and activity, not by id: the cursor is a position.
             let threads = state.board.list().into_iter().enumerate();
             let (threads, next) = paged(threads, |(at, _)| *at, *limit, cursor)?;
-            let threads: Vec<_> = threads.into_iter().map(|(_, thread)| thread).collect();
-            json!({ "threads": to_json(threads), "next_cursor": next })
+            to_json(views::ThreadsPage {
+                threads: threads
+                    .into_iter()
+                    .map(|(_, thread)| thread.clone())
+                    .collect(),
+                next_cursor: next,
+            })
         }
         Query::Thread { id } => to_json(
             state
@@ -456,7 +476,10 @@ pub fn answer(state: &State, now: Timestamp, query: &Query) -> Result<Value, Que
             };
             let (decisions, next) =
                 paged(state.decisions.query(&query), |d| d.seq, *limit, cursor)?;
-            json!({ "decisions": to_json(decisions), "next_cursor": next })
+            to_json(views::DecisionsPage {
+                decisions: decisions.into_iter().cloned().collect(),
+                next_cursor: next,
+            })
         }
         Query::Workflows { limit, cursor } => {
             let (workflows, next) = paged(
@@ -465,9 +488,12 @@ pub fn answer(state: &State, now: Timestamp, query: &Query) -> Result<Value, Que
                 *limit,
                 cursor,
             )?;
-            json!({
-                "workflows": workflows.into_iter().map(workflow_summary).collect::<Vec<_>>(),
-                "next_cursor": next,
+            to_json(views::WorkflowsPage {
+                workflows: workflows
+                    .into_iter()
+                    .map(views::WorkflowSummary::new)
+                    .collect(),
+                next_cursor: next,
             })
         }
         Query::Workflow { id } => {
@@ -521,14 +547,19 @@ pub fn answer(state: &State, now: Timestamp, query: &Query) -> Result<Value, Que
         Query::Costs { project, from, to } => {
             to_json(analytics::costs(state, &window(project, from, to)))
         }
-        Query::Status => json!({
-            "seq": state.seq,
-            "agents_active": state.agents.active(now).len(),
-            "agents_known": state.agents.by_id.len(),
-            "locks": to_json(state.locks.list(now)),
-            "queue": to_json(state.queue.stats(now)),
-            "approvals_pending": state.approvals.pending(now).len(),
-            "workflows": state.workflows.by_id.values().map(workflow_summary).collect::<Vec<_>>(),
+        Query::Status => to_json(views::StatusView {
+            seq: state.seq,
+            agents_active: state.agents.active(now).len(),
+            agents_known: state.agents.by_id.len(),
+            locks: state.locks.list(now).into_iter().cloned().collect(),
+            queue: state.queue.stats(now),
+            approvals_pending: state.approvals.pending(now).len(),
+            workflows: state
+                .workflows
+                .by_id
+                .values()
+                .map(views::WorkflowSummary::new)
+                .collect(),
         }),
     })
 }
@@ -584,9 +615,12 @@ fn agents_page(
     cursor: &Option<String>,
 ) -> Result<Value, QueryError> {
     let (agents, next) = paged(agents, |agent| agent.id.clone(), limit, cursor)?;
-    Ok(json!({
-        "agents": agents.iter().map(|agent| agent_view(agent, now)).collect::<Vec<_>>(),
-        "next_cursor": next,
+    Ok(to_json(views::AgentsPage {
+        agents: agents
+            .into_iter()
+            .map(|agent| views::AgentView::new(agent, now))
+            .collect(),
+        next_cursor: next,
     }))
 }
 
@@ -619,32 +653,12 @@ fn parse_task_state(text: &str) -> Result<TaskState, QueryError> {
 }
 
 pub(crate) fn agent_view(agent: &fleetlog_projections::agents::Agent, now: Timestamp) -> Value {
-    let mut view = to_json(agent);
-    view["alive"] = json!(agent.is_alive(now));
-    view["deadline"] = json!(agent.deadline());
-    view
+    to_json(views::AgentView::new(agent, now))
 }
 
 pub(crate) fn approval_view(
     approval: &fleetlog_projections::approvals::Approval,
     now: Timestamp,
 ) -> Value {
-    let mut view = to_json(approval);
-    view["state"] = to_json(approval.state_at(now));
-    view["deadline"] = json!(approval.deadline());
-    view
-}
-
-fn workflow_summary(workflow: &fleetlog_projections::workflows::Workflow) -> Value {
-    json!({
-        "id": workflow.id,
-        "project": workflow.project,
-        "status": workflow.status,
-        "started_at": workflow.started_at,
-        "finished_at": workflow.finished_at,
-        "progress": workflow.progress(),
-        "stages": workflow.stages.len(),
-        "spent_usd": workflow.spent_usd,
-        "budget_usd": workflow.budget_usd,
-    })
+    to_json(views::ApprovalView::new(approval, now))
 }

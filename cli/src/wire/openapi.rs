@@ -68,63 +68,44 @@ pub fn document() -> Value {
 
 /// What a query answers: a page of items, one object, or an analytic's report.
 fn answer_schema(generator: &mut SchemaGenerator, name: &str) -> Value {
-    use fleetlog_projections::{
-        agents, analytics, approvals, board, decisions, locks, queue, signals, workflows,
-    };
-    let page = |field: &str, items: Value| {
-        json!({
-            "type": "object",
-            "required": [field, "next_cursor"],
-            "properties": {
-                field: { "type": "array", "items": items },
-                "next_cursor": { "type": ["string", "null"], "description": "Pass as `cursor` for the next page; null on the last" },
-            },
-        })
-    };
-    match name {
-        "agents" | "stale" | "hung" => page(
-            "agents",
-            generator.subschema_for::<agents::Agent>().to_value(),
-        ),
-        "inbox" => page(
-            "signals",
-            generator.subschema_for::<signals::Signal>().to_value(),
-        ),
-        "locks" => page("locks", generator.subschema_for::<locks::Lock>().to_value()),
-        "tasks" => page("tasks", generator.subschema_for::<queue::Task>().to_value()),
-        "approvals" => page(
-            "approvals",
-            generator.subschema_for::<approvals::Approval>().to_value(),
-        ),
-        "threads" => page(
-            "threads",
-            generator.subschema_for::<board::Thread>().to_value(),
-        ),
-        "decisions" => page(
-            "decisions",
-            generator.subschema_for::<decisions::Decision>().to_value(),
-        ),
-        "workflows" => page("workflows", json!({ "type": "object" })),
-        "agent" => generator.subschema_for::<agents::Agent>().to_value(),
-        "task" => generator.subschema_for::<queue::Task>().to_value(),
-        "approval" => generator.subschema_for::<approvals::Approval>().to_value(),
-        "thread" => generator.subschema_for::<board::Thread>().to_value(),
-        "workflow" => generator.subschema_for::<workflows::Workflow>().to_value(),
-        "queue_stats" => generator.subschema_for::<queue::QueueStats>().to_value(),
-        "workflow_stats" => generator
-            .subschema_for::<analytics::WorkflowStats>()
-            .to_value(),
-        "overhead" => generator.subschema_for::<analytics::Overhead>().to_value(),
-        "costs" => generator.subschema_for::<analytics::Costs>().to_value(),
-        "trends" => json!({ "oneOf": [
-            generator.subschema_for::<analytics::AgentTrend>().to_value(),
-            { "type": "object", "properties": { "agents": { "type": "array", "items": generator.subschema_for::<analytics::AgentTrend>().to_value() } } },
-        ] }),
-        "best_agent" => {
-            json!({ "type": "object", "properties": { "candidates": { "type": "array", "items": generator.subschema_for::<analytics::Candidate>().to_value() } } })
+    use crate::wire::views;
+    use fleetlog_projections::{analytics, board, queue, workflows};
+    let schema = match name {
+        "agents" | "stale" | "hung" => generator.subschema_for::<views::AgentsPage>(),
+        "inbox" => generator.subschema_for::<views::SignalsPage>(),
+        "locks" => generator.subschema_for::<views::LocksPage>(),
+        "lock_check" => generator.subschema_for::<views::LockCheck>(),
+        "tasks" => generator.subschema_for::<views::TasksPage>(),
+        "approvals" => generator.subschema_for::<views::ApprovalsPage>(),
+        "threads" => generator.subschema_for::<views::ThreadsPage>(),
+        "decisions" => generator.subschema_for::<views::DecisionsPage>(),
+        "workflows" => generator.subschema_for::<views::WorkflowsPage>(),
+        "status" => generator.subschema_for::<views::StatusView>(),
+        "agent" => generator.subschema_for::<views::AgentView>(),
+        "approval" => generator.subschema_for::<views::ApprovalView>(),
+        "task" => generator.subschema_for::<queue::Task>(),
+        "thread" => generator.subschema_for::<board::Thread>(),
+        "workflow" => generator.subschema_for::<workflows::Workflow>(),
+        "queue_stats" => generator.subschema_for::<queue::QueueStats>(),
+        "workflow_stats" => generator.subschema_for::<analytics::WorkflowStats>(),
+        "overhead" => generator.subschema_for::<analytics::Overhead>(),
+        "costs" => generator.subschema_for::<analytics::Costs>(),
+        "trends" => {
+            let trend = generator
+                .subschema_for::<analytics::AgentTrend>()
+                .to_value();
+            return json!({ "oneOf": [
+                trend,
+                { "type": "object", "properties": { "agents": { "type": "array", "items": trend } } },
+            ] });
         }
-        _ => json!({ "type": "object" }),
-    }
+        "best_agent" => {
+            let candidate = generator.subschema_for::<analytics::Candidate>().to_value();
+            return json!({ "type": "object", "properties": { "candidates": { "type": "array", "items": candidate } } });
+        }
+        _ => return json!({ "type": "object" }),
+    };
+    schema.to_value()
 }
 
 /// The variants of an internally tagged enum's schema, by tag value.

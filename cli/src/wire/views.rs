@@ -1,0 +1,152 @@
+//! The typed answers of the read queries: what [`crate::wire::answer`] serialises, what the
+//! OpenAPI document describes, and what the CLI deserialises and renders, so a renamed field
+//! fails to compile on every side instead of printing `-`.
+
+use fleetlog_ledger::Timestamp;
+use fleetlog_projections::agents::Agent;
+use fleetlog_projections::approvals::Approval;
+use fleetlog_projections::board::Thread;
+use fleetlog_projections::decisions::Decision;
+use fleetlog_projections::locks::Lock;
+use fleetlog_projections::queue::Task;
+use fleetlog_projections::signals::Signal;
+use fleetlog_projections::workflows::Workflow;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// An agent as readers see it at `now`.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+pub struct AgentView {
+    #[serde(flatten)]
+    pub agent: Agent,
+    /// Heartbeating and within its TTL now.
+    pub alive: bool,
+    /// When it expires without another heartbeat.
+    pub deadline: Timestamp,
+}
+
+impl AgentView {
+    pub fn new(agent: &Agent, now: Timestamp) -> Self {
+        AgentView {
+            agent: agent.clone(),
+            alive: agent.is_alive(now),
+            deadline: agent.deadline(),
+        }
+    }
+}
+
+/// An approval as readers see it at `now` (`state` reads `expired` once the deadline passed).
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+pub struct ApprovalView {
+    #[serde(flatten)]
+    pub approval: Approval,
+    pub deadline: Timestamp,
+}
+
+impl ApprovalView {
+    pub fn new(approval: &Approval, now: Timestamp) -> Self {
+        let mut seen = approval.clone();
+        seen.state = approval.state_at(now);
+        ApprovalView {
+            approval: seen,
+            deadline: approval.deadline(),
+        }
+    }
+}
+
+/// A workflow in a list: what it is and how far it got, without its timeline.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+pub struct WorkflowSummary {
+    pub id: String,
+    pub project: String,
+    pub status: fleetlog_projections::workflows::WorkflowStatus,
+    pub started_at: Timestamp,
+    pub finished_at: Option<Timestamp>,
+    /// Stages finished of those planned (0.0–1.0), if a plan was given.
+    pub progress: Option<f64>,
+    pub stages: usize,
+    pub spent_usd: f64,
+    pub budget_usd: Option<f64>,
+}
+
+impl WorkflowSummary {
+    pub fn new(workflow: &Workflow) -> Self {
+        WorkflowSummary {
+            id: workflow.id.clone(),
+            project: workflow.project.clone(),
+            status: workflow.status,
+            started_at: workflow.started_at,
+            finished_at: workflow.finished_at,
+            progress: workflow.progress(),
+            stages: workflow.stages.len(),
+            spent_usd: workflow.spent_usd,
+            budget_usd: workflow.budget_usd,
+        }
+    }
+}
+
+/// One page of a list; `next_cursor` is `None` on the last.
+macro_rules! page {
+    ($(#[$doc:meta])* $name:ident, $field:ident, $item:ty) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+        pub struct $name {
+            pub $field: Vec<$item>,
+            /// Pass as `cursor` for the next page; null on the last.
+            pub next_cursor: Option<String>,
+        }
+    };
+}
+
+page!(
+    /// A page of agents.
+    AgentsPage, agents, AgentView
+);
+page!(
+    /// A page of signals an agent can see.
+    SignalsPage, signals, Signal
+);
+page!(
+    /// A page of held locks.
+    LocksPage, locks, Lock
+);
+page!(
+    /// A page of tasks.
+    TasksPage, tasks, Task
+);
+page!(
+    /// A page of approvals.
+    ApprovalsPage, approvals, ApprovalView
+);
+page!(
+    /// A page of board threads.
+    ThreadsPage, threads, Thread
+);
+page!(
+    /// A page of decisions.
+    DecisionsPage, decisions, Decision
+);
+page!(
+    /// A page of workflows.
+    WorkflowsPage, workflows, WorkflowSummary
+);
+
+/// Whether a fencing token is current.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+pub struct LockCheck {
+    pub resource: String,
+    pub token: u64,
+    pub current: bool,
+}
+
+/// The fleet at a glance.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+pub struct StatusView {
+    pub seq: u64,
+    pub agents_active: usize,
+    pub agents_known: usize,
+    pub locks: Vec<Lock>,
+    pub queue: fleetlog_projections::queue::QueueStats,
+    pub approvals_pending: usize,
+    pub workflows: Vec<WorkflowSummary>,
+}
