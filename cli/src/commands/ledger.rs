@@ -38,9 +38,13 @@ pub fn run(db: &Path, command: Command, out: &Output) -> Result<ExitCode> {
             ("jsonl", [file]) => import(db, file, out),
             ("jsonl", _) => bail!("a jsonl import takes exactly one export file"),
             ("oak", []) => bail!("name the telemetry files to import"),
-            ("oak", files) => {
-                crate::commands::fleet::import_telemetry(db, files, skip_invalid, &agent, out)
-            }
+            ("oak", files) => crate::commands::fleet::history::import_telemetry(
+                db,
+                files,
+                skip_invalid,
+                &agent,
+                out,
+            ),
             (other, _) => bail!("--format {other:?} is not jsonl or oak"),
         },
         Command::Recover => recover(db, out),

@@ -1,0 +1,135 @@
+//! `fleetlog approval …`: request, decide, wait, list.
+
+use anyhow::Result;
+use clap::Subcommand;
+use fleetlog::wire::views;
+use fleetlog_projections::Command;
+
+use crate::commands::output::table;
+
+use super::*;
+use fleetlog::client::backend::Backend;
+
+#[derive(Subcommand, Debug)]
+pub enum ApprovalCommand {
+    Request {
+        #[command(flatten)]
+        agent: Agent,
+        #[arg(long)]
+        action: String,
+        #[arg(long, default_value = "null")]
+        context: String,
+        #[arg(long = "approver")]
+        approvers: Vec<String>,
+        #[arg(long, default_value_t = 3_600_000)]
+        timeout_ms: u64,
+    },
+    Approve {
+        #[command(flatten)]
+        agent: Agent,
+        id: u64,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    Reject {
+        #[command(flatten)]
+        agent: Agent,
+        id: u64,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Wait for the decision (exit 3 on timeout).
+    Wait {
+        #[command(flatten)]
+        agent: Agent,
+        id: u64,
+        #[arg(long, default_value_t = 60_000)]
+        timeout_ms: u64,
+    },
+    List {
+        #[arg(long)]
+        pending: bool,
+    },
+}
+
+pub(super) fn approvals_text(page: &views::ApprovalsPage) -> String {
+    let rows: Vec<Vec<String>> = page
+        .approvals
+        .iter()
+        .map(|view| {
+            let approval = &view.approval;
+            vec![
+                approval.id.to_string(),
+                cell(approval.state),
+                approval.action.clone(),
+                approval.requested_by.clone(),
+                cell(&approval.decided_by),
+                cell(view.deadline),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "ID",
+            "STATE",
+            "ACTION",
+            "REQUESTED BY",
+            "DECIDED BY",
+            "DEADLINE",
+        ],
+        &rows,
+    )
+}
+
+/// Runs one `approvals` subcommand.
+pub(super) fn run(backend: &Backend, command: ApprovalCommand, out: &Output) -> Result<ExitCode> {
+    let command = match command {
+        ApprovalCommand::List { pending } => {
+            return show_view(
+                backend,
+                Query::Approvals {
+                    pending,
+                    limit: None,
+                    cursor: None,
+                },
+                out,
+                approvals_text,
+            );
+        }
+        ApprovalCommand::Request {
+            agent,
+            action,
+            context,
+            approvers,
+            timeout_ms,
+        } => Command::RequestApproval {
+            agent: agent.agent,
+            action,
+            context: json_arg("--context", &context)?,
+            approvers,
+            timeout_ms,
+        },
+        ApprovalCommand::Approve { agent, id, reason } => Command::Decide {
+            agent: agent.agent,
+            approval: id,
+            approved: true,
+            reason,
+        },
+        ApprovalCommand::Reject { agent, id, reason } => Command::Decide {
+            agent: agent.agent,
+            approval: id,
+            approved: false,
+            reason,
+        },
+        ApprovalCommand::Wait {
+            agent,
+            id,
+            timeout_ms,
+        } => Command::AwaitApproval {
+            agent: agent.agent,
+            approval: id,
+            wait_ms: timeout_ms,
+        },
+    };
+    run_command(backend, command, out)
+}

@@ -1,0 +1,98 @@
+//! `fleetlog decision …`: log and list decisions.
+
+use clap::Subcommand;
+use fleetlog::wire::views;
+
+use crate::commands::output::table;
+
+use super::*;
+use fleetlog::client::backend::Backend;
+
+#[derive(Subcommand, Debug)]
+pub enum DecisionCommand {
+    Log {
+        #[command(flatten)]
+        agent: Agent,
+        #[arg(long = "type")]
+        decision_type: String,
+        #[arg(long)]
+        reason: String,
+        #[arg(long, default_value = "")]
+        context: String,
+        #[arg(long = "alternative")]
+        alternatives: Vec<String>,
+    },
+    List {
+        #[arg(long = "by")]
+        agent: Option<String>,
+        #[arg(long = "type")]
+        decision_type: Option<String>,
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        until: Option<String>,
+    },
+}
+
+pub(super) fn decisions_text(page: &views::DecisionsPage) -> String {
+    let rows: Vec<Vec<String>> = page
+        .decisions
+        .iter()
+        .map(|decision| {
+            vec![
+                decision.seq.to_string(),
+                cell(decision.at),
+                decision.agent.clone(),
+                decision.decision_type.clone(),
+                decision.reason.clone(),
+            ]
+        })
+        .collect();
+    table(&["SEQ", "AT", "AGENT", "TYPE", "REASON"], &rows)
+}
+
+/// Runs one `decisions` subcommand.
+pub(super) fn run(backend: &Backend, command: DecisionCommand, out: &Output) -> Result<ExitCode> {
+    match command {
+        DecisionCommand::Log {
+            agent,
+            decision_type,
+            reason,
+            context,
+            alternatives,
+        } => run_command(
+            backend,
+            Command::LogDecision {
+                agent: agent.agent,
+                decision_type,
+                context,
+                reason,
+                alternatives,
+                metadata: Json::null(),
+            },
+            out,
+        ),
+        DecisionCommand::List {
+            agent,
+            decision_type,
+            since,
+            until,
+        } => {
+            let from = since.map(|text| time_arg("--since", &text)).transpose()?;
+            let to = until.map(|text| time_arg("--until", &text)).transpose()?;
+            show_view(
+                backend,
+                Query::Decisions {
+                    agent,
+                    decision_type,
+                    from,
+                    to,
+                    limit: None,
+                    cursor: None,
+                },
+                out,
+                decisions_text,
+            )
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! The log itself: `tail`, `replay`, and importing oak telemetry.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use fleetlog::client::backend::Backend;
+use fleetlog::wire::{Query, views};
+use fleetlog_ledger::Json;
+use fleetlog_projections::Command;
+
+use crate::commands::output::Output;
+
+use super::*;
+
+/// `import --format oak`: telemetry files become ledger events, atomically.
+pub fn import_telemetry(
+    db: &Path,
+    files: &[std::path::PathBuf],
+    skip_invalid: bool,
+    agent: &str,
+    out: &Output,
+) -> Result<ExitCode> {
+    let contents = files
+        .iter()
+        .map(|file| {
+            std::fs::read_to_string(file)
+                .with_context(|| format!("reading {}", file.display()))
+                .map(|text| (file.display().to_string(), text))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let (events, errors) = fleetlog_projections::telemetry::parse(&contents);
+    if !errors.is_empty() && !skip_invalid {
+        let listed: Vec<String> = errors.iter().take(20).map(ToString::to_string).collect();
+        anyhow::bail!(
+            "{} bad line(s); nothing was imported (pass --skip-invalid to import the rest):\n{}",
+            errors.len(),
+            listed.join("\n")
+        );
+    }
+    let backend = Backend::connect(db)?;
+    // The importer is an agent like any other: register it (again) so the import is attributed.
+    backend.execute(&Command::Register {
+        agent: agent.to_owned(),
+        role: "importer".to_owned(),
+        name: agent.to_owned(),
+        working_on: String::new(),
+        capabilities: vec![],
+        metadata: Json::null(),
+    })?;
+    let count = events.len();
+    let outcome = backend.execute(&Command::ImportTelemetry {
+        agent: agent.to_owned(),
+        events,
+    })?;
+    let value =
+        serde_json::json!({ "imported": count, "skipped_lines": errors.len(), "outcome": outcome });
+    out.emit(&value, || {
+        let skipped: Vec<String> = errors.iter().map(|e| format!("skipped {e}")).collect();
+        format!(
+            "imported {count} events from {} file(s)\n{}",
+            files.len(),
+            skipped.join("\n")
+        )
+    });
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints recent events, and with --follow every new one as it commits (daemon only).
+pub(super) fn tail(
+    db: &Path,
+    backend: &Backend,
+    follow: bool,
+    from: Option<u64>,
+    out: &Output,
+) -> Result<ExitCode> {
+    let print = |record: &fleetlog_ledger::Record| match out.is_json() {
+        true => println!("{}", serde_json::to_string(record).unwrap_or_default()),
+        false => println!(
+            "{:>8}  {}  {:<16} {}",
+            record.seq,
+            record.ts,
+            record.actor,
+            record.event.kind()
+        ),
+    };
+    match backend {
+        Backend::Daemon(client) => {
+            let head = client.request(hyper::Method::GET, "/v1/head", None)?["seq"]
+                .as_u64()
+                .unwrap_or(0);
+            let from = from.unwrap_or(head.saturating_sub(9).max(1));
+            client.follow(from, |record| {
+                print(&record);
+                follow || record.seq < head
+            })?;
+        }
+        Backend::Embedded(coordinator) => {
+            if follow {
+                anyhow::bail!(
+                    "tail -f follows a running daemon: start `fleetlog --db {} serve` first",
+                    db.display()
+                );
+            }
+            let reader = coordinator.ledger().reader();
+            let last = reader.last_seq()?;
+            let from = from.unwrap_or(last.saturating_sub(9).max(1));
+            for record in reader.range(from..=last)? {
+                print(&record);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The coordination state as it was at `as_of`, read from the file (beside a daemon too).
+pub(super) fn replay(db: &Path, as_of: &str, out: &Output) -> Result<ExitCode> {
+    let as_of: fleetlog_projections::AsOf = as_of.parse()?;
+    let ledger = crate::commands::ledger::open_for_reading(db, false)?;
+    let seq = fleetlog_projections::resolve(ledger.reader(), as_of)?;
+    let bar = out.progress(seq, "replaying");
+    let progress = |reached: u64| bar.set_position(reached);
+    let state = fleetlog_projections::rebuild_reporting(ledger.reader(), seq, &progress)?;
+    bar.finish_and_clear();
+    let now = match as_of {
+        fleetlog_projections::AsOf::Time(ts) => ts,
+        _ => state.ts,
+    };
+    let value = fleetlog::wire::answer(&state, now, &Query::Status)?;
+    let status: views::StatusView = serde_json::from_value(value.clone())?;
+    out.emit(&value, || {
+        format!("as of {as_of} (seq {seq}, {now})\n{}", status_text(&status))
+    });
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,556 @@
+//! The coordination subcommands: each builds one state-machine command or query, runs it on the
+//! daemon or embedded backend, and prints the answer (a table or line for people, JSON with
+//! `--json`).
+
+mod agents;
+mod analytics;
+mod approvals;
+mod board;
+mod decisions;
+pub mod history;
+mod locks;
+mod signals;
+mod tasks;
+mod workflows;
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use fleetlog::client::backend::Backend;
+use fleetlog::wire::Query;
+use fleetlog_ledger::{Json, Timestamp};
+use fleetlog_projections::{Command, Outcome};
+use serde_json::Value;
+
+use crate::commands::output::Output;
+
+use agents::*;
+use analytics::*;
+use approvals::*;
+use board::*;
+use decisions::*;
+use history::*;
+use locks::*;
+use signals::*;
+use tasks::*;
+use workflows::*;
+
+/// Who issues a command.
+#[derive(Args, Clone, Debug)]
+pub struct Agent {
+    /// The agent id issuing the command.
+    #[arg(long, env = "FLEETLOG_AGENT")]
+    agent: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum FleetCommand {
+    /// Agents, locks, queue and workflows at a glance.
+    Status,
+    /// List agents (alive ones; --all for every agent ever registered).
+    Agents {
+        #[arg(long)]
+        all: bool,
+    },
+    /// Alive agents whose progress has not changed for --threshold milliseconds.
+    Hung {
+        #[arg(long, default_value_t = 300_000)]
+        threshold: u64,
+    },
+    /// Agents whose last heartbeat is older than --threshold milliseconds.
+    Stale {
+        #[arg(long, default_value_t = 60_000)]
+        threshold: u64,
+    },
+    /// Register an agent (or update its registration).
+    Register {
+        #[command(flatten)]
+        agent: Agent,
+        #[arg(long, default_value = "")]
+        role: String,
+        #[arg(long, default_value = "")]
+        name: String,
+        #[arg(long, default_value = "")]
+        working_on: String,
+        #[arg(long = "capability")]
+        capabilities: Vec<String>,
+    },
+    /// Remove an agent from the fleet, releasing its locks and leases.
+    Deregister {
+        #[command(flatten)]
+        agent: Agent,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Report that an agent is alive.
+    Heartbeat {
+        #[command(flatten)]
+        agent: Agent,
+        #[arg(long, default_value = "working")]
+        status: String,
+        /// Progress from 0 to 1.
+        #[arg(long)]
+        progress: Option<f64>,
+        #[arg(long)]
+        task: Option<String>,
+        #[arg(long, default_value_t = fleetlog_projections::agents::HEARTBEAT_TTL_MS_DEFAULT)]
+        ttl_ms: u64,
+    },
+    /// Send, check or wait for signals.
+    #[command(subcommand)]
+    Signal(SignalCommand),
+    /// Acquire, renew, release, list and check locks.
+    #[command(subcommand)]
+    Lock(LockCommand),
+    /// The task queue.
+    #[command(subcommand)]
+    Task(TaskCommand),
+    /// Approval gates.
+    #[command(subcommand)]
+    Approval(ApprovalCommand),
+    /// Threads of messages between agents.
+    #[command(subcommand)]
+    Board(BoardCommand),
+    /// Logged decisions.
+    #[command(subcommand)]
+    Decision(DecisionCommand),
+    /// Workflows: stages, handoffs, checkpoints.
+    #[command(subcommand)]
+    Workflow(WorkflowCommand),
+    /// Follow the log: every event as it commits (needs a running daemon).
+    Tail {
+        /// Keep following new events.
+        #[arg(short, long)]
+        follow: bool,
+        /// Start at this seq (default: the last 10).
+        #[arg(long)]
+        from: Option<u64>,
+    },
+    /// Append a custom event (`custom { kind, payload }`).
+    Append {
+        #[command(flatten)]
+        agent: Agent,
+        #[arg(long)]
+        kind: String,
+        #[arg(long, default_value = "null")]
+        payload: String,
+    },
+    /// Workflow analytics.
+    #[command(subcommand)]
+    Workflows(WorkflowsCommand),
+    /// Coordination overhead per workflow, the fleet summary, and the breakdown of waits.
+    Overhead {
+        #[command(flatten)]
+        window: WindowArgs,
+    },
+    /// Success-rate trends: the last 7 days against the rest of the window (worst first).
+    Trends {
+        /// One agent (default: all).
+        agent: Option<String>,
+        #[arg(long, default_value_t = 30)]
+        days: u64,
+        /// Percentage points of change that count as a trend.
+        #[arg(long, default_value_t = fleetlog_projections::analytics::TREND_THRESHOLD_POINTS_DEFAULT)]
+        threshold: f64,
+        #[arg(long)]
+        as_of: Option<String>,
+    },
+    /// The agents best suited to a task, from their history (exit 3 if none is good enough).
+    BestAgent {
+        #[arg(long)]
+        task: String,
+        #[arg(long)]
+        domain: Option<String>,
+        #[arg(long, default_value_t = 0.3)]
+        min_confidence: f64,
+        #[arg(long, default_value_t = 5)]
+        top: usize,
+        #[arg(long)]
+        as_of: Option<String>,
+    },
+    /// Cost and tokens by workflow, agent, tier and day, with budget status.
+    Costs {
+        #[command(flatten)]
+        window: WindowArgs,
+    },
+    /// The coordination state as of a seq or time (`head`, `1200`, `2026-11-23T10:00:00Z`).
+    Replay {
+        #[arg(long, default_value = "head")]
+        as_of: String,
+    },
+}
+
+pub(super) fn json_arg(flag: &str, text: &str) -> Result<Json> {
+    Json::parse(text)
+        .with_context(|| format!("{flag} is not valid JSON: {text:?} (quote strings: '\"text\"')"))
+}
+
+pub(super) fn time_arg(flag: &str, text: &str) -> Result<Timestamp> {
+    Timestamp::parse_rfc3339(text)
+        .with_context(|| format!("{flag} {text:?} is not an RFC 3339 time"))
+}
+
+pub fn run(db: &Path, command: FleetCommand, out: &Output) -> Result<ExitCode> {
+    if let FleetCommand::Replay { as_of } = &command {
+        return replay(db, as_of, out);
+    }
+    let backend = Backend::connect(db)?;
+    match command {
+        FleetCommand::Status => show_view(&backend, Query::Status, out, status_text),
+        FleetCommand::Agents { all } => show_view(
+            &backend,
+            Query::Agents {
+                all,
+                limit: None,
+                cursor: None,
+            },
+            out,
+            agents_text,
+        ),
+        FleetCommand::Hung { threshold } => show_view(
+            &backend,
+            Query::Hung {
+                threshold_ms: threshold,
+                limit: None,
+                cursor: None,
+            },
+            out,
+            agents_text,
+        ),
+        FleetCommand::Stale { threshold } => show_view(
+            &backend,
+            Query::Stale {
+                threshold_ms: threshold,
+                limit: None,
+                cursor: None,
+            },
+            out,
+            agents_text,
+        ),
+        FleetCommand::Register {
+            agent,
+            role,
+            name,
+            working_on,
+            capabilities,
+        } => run_command(
+            &backend,
+            Command::Register {
+                agent: agent.agent,
+                role,
+                name,
+                working_on,
+                capabilities,
+                metadata: Json::null(),
+            },
+            out,
+        ),
+        FleetCommand::Deregister { agent, reason } => run_command(
+            &backend,
+            Command::Deregister {
+                agent: agent.agent,
+                reason,
+            },
+            out,
+        ),
+        FleetCommand::Heartbeat {
+            agent,
+            status,
+            progress,
+            task,
+            ttl_ms,
+        } => run_command(
+            &backend,
+            Command::Heartbeat {
+                agent: agent.agent,
+                status,
+                progress,
+                current_task: task,
+                metadata: Json::null(),
+                ttl_ms,
+            },
+            out,
+        ),
+        FleetCommand::Signal(command) => signals::run(&backend, command, out),
+        FleetCommand::Lock(command) => locks::run(&backend, command, out),
+        FleetCommand::Task(command) => tasks::run(&backend, command, out),
+        FleetCommand::Approval(command) => approvals::run(&backend, command, out),
+        FleetCommand::Board(command) => board::run(&backend, command, out),
+        FleetCommand::Decision(command) => decisions::run(&backend, command, out),
+        FleetCommand::Workflow(command) => workflows::run(&backend, command, out),
+        FleetCommand::Tail { follow, from } => tail(db, &backend, follow, from, out),
+        FleetCommand::Append {
+            agent,
+            kind,
+            payload,
+        } => run_command(
+            &backend,
+            Command::Custom {
+                agent: agent.agent,
+                kind,
+                payload: json_arg("--payload", &payload)?,
+            },
+            out,
+        ),
+        FleetCommand::Workflows(WorkflowsCommand::Stats { window, top }) => {
+            let (from, to) = window.times()?;
+            let query = Query::WorkflowStats {
+                project: window.project.clone(),
+                from,
+                to,
+                top,
+            };
+            show_analytic(
+                &backend,
+                query,
+                window.as_of.as_deref(),
+                out,
+                workflow_stats_text,
+            )
+        }
+        FleetCommand::Overhead { window } => {
+            let (from, to) = window.times()?;
+            let query = Query::Overhead {
+                project: window.project.clone(),
+                from,
+                to,
+            };
+            show_analytic(&backend, query, window.as_of.as_deref(), out, overhead_text)
+        }
+        FleetCommand::Trends {
+            agent,
+            days,
+            threshold,
+            as_of,
+        } => {
+            let single = agent.is_some();
+            let query = Query::Trends {
+                agent,
+                days,
+                threshold_points: threshold,
+            };
+            show_analytic(
+                &backend,
+                query,
+                as_of.as_deref(),
+                out,
+                if single { trend_text } else { trends_text },
+            )
+        }
+        FleetCommand::BestAgent {
+            task,
+            domain,
+            min_confidence,
+            top,
+            as_of,
+        } => {
+            let query = Query::BestAgent {
+                task,
+                domain,
+                min_confidence,
+                top,
+            };
+            let value = backend.query_as_of(&query, as_of.as_deref())?;
+            out.emit(&value, || candidates_text(&value));
+            let found = value["candidates"]
+                .as_array()
+                .is_some_and(|c| !c.is_empty());
+            Ok(if found {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(3)
+            })
+        }
+        FleetCommand::Costs { window } => {
+            let (from, to) = window.times()?;
+            let query = Query::Costs {
+                project: window.project.clone(),
+                from,
+                to,
+            };
+            show_analytic(&backend, query, window.as_of.as_deref(), out, costs_text)
+        }
+        FleetCommand::Replay { .. } => unreachable!("handled above"),
+    }
+}
+
+/// Runs a command and prints its outcome. An empty claim or check exits 3 ("nothing found").
+pub(super) fn run_command(backend: &Backend, command: Command, out: &Output) -> Result<ExitCode> {
+    let outcome = backend.execute(&command)?;
+    let value = serde_json::to_value(&outcome).context("serialising the outcome")?;
+    out.emit(&value, || outcome_text(&outcome));
+    Ok(match outcome {
+        Outcome::Signal { signal: None } | Outcome::Task { task: None } => ExitCode::from(3),
+        _ => ExitCode::SUCCESS,
+    })
+}
+
+pub(super) fn outcome_text(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Appended { seq } => format!("ok (seq {seq})"),
+        Outcome::Signal {
+            signal: Some(signal),
+        } => format!(
+            "signal {} {:?} from {}: {}",
+            signal.id,
+            signal.kind,
+            signal.from,
+            signal.payload.as_str()
+        ),
+        Outcome::Signal { signal: None } => "no signal".to_owned(),
+        Outcome::Lock { lock } => format!(
+            "locked {} with token {} until {}",
+            lock.resource, lock.token, lock.expires_at
+        ),
+        Outcome::Task { task: Some(task) } => format!(
+            "claimed task {} {:?} (attempt {}, lease until {})",
+            task.id,
+            task.title,
+            task.attempts,
+            task.lease_expires
+                .map_or("-".to_owned(), |at| at.to_string())
+        ),
+        Outcome::Task { task: None } => "no task available".to_owned(),
+        Outcome::Approval { approval } => {
+            format!("approval {} is {:?}", approval.id, approval.state)
+        }
+    }
+}
+
+pub(super) fn show_query(
+    backend: &Backend,
+    query: Query,
+    out: &Output,
+    human: fn(&Value) -> String,
+) -> Result<ExitCode> {
+    let value = backend.query_all(&query)?;
+    out.emit(&value, || human(&value));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A query whose answer has a typed view: every page fetched, printed as JSON with `--json`,
+/// else rendered from the view.
+pub(super) fn show_view<T: serde::de::DeserializeOwned>(
+    backend: &Backend,
+    query: Query,
+    out: &Output,
+    human: fn(&T) -> String,
+) -> Result<ExitCode> {
+    let value = backend.query_all(&query)?;
+    let view: T = serde_json::from_value(value.clone()).context(
+        "the answer does not match this CLI's view of it (is the daemon another version?)",
+    )?;
+    out.emit(&value, || human(&view));
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn pretty(value: &Value) -> String {
+    serde_json::to_string_pretty(value).unwrap_or_default()
+}
+
+pub(super) fn text(value: &Value) -> String {
+    match value {
+        Value::String(text) => text.clone(),
+        Value::Null => "-".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+/// One table row per item of a JSON array, built by `row` (the analytics' reports).
+pub(super) fn rows_by(list: &Value, row: impl Fn(&Value) -> Vec<String>) -> Vec<Vec<String>> {
+    list.as_array().into_iter().flatten().map(row).collect()
+}
+
+/// A typed value as a table cell: text as is, numbers and the rest as JSON, none as `-`.
+pub(super) fn cell(value: impl serde::Serialize) -> String {
+    text(&serde_json::to_value(value).unwrap_or(Value::Null))
+}
+
+/// `fleetlog demo`: runs the fleet, then shows the analytics, the verified head, and how to look
+/// around. Exits 1 if any pattern failed.
+pub fn demo(db: Option<&Path>, quick: bool, out: &Output) -> Result<ExitCode> {
+    let db = match db {
+        Some(db) => db.to_owned(),
+        None => {
+            let dir = std::env::temp_dir().join(format!("fleetlog-demo-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            dir.join("fleet.redb")
+        }
+    };
+    let size = if quick {
+        fleetlog::demo::DemoSize::QUICK
+    } else {
+        fleetlog::demo::DemoSize::FULL
+    };
+    let spinner = out.progress(0, "fleet");
+    spinner.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {msg}").expect("a valid template"),
+    );
+    spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+    let status = spinner.clone();
+    let report = fleetlog::demo::run(&db, size, move |line| status.set_message(line.to_owned()))?;
+    spinner.finish_and_clear();
+
+    let backend = Backend::connect(&db)?;
+    let stats = backend.query(&Query::WorkflowStats {
+        project: None,
+        from: None,
+        to: None,
+        top: 3,
+    })?;
+    let overhead = backend.query(&Query::Overhead {
+        project: None,
+        from: None,
+        to: None,
+    })?;
+    let trends = backend.query(&Query::Trends {
+        agent: None,
+        days: 30,
+        threshold_points: fleetlog_projections::analytics::TREND_THRESHOLD_POINTS_DEFAULT,
+    })?;
+    drop(backend);
+    let ledger = crate::commands::ledger::open_for_reading(&db, true)?;
+    let verified = ledger.verify(fleetlog_ledger::VerifyOptions::default())?;
+    let passed = report.checks.iter().all(|check| check.passed);
+    let value = serde_json::json!({
+        "db": db,
+        "passed": passed,
+        "seconds": report.elapsed.as_secs_f64(),
+        "checks": report.checks.iter().map(|c| serde_json::json!({"pattern": c.name, "passed": c.passed, "detail": c.detail})).collect::<Vec<_>>(),
+        "workflow_stats": stats,
+        "overhead": overhead,
+        "trends": trends,
+        "verify": verified,
+    });
+    out.emit(&value, || {
+        let checks: Vec<String> = report
+            .checks
+            .iter()
+            .map(|c| format!("{} {}\n    {}", if c.passed { "✔" } else { "✘" }, c.name, c.detail))
+            .collect();
+        let db_arg = db.display();
+        format!(
+            "fleetlog demo: {} in {:.1} s\n\n{}\n\n== workflows\n{}\n\n== coordination overhead\n{}\n\n== agents, worst first\n{}\n\n== integrity\n{}\nhead {}\n\n== look around\n  fleetlog --db {db_arg} events --limit 30\n  fleetlog --db {db_arg} replay --as-of {}\n  fleetlog --db {db_arg} workflow show feature-0\n  fleetlog --db {db_arg} trends worker-0\n  fleetlog --db {db_arg} verify --from {}",
+            if passed { "every pattern passed" } else { "SOME PATTERNS FAILED" },
+            report.elapsed.as_secs_f64(),
+            checks.join("\n"),
+            workflow_stats_text(&stats),
+            overhead_text(&overhead),
+            trends_text(&trends),
+            match &verified.problem {
+                None => format!("ok: {} records verified from genesis", verified.checked),
+                Some(problem) => format!("BROKEN: {problem}"),
+            },
+            verified.verified_head,
+            verified.verified_head.seq / 2,
+            verified.verified_head,
+        )
+    });
+    Ok(if passed && verified.is_intact() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

@@ -1,0 +1,138 @@
+//! `fleetlog signal …`: send, check, wait, acknowledge.
+
+use anyhow::Result;
+use clap::Subcommand;
+use fleetlog_ledger::SignalTarget;
+use fleetlog_projections::Command;
+use fleetlog_projections::signals::SignalFilter;
+
+use super::*;
+use fleetlog::client::backend::Backend;
+
+#[derive(Subcommand, Debug)]
+pub enum SignalCommand {
+    Send {
+        #[command(flatten)]
+        agent: Agent,
+        #[arg(long)]
+        kind: String,
+        /// The target agent; omit to broadcast.
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long, default_value = "null")]
+        payload: String,
+        #[arg(long, default_value_t = fleetlog_projections::signals::SIGNAL_TTL_MS_DEFAULT)]
+        ttl_ms: u64,
+        /// The signal this one answers.
+        #[arg(long)]
+        reply_to: Option<u64>,
+    },
+    /// Take the oldest matching signal without waiting (--peek leaves it).
+    Check {
+        #[command(flatten)]
+        agent: Agent,
+        #[arg(long)]
+        kind: String,
+        #[arg(long)]
+        from: Option<String>,
+        #[arg(long)]
+        peek: bool,
+        /// Acknowledged delivery: the signal stays yours until `signal ack`, and is receivable
+        /// again if not acknowledged within this many milliseconds.
+        #[arg(long, conflicts_with = "peek")]
+        ack_ms: Option<u64>,
+    },
+    /// Acknowledge a signal received with --ack-ms: it is consumed.
+    Ack {
+        #[command(flatten)]
+        agent: Agent,
+        /// The signal's id.
+        #[arg(long)]
+        signal: u64,
+    },
+    /// Wait for a matching signal; woken by the send itself. Exit 3 on timeout.
+    Wait {
+        #[command(flatten)]
+        agent: Agent,
+        #[arg(long)]
+        kind: String,
+        #[arg(long)]
+        from: Option<String>,
+        /// Only the reply to this signal id.
+        #[arg(long)]
+        reply_to: Option<u64>,
+        #[arg(long, default_value_t = 60_000)]
+        timeout_ms: u64,
+        #[arg(long)]
+        peek: bool,
+        /// Acknowledged delivery (see `signal check --ack-ms`).
+        #[arg(long, conflicts_with = "peek")]
+        ack_ms: Option<u64>,
+    },
+}
+
+pub(super) fn filter(
+    kind: String,
+    from: Option<String>,
+    correlation_id: Option<u64>,
+) -> SignalFilter {
+    SignalFilter {
+        kind,
+        from,
+        correlation_id,
+    }
+}
+
+/// Runs one `signals` subcommand.
+pub(super) fn run(backend: &Backend, command: SignalCommand, out: &Output) -> Result<ExitCode> {
+    let command = match command {
+        SignalCommand::Send {
+            agent,
+            kind,
+            to,
+            payload,
+            ttl_ms,
+            reply_to,
+        } => Command::SendSignal {
+            agent: agent.agent,
+            kind,
+            target: to.map_or(SignalTarget::Broadcast, SignalTarget::Agent),
+            payload: json_arg("--payload", &payload)?,
+            ttl_ms,
+            correlation_id: reply_to,
+        },
+        SignalCommand::Check {
+            agent,
+            kind,
+            from,
+            peek,
+            ack_ms,
+        } => Command::ReceiveSignal {
+            agent: agent.agent,
+            filter: filter(kind, from, None),
+            consume: !peek,
+            wait_ms: None,
+            ack_ms,
+        },
+        SignalCommand::Ack { agent, signal } => Command::AckSignal {
+            agent: agent.agent,
+            signal,
+        },
+        SignalCommand::Wait {
+            agent,
+            kind,
+            from,
+            reply_to,
+            timeout_ms,
+            peek,
+            ack_ms,
+        } => Command::ReceiveSignal {
+            agent: agent.agent,
+            filter: filter(kind, from, reply_to),
+            consume: !peek,
+            wait_ms: Some(timeout_ms),
+            ack_ms,
+        },
+    };
+    run_command(backend, command, out)
+}

@@ -1,0 +1,231 @@
+//! `fleetlog workflow …`: start, stages, handoffs, checkpoints, completion, budgets.
+
+use anyhow::{Context, Result};
+use clap::Subcommand;
+use fleetlog::wire::views;
+use fleetlog_ledger::Outcome as Work;
+use fleetlog_projections::{Command, StageReport};
+use serde_json::Value;
+
+use crate::commands::output::table;
+
+use super::*;
+use fleetlog::client::backend::Backend;
+
+#[derive(Subcommand, Debug)]
+pub enum WorkflowCommand {
+    Start {
+        #[command(flatten)]
+        agent: Agent,
+        id: String,
+        #[arg(long, default_value = "")]
+        project: String,
+        /// The planned agents, in order.
+        #[arg(long = "plan", value_delimiter = ',')]
+        plan: Vec<String>,
+        #[arg(long)]
+        estimate_ms: Option<u64>,
+    },
+    /// Record a stage starting, or with --done its completion and figures.
+    Stage {
+        #[command(flatten)]
+        agent: Agent,
+        id: String,
+        #[arg(long)]
+        stage: String,
+        /// The agent doing the stage (default: --agent).
+        #[arg(long)]
+        by: Option<String>,
+        #[arg(long, default_value = "standard")]
+        tier: String,
+        #[arg(long)]
+        done: bool,
+        /// success, failure, partial or unknown (with --done).
+        #[arg(long, default_value = "success")]
+        outcome: String,
+        #[arg(long, default_value_t = 0)]
+        duration_ms: u64,
+        #[arg(long, default_value_t = 0.0)]
+        cost_usd: f64,
+        #[arg(long, default_value_t = 0)]
+        tokens: u64,
+    },
+    Handoff {
+        #[command(flatten)]
+        agent: Agent,
+        id: String,
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
+        #[arg(long = "artifact")]
+        artifacts: Vec<String>,
+    },
+    Checkpoint {
+        #[command(flatten)]
+        agent: Agent,
+        id: String,
+        #[arg(long)]
+        stage: String,
+        #[arg(long, default_value = "null")]
+        state: String,
+    },
+    Complete {
+        #[command(flatten)]
+        agent: Agent,
+        id: String,
+        /// Record the workflow as failed, with this error.
+        #[arg(long)]
+        failed: Option<String>,
+    },
+    Budget {
+        #[command(flatten)]
+        agent: Agent,
+        id: String,
+        #[arg(long)]
+        limit_usd: f64,
+    },
+    Show {
+        id: String,
+    },
+    List,
+}
+
+pub(super) fn workflow_rows(workflows: &[views::WorkflowSummary]) -> String {
+    let rows: Vec<Vec<String>> = workflows
+        .iter()
+        .map(|workflow| {
+            vec![
+                workflow.id.clone(),
+                workflow.project.clone(),
+                cell(workflow.status),
+                cell(workflow.progress),
+                workflow.stages.to_string(),
+                cell(workflow.spent_usd),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "WORKFLOW",
+            "PROJECT",
+            "STATUS",
+            "PROGRESS",
+            "STAGES",
+            "SPENT USD",
+        ],
+        &rows,
+    )
+}
+
+pub(super) fn workflows_text(page: &views::WorkflowsPage) -> String {
+    workflow_rows(&page.workflows)
+}
+
+/// Runs one `workflows` subcommand.
+pub(super) fn run(backend: &Backend, command: WorkflowCommand, out: &Output) -> Result<ExitCode> {
+    let command = match command {
+        WorkflowCommand::Show { id } => {
+            return show_query(backend, Query::Workflow { id }, out, pretty);
+        }
+        WorkflowCommand::List => {
+            return show_view(
+                backend,
+                Query::Workflows {
+                    limit: None,
+                    cursor: None,
+                },
+                out,
+                workflows_text,
+            );
+        }
+        WorkflowCommand::Start {
+            agent,
+            id,
+            project,
+            plan,
+            estimate_ms,
+        } => Command::StartWorkflow {
+            agent: agent.agent,
+            workflow_id: id,
+            project,
+            agent_plan: plan,
+            estimated_duration_ms: estimate_ms,
+        },
+        WorkflowCommand::Stage {
+            agent,
+            id,
+            stage,
+            by,
+            tier,
+            done,
+            outcome,
+            duration_ms,
+            cost_usd,
+            tokens,
+        } => {
+            let stage_agent = by.unwrap_or_else(|| agent.agent.clone());
+            match done {
+                false => Command::StartStage { agent: agent.agent, workflow_id: id, stage, stage_agent, tier },
+                true => Command::CompleteStage {
+                    agent: agent.agent,
+                    workflow_id: id,
+                    report: StageReport {
+                        stage,
+                        agent: stage_agent,
+                        tier,
+                        outcome: serde_json::from_value::<Work>(Value::String(outcome.clone()))
+                            .with_context(|| format!("--outcome {outcome:?} is not success, failure, partial or unknown"))?,
+                        duration_ms,
+                        cost_usd,
+                        tokens,
+                        description: String::new(),
+                        tags: vec![],
+                        quality: None,
+                    },
+                },
+            }
+        }
+        WorkflowCommand::Handoff {
+            agent,
+            id,
+            from,
+            to,
+            artifacts,
+        } => Command::Handoff {
+            agent: agent.agent,
+            workflow_id: id,
+            from_agent: from,
+            to_agent: to,
+            artifacts,
+        },
+        WorkflowCommand::Checkpoint {
+            agent,
+            id,
+            stage,
+            state,
+        } => Command::Checkpoint {
+            agent: agent.agent,
+            workflow_id: id,
+            stage,
+            state: json_arg("--state", &state)?,
+        },
+        WorkflowCommand::Complete { agent, id, failed } => Command::CompleteWorkflow {
+            agent: agent.agent,
+            workflow_id: id,
+            success: failed.is_none(),
+            error: failed,
+            agents_executed: vec![],
+        },
+        WorkflowCommand::Budget {
+            agent,
+            id,
+            limit_usd,
+        } => Command::SetBudget {
+            agent: agent.agent,
+            workflow_id: id,
+            limit_usd,
+        },
+    };
+    run_command(backend, command, out)
+}
