@@ -17,11 +17,14 @@ mod event;
 mod export;
 #[cfg(feature = "fault-injection")]
 mod fault;
+mod fields;
+mod json;
 pub mod limits;
 mod reader;
 mod sequencer;
 mod storage;
 mod tail;
+mod time;
 mod verify;
 mod writer;
 
@@ -33,14 +36,17 @@ pub use chain::{Checkpoint, GENESIS_CONTEXT, LedgerId};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use codec::{ChainHash, EncodedEntry, FORMAT_VERSION, Record, RecordView, encode_entry};
 pub use error::Error;
-pub use event::{Event, FieldProblem, Json, Outcome, SignalTarget, Timestamp, TimestampError};
+pub use event::{Event, Outcome, SignalTarget};
 pub use export::{EXPORT_FORMAT_VERSION, ExportHeader};
 #[cfg(feature = "fault-injection")]
 pub use fault::FaultSwitch;
+pub use fields::FieldProblem;
+pub use json::Json;
 pub use reader::Reader;
 pub use sequencer::{AfterCommit, Batch, Job, KeyedAnswer, Sequencer};
 pub use storage::{FILE_FORMAT_VERSION, Head};
 pub use tail::{Next, Subscription};
+pub use time::{Timestamp, TimestampError};
 pub use verify::{BreakKind, ChainBreak, VerifyOptions, VerifyReport};
 pub use writer::{BATCH_EVENTS_BUCKETS, COMMIT_MICROS_BUCKETS, Receipt, WriterStats};
 
