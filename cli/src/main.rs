@@ -91,6 +91,11 @@ enum Command {
     Recover,
     #[command(flatten)]
     Fleet(fleet::FleetCommand),
+    /// The coordination state as of a seq or time (`head`, `1200`, `2026-11-23T10:00:00Z`).
+    Replay {
+        #[arg(long, default_value = "head")]
+        as_of: String,
+    },
     /// Throughput and latency: N clients run a workload against a daemon or embedded.
     Bench(benchmark::BenchArgs),
     /// Print the HTTP API's OpenAPI 3.1 document (what `GET /v1/openapi.json` serves).
@@ -125,23 +130,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let out = output::Output::new(cli.json);
-    let result = match cli.command {
-        Command::Demo { quick } => fleet::demo(cli.db.as_deref(), quick, &out),
-        Command::Openapi => {
-            let document = fleetlog::wire::openapi::document();
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&document).expect("a JSON value prints")
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Bench(args) => benchmark::run(cli.db.as_deref(), args, &out),
-        command => commands::run(
-            &cli.db.unwrap_or_else(fleetlog_ledger::default_path),
-            command,
-            &out,
-        ),
-    };
+    let result = commands::run(cli.db.as_deref(), cli.command, &out);
     match result {
         Ok(code) => code,
         Err(error) => {

@@ -15,8 +15,29 @@ use serde_json::{Value, json};
 use crate::Command;
 use crate::commands::output::{Output, table};
 
-pub fn run(db: &Path, command: Command, out: &Output) -> Result<ExitCode> {
+/// Runs one subcommand on `db` (`--db`; the default path where none is given, except for the
+/// demo and bench, which make their own).
+pub fn run(db: Option<&Path>, command: Command, out: &Output) -> Result<ExitCode> {
+    let named = db;
+    let default;
+    let db = match named {
+        Some(db) => db,
+        None => {
+            default = fleetlog_ledger::default_path();
+            default.as_path()
+        }
+    };
     match command {
+        Command::Demo { quick } => crate::commands::fleet::demo(named, quick, out),
+        Command::Bench(args) => crate::commands::benchmark::run(named, args, out),
+        Command::Openapi => {
+            let document = fleetlog::wire::openapi::document();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&document).expect("a JSON value prints")
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Init => init(db, out),
         Command::Head => head(db, out),
         Command::Verify { from, threads } => verify(db, from.as_deref(), threads, out),
@@ -49,9 +70,7 @@ pub fn run(db: &Path, command: Command, out: &Output) -> Result<ExitCode> {
         },
         Command::Recover => recover(db, out),
         Command::Fleet(command) => crate::commands::fleet::run(db, command, out),
-        Command::Demo { .. } | Command::Bench(_) | Command::Openapi => {
-            unreachable!("main runs demo, bench and openapi")
-        }
+        Command::Replay { as_of } => crate::commands::fleet::history::replay(db, &as_of, out),
         Command::Serve {
             listen,
             socket,

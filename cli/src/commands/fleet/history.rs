@@ -114,7 +114,7 @@ pub(super) fn tail(
 }
 
 /// The coordination state as it was at `as_of`, read from the file (beside a daemon too).
-pub(super) fn replay(db: &Path, as_of: &str, out: &Output) -> Result<ExitCode> {
+pub fn replay(db: &Path, as_of: &str, out: &Output) -> Result<ExitCode> {
     let as_of: fleetlog_projections::AsOf = as_of.parse()?;
     let ledger = crate::commands::ledger::open_for_reading(db, false)?;
     let seq = fleetlog_projections::resolve(ledger.reader(), as_of)?;

@@ -175,11 +175,6 @@ pub enum FleetCommand {
         #[command(flatten)]
         window: WindowArgs,
     },
-    /// The coordination state as of a seq or time (`head`, `1200`, `2026-11-23T10:00:00Z`).
-    Replay {
-        #[arg(long, default_value = "head")]
-        as_of: String,
-    },
 }
 
 pub(super) fn json_arg(flag: &str, text: &str) -> Result<Json> {
@@ -193,9 +188,6 @@ pub(super) fn time_arg(flag: &str, text: &str) -> Result<Timestamp> {
 }
 
 pub fn run(db: &Path, command: FleetCommand, out: &Output) -> Result<ExitCode> {
-    if let FleetCommand::Replay { as_of } = &command {
-        return replay(db, as_of, out);
-    }
     let backend = Backend::connect(db)?;
     match command {
         FleetCommand::Status => show_view(&backend, Query::Status, out, status_text),
@@ -372,7 +364,6 @@ pub fn run(db: &Path, command: FleetCommand, out: &Output) -> Result<ExitCode> {
             };
             show_analytic(&backend, query, window.as_of.as_deref(), out, costs_text)
         }
-        FleetCommand::Replay { .. } => unreachable!("handled above"),
     }
 }
 
