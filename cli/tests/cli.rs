@@ -103,8 +103,18 @@ fn export_then_import_round_trips_through_files() {
     init_with_agent(&db);
     assert!(append(&db, "1").status.success());
     let export = dir.path().join("fleet.jsonl");
+    // An existing, world-readable file is narrowed too.
+    std::fs::write(&export, "old").expect("a file in the way");
     let output = fleetlog(&db, &["export", "--out", export.to_str().expect("utf-8")]);
     assert!(output.status.success(), "{}", stderr(&output));
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&export)
+            .expect("export")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "the backup is the owner's alone");
+    }
     let copy = dir.path().join("copy.redb");
     let output = fleetlog(&copy, &["import", export.to_str().expect("utf-8")]);
     assert!(output.status.success(), "{}", stderr(&output));

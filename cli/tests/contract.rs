@@ -67,7 +67,13 @@ fn an_oversized_body_is_413_on_every_write_route() {
         "/v1/events",
         "/v1/tasks",
     ] {
-        let (status, _, answer) = http(&daemon.address, "POST", route, &[], &huge);
+        let (status, _, answer) = http(
+            &daemon.address,
+            "POST",
+            route,
+            &[("Content-Type", "application/json")],
+            &huge,
+        );
         assert_error(status, &answer, 413, "too_large");
     }
     assert_eq!(head_seq(&daemon), before, "nothing was appended");
@@ -382,12 +388,105 @@ fn every_route_in_the_table_is_served() {
         if path.ends_with("/stream") || path.ends_with("/wait") {
             continue; // these stay open by design
         }
-        let (status, _, _) = http(&daemon.address, route.method, &path, &[], b"{}");
+        let (status, _, _) = http(
+            &daemon.address,
+            route.method,
+            &path,
+            &[("Content-Type", "application/json")],
+            b"{}",
+        );
         assert!(
-            status != 405 && !(status == 404 && route.path == path),
+            status != 405 && status != 415 && !(status == 404 && route.path == path),
             "{} {} answered {status}",
             route.method,
             route.path
         );
+    }
+}
+
+/// One raw request over the Unix socket: the status and the JSON body.
+fn unix_http(daemon: &Daemon, request: &str) -> (u16, Value) {
+    use std::io::{Read, Write};
+    let mut stream = std::os::unix::net::UnixStream::connect(&daemon.socket).expect("connect");
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+#[test]
+fn web_pages_and_rebinding_hosts_are_refused_on_both_listeners_and_change_nothing() {
+    let (_dir, daemon) = started();
+    let before = head_seq(&daemon);
+    let body = br#"{"agent":"a","kind":"pwned"}"#;
+    // A cross-origin "simple" request a page can send without a preflight.
+    let (status, _, answer) = http(
+        &daemon.address,
+        "POST",
+        "/v1/events",
+        &[
+            ("Origin", "http://evil.example"),
+            ("Content-Type", "text/plain"),
+        ],
+        body,
+    );
+    assert_error(status, &answer, 403, "foreign_origin");
+    let (status, answer) = unix_http(
+        &daemon,
+        "POST /v1/events HTTP/1.1\r\nHost: x\r\nOrigin: http://evil.example\r\nContent-Type: application/json\r\nContent-Length: 28\r\nConnection: close\r\n\r\n{\"agent\":\"a\",\"kind\":\"pwned\"}",
+    );
+    assert_error(status, &answer, 403, "foreign_origin");
+    // DNS rebinding: the page's own name in Host, reading the log.
+    let (status, _, answer) = http(&daemon.address, "GET", "/v1/events?from=1", &[], b"");
+    assert_eq!(status, 200, "localhost is ours: {answer}");
+    let mut request = format!(
+        "GET /v1/events?from=1 HTTP/1.1\r\nHost: evil.example:{}\r\nConnection: close\r\n\r\n",
+        daemon.address.rsplit(':').next().expect("port")
+    )
+    .into_bytes();
+    let (status, response) = raw_http(&daemon.address, &request);
+    assert_eq!(status, 403, "{response}");
+    assert!(response.contains("foreign_host"), "{response}");
+    request.clear();
+    // No Origin at all, but not JSON: refused as well.
+    let (status, _, answer) = http(
+        &daemon.address,
+        "POST",
+        "/v1/events",
+        &[("Content-Type", "text/plain")],
+        body,
+    );
+    assert_error(status, &answer, 415, "unsupported_media_type");
+    assert_eq!(head_seq(&daemon), before, "nothing was appended");
+}
+
+#[test]
+fn an_empty_token_is_refused_at_start() {
+    let (_dir, db) = new_db();
+    for (args, env) in [
+        (vec!["--listen", "127.0.0.1:0", "--token", ""], None),
+        (vec!["--listen", "0.0.0.0:0"], Some("")),
+        (vec!["--listen", "0.0.0.0:0", "--token", " "], None),
+    ] {
+        let mut command = std::process::Command::new(FLEETLOG);
+        command
+            .arg("--db")
+            .arg(&db)
+            .arg("serve")
+            .args(&args)
+            .env_remove("FLEETLOG_TOKEN");
+        if let Some(value) = env {
+            command.env("FLEETLOG_TOKEN", value);
+        }
+        let output = command.output().expect("serve runs");
+        assert!(!output.status.success(), "{args:?} {env:?} served");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("token is empty"), "{stderr}");
     }
 }

@@ -768,7 +768,7 @@ fn sigterm_with_a_half_sent_request_exits_within_the_grace_period() {
         .expect("half a header");
     let mut body_pending = std::net::TcpStream::connect(&daemon.address).expect("connect");
     body_pending
-        .write_all(b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+        .write_all(b"POST /v1/events HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
         .expect("half a body");
     let started = std::time::Instant::now();
     daemon.terminate();
@@ -814,7 +814,7 @@ fn stuck_sse_readers_cost_bounded_memory_while_large_records_are_appended() {
     }
     let before = rss_bytes(daemon.child.id());
     let from = format!(
-        "GET /v1/events/stream?from={} HTTP/1.1\r\nHost: x\r\n\r\n",
+        "GET /v1/events/stream?from={} HTTP/1.1\r\nHost: localhost\r\n\r\n",
         warm + 2
     );
     let stuck: Vec<std::net::TcpStream> = (0..READERS)
@@ -841,7 +841,7 @@ fn stuck_sse_readers_cost_bounded_memory_while_large_records_are_appended() {
     assert!(grown < bound, "stuck readers hold more than their budget");
     let (status, response) = raw_http(
         &daemon.address,
-        b"GET /v1/events?from=1&limit=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        b"GET /v1/events?from=1&limit=1 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(status, 200, "the daemon still serves: {response}");
     drop(stuck);

@@ -366,9 +366,21 @@ fn export(db: &Path, file: Option<&Path>, out: &Output) -> Result<ExitCode> {
     let progress = |written: u64| bar.set_position(written);
     let head = match file {
         Some(file) => {
-            let mut writer = BufWriter::new(
-                File::create(file).with_context(|| format!("creating {}", file.display()))?,
-            );
+            // A backup holds every payload: readable by its owner only, like the ledger.
+            let created = {
+                use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+                let created = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(file)
+                    .with_context(|| format!("creating {}", file.display()))?;
+                // An existing file keeps its mode on open: narrow it too.
+                created.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+                created
+            };
+            let mut writer = BufWriter::new(created);
             let head = ledger.export_jsonl(&mut writer, &progress)?;
             writer.flush()?;
             writer

@@ -10,6 +10,7 @@
 //! - TCP beyond loopback needs a token, compared in constant time; the Unix socket is 0600.
 
 mod error;
+mod guard;
 pub(crate) mod listen;
 mod metrics;
 pub mod query_threads;
@@ -100,6 +101,15 @@ pub async fn serve(
     config: ServerConfig,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
+    if config
+        .token
+        .as_deref()
+        .is_some_and(|token| token.trim().is_empty())
+    {
+        return Err(Error::Config(
+            "the token is empty (--token \"\" or FLEETLOG_TOKEN=): give a real secret, or none on loopback".to_owned(),
+        ));
+    }
     if !config.listen.ip().is_loopback() && config.token.is_none() {
         return Err(Error::Config(format!(
             "listening on {} (beyond loopback) requires --token",
@@ -141,6 +151,17 @@ pub async fn serve(
         )),
         None => routes.clone(),
     };
+    // Checked first on both listeners: the Origin, the Host (TCP) and JSON on writes.
+    let tcp_routes = tcp_routes.layer(middleware::from_fn_with_state(
+        guard::Served {
+            tcp: Some(tcp.local_addr()?),
+        },
+        guard::check,
+    ));
+    let routes = routes.layer(middleware::from_fn_with_state(
+        guard::Served { tcp: None },
+        guard::check,
+    ));
     let tcp_address = tcp.local_addr()?;
     // The first line on stderr, whatever the log format: scripts and tests read the address.
     eprintln!(
