@@ -37,7 +37,8 @@ enum Command {
     Head,
     /// Recompute the hash chain and report the first bad record.
     Verify {
-        /// Start from a `seq:hash` printed earlier by `fleetlog head` instead of genesis.
+        /// Also check a `seq:hash` printed earlier by `fleetlog head` (the chain is still
+        /// re-hashed from genesis).
         #[arg(long)]
         from: Option<String>,
         /// Hashing threads; 0 means one per core.

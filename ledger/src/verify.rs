@@ -114,7 +114,8 @@ impl fmt::Display for ChainBreak {
 #[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct VerifyReport {
     pub ledger_id: LedgerId,
-    /// Where verification started from (`seq` 0: genesis).
+    /// The trusted checkpoint checked on the way (`seq` 0: none given, genesis). Verification
+    /// always starts from genesis.
     pub anchor: Checkpoint,
     /// Records whose hash and link were checked.
     pub checked: u64,
@@ -165,40 +166,19 @@ pub(crate) fn verify(reader: &Reader, options: VerifyOptions<'_>) -> Result<Veri
         },
         problem: None,
     };
-    let mut anchor_ts = Timestamp(i64::MIN);
-    if let Some(trusted) = options.from {
-        if trusted.seq > newest_seq {
-            report.problem = Some(ChainBreak {
-                seq: trusted.seq,
-                kind: BreakKind::Truncated { newest_seq },
-            });
-            return Ok(report);
-        }
-        let (stored, ts) = match trusted.seq {
-            0 => (meta.ledger_id.genesis_prev(), Timestamp(i64::MIN)),
-            seq => match stored_hash_and_ts(reader, seq)? {
-                Ok(found) => found,
-                Err(kind) => {
-                    report.problem = Some(ChainBreak { seq, kind });
-                    return Ok(report);
-                }
-            },
-        };
-        if stored != trusted.hash {
-            report.problem = Some(ChainBreak {
-                seq: trusted.seq,
-                kind: BreakKind::CheckpointMismatch {
-                    trusted: trusted.hash,
-                    stored,
-                },
-            });
-            return Ok(report);
-        }
-        report.anchor = trusted;
-        report.verified_head = trusted;
-        anchor_ts = ts;
+    // A trusted checkpoint is checked, not trusted blindly: the whole chain is re-hashed from
+    // genesis, so an altered record before the checkpoint is found too, and then the
+    // re-verified record at the checkpoint must carry the trusted hash.
+    if let Some(trusted) = options.from
+        && trusted.seq > newest_seq
+    {
+        report.problem = Some(ChainBreak {
+            seq: trusted.seq,
+            kind: BreakKind::Truncated { newest_seq },
+        });
+        return Ok(report);
     }
-
+    let anchor_ts = Timestamp(i64::MIN);
     let first = report.anchor.seq + 1;
     let threads = match options.threads {
         0 => std::thread::available_parallelism().map_or(1, usize::from),
@@ -258,6 +238,35 @@ pub(crate) fn verify(reader: &Reader, options: VerifyOptions<'_>) -> Result<Veri
         if summary.problem.is_some() {
             report.problem = summary.problem;
             break;
+        }
+    }
+    if let Some(trusted) = options.from {
+        report.anchor = trusted;
+        let reached = report
+            .problem
+            .as_ref()
+            .is_none_or(|problem| problem.seq > trusted.seq);
+        if reached {
+            let stored = match trusted.seq {
+                0 => meta.ledger_id.genesis_prev(),
+                seq => match stored_hash_and_ts(reader, seq)? {
+                    Ok((stored, _)) => stored,
+                    Err(kind) => {
+                        report.problem = Some(ChainBreak { seq, kind });
+                        return Ok(report);
+                    }
+                },
+            };
+            if stored != trusted.hash {
+                report.problem = Some(ChainBreak {
+                    seq: trusted.seq,
+                    kind: BreakKind::CheckpointMismatch {
+                        trusted: trusted.hash,
+                        stored,
+                    },
+                });
+                return Ok(report);
+            }
         }
     }
     if report.problem.is_none() && report.verified_head != meta.head.checkpoint() {

@@ -110,10 +110,10 @@ fn a_truncated_tail_with_a_rewritten_head_is_caught_by_a_trusted_checkpoint() {
     let problem = report.problem.expect("truncation found");
     assert_eq!(problem.kind, BreakKind::Truncated { newest_seq: 90 });
     assert!(problem.to_string().contains("truncated"));
-    // A checkpoint inside the surviving chain still verifies from there.
+    // A checkpoint inside the surviving chain is checked on the way, from genesis.
     let report = verify(&temp, Some(checkpoints[49]), 2);
     assert!(report.is_intact());
-    assert_eq!(report.checked, 40);
+    assert_eq!(report.checked, 90);
 }
 
 #[test]
@@ -160,4 +160,28 @@ fn a_missing_record_in_the_middle_is_reported_as_a_gap() {
         let problem = verify(&temp, None, threads).problem.expect("gap found");
         assert_eq!(problem.seq, 100, "{threads} threads: {problem}");
     }
+}
+
+#[test]
+fn a_trusted_checkpoint_does_not_hide_an_alteration_before_it() {
+    let (temp, checkpoints) = ledger_with(301);
+    let original = raw::read_record(temp.path(), 150);
+    let mut tampered = original.clone();
+    let middle = tampered.len() / 2;
+    tampered[middle] ^= 0x01;
+    raw::write_record(temp.path(), 150, &tampered);
+    let anchor = checkpoints[200]; // seq 201, taken before the alteration
+    assert_eq!(anchor.seq, 201);
+    for threads in [1, 2, 4] {
+        let report = verify(&temp, Some(anchor), threads);
+        let problem = report
+            .problem
+            .expect("the alteration before the anchor is found");
+        assert_eq!(problem.seq, 150, "{threads} threads: {problem}");
+    }
+    raw::write_record(temp.path(), 150, &original);
+    let report = verify(&temp, Some(anchor), 2);
+    assert!(report.is_intact(), "{:?}", report.problem);
+    assert_eq!(report.checked, 301, "verification starts from genesis");
+    assert_eq!(report.anchor, anchor);
 }

@@ -222,11 +222,11 @@ fn verify(db: &Path, from: Option<&str>, threads: usize, out: &Output) -> Result
     let value = serde_json::to_value(&report).context("serialising the report")?;
     out.emit(&value, || match &report.problem {
         None => format!(
-            "ok: {} records verified from {}\nhead {}",
+            "ok: {} records verified from genesis{}\nhead {}",
             report.checked,
             match report.anchor.seq {
-                0 => "genesis".to_owned(),
-                _ => report.anchor.to_string(),
+                0 => String::new(),
+                _ => format!(", through the trusted checkpoint {}", report.anchor),
             },
             report.verified_head
         ),
