@@ -36,6 +36,7 @@ impl Daemon {
             socket: socket.clone(),
             token: None,
             shutdown_grace: fleetlog::daemon::SHUTDOWN_GRACE,
+            skip_verify: false,
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {

@@ -125,6 +125,10 @@ enum Command {
         /// (default `info`; e.g. `RUST_LOG=fleetlog=debug` logs every request).
         #[arg(long, value_enum, default_value_t = commands::ledger::LogFormat::Text)]
         log_format: commands::ledger::LogFormat,
+        /// Serve without re-hashing the whole chain first (a broken history is then served as
+        /// it is; logged as a warning).
+        #[arg(long)]
+        skip_verify: bool,
     },
 }
 

@@ -138,6 +138,6 @@ impl Ledger {
     {
         let path = path.as_ref();
         let (db, switch) = create_faulty(path)?;
-        Ok((Ledger::start_with(path, db, clock, make)?, switch))
+        Ok((Ledger::start_with(path, db, clock, true, make)?, switch))
     }
 }

@@ -25,6 +25,8 @@ pub struct CoordinatorOptions {
     pub snapshot_every_events: u64,
     /// The writer's clock: the wall clock, or a manual one for tests and simulations.
     pub clock: Arc<dyn Clock>,
+    /// Open without re-hashing the whole chain first (a broken chain is then served as is).
+    pub skip_verify: bool,
 }
 
 impl Default for CoordinatorOptions {
@@ -32,6 +34,7 @@ impl Default for CoordinatorOptions {
         CoordinatorOptions {
             snapshot_every_events: SNAPSHOT_EVERY_EVENTS_DEFAULT,
             clock: Arc::new(SystemClock),
+            skip_verify: false,
         }
     }
 }
@@ -177,7 +180,7 @@ impl Coordinator {
     /// snapshot and the records after it.
     pub fn open(path: impl AsRef<Path>, options: CoordinatorOptions) -> Result<Coordinator, Error> {
         let (committed, waiting, make) = machine_factory(options.snapshot_every_events);
-        let ledger = Ledger::open_with(path, true, options.clock, make)?;
+        let ledger = Ledger::open_with(path, true, options.clock, !options.skip_verify, make)?;
         Ok(Coordinator {
             ledger,
             committed,

@@ -185,3 +185,53 @@ fn a_trusted_checkpoint_does_not_hide_an_alteration_before_it() {
     assert_eq!(report.checked, 301, "verification starts from genesis");
     assert_eq!(report.anchor, anchor);
 }
+
+fn open_coordinator(
+    temp: &TempLedger,
+    skip_verify: bool,
+) -> Result<fleetlog_projections::Coordinator, fleetlog_projections::Error> {
+    fleetlog_projections::Coordinator::open(
+        temp.path(),
+        fleetlog_projections::CoordinatorOptions {
+            skip_verify,
+            ..Default::default()
+        },
+    )
+}
+
+#[test]
+fn a_writer_refuses_a_ledger_with_an_altered_old_record_or_a_gap() {
+    // An altered record far from the tail (the tail check covers the newest 64 only).
+    let (temp, _) = ledger_with(300);
+    let original = raw::read_record(temp.path(), 60);
+    let mut tampered = original.clone();
+    let middle = tampered.len() / 2;
+    tampered[middle] ^= 0x08;
+    raw::write_record(temp.path(), 60, &tampered);
+    match open_coordinator(&temp, false) {
+        Err(error) => {
+            let text = error.to_string();
+            assert!(text.contains("60"), "names the seq: {text}");
+            assert!(text.contains("--skip-verify"), "names the way out: {text}");
+        }
+        Ok(_) => panic!("a broken ledger was opened for writing"),
+    }
+    assert!(
+        open_coordinator(&temp, true).is_ok(),
+        "--skip-verify opens it as it is"
+    );
+
+    // A gap: records 100..=151 gone, the rest back.
+    let (temp, _) = ledger_with(300);
+    let kept: Vec<(u64, Vec<u8>)> = (152..=300)
+        .map(|seq| (seq, raw::read_record(temp.path(), seq)))
+        .collect();
+    raw::remove_records_from(temp.path(), 100);
+    for (seq, bytes) in &kept {
+        raw::write_record(temp.path(), *seq, bytes);
+    }
+    match open_coordinator(&temp, false) {
+        Err(error) => assert!(error.to_string().contains("100"), "{error}"),
+        Ok(_) => panic!("a ledger with a gap was opened for writing"),
+    }
+}

@@ -435,6 +435,7 @@ impl TestFleet {
             fleetlog_projections::CoordinatorOptions {
                 snapshot_every_events: every,
                 clock: std::sync::Arc::new(clock.clone()),
+                skip_verify: false,
             },
         )
         .expect("the test coordinator opens")

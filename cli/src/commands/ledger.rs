@@ -77,9 +77,17 @@ pub fn run(db: Option<&Path>, command: Command, out: &Output) -> Result<ExitCode
             token,
             shutdown_grace_ms,
             log_format,
+            skip_verify,
         } => {
             init_logs(log_format)?;
-            serve(db, listen, socket, token, shutdown_grace_ms)
+            serve(fleetlog::daemon::ServerConfig {
+                db: db.to_owned(),
+                listen,
+                socket: socket.unwrap_or_else(|| fleetlog::wire::socket_path(db)),
+                token,
+                shutdown_grace: std::time::Duration::from_millis(shutdown_grace_ms),
+                skip_verify,
+            })
         }
     }
 }
@@ -110,20 +118,7 @@ fn init_logs(format: LogFormat) -> Result<()> {
     installed.map_err(|error| anyhow::anyhow!("cannot install the logger: {error}"))
 }
 
-fn serve(
-    db: &Path,
-    listen: std::net::SocketAddr,
-    socket: Option<std::path::PathBuf>,
-    token: Option<String>,
-    shutdown_grace_ms: u64,
-) -> Result<ExitCode> {
-    let config = fleetlog::daemon::ServerConfig {
-        db: db.to_owned(),
-        listen,
-        socket: socket.unwrap_or_else(|| fleetlog::wire::socket_path(db)),
-        token,
-        shutdown_grace: std::time::Duration::from_millis(shutdown_grace_ms),
-    };
+fn serve(config: fleetlog::daemon::ServerConfig) -> Result<ExitCode> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     if let Err(error) = runtime.block_on(fleetlog::daemon::serve(config, shutdown_signal())) {
         tracing::error!(%error, "the daemon could not start or stopped with an error");

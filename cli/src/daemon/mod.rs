@@ -68,6 +68,8 @@ pub struct ServerConfig {
     pub token: Option<String>,
     /// How long in-flight requests get to finish after the stop signal.
     pub shutdown_grace: std::time::Duration,
+    /// Serve without re-hashing the whole chain at start (logged as a warning).
+    pub skip_verify: bool,
 }
 
 /// Counters for `/metrics`.
@@ -116,7 +118,20 @@ pub async fn serve(
             config.listen
         )));
     }
-    let coordinator = Coordinator::open(&config.db, CoordinatorOptions::default())?;
+    if config.skip_verify {
+        tracing::warn!(
+            "--skip-verify: the chain is not verified before serving; a broken history would be served as it is"
+        );
+    }
+    let verifying = std::time::Instant::now();
+    let coordinator = Coordinator::open(
+        &config.db,
+        CoordinatorOptions {
+            skip_verify: config.skip_verify,
+            ..CoordinatorOptions::default()
+        },
+    )?;
+    let open_ms = verifying.elapsed().as_secs_f64() * 1e3;
     let (live_tx, live) = watch::channel(coordinator.ledger().head()?.seq);
     let fanout = spawn_fanout(&coordinator, live_tx)?;
     let (shutdown_tx, shutdown) = watch::channel(false);
@@ -177,8 +192,15 @@ pub async fn serve(
         token = config.token.is_some(),
         connections_max,
         head = app.coordinator.ledger().head()?.seq,
+        chain_verified = !config.skip_verify,
+        open_ms,
         "serving"
     );
+    if config.skip_verify {
+        tracing::warn!(
+            "--skip-verify: the chain was not verified before serving; a broken history is served as it is"
+        );
+    }
 
     let watching = shutdown_tx.subscribe();
     tokio::spawn(async move {
@@ -301,6 +323,7 @@ impl BackgroundDaemon {
             socket: socket.clone(),
             token: None,
             shutdown_grace: SHUTDOWN_GRACE,
+            skip_verify: false,
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {

@@ -31,16 +31,18 @@ impl Daemon {
             .spawn()
             .expect("the daemon starts");
         let mut lines = BufReader::new(child.stderr.take().expect("piped stderr")).lines();
-        let banner = lines
-            .next()
-            .expect("the daemon announces itself")
-            .expect("utf-8");
+        let banner = lines.next().and_then(Result::ok).unwrap_or_default();
         let address = banner
             .split("http://")
             .nth(1)
             .and_then(|rest| rest.split_whitespace().next())
-            .unwrap_or_else(|| panic!("no address in {banner:?}"))
-            .to_owned();
+            .map(str::to_owned);
+        let Some(address) = address else {
+            // Never leave a daemon behind a failed test.
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the daemon's first line names no address: {banner:?}");
+        };
         // Keep draining stderr so the daemon never blocks on a full pipe; keep it for tests
         // of the daemon's logs.
         let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
