@@ -149,6 +149,10 @@ impl Ledger {
     /// instead of refusing to open it.
     pub fn open_for_audit(path: impl AsRef<Path>) -> Result<Ledger, Error> {
         let path = path.as_ref();
+        damage_as_error(path, || Self::open_for_audit_unguarded(path))
+    }
+
+    fn open_for_audit_unguarded(path: &Path) -> Result<Ledger, Error> {
         let store = Store::ReadOnly(storage::open_read_only(path)?);
         let reader = Reader {
             store: Arc::new(store),
@@ -205,7 +209,8 @@ impl Ledger {
         E: From<Error>,
     {
         let db = Arc::new(db);
-        let (reader, meta) = Self::check(path, Arc::clone(&db), verify_chain)?;
+        let (reader, meta) =
+            damage_as_error(path, || Self::check(path, Arc::clone(&db), verify_chain))?;
         let sequencer = make(&reader, meta.head)?;
         Ok(Self::spawn_writer(
             reader,
@@ -218,7 +223,7 @@ impl Ledger {
 
     fn start(path: &Path, db: redb::Database) -> Result<Ledger, Error> {
         let db = Arc::new(db);
-        let (reader, meta) = Self::check(path, Arc::clone(&db), true)?;
+        let (reader, meta) = damage_as_error(path, || Self::check(path, Arc::clone(&db), true))?;
         Self::spawn_writer(reader, meta, db, Arc::new(SystemClock), None)
     }
 
@@ -419,7 +424,9 @@ impl Ledger {
 
     /// Recomputes the chain; see [`VerifyReport`].
     pub fn verify(&self, options: VerifyOptions<'_>) -> Result<VerifyReport, Error> {
-        verify::verify(&self.inner.reader, options)
+        damage_as_error(&self.inner.reader.path, || {
+            verify::verify(&self.inner.reader, options)
+        })
     }
 
     /// Writes the whole log as JSON Lines; returns the head it ends at.
@@ -439,6 +446,29 @@ impl Ledger {
         progress: &dyn Fn(u64),
     ) -> Result<Checkpoint, Error> {
         export::import(path.as_ref(), input, progress)
+    }
+}
+
+/// Runs `read`, turning a panic inside it into [`Error::Corrupted`] naming the file: redb
+/// asserts on page structure, and a damaged page (a flipped page-type byte) must be a clear
+/// error, not an abort.
+fn damage_as_error<T>(path: &Path, read: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(read)) {
+        Ok(result) => result,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|text| (*text).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".to_owned());
+            Err(Error::Corrupted {
+                seq: 0,
+                problem: format!(
+                    "the storage layer failed reading {} ({what}): the file is damaged below the record level; restore it from an export",
+                    path.display()
+                ),
+            })
+        }
     }
 }
 

@@ -235,3 +235,32 @@ fn a_writer_refuses_a_ledger_with_an_altered_old_record_or_a_gap() {
         Ok(_) => panic!("a ledger with a gap was opened for writing"),
     }
 }
+
+#[test]
+fn a_flipped_page_type_byte_is_an_error_not_a_panic() {
+    let (temp, _) = ledger_with(400);
+    let pristine = std::fs::read(temp.path()).expect("the file");
+    let pages = pristine.len() / 4096;
+    let mut refused = 0;
+    for page in 1..pages {
+        let mut damaged = pristine.clone();
+        damaged[page * 4096] ^= 0x03;
+        std::fs::write(temp.path(), &damaged).expect("write the damage");
+        // Either a report, or an error naming the damage: a panic escaping fails the test.
+        let outcome = Ledger::open_for_audit(temp.path()).and_then(|ledger| {
+            ledger.verify(VerifyOptions {
+                from: None,
+                threads: 2,
+                progress: None,
+            })
+        });
+        match outcome {
+            Ok(report) if report.is_intact() => {}
+            Ok(_) | Err(Error::Corrupted { .. }) => refused += 1,
+            Err(_) => refused += 1,
+        }
+    }
+    std::fs::write(temp.path(), &pristine).expect("restore");
+    assert!(verify(&temp, None, 2).is_intact());
+    assert!(refused > 0, "no flip of {pages} pages was noticed");
+}
