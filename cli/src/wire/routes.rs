@@ -40,13 +40,13 @@ const fn command_on(
     numeric: bool,
     summary: &'static str,
 ) -> Route {
-    Route {
-        method: "POST",
-        path,
-        handler: Handler::Command(name),
-        path_field: Some((field, numeric)),
-        summary,
-    }
+    on(command(path, name, summary), field, numeric)
+}
+
+/// `route` with its `{…}` path segment filling `field`.
+const fn on(mut route: Route, field: &'static str, numeric: bool) -> Route {
+    route.path_field = Some((field, numeric));
+    route
 }
 
 const fn query(path: &'static str, name: &'static str, summary: &'static str) -> Route {
@@ -66,13 +66,7 @@ const fn query_on(
     numeric: bool,
     summary: &'static str,
 ) -> Route {
-    Route {
-        method: "GET",
-        path,
-        handler: Handler::Query(name),
-        path_field: Some((field, numeric)),
-        summary,
-    }
+    on(query(path, name, summary), field, numeric)
 }
 
 const fn daemon(method: &'static str, path: &'static str, summary: &'static str) -> Route {
