@@ -110,6 +110,25 @@ fn temporary_path(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
+/// Reads one line into `line`; a line that is not UTF-8 is an import error naming it.
+fn read_line(input: &mut impl BufRead, line: &mut String, number: u64) -> Result<usize, Error> {
+    let mut bytes = Vec::new();
+    let read = input.read_until(b'\n', &mut bytes)?;
+    match String::from_utf8(bytes) {
+        Ok(text) => {
+            line.push_str(&text);
+            Ok(read)
+        }
+        Err(error) => Err(Error::Import {
+            line: number,
+            problem: format!(
+                "the line is not UTF-8 (invalid byte at offset {})",
+                error.utf8_error().valid_up_to()
+            ),
+        }),
+    }
+}
+
 fn import_into(
     temporary: &Path,
     mut input: impl BufRead,
@@ -117,7 +136,7 @@ fn import_into(
 ) -> Result<Checkpoint, Error> {
     let mut line = String::new();
     let bad = |line: u64, problem: String| Error::Import { line, problem };
-    if input.read_line(&mut line)? == 0 {
+    if read_line(&mut input, &mut line, 1)? == 0 {
         return Err(bad(
             1,
             "the file is empty; expected an export header".to_owned(),
@@ -146,7 +165,7 @@ fn import_into(
     let mut txn = db.begin_write()?;
     loop {
         line.clear();
-        if input.read_line(&mut line)? == 0 {
+        if read_line(&mut input, &mut line, line_number + 1)? == 0 {
             break;
         }
         line_number += 1;

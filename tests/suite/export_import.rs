@@ -106,3 +106,30 @@ fn import_refuses_to_overwrite_an_existing_file() {
         b"precious"
     );
 }
+
+#[test]
+fn a_line_that_is_not_utf8_is_refused_with_its_line_number() {
+    let (temp, text) = exported(20);
+    let mut bytes = text.into_bytes();
+    // Line 8 (the header is line 1): replace its first byte with one that is never UTF-8.
+    let start = bytes
+        .iter()
+        .enumerate()
+        .filter(|(_, byte)| **byte == b'\n')
+        .nth(6)
+        .map(|(at, _)| at + 1)
+        .expect("eight lines");
+    bytes[start] = 0xFF;
+    let result = Ledger::import_jsonl(temp.sibling("imported.redb"), bytes.as_slice(), &|_| {});
+    match result {
+        Err(Error::Import { line, problem }) => {
+            assert_eq!(line, 8, "{problem}");
+            assert!(problem.contains("UTF-8"), "{problem}");
+        }
+        other => panic!("expected an import error naming line 8, got {other:?}"),
+    }
+    assert!(
+        !temp.sibling("imported.redb").exists(),
+        "nothing is written when a line is refused"
+    );
+}
