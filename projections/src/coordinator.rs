@@ -170,6 +170,8 @@ impl Job for SyncJob {
 #[derive(Clone)]
 pub struct Coordinator {
     ledger: Ledger,
+    /// The writer's clock, so that queries judge TTLs by the time the writer stamps with.
+    clock: Arc<dyn Clock>,
     committed: Arc<Published>,
     waiting: Arc<AtomicU64>,
     prune_pending: Arc<AtomicBool>,
@@ -180,9 +182,11 @@ impl Coordinator {
     /// snapshot and the records after it.
     pub fn open(path: impl AsRef<Path>, options: CoordinatorOptions) -> Result<Coordinator, Error> {
         let (committed, waiting, make) = machine_factory(options.snapshot_every_events);
+        let clock = Arc::clone(&options.clock);
         let ledger = Ledger::open_with(path, true, options.clock, !options.skip_verify, make)?;
         Ok(Coordinator {
             ledger,
+            clock,
             committed,
             waiting,
             prune_pending: Arc::default(),
@@ -196,9 +200,11 @@ impl Coordinator {
         options: CoordinatorOptions,
     ) -> Result<(Coordinator, fleetlog_ledger::FaultSwitch), Error> {
         let (committed, waiting, make) = machine_factory(options.snapshot_every_events);
+        let clock = Arc::clone(&options.clock);
         let (ledger, switch) = Ledger::create_with_faults_and(path, options.clock, make)?;
         let coordinator = Coordinator {
             ledger,
+            clock,
             committed,
             waiting,
             prune_pending: Arc::default(),
@@ -208,6 +214,12 @@ impl Coordinator {
 
     pub fn ledger(&self) -> &Ledger {
         &self.ledger
+    }
+
+    /// "Now" for queries: the writer's clock, never before the newest committed record (the
+    /// writer stamps `max(clock, head.ts)`, so a query agrees with what the next append sees).
+    pub fn now(&self) -> fleetlog_ledger::Timestamp {
+        self.clock.now().max(self.state().ts)
     }
 
     /// Runs `command` and returns its answer once its events are durable.

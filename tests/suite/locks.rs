@@ -207,3 +207,35 @@ fn a_waiter_times_out_when_the_lock_is_not_released() {
         Err(CommandError::TimedOut { waited_ms: 5_000 })
     ));
 }
+
+#[test]
+fn queries_judge_ttls_by_the_writers_clock_never_before_the_newest_record() {
+    let fleet = TestFleet::new();
+    fleet.register("a");
+    let granted = fleet.run(acquire("a", "r", 1_000, None));
+    let lock_token = token(granted);
+    let held = |fleet: &TestFleet| {
+        let coordinator = &fleet.coordinator;
+        coordinator
+            .state()
+            .locks
+            .token_is_current("r", lock_token, coordinator.now())
+    };
+    assert!(held(&fleet));
+    assert_eq!(
+        fleet.coordinator.now(),
+        fleet.now(),
+        "the writer's clock, not the wall's"
+    );
+    fleet.advance_ms(1_500);
+    assert!(!held(&fleet), "1 s TTL, 1.5 s later on the writer's clock");
+    // The clock stepped back before the newest record: "now" holds at the record's time.
+    let head_ts = fleet.coordinator.ledger().head().expect("head").ts;
+    fleet.clock.set(fleetlog_ledger::Timestamp(
+        head_ts.as_micros() - 3_600_000_000,
+    ));
+    assert_eq!(
+        fleet.coordinator.now(),
+        head_ts.max(fleet.coordinator.state().ts)
+    );
+}

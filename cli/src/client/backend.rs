@@ -4,7 +4,6 @@
 
 use std::path::Path;
 
-use fleetlog_ledger::Timestamp;
 use fleetlog_projections::{Command, Coordinator, CoordinatorOptions, Outcome};
 use serde_json::Value;
 
@@ -50,9 +49,11 @@ impl Backend {
     pub fn query(&self, query: &Query) -> Result<Value, Error> {
         match self {
             Backend::Daemon(client) => client.query(query),
-            Backend::Embedded(coordinator) => {
-                Ok(wire::answer(&coordinator.state(), Timestamp::now(), query)?)
-            }
+            Backend::Embedded(coordinator) => Ok(wire::answer(
+                &coordinator.state(),
+                coordinator.now(),
+                query,
+            )?),
         }
     }
 

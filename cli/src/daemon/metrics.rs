@@ -6,7 +6,6 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use fleetlog_ledger::Timestamp;
 use serde_json::{Value, json};
 
 use super::*;
@@ -93,7 +92,7 @@ pub(super) async fn head(State(app): State<Shared>) -> Result<Json<Value>, ApiEr
 
 pub(super) async fn metrics(State(app): State<Shared>) -> Response {
     let writer = app.coordinator.ledger().writer_stats();
-    let now = Timestamp::now();
+    let now = app.coordinator.now();
     let state = app.coordinator.state();
     let mut text = String::new();
     let metric =

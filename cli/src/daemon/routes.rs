@@ -13,7 +13,6 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use fleetlog_ledger::Timestamp;
 use fleetlog_projections::{Command, CommandError, Outcome};
 use serde_json::{Value, json};
 
@@ -189,7 +188,7 @@ pub(super) fn answer_of(
 ) -> Result<(StatusCode, Value), CommandError> {
     if let Ok(Outcome::Appended { seq }) = &answer {
         let state = app.coordinator.state();
-        if let Some(created) = wire::created(&state, Timestamp::now(), command, *seq) {
+        if let Some(created) = wire::created(&state, app.coordinator.now(), command, *seq) {
             return Ok((StatusCode::CREATED, created));
         }
     }

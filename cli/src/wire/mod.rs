@@ -280,7 +280,7 @@ pub fn answer_at(
     as_of: Option<fleetlog_projections::AsOf>,
 ) -> Result<Value, crate::Error> {
     match as_of {
-        None => Ok(answer(&coordinator.state(), Timestamp::now(), query)?),
+        None => Ok(answer(&coordinator.state(), coordinator.now(), query)?),
         Some(as_of) => {
             let state = coordinator.state_as_of(as_of)?;
             let now = match as_of {
