@@ -1,0 +1,293 @@
+//! The checks and staging steps commands share, by domain: locks (holder, grant), the queue
+//! (enqueue, claim, lease), workflows (running, stages, telemetry).
+
+use fleetlog_ledger::{Batch, Error as LedgerError, Event, Record, Timestamp};
+
+use crate::command::{CommandError, StageReport, TaskSpec};
+use crate::locks::Lock;
+use crate::queue::TaskState;
+use crate::replay::Projection;
+use crate::workflows::WorkflowStatus;
+
+use super::*;
+
+impl Machine {
+    /// Telemetry may only carry workflow history, must start each workflow once (and not one
+    /// that exists), and may only continue workflows it starts or that exist.
+    pub(super) fn check_telemetry(&self, events: &[Event]) -> Result<(), CommandError> {
+        if events.is_empty() {
+            return Err(invalid("events", "there is nothing to import"));
+        }
+        let mut started = std::collections::BTreeSet::new();
+        for (index, event) in events.iter().enumerate() {
+            let refused = |problem: String| invalid("events", format!("event {index}: {problem}"));
+            match event {
+                Event::WorkflowStarted { workflow_id, .. } => {
+                    if self.state.workflows.get(workflow_id).is_some()
+                        || !started.insert(workflow_id.as_str())
+                    {
+                        return Err(refused(format!(
+                            "workflow {workflow_id:?} already exists; was this telemetry imported before?"
+                        )));
+                    }
+                }
+                Event::StageStarted { .. } | Event::StageCompleted { .. } => {}
+                Event::Handoff { workflow_id, .. }
+                | Event::WorkflowCompleted { workflow_id, .. } => {
+                    if self.state.workflows.get(workflow_id).is_none()
+                        && !started.contains(workflow_id.as_str())
+                    {
+                        return Err(refused(format!(
+                            "workflow {workflow_id:?} is neither imported nor known"
+                        )));
+                    }
+                }
+                other => {
+                    return Err(refused(format!(
+                        "{} events cannot be imported as telemetry",
+                        other.kind()
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn running_workflow(
+        &self,
+        workflow_id: &str,
+    ) -> Result<&crate::workflows::Workflow, CommandError> {
+        let workflow =
+            self.state
+                .workflows
+                .get(workflow_id)
+                .ok_or_else(|| CommandError::UnknownWorkflow {
+                    workflow_id: workflow_id.to_owned(),
+                })?;
+        match workflow.status {
+            WorkflowStatus::Running => Ok(workflow),
+            status => Err(CommandError::WorkflowFinished {
+                workflow_id: workflow_id.to_owned(),
+                status: format!("{status:?}").to_lowercase(),
+            }),
+        }
+    }
+
+    pub(super) fn complete_stage(
+        &self,
+        workflow_id: &str,
+        report: StageReport,
+    ) -> Result<Vec<Event>, CommandError> {
+        let workflow = self.running_workflow(workflow_id)?;
+        let spent_usd = workflow.spent_usd + report.cost_usd;
+        let crossed = workflow
+            .budget_usd
+            .filter(|limit| !workflow.over_budget() && spent_usd > *limit);
+        let mut events = vec![Event::StageCompleted {
+            workflow_id: workflow_id.to_owned(),
+            stage: report.stage,
+            agent: report.agent,
+            tier: report.tier,
+            outcome: report.outcome,
+            duration_ms: report.duration_ms,
+            cost_usd: report.cost_usd,
+            tokens: report.tokens,
+            description: report.description,
+            tags: report.tags,
+            quality: report.quality,
+            occurred_at: None,
+        }];
+        if let Some(limit_usd) = crossed {
+            events.push(Event::BudgetExceeded {
+                workflow_id: workflow_id.to_owned(),
+                limit_usd,
+                spent_usd,
+            });
+        }
+        Ok(events)
+    }
+
+    pub(super) fn check_holder(
+        &self,
+        agent: &str,
+        resource: &str,
+        token: u64,
+        now: Timestamp,
+    ) -> Result<(), CommandError> {
+        let lock = self
+            .state
+            .locks
+            .live(resource, now)
+            .ok_or_else(|| CommandError::NotLocked {
+                resource: resource.to_owned(),
+            })?;
+        if lock.holder != agent {
+            return Err(CommandError::NotHolder {
+                resource: resource.to_owned(),
+                holder: lock.holder.clone(),
+            });
+        }
+        if lock.token != token {
+            return Err(CommandError::WrongToken {
+                resource: resource.to_owned(),
+                given: token,
+                current: lock.token,
+            });
+        }
+        Ok(())
+    }
+
+    /// Grants `resource` to `agent`, recording the takeover of an expired holder first.
+    pub(super) fn grant_lock(
+        &mut self,
+        batch: &mut Batch<'_, '_>,
+        agent: &str,
+        resource: &str,
+        ttl_ms: u64,
+        intent: String,
+        requested_at: Timestamp,
+    ) -> Result<Lock, CommandError> {
+        let mut events = Vec::new();
+        let mut takeover_of = self.state.locks.expired.get(resource).copied();
+        if let Some(expired) = self.state.locks.held.get(resource) {
+            // Past its deadline but not yet recorded (the tick records it first, normally).
+            takeover_of = Some(expired.token);
+            events.push((
+                SYSTEM_ACTOR,
+                Event::LockExpired {
+                    resource: resource.to_owned(),
+                    token: expired.token,
+                    holder: expired.holder.clone(),
+                    deadline: expired.expires_at,
+                },
+            ));
+        }
+        events.push((
+            agent,
+            Event::LockAcquired {
+                resource: resource.to_owned(),
+                intent,
+                ttl_ms,
+                requested_at,
+                takeover_of,
+            },
+        ));
+        let events = events
+            .into_iter()
+            .map(|(actor, event)| (actor.to_owned(), event))
+            .collect();
+        self.stage_as(batch, events)?;
+        Ok(self
+            .state
+            .locks
+            .held
+            .get(resource)
+            .cloned()
+            .expect("the grant was just applied"))
+    }
+
+    /// Stages events, each with its own actor (all or none).
+    pub(super) fn stage_as(
+        &mut self,
+        batch: &mut Batch<'_, '_>,
+        events: Vec<(String, Event)>,
+    ) -> Result<Vec<Record>, CommandError> {
+        let records = batch.append(events).map_err(|error| match error {
+            LedgerError::EventTooLarge { .. } | LedgerError::RequestTooLarge { .. } => {
+                CommandError::TooLarge(error.to_string())
+            }
+            other if other.is_bad_input() => CommandError::Rejected(other.to_string()),
+            other => CommandError::NotDurable {
+                cause: other.to_string(),
+            },
+        })?;
+        for record in &records {
+            self.touched.note(record);
+            self.state.apply(record);
+        }
+        Ok(records)
+    }
+
+    pub(super) fn enqueue(
+        &mut self,
+        batch: &mut Batch<'_, '_>,
+        agent: &str,
+        spec: TaskSpec,
+    ) -> Result<Vec<Record>, CommandError> {
+        if spec.max_attempts == 0 {
+            return Err(invalid("max_attempts", "must be at least 1"));
+        }
+        if spec.title.is_empty() {
+            return Err(invalid("title", "must not be empty"));
+        }
+        let mut doomed_by = None;
+        for dependency in &spec.depends_on {
+            let found = self
+                .state
+                .queue
+                .get(*dependency)
+                .ok_or(CommandError::UnknownTask { task: *dependency })?;
+            if found.state.is_final() && found.state != TaskState::Completed {
+                doomed_by.get_or_insert(*dependency);
+            }
+        }
+        let id = batch.next_seq();
+        let mut events = vec![Event::TaskEnqueued {
+            title: spec.title,
+            description: spec.description,
+            priority: spec.priority,
+            tags: spec.tags,
+            payload: spec.payload,
+            max_attempts: spec.max_attempts,
+            depends_on: spec.depends_on,
+            not_before: spec.not_before,
+            workflow_id: spec.workflow_id,
+        }];
+        if let Some(blocked_by) = doomed_by {
+            events.push(Event::TaskSkipped {
+                task: id,
+                blocked_by,
+            });
+        }
+        self.stage(batch, agent, events)
+    }
+
+    /// Claims the best task for `agent`, if one is claimable now.
+    pub(super) fn claim(
+        &mut self,
+        batch: &mut Batch<'_, '_>,
+        agent: &str,
+        tags: &[String],
+        lease_ttl_ms: u64,
+    ) -> Result<Option<crate::queue::Task>, CommandError> {
+        let Some(task) = self.state.queue.next_claimable(tags, batch.now()) else {
+            return Ok(None);
+        };
+        let (id, attempt) = (task.id, task.attempts + 1);
+        let event = Event::TaskClaimed {
+            task: id,
+            lease_ttl_ms,
+            attempt,
+        };
+        self.stage(batch, agent, vec![event])?;
+        Ok(self.state.queue.get(id).cloned())
+    }
+
+    pub(super) fn check_lease(&self, agent: &str, task: u64) -> Result<(), CommandError> {
+        let found = self
+            .state
+            .queue
+            .get(task)
+            .ok_or(CommandError::UnknownTask { task })?;
+        match (found.state, found.holder.as_deref()) {
+            (TaskState::Claimed, Some(holder)) if holder == agent => Ok(()),
+            (TaskState::Claimed, Some(holder)) => Err(CommandError::NotYourTask {
+                task,
+                holder: holder.to_owned(),
+            }),
+            (TaskState::Completed, _) => Err(CommandError::AlreadyCompleted { task }),
+            (state, _) if state.is_final() => Err(finished(task, state)),
+            _ => Err(CommandError::NotClaimed { task }),
+        }
+    }
+}
