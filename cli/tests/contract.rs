@@ -406,16 +406,7 @@ fn every_route_in_the_table_is_served() {
 
 /// One raw request over the Unix socket: the status and the JSON body.
 fn unix_http(daemon: &Daemon, request: &str) -> (u16, Value) {
-    use std::io::{Read, Write};
-    let mut stream = std::os::unix::net::UnixStream::connect(&daemon.socket).expect("connect");
-    stream.write_all(request.as_bytes()).expect("send");
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or(0);
+    let (status, response) = raw_unix_http(&daemon.socket, request.as_bytes());
     let body = response.split_once("\r\n\r\n").map_or("", |(_, body)| body);
     (status, serde_json::from_str(body).unwrap_or(Value::Null))
 }

@@ -103,9 +103,24 @@ pub fn new_db() -> (tempfile::TempDir, PathBuf) {
     (dir, db)
 }
 
-/// Sends raw bytes over TCP; returns the status code and body.
+/// Sends raw bytes over TCP; returns the status code and the whole response.
 pub fn raw_http(address: &str, request: &[u8]) -> (u16, String) {
-    let mut stream = std::net::TcpStream::connect(address).expect("connect");
+    exchange(
+        std::net::TcpStream::connect(address).expect("connect"),
+        request,
+    )
+}
+
+/// Sends raw bytes over the daemon's Unix socket; returns the status code and the response.
+pub fn raw_unix_http(socket: &Path, request: &[u8]) -> (u16, String) {
+    exchange(
+        std::os::unix::net::UnixStream::connect(socket).expect("connect"),
+        request,
+    )
+}
+
+/// Writes `request`, reads until the daemon closes, and parses the status line.
+fn exchange(mut stream: impl Read + Write, request: &[u8]) -> (u16, String) {
     stream.write_all(request).expect("send");
     let mut response = String::new();
     let _ = stream.read_to_string(&mut response);

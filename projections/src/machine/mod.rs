@@ -10,22 +10,21 @@
 mod domain;
 mod expiry;
 mod reply;
+mod sequencer;
 mod settle;
 
 pub use reply::Reply;
 use reply::Touched;
 
-use std::any::Any;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use fleetlog_ledger::{Batch, Event, Record, Sequencer, SignalTarget, Timestamp};
+use fleetlog_ledger::{Batch, Event, Record, SignalTarget, Timestamp};
 
 use crate::approvals::ApprovalState;
 use crate::command::{Command, CommandError, Outcome};
 use crate::published::{Published, Publisher};
 use crate::queue::{TaskState, retry_backoff_ms};
-use crate::replay::Projection;
 use crate::state::State;
 use crate::waits::{ApprovalWant, ClaimWant, LockWant, Refused, SignalWant, Waits};
 
@@ -786,66 +785,5 @@ fn finished(task: u64, state: TaskState) -> CommandError {
             task,
             state: other.name(),
         },
-    }
-}
-
-impl Sequencer for Machine {
-    fn tick(&mut self, batch: &mut Batch<'_, '_>) {
-        for (_, due) in self.state.due_by(batch.now()) {
-            self.expire(batch, due);
-        }
-        self.time_out_waits(batch);
-        if self.waits.claims_waiting() {
-            // A delayed or retried task may have become ready with no event to say so.
-            self.touched.queue = true;
-        }
-        self.settle(batch);
-        self.publish_waiting();
-    }
-
-    fn next_deadline(&self, now: Timestamp) -> Option<Timestamp> {
-        let mut next = [self.state.next_deadline(), self.waits.next_deadline()]
-            .into_iter()
-            .flatten()
-            .min();
-        if self.waits.claims_waiting() {
-            // A waiting claim may be served when a delayed task becomes ready.
-            next = next
-                .into_iter()
-                .chain(self.state.queue.next_ready_after(now))
-                .min();
-        }
-        next
-    }
-
-    fn observe(&mut self, record: &Record) {
-        self.touched.note(record);
-        self.state.apply(record);
-    }
-
-    fn committed(&mut self, records: &[Record]) {
-        self.publisher.publish(records);
-    }
-
-    fn snapshot(&mut self, seq: u64) -> Option<Vec<u8>> {
-        if self.snapshot_every_events == 0
-            || seq < self.last_snapshot_seq + self.snapshot_every_events
-        {
-            return None;
-        }
-        self.last_snapshot_seq = seq;
-        Some(crate::snapshot::encode(&self.state))
-    }
-
-    fn shutdown(&mut self) {
-        let replies = self.waits.drain();
-        for reply in replies {
-            reply.answer(Err(CommandError::Closing));
-        }
-        self.publish_waiting();
-    }
-
-    fn as_any(&mut self) -> &mut dyn Any {
-        self
     }
 }
