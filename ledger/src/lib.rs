@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use chain::{Checkpoint, GENESIS_CONTEXT, LedgerId};
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use clock::{Clock, LedgerTime, ManualClock, OpenedTime, SystemClock};
 pub use codec::{ChainHash, EncodedEntry, FORMAT_VERSION, Record, RecordView, encode_entry};
 pub use error::Error;
 pub use event::{Event, Outcome, SignalTarget};
@@ -89,6 +89,8 @@ struct Inner {
     ledger_id: LedgerId,
     writer: Option<WriterHandle>,
     counters: Arc<WriterCounters>,
+    /// The writer's time; `None` when read-only.
+    time: Option<Arc<LedgerTime>>,
     /// With a state machine attached, raw appends may only carry `custom` events.
     custom_only: bool,
 }
@@ -166,6 +168,7 @@ impl Ledger {
                 ledger_id: meta.ledger_id,
                 writer: None,
                 counters: Arc::default(),
+                time: None,
                 custom_only: false,
             }),
         })
@@ -275,12 +278,13 @@ impl Ledger {
         let watch = Arc::new(HeadWatch::new(meta.head, false));
         let counters = Arc::<WriterCounters>::default();
         let custom_only = sequencer.is_some();
+        let time = Arc::new(LedgerTime::start(clock, meta.head.ts));
         let writer = writer::spawn(WriterSetup {
             db,
             head: meta.head,
             watch: Arc::clone(&watch),
             counters: Arc::clone(&counters),
-            clock,
+            time: Arc::clone(&time),
             sequencer,
             queue_max: limits::WRITER_QUEUE_REQUESTS_MAX,
         })?;
@@ -291,6 +295,7 @@ impl Ledger {
                 ledger_id: meta.ledger_id,
                 writer: Some(writer),
                 counters,
+                time: Some(time),
                 custom_only,
             }),
         })
@@ -318,6 +323,26 @@ impl Ledger {
 
     pub fn is_read_only(&self) -> bool {
         self.inner.writer.is_none()
+    }
+
+    /// The time the next batch would be stamped with: ledger time (see [`LedgerTime`]), never
+    /// before the newest record. A read-only handle has no writer and answers with the wall
+    /// clock, never before the head as stored now.
+    pub fn now(&self) -> Timestamp {
+        match &self.inner.time {
+            Some(time) => time.now().max(self.inner.watch.head().ts),
+            None => {
+                let head = self.inner.reader.meta().map(|meta| meta.head.ts);
+                Timestamp::now().max(head.unwrap_or(Timestamp::MIN))
+            }
+        }
+    }
+
+    /// The writer's clock: how ledger time related to the wall when it opened, and the wall's
+    /// offset from ledger time now. `None` when read-only.
+    pub fn clock_report(&self) -> Option<(OpenedTime, i64)> {
+        let time = self.inner.time.as_ref()?;
+        Some((time.opened(), time.wall_offset_micros()))
     }
 
     /// What the writer has done since this handle opened the ledger (all zero when read-only).

@@ -36,3 +36,8 @@ pub const STORE_CACHE_BYTES: usize = 128 * 1024 * 1024;
 
 /// Records checked by the tail check that runs on every open.
 pub const OPEN_CHECK_RECORDS: u64 = 64;
+
+/// How far the newest record's time may lie ahead of the wall clock when a writer opens before
+/// it is reported: ledger time never goes back, so it resumes from the head and TTLs run from
+/// there until the wall catches up.
+pub const HEAD_AHEAD_OF_WALL_MS_MAX: u64 = 60_000;

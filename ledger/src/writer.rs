@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use redb::Database;
 
-use crate::clock::Clock;
+use crate::clock::LedgerTime;
 use crate::codec::{ChainHash, EncodedEntry, Record, decode_entry, encode_u64};
 use crate::error::Error;
 use crate::event::Timestamp;
@@ -200,7 +200,7 @@ pub(crate) struct WriterSetup {
     pub head: Head,
     pub watch: Arc<HeadWatch>,
     pub counters: Arc<WriterCounters>,
-    pub clock: Arc<dyn Clock>,
+    pub time: Arc<LedgerTime>,
     pub sequencer: Option<Box<dyn Sequencer>>,
     pub queue_max: usize,
 }
@@ -213,7 +213,7 @@ pub(crate) fn spawn(setup: WriterSetup) -> Result<WriterHandle, Error> {
         head: setup.head,
         watch: setup.watch,
         counters: setup.counters,
-        clock: setup.clock,
+        time: setup.time,
         sequencer: setup.sequencer,
         poisoned: None,
         carry: None,
@@ -230,7 +230,7 @@ struct Writer {
     head: Head,
     watch: Arc<HeadWatch>,
     counters: Arc<WriterCounters>,
-    clock: Arc<dyn Clock>,
+    time: Arc<LedgerTime>,
     sequencer: Option<Box<dyn Sequencer>>,
     poisoned: Option<String>,
     /// A request taken from the channel that did not fit the previous batch.
@@ -281,7 +281,7 @@ impl Writer {
         if let Some(request) = self.carry.take() {
             return Wake::Request(request);
         }
-        let now = self.clock.now().max(self.head.ts);
+        let now = self.time.now().max(self.head.ts);
         let deadline = match &self.poisoned {
             None => self.sequencer.as_ref().and_then(|s| s.next_deadline(now)),
             Some(_) => None,
@@ -292,9 +292,7 @@ impl Writer {
                 .recv()
                 .map_err(|_| RecvTimeoutError::Disconnected),
             Some(deadline) => {
-                let micros = deadline
-                    .as_micros()
-                    .saturating_sub(Timestamp::now().as_micros());
+                let micros = deadline.as_micros().saturating_sub(now.as_micros());
                 let wait = Duration::from_micros(u64::try_from(micros).unwrap_or(0));
                 self.receiver.recv_timeout(wait)
             }
@@ -385,7 +383,7 @@ impl Writer {
             Ok(txn) => txn,
             Err(error) => return Err(fail_all(error, batch)),
         };
-        let ts = self.clock.now().max(self.head.ts);
+        let ts = self.time.now().max(self.head.ts);
         let mut tables = match Tables::open(&txn) {
             Ok(tables) => tables,
             Err(error) => return Err(fail_all(error.into(), batch)),

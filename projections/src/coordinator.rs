@@ -170,8 +170,6 @@ impl Job for SyncJob {
 #[derive(Clone)]
 pub struct Coordinator {
     ledger: Ledger,
-    /// The writer's clock, so that queries judge TTLs by the time the writer stamps with.
-    clock: Arc<dyn Clock>,
     committed: Arc<Published>,
     waiting: Arc<AtomicU64>,
     prune_pending: Arc<AtomicBool>,
@@ -182,11 +180,9 @@ impl Coordinator {
     /// snapshot and the records after it.
     pub fn open(path: impl AsRef<Path>, options: CoordinatorOptions) -> Result<Coordinator, Error> {
         let (committed, waiting, make) = machine_factory(options.snapshot_every_events);
-        let clock = Arc::clone(&options.clock);
         let ledger = Ledger::open_with(path, true, options.clock, !options.skip_verify, make)?;
         Ok(Coordinator {
             ledger,
-            clock,
             committed,
             waiting,
             prune_pending: Arc::default(),
@@ -200,11 +196,9 @@ impl Coordinator {
         options: CoordinatorOptions,
     ) -> Result<(Coordinator, fleetlog_ledger::FaultSwitch), Error> {
         let (committed, waiting, make) = machine_factory(options.snapshot_every_events);
-        let clock = Arc::clone(&options.clock);
         let (ledger, switch) = Ledger::create_with_faults_and(path, options.clock, make)?;
         let coordinator = Coordinator {
             ledger,
-            clock,
             committed,
             waiting,
             prune_pending: Arc::default(),
@@ -216,10 +210,10 @@ impl Coordinator {
         &self.ledger
     }
 
-    /// "Now" for queries: the writer's clock, never before the newest committed record (the
-    /// writer stamps `max(clock, head.ts)`, so a query agrees with what the next append sees).
+    /// "Now" for queries: the writer's ledger time, never before the newest committed record,
+    /// so a query agrees with what the next append sees.
     pub fn now(&self) -> fleetlog_ledger::Timestamp {
-        self.clock.now().max(self.state().ts)
+        self.ledger.now().max(self.state().ts)
     }
 
     /// Runs `command` and returns its answer once its events are durable.

@@ -209,7 +209,7 @@ fn a_waiter_times_out_when_the_lock_is_not_released() {
 }
 
 #[test]
-fn queries_judge_ttls_by_the_writers_clock_never_before_the_newest_record() {
+fn queries_judge_ttls_by_the_writers_clock() {
     let fleet = TestFleet::new();
     fleet.register("a");
     let granted = fleet.run(acquire("a", "r", 1_000, None));
@@ -222,20 +222,56 @@ fn queries_judge_ttls_by_the_writers_clock_never_before_the_newest_record() {
             .token_is_current("r", lock_token, coordinator.now())
     };
     assert!(held(&fleet));
-    assert_eq!(
-        fleet.coordinator.now(),
-        fleet.now(),
-        "the writer's clock, not the wall's"
-    );
+    assert_eq!(fleet.coordinator.now(), fleet.now(), "the writer's clock");
     fleet.advance_ms(1_500);
     assert!(!held(&fleet), "1 s TTL, 1.5 s later on the writer's clock");
-    // The clock stepped back before the newest record: "now" holds at the record's time.
-    let head_ts = fleet.coordinator.ledger().head().expect("head").ts;
-    fleet.clock.set(fleetlog_ledger::Timestamp(
-        head_ts.as_micros() - 3_600_000_000,
-    ));
-    assert_eq!(
-        fleet.coordinator.now(),
-        head_ts.max(fleet.coordinator.state().ts)
+}
+
+#[test]
+fn wall_clock_steps_neither_freeze_nor_mass_expire_ttls() {
+    let fleet = TestFleet::new();
+    fleet.register("a");
+    // Stepped back an hour: the 1 s lock still expires 1 s later.
+    let back = token(fleet.run(acquire("a", "back", 1_000, None)));
+    let forward = token(fleet.run(acquire("a", "forward", 60_000, None)));
+    fleet.clock.step_wall_ms(-3_600_000);
+    fleet.advance_ms(999);
+    let state = fleet.coordinator.state();
+    assert!(
+        state
+            .locks
+            .token_is_current("back", back, fleet.coordinator.now())
     );
+    fleet.advance_ms(2);
+    let state = fleet.coordinator.state();
+    assert!(
+        !state
+            .locks
+            .token_is_current("back", back, fleet.coordinator.now())
+    );
+    assert!(
+        fleet.kinds().contains(&"lock_expired"),
+        "the writer recorded the expiry: {:?}",
+        fleet.kinds()
+    );
+    // Stepped forward a day: the 60 s lock and the agent (default heartbeat TTL) stay.
+    fleet.clock.step_wall_ms(86_400_000 + 3_600_000);
+    fleet.advance_ms(1_000);
+    let now = fleet.coordinator.now();
+    let state = fleet.coordinator.state();
+    assert!(state.locks.token_is_current("forward", forward, now));
+    assert!(
+        state.agents.is_alive("a", now),
+        "agent alive after a wall step forward"
+    );
+    // Record timestamps never decreased.
+    let reader = fleet.coordinator.ledger().reader();
+    let head = fleet.coordinator.ledger().head().expect("head").seq;
+    let times: Vec<_> = reader
+        .range(1..=head)
+        .expect("records")
+        .iter()
+        .map(|record| record.ts)
+        .collect();
+    assert!(times.windows(2).all(|pair| pair[0] <= pair[1]), "{times:?}");
 }

@@ -484,8 +484,9 @@ impl TestFleet {
         self.coordinator.sync().expect("sync");
     }
 
+    /// Ledger time: where the writer will stamp the next batch.
     pub fn now(&self) -> Timestamp {
-        fleetlog_ledger::Clock::now(&self.clock)
+        self.coordinator.ledger().now()
     }
 
     /// Every record's event kind, in order.

@@ -11,6 +11,20 @@ use crate::client::BlockingClient;
 use crate::error::Error;
 use crate::wire::{self, Query};
 
+/// What to tell the operator when the newest record lies ahead of the wall clock by more than
+/// the bound: ledger time never goes back, so TTLs run from the head's time until the wall
+/// catches up.
+pub fn clock_warning(ledger: &fleetlog_ledger::Ledger) -> Option<String> {
+    let (opened, _) = ledger.clock_report()?;
+    let ahead_ms = opened.head_ahead_ms()?;
+    Some(format!(
+        "the newest record ({}) is {:.1} s ahead of the wall clock ({}); ledger time resumes from it, so records keep that time until the wall catches up. Check the system clock (was it set forward, or is this ledger from another machine?)",
+        opened.head,
+        ahead_ms as f64 / 1e3,
+        opened.wall
+    ))
+}
+
 pub enum Backend {
     Daemon(Box<BlockingClient>),
     Embedded(Coordinator),
@@ -29,10 +43,11 @@ impl Backend {
             }
             .into());
         }
-        Ok(Backend::Embedded(Coordinator::open(
-            db,
-            CoordinatorOptions::default(),
-        )?))
+        let coordinator = Coordinator::open(db, CoordinatorOptions::default())?;
+        if let Some(warning) = clock_warning(coordinator.ledger()) {
+            eprintln!("warning: {warning}");
+        }
+        Ok(Backend::Embedded(coordinator))
     }
 
     pub fn is_daemon(&self) -> bool {

@@ -44,6 +44,10 @@ pub(super) fn limits(app: &App) -> Vec<(&'static str, u64)> {
             fleetlog_ledger::limits::STORE_CACHE_BYTES as u64,
         ),
         (
+            "head_ahead_of_wall_ms_max",
+            fleetlog_ledger::limits::HEAD_AHEAD_OF_WALL_MS_MAX,
+        ),
+        (
             "published_backlog_records_max",
             fleetlog_projections::BACKLOG_RECORDS_MAX as u64,
         ),
@@ -123,6 +127,15 @@ pub(super) async fn metrics(State(app): State<Shared>) -> Response {
         "Mean events per commit (group commit).",
         vec![(String::new(), writer.mean_batch_events())],
     );
+    if let Some((_, offset_micros)) = app.coordinator.ledger().clock_report() {
+        metric(
+            &mut text,
+            "fleetlog_clock_wall_offset_seconds",
+            "gauge",
+            "Wall clock minus ledger time. Ledger time advances with the monotonic clock from max(wall, head) at open, so a wall-clock step shows here instead of in TTLs.",
+            vec![(String::new(), offset_micros as f64 / 1e6)],
+        );
+    }
     histogram(
         &mut text,
         "fleetlog_commit_latency_seconds",

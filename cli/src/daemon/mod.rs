@@ -201,6 +201,9 @@ pub async fn serve(
             "--skip-verify: the chain was not verified before serving; a broken history is served as it is"
         );
     }
+    if let Some(ahead) = crate::client::backend::clock_warning(app.coordinator.ledger()) {
+        tracing::warn!("{ahead}");
+    }
 
     let watching = shutdown_tx.subscribe();
     tokio::spawn(async move {

@@ -22,11 +22,17 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(db: &Path, extra: &[&str]) -> Daemon {
+        Self::start_with_env(db, extra, &[])
+    }
+
+    /// As [`Daemon::start`], with `env` added to the daemon's environment.
+    pub fn start_with_env(db: &Path, extra: &[&str], env: &[(&str, &str)]) -> Daemon {
         let mut child = Process::new(FLEETLOG)
             .arg("--db")
             .arg(db)
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(extra)
+            .envs(env.iter().copied())
             .stderr(Stdio::piped())
             .spawn()
             .expect("the daemon starts");
