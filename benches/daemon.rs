@@ -20,7 +20,7 @@ use fleetlog_suite::{TempLedger, heartbeat, register};
 
 /// A daemon on a temporary ledger, stopped when dropped.
 struct Daemon {
-    _temp: TempLedger,
+    temp: TempLedger,
     socket: PathBuf,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -37,6 +37,7 @@ impl Daemon {
             token: None,
             shutdown_grace: fleetlog::daemon::SHUTDOWN_GRACE,
             skip_verify: false,
+            auth: Some(fleetlog::daemon::AuthMode::Agents),
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
@@ -51,7 +52,7 @@ impl Daemon {
             std::thread::yield_now();
         }
         Daemon {
-            _temp: temp,
+            temp,
             socket,
             stop: Some(stop),
             thread: Some(thread),
@@ -59,7 +60,10 @@ impl Daemon {
     }
 
     fn client(&self) -> BlockingClient {
-        BlockingClient::new(Endpoint::Unix(self.socket.clone())).expect("client")
+        // Clients share the agents' credentials through the files beside the ledger.
+        BlockingClient::new(Endpoint::Unix(self.socket.clone()))
+            .expect("client")
+            .with_db(self.temp.path())
     }
 }
 
@@ -90,9 +94,8 @@ fn signal_wake_latency(c: &mut Criterion) {
     // The consumer waits in its own thread, on its own connection, and reports when it wakes.
     let (go, wait_now) = mpsc::channel::<()>();
     let (woke, woken) = mpsc::channel::<Instant>();
-    let socket = daemon.socket.clone();
+    let client = daemon.client();
     let consumer = std::thread::spawn(move || {
-        let client = BlockingClient::new(Endpoint::Unix(socket)).expect("client");
         let wait = Command::ReceiveSignal {
             ack_ms: None,
             agent: "consumer".into(),

@@ -28,6 +28,9 @@ pub enum Error {
     Json(#[from] serde_json::Error),
     #[error("talking to the daemon failed: {0}")]
     Transport(String),
+    /// Refused by the identity check (embedded: the same check the daemon runs).
+    #[error(transparent)]
+    Identity(#[from] crate::identity::IdentityError),
 }
 
 impl Error {
@@ -37,6 +40,7 @@ impl Error {
             Error::Api { code, .. } => Some(code),
             Error::Command(error) => Some(error.code()),
             Error::Query(error) => Some(error.code()),
+            Error::Identity(error) => Some(error.code()),
             _ => None,
         }
     }

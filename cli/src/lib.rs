@@ -10,6 +10,7 @@ pub mod client;
 pub mod daemon;
 pub mod demo;
 mod error;
+pub mod identity;
 pub mod wire;
 
 pub use error::Error;

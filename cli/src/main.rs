@@ -25,6 +25,10 @@ struct Cli {
     /// Print one JSON document instead of a table.
     #[arg(long, global = true)]
     json: bool,
+    /// Act with the operator's credential (`<db>.keys/operator`): deregister other agents,
+    /// decide approvals for a human, act for an agent whose credential is lost.
+    #[arg(long, global = true, env = "FLEETLOG_AS_OPERATOR")]
+    as_operator: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -129,13 +133,19 @@ enum Command {
         /// it is; logged as a warning).
         #[arg(long)]
         skip_verify: bool,
+        /// Who may act as an agent. `agents`: each command must carry its agent's credential
+        /// (issued at registration) or the operator's. `trusted-host`: any process that reaches
+        /// the daemon may act as any agent; loopback and the socket only. Default: `agents`
+        /// when listening beyond loopback, else `trusted-host`.
+        #[arg(long, value_enum, env = "FLEETLOG_AUTH")]
+        auth: Option<fleetlog::daemon::AuthMode>,
     },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let out = output::Output::new(cli.json);
-    let result = commands::run(cli.db.as_deref(), cli.command, &out);
+    let result = commands::run(cli.db.as_deref(), cli.as_operator, cli.command, &out);
     match result {
         Ok(code) => code,
         Err(error) => {

@@ -100,7 +100,7 @@ fn wall_clock_steps_under_libfaketime_neither_freeze_nor_mass_expire_ttls() {
     // Under a frozen TTL the wait would park for an hour: bound it here so the test fails
     // instead of hanging.
     let (answer, answered) = std::sync::mpsc::channel();
-    let waiter = daemon.client();
+    let waiter = client.fork().expect("a second connection");
     std::thread::spawn(move || {
         let _ = answer.send(waiter.execute(&lock("b", "r", 60_000, Some(10_000))));
     });

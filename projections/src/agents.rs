@@ -32,6 +32,9 @@ pub struct Agent {
     pub capabilities: Vec<String>,
     pub metadata: Json,
     pub registered_at: Timestamp,
+    /// The seq of the `agent_registered` record of the current registration: what the agent's
+    /// credential is derived from, so each registration issues a new one.
+    pub registered_seq: u64,
     pub last_heartbeat: Timestamp,
     pub ttl_ms: u64,
     pub status: String,
@@ -78,6 +81,7 @@ impl Agents {
                         capabilities: capabilities.clone(),
                         metadata: metadata.clone(),
                         registered_at: ts,
+                        registered_seq: record.seq,
                         last_heartbeat: ts,
                         ttl_ms: HEARTBEAT_TTL_MS_DEFAULT,
                         status: "registered".to_owned(),

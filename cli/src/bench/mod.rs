@@ -186,12 +186,13 @@ impl Commands for Embedded {
     }
 }
 
-struct Remote(Endpoint);
+/// A daemon's endpoint; every connection shares the credentials the agents were issued.
+struct Remote(BlockingClient);
 
 impl Commands for Remote {
     type Client = BlockingClient;
     fn connect(&self) -> Result<BlockingClient, Error> {
-        BlockingClient::new(self.0.clone())
+        self.0.fork()
     }
     fn run(&self, client: &BlockingClient, command: Command) -> Result<Outcome, Error> {
         client.execute(&command)
@@ -504,7 +505,7 @@ pub fn daemon(
     stop: Stop,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<BenchResult, Error> {
-    let fleet = Remote(endpoint.clone());
+    let fleet = Remote(BlockingClient::new(endpoint.clone())?);
     let probe = fleet.client()?;
     let writer = |client: &BlockingClient| -> Result<(u64, u64), Error> {
         let health = client.request(Method::GET, "/v1/health", None)?;

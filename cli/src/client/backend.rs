@@ -2,13 +2,14 @@
 //! socket, or on the file itself (embedded). Both take the same commands and queries and give
 //! the same answers.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use fleetlog_projections::{Command, Coordinator, CoordinatorOptions, Outcome};
 use serde_json::Value;
 
 use crate::client::BlockingClient;
 use crate::error::Error;
+use crate::identity::{self, Keys};
 use crate::wire::{self, Query};
 
 /// What to tell the operator when the newest record lies ahead of the wall clock by more than
@@ -27,15 +28,28 @@ pub fn clock_warning(ledger: &fleetlog_ledger::Ledger) -> Option<String> {
 
 pub enum Backend {
     Daemon(Box<BlockingClient>),
-    Embedded(Coordinator),
+    Embedded(Box<Embedded>),
+}
+
+/// The file opened in this process, with the same identity check the daemon runs.
+pub struct Embedded {
+    coordinator: Coordinator,
+    keys: Keys,
+    db: PathBuf,
+    as_operator: bool,
+    /// Check each command's credential (else trusted, like `serve --auth trusted-host`).
+    authenticate: bool,
 }
 
 impl Backend {
     /// The daemon for `db` if one is running, else the file opened here. The file must exist
     /// (`fleetlog init` creates it).
-    pub fn connect(db: &Path) -> Result<Backend, Error> {
+    ///
+    /// Commands carry the acting agent's stored credential, or with `as_operator` the
+    /// operator's (see [`crate::identity`]).
+    pub fn connect(db: &Path, as_operator: bool) -> Result<Backend, Error> {
         if let Some(client) = BlockingClient::for_db(db) {
-            return Ok(Backend::Daemon(Box::new(client)));
+            return Ok(Backend::Daemon(Box::new(client.as_operator(as_operator))));
         }
         if !db.exists() {
             return Err(fleetlog_ledger::Error::NotFound {
@@ -47,7 +61,16 @@ impl Backend {
         if let Some(warning) = clock_warning(coordinator.ledger()) {
             eprintln!("warning: {warning}");
         }
-        Ok(Backend::Embedded(coordinator))
+        // The file's owner is trusted, as a daemon on loopback is by default; FLEETLOG_AUTH=agents
+        // checks credentials here exactly as `serve --auth agents` does.
+        let authenticate = std::env::var("FLEETLOG_AUTH").is_ok_and(|mode| mode == "agents");
+        Ok(Backend::Embedded(Box::new(Embedded {
+            coordinator,
+            keys: Keys::load_or_create(db)?,
+            db: db.to_owned(),
+            as_operator,
+            authenticate,
+        })))
     }
 
     pub fn is_daemon(&self) -> bool {
@@ -57,16 +80,16 @@ impl Backend {
     pub fn execute(&self, command: &Command) -> Result<Outcome, Error> {
         match self {
             Backend::Daemon(client) => client.execute(command),
-            Backend::Embedded(coordinator) => Ok(coordinator.execute(command.clone())?),
+            Backend::Embedded(embedded) => embedded.execute(command),
         }
     }
 
     pub fn query(&self, query: &Query) -> Result<Value, Error> {
         match self {
             Backend::Daemon(client) => client.query(query),
-            Backend::Embedded(coordinator) => Ok(wire::answer(
-                &coordinator.state(),
-                coordinator.now(),
+            Backend::Embedded(embedded) => Ok(wire::answer(
+                &embedded.coordinator.state(),
+                embedded.coordinator.now(),
                 query,
             )?),
         }
@@ -102,10 +125,33 @@ impl Backend {
         match (self, as_of) {
             (_, None) => self.query(query),
             (Backend::Daemon(client), Some(as_of)) => client.query_as_of(query, as_of),
-            (Backend::Embedded(coordinator), Some(as_of)) => {
+            (Backend::Embedded(embedded), Some(as_of)) => {
                 let as_of: fleetlog_projections::AsOf = as_of.parse()?;
-                wire::answer_at(coordinator, query, Some(as_of))
+                wire::answer_at(&embedded.coordinator, query, Some(as_of))
             }
         }
+    }
+}
+
+impl Embedded {
+    pub fn coordinator(&self) -> &Coordinator {
+        &self.coordinator
+    }
+
+    /// Checks the identity as `serve --auth agents` would (when asked to), runs the command,
+    /// and keeps the credential a registration issues beside the database.
+    fn execute(&self, command: &Command) -> Result<Outcome, Error> {
+        if self.authenticate {
+            let credential =
+                identity::credential_for(Some(&self.db), command.agent(), self.as_operator);
+            self.keys
+                .check(&self.coordinator.state(), command, credential.as_deref())?;
+        }
+        let outcome = self.coordinator.execute(command.clone())?;
+        if let (Command::Register { agent, .. }, Outcome::Appended { seq }) = (command, &outcome) {
+            let credential = self.keys.agent_credential(agent, *seq);
+            identity::store_agent_credential(&self.db, agent, &credential)?;
+        }
+        Ok(outcome)
     }
 }

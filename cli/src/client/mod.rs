@@ -4,7 +4,9 @@
 
 pub mod backend;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -43,6 +45,52 @@ enum Transport {
 pub struct Client {
     endpoint: Endpoint,
     transport: Transport,
+    credentials: Credentials,
+}
+
+/// Where the client finds the credential each command is sent with (see [`crate::identity`]):
+/// `FLEETLOG_CREDENTIAL`, else the operator's (when acting as operator), else the one a
+/// registration through this client was issued, else the one stored beside the database.
+#[derive(Clone, Default)]
+struct Credentials {
+    /// The database whose `<db>.keys/` holds stored credentials (and receives issued ones).
+    db: Option<PathBuf>,
+    as_operator: bool,
+    issued: Arc<Mutex<HashMap<String, String>>>,
+}
+
+impl Credentials {
+    fn for_agent(&self, agent: &str) -> Option<String> {
+        if std::env::var(crate::identity::CREDENTIAL_ENV).is_ok() || self.as_operator {
+            return crate::identity::credential_for(self.db.as_deref(), agent, self.as_operator);
+        }
+        let issued = self
+            .issued
+            .lock()
+            .expect("the credentials map is never poisoned")
+            .get(agent)
+            .cloned();
+        issued.or_else(|| crate::identity::credential_for(self.db.as_deref(), agent, false))
+    }
+
+    /// Keeps a credential a registration answered with, in memory and beside the database.
+    fn issued(&self, agent: &str, answer: &Value) {
+        let Some(credential) = answer.get("credential").and_then(Value::as_str) else {
+            return;
+        };
+        self.issued
+            .lock()
+            .expect("the credentials map is never poisoned")
+            .insert(agent.to_owned(), credential.to_owned());
+        if let Some(db) = &self.db
+            && let Err(error) = crate::identity::store_agent_credential(db, agent, credential)
+        {
+            eprintln!(
+                "warning: {agent:?}'s credential could not be stored in {}: {error}; it is kept in this process only",
+                crate::identity::agent_file(db, agent).display()
+            );
+        }
+    }
 }
 
 impl Client {
@@ -55,7 +103,29 @@ impl Client {
         Client {
             endpoint,
             transport,
+            credentials: Credentials::default(),
         }
+    }
+
+    /// Reads stored credentials from, and stores issued ones in, `<db>.keys/`.
+    pub fn with_db(mut self, db: &Path) -> Self {
+        self.credentials.db = Some(db.to_owned());
+        self
+    }
+
+    /// Sends the operator's credential (from `<db>.keys/operator`) with every command.
+    pub fn as_operator(mut self, as_operator: bool) -> Self {
+        self.credentials.as_operator = as_operator;
+        self
+    }
+
+    /// Uses `credential` when acting as `agent`.
+    pub fn set_credential(&self, agent: &str, credential: &str) {
+        self.credentials
+            .issued
+            .lock()
+            .expect("the credentials map is never poisoned")
+            .insert(agent.to_owned(), credential.to_owned());
     }
 
     pub fn endpoint(&self) -> &Endpoint {
@@ -107,8 +177,18 @@ impl Client {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Value, Error> {
+        self.request_with(method, path, body, &[]).await
+    }
+
+    async fn request_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, String)],
+    ) -> Result<Value, Error> {
         let body = body.map(|body| serde_json::to_vec(body).expect("JSON values serialise"));
-        let response = self.send(method, path, body, &[]).await?;
+        let response = self.send(method, path, body, headers).await?;
         let status = response.status();
         let bytes = response
             .into_body()
@@ -134,10 +214,22 @@ impl Client {
     /// Runs a command; returns once the daemon answered (after the commit, or when a wait ends).
     pub async fn execute(&self, command: &Command) -> Result<Outcome, Error> {
         let body = serde_json::to_value(command).expect("commands serialise");
+        let headers = self.credential_header(command.agent());
         let value = self
-            .request(Method::POST, "/v1/commands", Some(&body))
+            .request_with(Method::POST, "/v1/commands", Some(&body), &headers)
             .await?;
+        if let Command::Register { agent, .. } = command {
+            self.credentials.issued(agent, &value);
+        }
         outcome(value)
+    }
+
+    fn credential_header(&self, agent: &str) -> Vec<(&'static str, String)> {
+        self.credentials
+            .for_agent(agent)
+            .map(|credential| (crate::identity::CREDENTIAL_HEADER, credential))
+            .into_iter()
+            .collect()
     }
 
     /// Runs several commands in one request (`POST /v1/batch`); each has its own answer.
@@ -146,8 +238,21 @@ impl Client {
         commands: &[Command],
     ) -> Result<Vec<Result<Outcome, Error>>, Error> {
         let body = serde_json::json!({ "commands": commands });
-        let value = self.request(Method::POST, "/v1/batch", Some(&body)).await?;
+        // One credential per request: the first command's agent's (a batch acting as several
+        // agents needs the operator's).
+        let headers = commands
+            .first()
+            .map(|command| self.credential_header(command.agent()))
+            .unwrap_or_default();
+        let value = self
+            .request_with(Method::POST, "/v1/batch", Some(&body), &headers)
+            .await?;
         let results = value["results"].as_array().cloned().unwrap_or_default();
+        for (command, result) in commands.iter().zip(&results) {
+            if let Command::Register { agent, .. } = command {
+                self.credentials.issued(agent, result);
+            }
+        }
         Ok(results
             .into_iter()
             .map(|result| match result.get("error") {
@@ -288,7 +393,8 @@ impl BlockingClient {
         if !socket.exists() {
             return None;
         }
-        let client = Self::new(Endpoint::Unix(socket)).ok()?;
+        let mut client = Self::new(Endpoint::Unix(socket)).ok()?;
+        client.client = client.client.with_db(db);
         let health = client.runtime.block_on(async {
             tokio::time::timeout(Duration::from_secs(1), client.client.health()).await
         });
@@ -297,6 +403,31 @@ impl BlockingClient {
 
     pub fn execute(&self, command: &Command) -> Result<Outcome, Error> {
         self.runtime.block_on(self.client.execute(command))
+    }
+
+    /// Another connection to the same daemon that shares this client's credentials (what one
+    /// registers, the other can use).
+    pub fn fork(&self) -> Result<BlockingClient, Error> {
+        let mut forked = BlockingClient::new(self.client.endpoint.clone())?;
+        forked.client.credentials = self.client.credentials.clone();
+        Ok(forked)
+    }
+
+    /// See [`Client::with_db`].
+    pub fn with_db(mut self, db: &Path) -> Self {
+        self.client = self.client.with_db(db);
+        self
+    }
+
+    /// See [`Client::as_operator`].
+    pub fn as_operator(mut self, as_operator: bool) -> Self {
+        self.client = self.client.as_operator(as_operator);
+        self
+    }
+
+    /// See [`Client::set_credential`].
+    pub fn set_credential(&self, agent: &str, credential: &str) {
+        self.client.set_credential(agent, credential);
     }
 
     pub fn execute_batch(

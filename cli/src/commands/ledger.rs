@@ -17,7 +17,13 @@ use crate::commands::output::{Output, table};
 
 /// Runs one subcommand on `db` (`--db`; the default path where none is given, except for the
 /// demo and bench, which make their own).
-pub fn run(db: Option<&Path>, command: Command, out: &Output) -> Result<ExitCode> {
+/// Runs `command`; with `as_operator`, coordination commands carry the operator's credential.
+pub fn run(
+    db: Option<&Path>,
+    as_operator: bool,
+    command: Command,
+    out: &Output,
+) -> Result<ExitCode> {
     let named = db;
     let default;
     let db = match named {
@@ -64,12 +70,13 @@ pub fn run(db: Option<&Path>, command: Command, out: &Output) -> Result<ExitCode
                 files,
                 skip_invalid,
                 &agent,
+                as_operator,
                 out,
             ),
             (other, _) => bail!("--format {other:?} is not jsonl or oak"),
         },
         Command::Recover => recover(db, out),
-        Command::Fleet(command) => crate::commands::fleet::run(db, command, out),
+        Command::Fleet(command) => crate::commands::fleet::run(db, as_operator, command, out),
         Command::Replay { as_of } => crate::commands::fleet::history::replay(db, &as_of, out),
         Command::Serve {
             listen,
@@ -78,6 +85,7 @@ pub fn run(db: Option<&Path>, command: Command, out: &Output) -> Result<ExitCode
             shutdown_grace_ms,
             log_format,
             skip_verify,
+            auth,
         } => {
             init_logs(log_format)?;
             serve(fleetlog::daemon::ServerConfig {
@@ -87,6 +95,7 @@ pub fn run(db: Option<&Path>, command: Command, out: &Output) -> Result<ExitCode
                 token,
                 shutdown_grace: std::time::Duration::from_millis(shutdown_grace_ms),
                 skip_verify,
+                auth,
             })
         }
     }

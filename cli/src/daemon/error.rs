@@ -89,6 +89,26 @@ impl From<wire::QueryError> for ApiError {
     }
 }
 
+impl From<crate::identity::IdentityError> for ApiError {
+    /// 401 without a credential, 403 with someone else's.
+    fn from(error: crate::identity::IdentityError) -> Self {
+        use crate::identity::IdentityError;
+        let status = match &error {
+            IdentityError::CredentialRequired { .. } => 401,
+            IdentityError::WrongCredential { .. } => 403,
+            IdentityError::Files { .. } => 500,
+        };
+        let details = match error.agent() {
+            Some(agent) => json!({ "agent": agent, "header": "Fleetlog-Credential" }),
+            None => json!({}),
+        };
+        ApiError {
+            details,
+            ..ApiError::new(status, error.code(), error.to_string())
+        }
+    }
+}
+
 impl From<fleetlog_ledger::Error> for ApiError {
     fn from(error: fleetlog_ledger::Error) -> Self {
         ApiError::new(500, "ledger", error.to_string())

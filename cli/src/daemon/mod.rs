@@ -70,6 +70,27 @@ pub struct ServerConfig {
     pub shutdown_grace: std::time::Duration,
     /// Serve without re-hashing the whole chain at start (logged as a warning).
     pub skip_verify: bool,
+    /// Who may act as an agent; `None`: [`AuthMode::Agents`] when listening beyond loopback,
+    /// else [`AuthMode::TrustedHost`].
+    pub auth: Option<AuthMode>,
+}
+
+/// Who may act as an agent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum AuthMode {
+    /// Each command carries its agent's credential (issued at registration) or the operator's.
+    Agents,
+    /// Anyone who reaches the daemon may act as any agent. Loopback and the socket only.
+    TrustedHost,
+}
+
+impl AuthMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            AuthMode::Agents => "agents",
+            AuthMode::TrustedHost => "trusted-host",
+        }
+    }
 }
 
 /// Counters for `/metrics`.
@@ -85,6 +106,10 @@ struct Metrics {
 struct App {
     coordinator: Coordinator,
     token: Option<String>,
+    /// Derives and checks agents' and the operator's credentials.
+    keys: crate::identity::Keys,
+    /// Trusted-host mode: credentials are issued but not required.
+    trusted_host: bool,
     /// The committed head's seq, published by the fan-out thread after each commit.
     live: watch::Receiver<u64>,
     shutdown_grace: std::time::Duration,
@@ -118,11 +143,19 @@ pub async fn serve(
             config.listen
         )));
     }
-    if config.skip_verify {
-        tracing::warn!(
-            "--skip-verify: the chain is not verified before serving; a broken history would be served as it is"
-        );
+    let local = config.listen.ip().is_loopback();
+    let auth = config.auth.unwrap_or(match local {
+        true => AuthMode::TrustedHost,
+        false => AuthMode::Agents,
+    });
+    if auth == AuthMode::TrustedHost && !local {
+        return Err(Error::Config(format!(
+            "--auth trusted-host lets anyone who reaches the daemon act as any agent, so it serves loopback and the socket only, not {}: use --auth agents (the default there) or listen on 127.0.0.1",
+            config.listen
+        )));
     }
+    let keys = crate::identity::Keys::load_or_create(&config.db)
+        .map_err(|error| Error::Config(error.to_string()))?;
     let verifying = std::time::Instant::now();
     let coordinator = Coordinator::open(
         &config.db,
@@ -139,6 +172,8 @@ pub async fn serve(
     let app = Arc::new(App {
         coordinator,
         token: config.token.clone(),
+        keys,
+        trusted_host: auth == AuthMode::TrustedHost,
         live,
         shutdown_grace: config.shutdown_grace,
         sse_permits: Arc::new(Semaphore::new(SSE_SUBSCRIBERS_MAX)),
@@ -190,6 +225,7 @@ pub async fn serve(
         tcp = %tcp_address,
         socket = %config.socket.display(),
         token = config.token.is_some(),
+        auth = auth.name(),
         connections_max,
         head = app.coordinator.ledger().head()?.seq,
         chain_verified = !config.skip_verify,
@@ -199,6 +235,11 @@ pub async fn serve(
     if config.skip_verify {
         tracing::warn!(
             "--skip-verify: the chain was not verified before serving; a broken history is served as it is"
+        );
+    }
+    if auth == AuthMode::TrustedHost {
+        tracing::info!(
+            "auth trusted-host: any process that reaches the daemon may act as any agent; --auth agents requires each agent's credential"
         );
     }
     if let Some(ahead) = crate::client::backend::clock_warning(app.coordinator.ledger()) {
@@ -327,6 +368,7 @@ impl BackgroundDaemon {
             token: None,
             shutdown_grace: SHUTDOWN_GRACE,
             skip_verify: false,
+            auth: Some(AuthMode::Agents),
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {

@@ -137,7 +137,35 @@ pub(super) async fn command(
     }
     let command: Command = serde_json::from_value(value)
         .map_err(|error| ApiError::malformed(format!("not a valid {name} command: {error}")))?;
-    execute(app, command, key).await
+    execute(app, presented(headers)?.as_deref(), command, key).await
+}
+
+/// The credential a request carries (the `Fleetlog-Credential` header), if any.
+pub(super) fn presented(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    match headers.get(crate::identity::CREDENTIAL_HEADER) {
+        None => Ok(None),
+        Some(value) => value
+            .to_str()
+            .map(|credential| Some(credential.trim().to_owned()))
+            .map_err(|_| {
+                ApiError::malformed("the Fleetlog-Credential header must be visible ASCII")
+            }),
+    }
+}
+
+/// Refuses `command` unless `credential` may act as its agent (always allowed in trusted-host
+/// mode). Checked before the command is validated or queued.
+pub(super) fn authorize(
+    app: &App,
+    credential: Option<&str>,
+    command: &Command,
+) -> Result<(), ApiError> {
+    if app.trusted_host {
+        return Ok(());
+    }
+    app.keys
+        .check(&app.coordinator.state(), command, credential)
+        .map_err(ApiError::from)
 }
 
 /// Resolves once the daemon is shutting down.
@@ -172,9 +200,11 @@ pub(super) async fn submit(
 /// tasks, approvals, threads, decisions, workflows), else 200 with the outcome.
 pub(super) async fn execute(
     app: &App,
+    credential: Option<&str>,
     command: Command,
     key: Option<String>,
 ) -> Result<(StatusCode, Value), ApiError> {
+    authorize(app, credential, &command)?;
     let answer = submit(app, command.clone(), key).await;
     answer_of(app, &command, answer).map_err(ApiError::from)
 }
@@ -188,7 +218,12 @@ pub(super) fn answer_of(
 ) -> Result<(StatusCode, Value), CommandError> {
     if let Ok(Outcome::Appended { seq }) = &answer {
         let state = app.coordinator.state();
-        if let Some(created) = wire::created(&state, app.coordinator.now(), command, *seq) {
+        if let Some(mut created) = wire::created(&state, app.coordinator.now(), command, *seq) {
+            if let Command::Register { agent, .. } = command {
+                // The new registration's credential; a retried registration (same seq) gets
+                // the same one.
+                created["credential"] = json!(app.keys.agent_credential(agent, *seq));
+            }
             return Ok((StatusCode::CREATED, created));
         }
     }
@@ -456,8 +491,12 @@ pub(super) async fn generic_command(
             })
         })
         .and_then(|value| keyed_command(value, header_key(&headers)?));
+    let credential = match presented(&headers) {
+        Ok(credential) => credential,
+        Err(error) => return error.into_response(),
+    };
     match parsed {
-        Ok((command, key)) => match execute(&app, command, key).await {
+        Ok((command, key)) => match execute(&app, credential.as_deref(), command, key).await {
             Ok((status, answer)) => (status, Json(answer)).into_response(),
             Err(error) => error.into_response(),
         },
@@ -515,6 +554,10 @@ pub(super) async fn batch(
         Ok(base) => base,
         Err(error) => return error.into_response(),
     };
+    let credential = match presented(&headers) {
+        Ok(credential) => credential,
+        Err(error) => return error.into_response(),
+    };
     let mut commands = Vec::with_capacity(items.len());
     for (index, item) in items.into_iter().enumerate() {
         let fallback = base.as_ref().map(|base| format!("{base}/{index}"));
@@ -526,20 +569,34 @@ pub(super) async fn batch(
             }
         }
     }
-    // Submitted together (so they usually share a commit), answered in order.
-    let answers = futures_util::future::join_all(
-        commands
-            .iter()
-            .map(|(command, key)| submit(&app, command.clone(), key.clone())),
-    )
+    // Each command's identity is checked first; the rest are submitted together (so they
+    // usually share a commit) and answered in order.
+    let allowed: Vec<Result<(), ApiError>> = commands
+        .iter()
+        .map(|(command, _)| authorize(&app, credential.as_deref(), command))
+        .collect();
+    let app_ref: &App = &app;
+    let answers = futures_util::future::join_all(commands.iter().zip(&allowed).map(
+        |((command, key), allowed)| async move {
+            match allowed {
+                Ok(()) => Some(submit(app_ref, command.clone(), key.clone()).await),
+                Err(_) => None,
+            }
+        },
+    ))
     .await;
     let results: Vec<Value> = commands
         .iter()
         .zip(answers)
+        .zip(allowed)
         .map(
-            |((command, _), answer)| match answer_of(&app, command, answer) {
-                Ok((_, value)) => value,
-                Err(error) => ApiError::from(error).body(),
+            |(((command, _), answer), allowed)| match (allowed, answer) {
+                (Err(refused), _) => refused.body(),
+                (Ok(()), None) => ApiError::new(500, "internal", "unanswered").body(),
+                (Ok(()), Some(answer)) => match answer_of(&app, command, answer) {
+                    Ok((_, value)) => value,
+                    Err(error) => ApiError::from(error).body(),
+                },
             },
         )
         .collect();

@@ -51,17 +51,24 @@ pub struct Check {
 struct Daemon {
     inner: BackgroundDaemon,
     socket: PathBuf,
+    /// Clients keep the credentials agents are issued beside it, so any thread can act as any
+    /// agent registered before it.
+    db: PathBuf,
 }
 
 impl Daemon {
     fn start(db: &Path) -> Result<Daemon, Error> {
         let inner = BackgroundDaemon::start(db)?;
         let socket = inner.socket().to_owned();
-        Ok(Daemon { inner, socket })
+        Ok(Daemon {
+            inner,
+            socket,
+            db: db.to_owned(),
+        })
     }
 
     fn client(&self) -> Result<BlockingClient, Error> {
-        BlockingClient::new(Endpoint::Unix(self.socket.clone()))
+        Ok(BlockingClient::new(Endpoint::Unix(self.socket.clone()))?.with_db(&self.db))
     }
 }
 
@@ -130,11 +137,11 @@ fn wait_for(
 
 /// Runs `work` on a thread with its own client connection.
 fn agent_thread<T: Send + 'static>(
-    socket: &Path,
+    daemon: &Daemon,
     work: impl FnOnce(BlockingClient) -> Result<T, Error> + Send + 'static,
 ) -> JoinHandle<Result<T, Error>> {
-    let socket = socket.to_owned();
-    std::thread::spawn(move || work(BlockingClient::new(Endpoint::Unix(socket))?))
+    let client = daemon.client();
+    std::thread::spawn(move || work(client?))
 }
 
 fn joined<T>(handle: JoinHandle<Result<T, Error>>) -> Result<T, Error> {
@@ -147,7 +154,7 @@ fn producer_consumer(daemon: &Daemon) -> Result<Check, Error> {
     let client = daemon.client()?;
     register(&client, "producer", "producer")?;
     register(&client, "consumer", "consumer")?;
-    let consumer = agent_thread(&daemon.socket, |client| {
+    let consumer = agent_thread(daemon, |client| {
         wait_for(&client, "consumer", "task_complete", 30_000)
     });
     send(
@@ -179,7 +186,7 @@ fn barrier(daemon: &Daemon) -> Result<Check, Error> {
         .iter()
         .map(|worker| {
             let worker = worker.clone();
-            agent_thread(&daemon.socket, move |client| {
+            agent_thread(daemon, move |client| {
                 send(
                     &client,
                     &worker,
@@ -229,7 +236,7 @@ fn abort(daemon: &Daemon) -> Result<Check, Error> {
         .iter()
         .map(|worker| {
             let worker = worker.clone();
-            agent_thread(&daemon.socket, move |client| {
+            agent_thread(daemon, move |client| {
                 wait_for(&client, &worker, "abort", 30_000)
             })
         })
@@ -317,9 +324,7 @@ fn task_graph(daemon: &Daemon, size: DemoSize) -> Result<Check, Error> {
         .map(|n| {
             let agent = format!("worker-{n}");
             let lease_ms = size.lease_ms * 5;
-            agent_thread(&daemon.socket, move |client| {
-                work(&client, &agent, lease_ms)
-            })
+            agent_thread(daemon, move |client| work(&client, &agent, lease_ms))
         })
         .collect();
     let done: u64 = workers
@@ -465,7 +470,7 @@ fn approval_gate(daemon: &Daemon) -> Result<Check, Error> {
     let client = daemon.client()?;
     register(&client, "deployer", "deployer")?;
     register(&client, "reviewer", "reviewer")?;
-    let reviewer = agent_thread(&daemon.socket, |client| {
+    let reviewer = agent_thread(daemon, |client| {
         let request = wait_for(&client, "reviewer", "review_requested", 30_000)?;
         let approval = request.and_then(|r| r["approval"].as_u64()).unwrap_or(0);
         client.execute(&Command::Decide {

@@ -19,6 +19,7 @@ pub fn import_telemetry(
     files: &[std::path::PathBuf],
     skip_invalid: bool,
     agent: &str,
+    as_operator: bool,
     out: &Output,
 ) -> Result<ExitCode> {
     let contents = files
@@ -38,7 +39,7 @@ pub fn import_telemetry(
             listed.join("\n")
         );
     }
-    let backend = Backend::connect(db)?;
+    let backend = Backend::connect(db, as_operator)?;
     // The importer is an agent like any other: register it (again) so the import is attributed.
     backend.execute(&Command::Register {
         agent: agent.to_owned(),
@@ -95,14 +96,14 @@ pub(super) fn tail(
                 follow || record.seq < head
             })?;
         }
-        Backend::Embedded(coordinator) => {
+        Backend::Embedded(embedded) => {
             if follow {
                 anyhow::bail!(
                     "tail -f follows a running daemon: start `fleetlog --db {} serve` first",
                     db.display()
                 );
             }
-            let reader = coordinator.ledger().reader();
+            let reader = embedded.coordinator().ledger().reader();
             let last = reader.last_seq()?;
             let from = from.unwrap_or(last.saturating_sub(9).max(1));
             for record in reader.range(from..=last)? {

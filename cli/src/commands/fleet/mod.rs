@@ -187,8 +187,8 @@ pub(super) fn time_arg(flag: &str, text: &str) -> Result<Timestamp> {
         .with_context(|| format!("{flag} {text:?} is not an RFC 3339 time"))
 }
 
-pub fn run(db: &Path, command: FleetCommand, out: &Output) -> Result<ExitCode> {
-    let backend = Backend::connect(db)?;
+pub fn run(db: &Path, as_operator: bool, command: FleetCommand, out: &Output) -> Result<ExitCode> {
+    let backend = Backend::connect(db, as_operator)?;
     match command {
         FleetCommand::Status => show_view(&backend, Query::Status, out, status_text),
         FleetCommand::Agents { all } => show_view(
@@ -484,7 +484,7 @@ pub fn demo(db: Option<&Path>, quick: bool, out: &Output) -> Result<ExitCode> {
     let report = fleetlog::demo::run(&db, size, move |line| status.set_message(line.to_owned()))?;
     spinner.finish_and_clear();
 
-    let backend = Backend::connect(&db)?;
+    let backend = Backend::connect(&db, false)?;
     let stats = backend.query(&Query::WorkflowStats {
         project: None,
         from: None,
