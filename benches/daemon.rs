@@ -38,6 +38,7 @@ impl Daemon {
             shutdown_grace: fleetlog::daemon::SHUTDOWN_GRACE,
             skip_verify: false,
             auth: Some(fleetlog::daemon::AuthMode::Agents),
+            tls: None,
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {

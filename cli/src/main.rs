@@ -139,6 +139,13 @@ enum Command {
         /// when listening beyond loopback, else `trusted-host`.
         #[arg(long, value_enum, env = "FLEETLOG_AUTH")]
         auth: Option<fleetlog::daemon::AuthMode>,
+        /// Serve TCP over TLS with this certificate chain (PEM); needs --tls-key. Recommended
+        /// for any non-loopback use.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The TLS private key (PEM: PKCS#8, PKCS#1 or SEC1); needs --tls-cert.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
 }
 

@@ -86,6 +86,8 @@ pub fn run(
             log_format,
             skip_verify,
             auth,
+            tls_cert,
+            tls_key,
         } => {
             init_logs(log_format)?;
             serve(fleetlog::daemon::ServerConfig {
@@ -96,6 +98,9 @@ pub fn run(
                 shutdown_grace: std::time::Duration::from_millis(shutdown_grace_ms),
                 skip_verify,
                 auth,
+                tls: tls_cert
+                    .zip(tls_key)
+                    .map(|(cert, key)| fleetlog::daemon::TlsFiles { cert, key }),
             })
         }
     }

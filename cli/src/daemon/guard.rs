@@ -51,7 +51,10 @@ impl Served {
 
     /// `Origin` values a browser would send for a page served from this very address.
     fn origin_is_ours(&self, origin: &str) -> bool {
-        let Some(rest) = origin.strip_prefix("http://") else {
+        let Some(rest) = origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"))
+        else {
             return false;
         };
         self.tcp.is_some() && self.host_is_ours(rest)

@@ -193,6 +193,8 @@ pub struct Limits {
     pub connections_max: usize,
     pub header_read_timeout: Duration,
     pub shutdown_grace: Duration,
+    /// TLS on this listener: the handshake must finish within `header_read_timeout`.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// Serves `router` on `listener` until `stop` turns true, then drains within the grace period.
@@ -249,6 +251,7 @@ pub async fn serve<L: Accept>(
         stats.open.fetch_add(1, Ordering::Relaxed);
         connections.spawn(connection(
             io,
+            limits.tls.clone(),
             next_id,
             slot,
             Arc::clone(&registry),
@@ -274,21 +277,60 @@ pub async fn serve<L: Accept>(
     }
 }
 
+/// One connection: the TLS handshake if the listener has TLS (bounded by the header timeout,
+/// so a client that never finishes it holds a slot no longer than one that never sends a
+/// header), then HTTP until it closes, is evicted or the daemon drains.
 #[allow(clippy::too_many_arguments)]
 async fn connection<Io>(
     io: Io,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     id: u64,
     slot: Arc<Slot>,
     registry: Arc<Registry>,
     router: Router,
     header_read_timeout: Duration,
-    mut drain: watch::Receiver<bool>,
+    drain: watch::Receiver<bool>,
     stats: Arc<ConnectionStats>,
 ) where
     Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let served = (&slot, &registry, router, header_read_timeout, drain);
+    match tls {
+        None => http(io, served).await,
+        Some(acceptor) => {
+            let handshake = tokio::time::timeout(header_read_timeout, acceptor.accept(io));
+            let evicted = slot.evict.notified();
+            tokio::select! {
+                done = handshake => match done {
+                    Ok(Ok(stream)) => http(stream, served).await,
+                    Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
+                    Err(_) => tracing::debug!("TLS handshake timed out"),
+                },
+                () = evicted => {}
+            }
+        }
+    }
+    if let Ok(mut slots) = registry.slots.lock() {
+        slots.remove(&id);
+    }
+    stats.open.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Serves HTTP/1.1 on an established stream.
+async fn http<Io>(
+    io: Io,
+    (slot, registry, router, header_read_timeout, mut drain): (
+        &Arc<Slot>,
+        &Arc<Registry>,
+        Router,
+        Duration,
+        watch::Receiver<bool>,
+    ),
+) where
+    Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let service = {
-        let (slot, registry) = (Arc::clone(&slot), Arc::clone(&registry));
+        let (slot, registry) = (Arc::clone(slot), Arc::clone(registry));
         hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
             let busy = Busy::new(&slot, &registry);
             let call = tower_call(router.clone(), request);
@@ -318,10 +360,6 @@ async fn connection<Io>(
             }
         }
     }
-    if let Ok(mut slots) = registry.slots.lock() {
-        slots.remove(&id);
-    }
-    stats.open.fetch_sub(1, Ordering::Relaxed);
 }
 
 fn tower_call(

@@ -73,6 +73,53 @@ pub struct ServerConfig {
     /// Who may act as an agent; `None`: [`AuthMode::Agents`] when listening beyond loopback,
     /// else [`AuthMode::TrustedHost`].
     pub auth: Option<AuthMode>,
+    /// Serve TCP over TLS with this certificate chain and key (PEM files).
+    pub tls: Option<TlsFiles>,
+}
+
+/// Where the TLS certificate chain and private key are (PEM).
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl TlsFiles {
+    /// A TLS acceptor for the TCP listener: TLS 1.2 and 1.3, no client certificates.
+    fn acceptor(&self) -> Result<tokio_rustls::TlsAcceptor, Error> {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        use tokio_rustls::rustls;
+        let named = |path: &Path, what: &str, error: String| {
+            Error::Config(format!("{what} {}: {error}", path.display()))
+        };
+        let certs = CertificateDer::pem_file_iter(&self.cert)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map_err(|error| named(&self.cert, "the TLS certificate", error.to_string()))?;
+        if certs.is_empty() {
+            return Err(named(
+                &self.cert,
+                "the TLS certificate",
+                "no PEM certificate in it".to_owned(),
+            ));
+        }
+        let key = PrivateKeyDer::from_pem_file(&self.key)
+            .map_err(|error| named(&self.key, "the TLS private key", error.to_string()))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|error| Error::Config(format!("TLS: {error}")))?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .map_err(|error| {
+                Error::Config(format!(
+                    "the TLS certificate {} and key {} do not make a usable pair: {error}",
+                    self.cert.display(),
+                    self.key.display()
+                ))
+            })?;
+        Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+    }
 }
 
 /// Who may act as an agent.
@@ -154,6 +201,7 @@ pub async fn serve(
             config.listen
         )));
     }
+    let tls = config.tls.as_ref().map(TlsFiles::acceptor).transpose()?;
     let keys = crate::identity::Keys::load_or_create(&config.db)
         .map_err(|error| Error::Config(error.to_string()))?;
     let verifying = std::time::Instant::now();
@@ -188,10 +236,11 @@ pub async fn serve(
     metrics
         .connections_max
         .store(connections_max as u64, Ordering::Relaxed);
-    let limits = || crate::daemon::listen::Limits {
+    let limits = |tls: Option<tokio_rustls::TlsAcceptor>| crate::daemon::listen::Limits {
         connections_max,
         header_read_timeout: HEADER_READ_TIMEOUT,
         shutdown_grace: config.shutdown_grace,
+        tls,
     };
     let routes = router(Arc::clone(&app));
     let tcp_routes = match &config.token {
@@ -215,8 +264,13 @@ pub async fn serve(
     let tcp_address = tcp.local_addr()?;
     // The first line on stderr, whatever the log format: scripts and tests read the address.
     eprintln!(
-        "fleetlog serving {} on http://{} and unix:{}",
+        "fleetlog serving {} on {}://{} and unix:{}",
         config.db.display(),
+        if config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        },
         tcp_address,
         config.socket.display()
     );
@@ -226,6 +280,7 @@ pub async fn serve(
         socket = %config.socket.display(),
         token = config.token.is_some(),
         auth = auth.name(),
+        tls = config.tls.is_some(),
         connections_max,
         head = app.coordinator.ledger().head()?.seq,
         chain_verified = !config.skip_verify,
@@ -257,14 +312,14 @@ pub async fn serve(
     let tcp_server = crate::daemon::listen::serve(
         tcp,
         tcp_routes,
-        limits(),
+        limits(tls),
         Arc::clone(&metrics.tcp),
         watching.clone(),
     );
     let unix_server = crate::daemon::listen::serve(
         unix,
         routes,
-        limits(),
+        limits(None),
         Arc::clone(&metrics.unix),
         watching.clone(),
     );
@@ -369,6 +424,7 @@ impl BackgroundDaemon {
             shutdown_grace: SHUTDOWN_GRACE,
             skip_verify: false,
             auth: Some(AuthMode::Agents),
+            tls: None,
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
