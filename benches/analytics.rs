@@ -156,10 +156,10 @@ fn build(workflows: u64, traffic: u64) -> (TempLedger, Coordinator) {
             },
             _ => Command::Heartbeat {
                 agent,
-                status: "ok".into(),
+                status: Some("ok".into()),
                 progress: None,
                 current_task: None,
-                metadata: Json::null(),
+                metadata: None,
                 ttl_ms: 24 * 3_600_000,
             },
         }

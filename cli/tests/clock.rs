@@ -119,10 +119,10 @@ fn wall_clock_steps_under_libfaketime_neither_freeze_nor_mass_expire_ttls() {
     client
         .execute(&Command::Heartbeat {
             agent: "a".into(),
-            status: "working".into(),
+            status: Some("working".into()),
             progress: None,
             current_task: None,
-            metadata: Json::null(),
+            metadata: None,
             ttl_ms: 30_000,
         })
         .expect("a heartbeat after the step forward");

@@ -122,7 +122,15 @@ impl Agents {
                     agent.liveness = Liveness::Expired;
                 }
             }
-            _ => {}
+            // Any other record an alive agent makes is a sign of life: renewing a lock or a
+            // lease keeps the agent alive without a separate heartbeat.
+            _ => {
+                if let Some(agent) = self.by_id.get_mut(&record.actor)
+                    && agent.is_alive(ts)
+                {
+                    agent.last_heartbeat = ts;
+                }
+            }
         }
     }
 

@@ -130,16 +130,17 @@ pub enum Command {
         #[serde(default)]
         metadata: Json,
     },
+    /// A sign of life. Fields left out keep their last value (`current_task: ""` clears it).
     Heartbeat {
         agent: String,
         #[serde(default)]
-        status: String,
+        status: Option<String>,
         #[serde(default)]
         progress: Option<f64>,
         #[serde(default)]
         current_task: Option<String>,
         #[serde(default)]
-        metadata: Json,
+        metadata: Option<Json>,
         #[serde(default = "heartbeat_ttl_default")]
         ttl_ms: u64,
     },
@@ -467,6 +468,10 @@ pub enum Outcome {
 pub enum CommandError {
     #[error("agent {agent:?} is not registered (or has deregistered); register it first")]
     UnknownAgent { agent: String },
+    #[error(
+        "agent {agent:?} expired at {deadline} (no sign of life within its TTL) and lost what it held; heartbeat or register again before acting"
+    )]
+    AgentExpired { agent: String, deadline: Timestamp },
     #[error("invalid {field}: {problem}")]
     Invalid {
         field: &'static str,
@@ -571,6 +576,7 @@ impl CommandError {
     pub fn code(&self) -> &'static str {
         match self {
             CommandError::UnknownAgent { .. } => "unknown_agent",
+            CommandError::AgentExpired { .. } => "agent_expired",
             CommandError::Invalid { .. } => "invalid",
             CommandError::Rejected(_) => "rejected",
             CommandError::TooLarge(_) => "too_large",
@@ -620,10 +626,10 @@ mod tests {
             heartbeat,
             Command::Heartbeat {
                 agent: "a".into(),
-                status: String::new(),
+                status: None,
                 progress: None,
                 current_task: None,
-                metadata: Json::null(),
+                metadata: None,
                 ttl_ms: crate::agents::HEARTBEAT_TTL_MS_DEFAULT,
             }
         );

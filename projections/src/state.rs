@@ -129,9 +129,13 @@ fn touched(record: &Record) -> Vec<Due> {
         Event::ApprovalDecided { approval, .. } | Event::ApprovalExpired { approval, .. } => {
             Due::Approval(*approval)
         }
-        _ => return Vec::new(),
+        _ => return vec![Due::Agent(record.actor.clone())],
     };
-    vec![due]
+    // Any record an agent makes is a sign of life that moves its deadline (see `Agents`).
+    match due {
+        Due::Agent(_) => vec![due],
+        due => vec![due, Due::Agent(record.actor.clone())],
+    }
 }
 
 impl State {

@@ -12,10 +12,10 @@ use fleetlog_suite::TestFleet;
 fn heartbeat(agent: &str, progress: Option<f64>, ttl_ms: u64) -> Command {
     Command::Heartbeat {
         agent: agent.to_owned(),
-        status: "working".to_owned(),
+        status: Some("working".into()),
         progress,
         current_task: None,
-        metadata: Json::null(),
+        metadata: None,
         ttl_ms,
     }
 }
@@ -446,4 +446,106 @@ fn a_full_inbox_refuses_sends_naming_the_agent() {
     ));
     fleet.run(receive("b", "job", true, None));
     fleet.run(send("a", Some("b"), "job", serde_json::json!("fits again")));
+}
+
+fn lock(agent: &str, resource: &str, ttl_ms: u64) -> Command {
+    Command::AcquireLock {
+        agent: agent.into(),
+        resource: resource.into(),
+        ttl_ms,
+        intent: String::new(),
+        wait_ms: None,
+    }
+}
+
+#[test]
+fn renewing_a_lock_is_a_sign_of_life_that_keeps_the_agent_and_its_lock() {
+    let fleet = TestFleet::new();
+    fleet.register("a"); // 30 s heartbeat TTL, and no heartbeat after this
+    let Outcome::Lock { lock: granted } = fleet.run(lock("a", "r", 20_000)) else {
+        panic!("granted");
+    };
+    for _ in 0..6 {
+        fleet.advance_ms(15_000);
+        fleet.run(Command::RenewLock {
+            agent: "a".into(),
+            resource: "r".into(),
+            token: granted.token,
+            ttl_ms: 20_000,
+        });
+    }
+    let now = fleet.coordinator.now();
+    let state = fleet.coordinator.state();
+    assert!(
+        state.agents.is_alive("a", now),
+        "90 s of renewals, no heartbeat"
+    );
+    assert!(state.locks.token_is_current("r", granted.token, now));
+    assert!(
+        !fleet.kinds().contains(&"agent_expired"),
+        "{:?}",
+        fleet.kinds()
+    );
+}
+
+#[test]
+fn an_expired_agent_must_heartbeat_or_register_again_before_acting() {
+    let fleet = TestFleet::new();
+    fleet.register("a");
+    fleet.advance_ms(30_001);
+    match fleet.refused(lock("a", "r", 1_000)) {
+        CommandError::AgentExpired { agent, .. } => assert_eq!(agent, "a"),
+        other => panic!("expected agent_expired, got {other:?}"),
+    }
+    fleet.run(heartbeat("a", None, 30_000));
+    assert!(matches!(
+        fleet.run(lock("a", "r", 1_000)),
+        Outcome::Lock { .. }
+    ));
+}
+
+#[test]
+fn a_bare_heartbeat_keeps_status_progress_and_current_task() {
+    let fleet = TestFleet::new();
+    fleet.register("a");
+    fleet.run(Command::Heartbeat {
+        agent: "a".into(),
+        status: Some("reviewing".into()),
+        progress: Some(0.5),
+        current_task: Some("PR 7".into()),
+        metadata: Some(Json::from_value(&serde_json::json!({"pid": 7}))),
+        ttl_ms: 30_000,
+    });
+    fleet.run(Command::Heartbeat {
+        agent: "a".into(),
+        status: None,
+        progress: None,
+        current_task: None,
+        metadata: None,
+        ttl_ms: 30_000,
+    });
+    let state = fleet.coordinator.state();
+    let agent = state.agents.get("a").expect("a");
+    assert_eq!(agent.status, "reviewing");
+    assert_eq!(agent.progress, Some(0.5));
+    assert_eq!(agent.current_task.as_deref(), Some("PR 7"));
+    assert_eq!(agent.metadata.to_value(), serde_json::json!({"pid": 7}));
+    fleet.run(Command::Heartbeat {
+        agent: "a".into(),
+        status: None,
+        progress: None,
+        current_task: Some(String::new()),
+        metadata: None,
+        ttl_ms: 30_000,
+    });
+    assert_eq!(
+        fleet
+            .coordinator
+            .state()
+            .agents
+            .get("a")
+            .expect("a")
+            .current_task,
+        None
+    );
 }

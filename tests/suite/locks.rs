@@ -103,7 +103,7 @@ fn an_expired_lock_is_recorded_and_the_next_grant_records_the_takeover() {
     let old = token(fleet.run(acquire("a", "db", 5_000, None)));
     fleet.run(Command::Heartbeat {
         agent: "a".to_owned(),
-        status: "busy".to_owned(),
+        status: Some("busy".into()),
         progress: None,
         current_task: None,
         metadata: Default::default(),

@@ -78,10 +78,10 @@ fn command(op: &Op, state: &State) -> Option<Command> {
         },
         Op::Heartbeat(a, ttl) => Command::Heartbeat {
             agent: name(a),
-            status: "ok".into(),
+            status: Some("ok".into()),
             progress: Some(f64::from(ttl % 10) / 10.0),
             current_task: None,
-            metadata: Json::null(),
+            metadata: None,
             ttl_ms: u64::from(ttl),
         },
         Op::Deregister(a) => Command::Deregister {

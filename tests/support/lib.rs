@@ -389,10 +389,10 @@ pub fn register(agent: &str) -> fleetlog_projections::Command {
 pub fn heartbeat(agent: &str, ttl_ms: u64) -> fleetlog_projections::Command {
     fleetlog_projections::Command::Heartbeat {
         agent: agent.to_owned(),
-        status: "ok".to_owned(),
+        status: Some("ok".into()),
         progress: None,
         current_task: None,
-        metadata: Json::null(),
+        metadata: None,
         ttl_ms,
     }
 }

@@ -217,10 +217,10 @@ fn batchable(agent: &str, workload: Workload, op: u64) -> Option<Vec<Command>> {
         }],
         Workload::Heartbeat => vec![Command::Heartbeat {
             agent: agent.into(),
-            status: "ok".into(),
+            status: Some("ok".into()),
             progress: None,
             current_task: None,
-            metadata: Json::null(),
+            metadata: None,
             ttl_ms: 600_000,
         }],
         // The writer runs a batch in order, so the consume sees the send before it.

@@ -79,7 +79,8 @@ pub fn status_of(error: &CommandError) -> u16 {
         | CommandError::ApprovalExpired { .. }
         | CommandError::WorkflowExists { .. }
         | CommandError::WorkflowFinished { .. }
-        | CommandError::OverBudget { .. } => 409,
+        | CommandError::OverBudget { .. }
+        | CommandError::AgentExpired { .. } => 409,
     }
 }
 

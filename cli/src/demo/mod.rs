@@ -83,10 +83,10 @@ fn register(client: &BlockingClient, agent: &str, role: &str) -> Result<(), Erro
     })?;
     client.execute(&Command::Heartbeat {
         agent: agent.into(),
-        status: "ready".into(),
+        status: Some("ready".into()),
         progress: None,
         current_task: None,
-        metadata: Json::null(),
+        metadata: None,
         ttl_ms: 60_000,
     })?;
     Ok(())

@@ -58,10 +58,10 @@ fn register(client: &BlockingClient, agent: &str) {
         },
         Command::Heartbeat {
             agent: agent.to_owned(),
-            status: "ok".to_owned(),
+            status: Some("ok".into()),
             progress: None,
             current_task: None,
-            metadata: Json::null(),
+            metadata: None,
             ttl_ms: 600_000,
         },
     ] {

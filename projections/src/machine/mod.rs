@@ -19,7 +19,7 @@ use reply::Touched;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use fleetlog_ledger::{Batch, Event, Record, SignalTarget, Timestamp};
+use fleetlog_ledger::{Batch, Event, Json, Record, SignalTarget, Timestamp};
 
 use crate::approvals::ApprovalState;
 use crate::command::{Command, CommandError, Outcome};
@@ -240,6 +240,19 @@ impl Machine {
         }
     }
 
+    /// A member that is alive at `now`: an expired agent lost what it held, so it must show it
+    /// is back (heartbeat, or register again) before it acts.
+    fn require_alive(&self, agent: &str, now: Timestamp) -> Result<(), CommandError> {
+        self.require_member(agent)?;
+        match self.state.agents.get(agent) {
+            Some(found) if !found.is_alive(now) => Err(CommandError::AgentExpired {
+                agent: agent.to_owned(),
+                deadline: found.deadline(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     fn decide(
         &mut self,
         command: Command,
@@ -247,8 +260,11 @@ impl Machine {
         batch: &mut Batch<'_, '_>,
     ) -> Result<Step, CommandError> {
         let now = batch.now();
-        if !matches!(command, Command::Register { .. }) {
-            self.require_member(command.agent())?;
+        match &command {
+            Command::Register { .. } => {}
+            // A heartbeat is how an expired agent comes back.
+            Command::Heartbeat { agent, .. } => self.require_member(agent)?,
+            other => self.require_alive(other.agent(), now)?,
         }
         let done = |records: Vec<Record>| Ok(done_with(appended(&records)));
         match command {
@@ -284,11 +300,21 @@ impl Machine {
                 ttl_ms,
             } => {
                 positive("ttl_ms", ttl_ms)?;
+                // What is left out keeps its last value; the event records the whole picture.
+                let last = self.state.agents.get(&agent);
                 let event = Event::AgentHeartbeat {
-                    status,
-                    progress,
-                    current_task,
-                    metadata,
+                    status: status
+                        .or_else(|| last.map(|last| last.status.clone()))
+                        .unwrap_or_default(),
+                    progress: progress.or_else(|| last.and_then(|last| last.progress)),
+                    current_task: match current_task {
+                        Some(task) if task.is_empty() => None,
+                        Some(task) => Some(task),
+                        None => last.and_then(|last| last.current_task.clone()),
+                    },
+                    metadata: metadata
+                        .or_else(|| last.map(|last| last.metadata.clone()))
+                        .unwrap_or_else(Json::null),
                     ttl_ms,
                 };
                 self.record_one(batch, &agent, event)

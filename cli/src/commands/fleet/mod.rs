@@ -84,17 +84,21 @@ pub enum FleetCommand {
         #[arg(long, default_value = "")]
         reason: String,
     },
-    /// Report that an agent is alive.
+    /// Report that an agent is alive (an expired agent comes back). What is left out keeps its
+    /// last value.
     Heartbeat {
         #[command(flatten)]
         agent: Agent,
-        #[arg(long, default_value = "working")]
-        status: String,
+        /// Free-form status, e.g. `working`, `idle`, `blocked`.
+        #[arg(long)]
+        status: Option<String>,
         /// Progress from 0 to 1.
         #[arg(long)]
         progress: Option<f64>,
+        /// The task the agent works on now (`""` clears it).
         #[arg(long)]
         task: Option<String>,
+        /// How long this sign of life keeps the agent alive.
         #[arg(long, default_value_t = fleetlog_projections::agents::HEARTBEAT_TTL_MS_DEFAULT)]
         ttl_ms: u64,
     },
@@ -260,7 +264,7 @@ pub fn run(db: &Path, as_operator: bool, command: FleetCommand, out: &Output) ->
                 status,
                 progress,
                 current_task: task,
-                metadata: Json::null(),
+                metadata: None,
                 ttl_ms,
             },
             out,
