@@ -45,14 +45,14 @@ impl Error {
         }
     }
 
-    /// "Not found" or "timed out": what the CLI reports with exit code 3.
+    /// "Not found" or "timed out": what the CLI reports with exit code 3. An unknown *acting*
+    /// agent is an error (exit 1), not an empty answer.
     pub fn is_not_found_or_timeout(&self) -> bool {
         matches!(
             self.code(),
             Some(
                 "not_found"
                     | "timed_out"
-                    | "unknown_agent"
                     | "unknown_task"
                     | "unknown_approval"
                     | "unknown_thread"

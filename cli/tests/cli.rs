@@ -160,11 +160,12 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
     );
     assert_eq!(
         stranger.status.code(),
-        Some(3),
-        "an unknown agent is \"not found\""
+        Some(1),
+        "an unknown acting agent is an error"
     );
     let error: serde_json::Value = serde_json::from_slice(&stranger.stderr).expect("JSON error");
-    let message = error["error"].as_str().expect("message");
+    assert_eq!(error["error"], "unknown_agent", "{error}");
+    let message = error["message"].as_str().expect("message");
     assert!(
         message.contains("\"stranger\" is not registered"),
         "{message}"

@@ -49,8 +49,13 @@ impl Approval {
         }
     }
 
+    /// A named approver decides; with none named, anyone but the requester (a requester that
+    /// may approve its own request says so by naming itself).
     pub fn may_decide(&self, agent: &str) -> bool {
-        self.approvers.is_empty() || self.approvers.iter().any(|approver| approver == agent)
+        match self.approvers.is_empty() {
+            true => agent != self.requested_by,
+            false => self.approvers.iter().any(|approver| approver == agent),
+        }
     }
 }
 

@@ -534,6 +534,10 @@ pub enum CommandError {
     NotClaimed { task: u64 },
     #[error("approval {approval} does not exist")]
     UnknownApproval { approval: u64 },
+    #[error(
+        "approval {approval} was requested by this agent and names no approver: another agent decides it (a requester allowed to approve its own request names itself among the approvers)"
+    )]
+    SelfApproval { approval: u64 },
     #[error("approval {approval} was already decided")]
     AlreadyDecided { approval: u64 },
     #[error("approval {approval} expired at {deadline} without a decision; request a new one")]
@@ -594,6 +598,7 @@ impl CommandError {
             CommandError::IdempotencyConflict { .. } => "idempotency_conflict",
             CommandError::NotClaimed { .. } => "not_claimed",
             CommandError::UnknownApproval { .. } => "unknown_approval",
+            CommandError::SelfApproval { .. } => "self_approval",
             CommandError::AlreadyDecided { .. } => "already_decided",
             CommandError::ApprovalExpired { .. } => "approval_expired",
             CommandError::NotAnApprover { .. } => "not_an_approver",

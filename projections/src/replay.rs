@@ -60,6 +60,8 @@ pub enum Error {
         "{0:?} is not a point in the log: give `head`, a seq such as 1200, or an RFC 3339 time such as 2026-11-23T10:00:00Z"
     )]
     BadAsOf(String),
+    #[error("seq {seq} is past the newest record ({head}): give a seq up to {head}, or `head`")]
+    BeyondHead { seq: u64, head: u64 },
 }
 
 /// The seq `as_of` names in this ledger: the last record it includes (0 if none).
@@ -67,7 +69,8 @@ pub fn resolve(reader: &Reader, as_of: AsOf) -> Result<u64, Error> {
     let last = reader.last_seq()?;
     Ok(match as_of {
         AsOf::Head => last,
-        AsOf::Seq(seq) => seq.min(last),
+        AsOf::Seq(seq) if seq > last => return Err(Error::BeyondHead { seq, head: last }),
+        AsOf::Seq(seq) => seq,
         // Records stamped after `ts` start at the first seq at or after ts + 1µs.
         AsOf::Time(ts) => {
             match reader.seq_at_or_after(Timestamp(ts.as_micros().saturating_add(1)))? {

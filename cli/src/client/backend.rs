@@ -31,14 +31,17 @@ pub enum Backend {
     Embedded(Box<Embedded>),
 }
 
-/// The file opened in this process, with the same identity check the daemon runs.
+/// The file opened in this process. Reads replay it read-only (so reading never writes, not
+/// even the expiries a writer would record); the first command opens it for writing, with
+/// the same identity check the daemon runs.
 pub struct Embedded {
-    coordinator: Coordinator,
-    keys: Keys,
     db: PathBuf,
     as_operator: bool,
     /// Check each command's credential (else trusted, like `serve --auth trusted-host`).
     authenticate: bool,
+    writer: std::sync::OnceLock<(Coordinator, Keys)>,
+    /// State replayed read-only for queries, until a writer is open.
+    read: std::sync::OnceLock<(fleetlog_projections::State, fleetlog_ledger::Timestamp)>,
 }
 
 impl Backend {
@@ -57,19 +60,15 @@ impl Backend {
             }
             .into());
         }
-        let coordinator = Coordinator::open(db, CoordinatorOptions::default())?;
-        if let Some(warning) = clock_warning(coordinator.ledger()) {
-            eprintln!("warning: {warning}");
-        }
         // The file's owner is trusted, as a daemon on loopback is by default; FLEETLOG_AUTH=agents
         // checks credentials here exactly as `serve --auth agents` does.
         let authenticate = std::env::var("FLEETLOG_AUTH").is_ok_and(|mode| mode == "agents");
         Ok(Backend::Embedded(Box::new(Embedded {
-            coordinator,
-            keys: Keys::load_or_create(db)?,
             db: db.to_owned(),
             as_operator,
             authenticate,
+            writer: std::sync::OnceLock::new(),
+            read: std::sync::OnceLock::new(),
         })))
     }
 
@@ -84,14 +83,41 @@ impl Backend {
         }
     }
 
+    /// Runs `command`; its outcome and the answer as the daemon gives it (a create's object,
+    /// id and, for a registration, credential).
+    pub fn execute_answer(&self, command: &Command) -> Result<(Outcome, Value), Error> {
+        match self {
+            Backend::Daemon(client) => client.execute_answer(command),
+            Backend::Embedded(embedded) => {
+                let outcome = embedded.execute(command)?;
+                let (coordinator, keys) = embedded.writer()?;
+                let created = match &outcome {
+                    Outcome::Appended { seq } => {
+                        wire::created(&coordinator.state(), coordinator.now(), command, *seq).map(
+                            |mut created| {
+                                if let Command::Register { agent, .. } = command {
+                                    created["credential"] =
+                                        keys.agent_credential(agent, *seq).into();
+                                }
+                                created
+                            },
+                        )
+                    }
+                    _ => None,
+                };
+                let value = match created {
+                    Some(value) => value,
+                    None => serde_json::to_value(&outcome)?,
+                };
+                Ok((outcome, value))
+            }
+        }
+    }
+
     pub fn query(&self, query: &Query) -> Result<Value, Error> {
         match self {
             Backend::Daemon(client) => client.query(query),
-            Backend::Embedded(embedded) => Ok(wire::answer(
-                &embedded.coordinator.state(),
-                embedded.coordinator.now(),
-                query,
-            )?),
+            Backend::Embedded(embedded) => embedded.query(query),
         }
     }
 
@@ -127,31 +153,74 @@ impl Backend {
             (Backend::Daemon(client), Some(as_of)) => client.query_as_of(query, as_of),
             (Backend::Embedded(embedded), Some(as_of)) => {
                 let as_of: fleetlog_projections::AsOf = as_of.parse()?;
-                wire::answer_at(&embedded.coordinator, query, Some(as_of))
+                let ledger = fleetlog_ledger::Ledger::open_read_only(&embedded.db)?;
+                let seq = fleetlog_projections::resolve(ledger.reader(), as_of)?;
+                let state = fleetlog_projections::rebuild(ledger.reader(), seq)?;
+                let now = match as_of {
+                    fleetlog_projections::AsOf::Time(ts) => ts,
+                    _ => state.ts,
+                };
+                Ok(wire::answer(&state, now, query)?)
             }
         }
     }
 }
 
 impl Embedded {
-    pub fn coordinator(&self) -> &Coordinator {
-        &self.coordinator
+    /// The file opened for writing (once), with the keys credentials are derived from.
+    fn writer(&self) -> Result<&(Coordinator, Keys), Error> {
+        if let Some(writer) = self.writer.get() {
+            return Ok(writer);
+        }
+        let coordinator = Coordinator::open(&self.db, CoordinatorOptions::default())?;
+        if let Some(warning) = clock_warning(coordinator.ledger()) {
+            eprintln!("warning: {warning}");
+        }
+        let keys = Keys::load_or_create(&self.db)?;
+        Ok(self.writer.get_or_init(|| (coordinator, keys)))
+    }
+
+    /// Answers `query` from the writer's state if one is open, else from a read-only replay
+    /// (snapshot and tail) judged at `max(wall clock, newest record)`.
+    fn query(&self, query: &Query) -> Result<Value, Error> {
+        if let Some((coordinator, _)) = self.writer.get() {
+            return Ok(wire::answer(
+                &coordinator.state(),
+                coordinator.now(),
+                query,
+            )?);
+        }
+        let (state, now) = match self.read.get() {
+            Some(read) => read,
+            None => {
+                let ledger = fleetlog_ledger::Ledger::open_read_only(&self.db)?;
+                let state = fleetlog_projections::rebuild(ledger.reader(), ledger.head()?.seq)?;
+                let now = ledger.now();
+                self.read.get_or_init(|| (state, now))
+            }
+        };
+        Ok(wire::answer(state, *now, query)?)
     }
 
     /// Checks the identity as `serve --auth agents` would (when asked to), runs the command,
     /// and keeps the credential a registration issues beside the database.
     fn execute(&self, command: &Command) -> Result<Outcome, Error> {
+        let (coordinator, keys) = self.writer()?;
         if self.authenticate {
             let credential =
                 identity::credential_for(Some(&self.db), command.agent(), self.as_operator);
-            self.keys
-                .check(&self.coordinator.state(), command, credential.as_deref())?;
+            keys.check(&coordinator.state(), command, credential.as_deref())?;
         }
-        let outcome = self.coordinator.execute(command.clone())?;
+        let outcome = coordinator.execute(command.clone())?;
         if let (Command::Register { agent, .. }, Outcome::Appended { seq }) = (command, &outcome) {
-            let credential = self.keys.agent_credential(agent, *seq);
+            let credential = keys.agent_credential(agent, *seq);
             identity::store_agent_credential(&self.db, agent, &credential)?;
         }
         Ok(outcome)
+    }
+
+    /// The path of the file.
+    pub fn db(&self) -> &Path {
+        &self.db
     }
 }

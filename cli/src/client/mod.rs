@@ -213,6 +213,11 @@ impl Client {
 
     /// Runs a command; returns once the daemon answered (after the commit, or when a wait ends).
     pub async fn execute(&self, command: &Command) -> Result<Outcome, Error> {
+        Ok(self.execute_answer(command).await?.0)
+    }
+
+    /// As [`Client::execute`], with the daemon's whole answer (a create's object and id).
+    pub async fn execute_answer(&self, command: &Command) -> Result<(Outcome, Value), Error> {
         let body = serde_json::to_value(command).expect("commands serialise");
         let headers = self.credential_header(command.agent());
         let value = self
@@ -221,7 +226,7 @@ impl Client {
         if let Command::Register { agent, .. } = command {
             self.credentials.issued(agent, &value);
         }
-        outcome(value)
+        Ok((outcome(value.clone())?, value))
     }
 
     fn credential_header(&self, agent: &str) -> Vec<(&'static str, String)> {
@@ -403,6 +408,11 @@ impl BlockingClient {
 
     pub fn execute(&self, command: &Command) -> Result<Outcome, Error> {
         self.runtime.block_on(self.client.execute(command))
+    }
+
+    /// See [`Client::execute_answer`].
+    pub fn execute_answer(&self, command: &Command) -> Result<(Outcome, Value), Error> {
+        self.runtime.block_on(self.client.execute_answer(command))
     }
 
     /// Another connection to the same daemon that shares this client's credentials (what one

@@ -33,7 +33,17 @@ impl Output {
     pub fn error(&self, error: &anyhow::Error) {
         let message = format!("{error:#}");
         match self.json {
-            true => eprintln!("{}", serde_json::json!({ "error": message })),
+            // The same shape as the daemon's errors: a stable code, and the message.
+            true => {
+                let code = error
+                    .downcast_ref::<fleetlog::Error>()
+                    .and_then(|error| error.code().map(str::to_owned))
+                    .unwrap_or_else(|| "error".to_owned());
+                eprintln!(
+                    "{}",
+                    serde_json::json!({ "error": code, "message": message })
+                )
+            }
             false => eprintln!("error: {message}"),
         }
     }

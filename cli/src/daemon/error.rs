@@ -54,7 +54,7 @@ impl From<CommandError> for ApiError {
 pub fn status_of(error: &CommandError) -> u16 {
     match error {
         CommandError::Invalid { .. } | CommandError::Rejected(_) => 400,
-        CommandError::NotAnApprover { .. } => 403,
+        CommandError::NotAnApprover { .. } | CommandError::SelfApproval { .. } => 403,
         CommandError::UnknownAgent { .. }
         | CommandError::UnknownTask { .. }
         | CommandError::UnknownApproval { .. }

@@ -650,6 +650,9 @@ pub(super) async fn answer_query(app: &App, mut value: Value) -> Response {
     match answered {
         Ok(Ok(value)) => Json(value).into_response(),
         Ok(Err(crate::Error::Query(error))) => ApiError::from(error).into_response(),
+        Ok(Err(crate::Error::Projections(
+            error @ fleetlog_projections::Error::BeyondHead { .. },
+        ))) => ApiError::new(400, "invalid", error.to_string()).into_response(),
         Ok(Err(error)) => ApiError::new(500, "internal", error.to_string()).into_response(),
         Err(error) => ApiError::new(500, "internal", error.to_string()).into_response(),
     }

@@ -333,6 +333,12 @@ impl Machine {
                 ttl_ms,
                 correlation_id,
             } => {
+                if kind.trim().is_empty() {
+                    return Err(invalid(
+                        "kind",
+                        "a signal needs a kind (what receivers filter on)",
+                    ));
+                }
                 if let SignalTarget::Agent(target) = &target {
                     self.require_member(target)?;
                 }
@@ -583,6 +589,9 @@ impl Machine {
                     ApprovalState::Approved | ApprovalState::Rejected => {
                         return Err(CommandError::AlreadyDecided { approval });
                     }
+                }
+                if found.approvers.is_empty() && agent == found.requested_by {
+                    return Err(CommandError::SelfApproval { approval });
                 }
                 if !found.may_decide(&agent) {
                     return Err(CommandError::NotAnApprover {

@@ -38,7 +38,8 @@ pub enum ApprovalCommand {
         #[arg(long, default_value = "")]
         reason: String,
     },
-    /// Wait for the decision (exit 3 on timeout).
+    /// Wait for the decision. Exit 0 approved, 4 rejected, 5 expired, 3 still pending when the
+    /// wait timed out: `approval wait ID && deploy` deploys only when approved.
     Wait {
         #[command(flatten)]
         agent: Agent,
@@ -125,11 +126,45 @@ pub(super) fn run(backend: &Backend, command: ApprovalCommand, out: &Output) -> 
             agent,
             id,
             timeout_ms,
-        } => Command::AwaitApproval {
-            agent: agent.agent,
-            approval: id,
-            wait_ms: timeout_ms,
-        },
+        } => {
+            let command = Command::AwaitApproval {
+                agent: agent.agent,
+                approval: id,
+                wait_ms: timeout_ms,
+            };
+            let outcome = match backend.execute(&command) {
+                Err(error) if error.code() == Some("timed_out") => {
+                    out.emit(
+                        &serde_json::json!({"approval": id, "state": "pending", "timed_out": true}),
+                        || format!("approval {id} is still pending after {timeout_ms} ms"),
+                    );
+                    return Ok(ExitCode::from(EXIT_PENDING));
+                }
+                answer => answer?,
+            };
+            let value = serde_json::to_value(&outcome)?;
+            out.emit(&value, || outcome_text(&outcome));
+            return Ok(match outcome {
+                Outcome::Approval { approval } => ExitCode::from(exit_code_of(approval.state)),
+                _ => ExitCode::SUCCESS,
+            });
+        }
     };
     run_command(backend, command, out)
+}
+
+/// `approval wait`'s exit codes.
+pub const EXIT_APPROVED: u8 = 0;
+pub const EXIT_PENDING: u8 = 3;
+pub const EXIT_REJECTED: u8 = 4;
+pub const EXIT_EXPIRED: u8 = 5;
+
+fn exit_code_of(state: fleetlog_projections::approvals::ApprovalState) -> u8 {
+    use fleetlog_projections::approvals::ApprovalState;
+    match state {
+        ApprovalState::Approved => EXIT_APPROVED,
+        ApprovalState::Rejected => EXIT_REJECTED,
+        ApprovalState::Expired => EXIT_EXPIRED,
+        ApprovalState::Pending => EXIT_PENDING,
+    }
 }

@@ -75,15 +75,24 @@ pub(super) fn tail(
     from: Option<u64>,
     out: &Output,
 ) -> Result<ExitCode> {
-    let print = |record: &fleetlog_ledger::Record| match out.is_json() {
-        true => println!("{}", serde_json::to_string(record).unwrap_or_default()),
-        false => println!(
-            "{:>8}  {}  {:<16} {}",
-            record.seq,
-            record.ts,
-            record.actor,
-            record.event.kind()
-        ),
+    // A closed pipe (`tail -f | head`) ends the output quietly instead of panicking.
+    let stdout = std::io::stdout();
+    let print = |record: &fleetlog_ledger::Record| -> bool {
+        use std::io::Write;
+        let line = match out.is_json() {
+            true => serde_json::to_string(record).unwrap_or_default(),
+            false => format!(
+                "{:>8}  {}  {:<16} {}",
+                record.seq,
+                record.ts,
+                record.actor,
+                record.event.kind()
+            ),
+        };
+        let mut stdout = stdout.lock();
+        writeln!(stdout, "{line}")
+            .and_then(|()| stdout.flush())
+            .is_ok()
     };
     match backend {
         Backend::Daemon(client) => {
@@ -91,9 +100,12 @@ pub(super) fn tail(
                 .as_u64()
                 .unwrap_or(0);
             let from = from.unwrap_or(head.saturating_sub(9).max(1));
+            // Without --follow there is nothing to wait for past the head.
+            if !follow && from > head {
+                return Ok(ExitCode::SUCCESS);
+            }
             client.follow(from, |record| {
-                print(&record);
-                follow || record.seq < head
+                print(&record) && (follow || record.seq < head)
             })?;
         }
         Backend::Embedded(embedded) => {
@@ -103,11 +115,14 @@ pub(super) fn tail(
                     db.display()
                 );
             }
-            let reader = embedded.coordinator().ledger().reader();
+            let ledger = fleetlog_ledger::Ledger::open_read_only(embedded.db())?;
+            let reader = ledger.reader();
             let last = reader.last_seq()?;
             let from = from.unwrap_or(last.saturating_sub(9).max(1));
             for record in reader.range(from..=last)? {
-                print(&record);
+                if !print(&record) {
+                    break;
+                }
             }
         }
     }

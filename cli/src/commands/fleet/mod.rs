@@ -373,13 +373,24 @@ pub fn run(db: &Path, as_operator: bool, command: FleetCommand, out: &Output) ->
 
 /// Runs a command and prints its outcome. An empty claim or check exits 3 ("nothing found").
 pub(super) fn run_command(backend: &Backend, command: Command, out: &Output) -> Result<ExitCode> {
-    let outcome = backend.execute(&command)?;
-    let value = serde_json::to_value(&outcome).context("serialising the outcome")?;
-    out.emit(&value, || outcome_text(&outcome));
+    let (outcome, value) = backend.execute_answer(&command)?;
+    out.emit(&value, || match (&value["kind"], &value["id"]) {
+        (Value::String(kind), id) if !id.is_null() => {
+            format!("created {kind} {} (seq {})", id_text(id), value["seq"])
+        }
+        _ => outcome_text(&outcome),
+    });
     Ok(match outcome {
         Outcome::Signal { signal: None } | Outcome::Task { task: None } => ExitCode::from(3),
         _ => ExitCode::SUCCESS,
     })
+}
+
+fn id_text(id: &Value) -> String {
+    match id {
+        Value::String(text) => text.clone(),
+        other => other.to_string(),
+    }
 }
 
 pub(super) fn outcome_text(outcome: &Outcome) -> String {
