@@ -126,6 +126,8 @@ fn build(workflows: u64, traffic: u64) -> (TempLedger, Coordinator) {
             1 => Command::Claim {
                 agent,
                 tags: vec![],
+                tag_match: Default::default(),
+                task: None,
                 lease_ttl_ms: 24 * 3_600_000,
                 wait_ms: None,
             },

@@ -112,6 +112,8 @@ fn busy_ledger(commands: u64) -> (TempLedger, u64) {
             8 => Command::Claim {
                 agent,
                 tags: vec![],
+                tag_match: Default::default(),
+                task: None,
                 lease_ttl_ms: 3_600_000,
                 wait_ms: None,
             },
@@ -203,6 +205,8 @@ fn round_trips(c: &mut Criterion) {
             let task = match coordinator.execute(Command::Claim {
                 agent: "b".to_owned(),
                 tags: vec![],
+                tag_match: Default::default(),
+                task: None,
                 lease_ttl_ms: 60_000,
                 wait_ms: None,
             }) {

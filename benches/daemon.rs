@@ -221,6 +221,8 @@ fn http_round_trips(c: &mut Criterion) {
             let task = match client.execute(&Command::Claim {
                 agent: "b".into(),
                 tags: vec![],
+                tag_match: Default::default(),
+                task: None,
                 lease_ttl_ms: 60_000,
                 wait_ms: None,
             }) {

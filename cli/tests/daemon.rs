@@ -654,6 +654,8 @@ fn ctrl_c_on_a_cli_claim_wait_leaves_the_task_unclaimed_with_no_attempt_counted(
         .execute(&Command::Claim {
             agent: "worker".to_owned(),
             tags: vec![],
+            tag_match: Default::default(),
+            task: None,
             lease_ttl_ms: 60_000,
             wait_ms: None,
         })

@@ -296,3 +296,87 @@ fn tail_follow_into_a_closed_pipe_ends_quietly() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_ne!(status.code(), Some(101), "{stderr}");
 }
+
+fn post(daemon: &Daemon, body: Value) -> (u16, Value) {
+    let body = body.to_string();
+    let (status, _, answer) = http(
+        &daemon.address,
+        "POST",
+        "/v1/commands",
+        &[("Content-Type", "application/json")],
+        body.as_bytes(),
+    );
+    (status, answer)
+}
+
+fn get(daemon: &Daemon, path: &str) -> Value {
+    let (status, _, answer) = http(&daemon.address, "GET", path, &[], b"");
+    assert_eq!(status, 200, "{path}: {answer}");
+    answer
+}
+
+#[test]
+fn agents_are_found_by_capability_and_tasks_by_key_and_escalation_over_http() {
+    let (_dir, db) = new_db();
+    let daemon = Daemon::start(&db, &[]);
+    for (agent, capabilities) in [
+        ("api", vec!["backend-development"]),
+        ("ui", vec!["frontend-development"]),
+    ] {
+        let (status, _) = post(
+            &daemon,
+            serde_json::json!({"command": "register", "agent": agent, "capabilities": capabilities}),
+        );
+        assert_eq!(status, 201);
+    }
+    let found = get(&daemon, "/v1/agents?capability=backend-development");
+    let ids: Vec<&str> = found["agents"]
+        .as_array()
+        .expect("agents")
+        .iter()
+        .filter_map(|agent| agent["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["api"], "{found}");
+
+    let (status, created) = post(
+        &daemon,
+        serde_json::json!({"command": "enqueue", "agent": "api", "spec": {
+            "title": "schema migration", "key": "OPS-12",
+            "required_capabilities": ["backend-development"], "max_attempts": 1,
+            "escalate_when_exhausted": true}}),
+    );
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_u64().expect("id");
+    let by_key = get(&daemon, "/v1/tasks?key=OPS-12");
+    assert_eq!(by_key["tasks"][0]["id"], id, "{by_key}");
+    assert_eq!(by_key["tasks"].as_array().map(Vec::len), Some(1));
+
+    let (status, nothing) = post(
+        &daemon,
+        serde_json::json!({"command": "claim", "agent": "ui"}),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(
+        nothing["task"],
+        Value::Null,
+        "ui lacks the capability: {nothing}"
+    );
+    let (_, claimed) = post(
+        &daemon,
+        serde_json::json!({"command": "claim", "agent": "api"}),
+    );
+    assert_eq!(claimed["task"]["id"], id, "{claimed}");
+    let (status, _) = post(
+        &daemon,
+        serde_json::json!({"command": "fail", "agent": "api", "task": id, "error": "lock timeout"}),
+    );
+    assert_eq!(status, 200);
+    let escalated = get(&daemon, "/v1/tasks?state=escalated");
+    assert_eq!(escalated["tasks"][0]["id"], id, "{escalated}");
+    assert!(
+        escalated["tasks"][0]["escalation"]["reason"]
+            .as_str()
+            .is_some_and(|reason| reason.contains("attempts")),
+        "{escalated}"
+    );
+}

@@ -306,6 +306,35 @@ pub enum Event {
         agent: String,
         deadline: Timestamp,
     },
+
+    // --- task lifecycle, second part (format 1, appended) ---------------------------------
+    /// More of the task enqueued by `task`'s record, written in the same batch right after it:
+    /// a caller-chosen `key` (unique), the capabilities a claimant must have, and whether
+    /// running out of attempts escalates it instead of dead-lettering it.
+    TaskOptions {
+        task: u64,
+        key: Option<String>,
+        capabilities: Vec<String>,
+        escalate_when_exhausted: bool,
+    },
+    /// The actor gave `task` back to the queue (its holder), or requeued an escalated task;
+    /// the attempt is not counted.
+    TaskReleased {
+        task: u64,
+        reason: String,
+    },
+    /// The holder's progress report on `task`.
+    TaskProgressed {
+        task: u64,
+        progress: Option<f64>,
+        status: String,
+    },
+    /// `task` needs a human (or another agent's) decision: not claimable until released,
+    /// cancelled or dead-lettered.
+    TaskEscalated {
+        task: u64,
+        reason: String,
+    },
 }
 
 impl Event {
@@ -351,6 +380,10 @@ impl Event {
             Event::SignalDelivered { .. } => "signal_delivered",
             Event::SignalAcked { .. } => "signal_acked",
             Event::SignalAckExpired { .. } => "signal_ack_expired",
+            Event::TaskOptions { .. } => "task_options",
+            Event::TaskReleased { .. } => "task_released",
+            Event::TaskProgressed { .. } => "task_progressed",
+            Event::TaskEscalated { .. } => "task_escalated",
         }
     }
 

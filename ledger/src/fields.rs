@@ -66,6 +66,25 @@ impl Event {
             | Event::SignalDelivered { .. }
             | Event::SignalAcked { .. } => Ok(()),
             Event::SignalAckExpired { agent, .. } => id("agent", agent),
+            Event::TaskOptions {
+                key, capabilities, ..
+            } => {
+                opt_id("key", key)?;
+                ids("capabilities", capabilities)
+            }
+            Event::TaskReleased { .. } | Event::TaskEscalated { .. } => Ok(()),
+            Event::TaskProgressed {
+                progress, status, ..
+            } => {
+                id("status", status)?;
+                match progress {
+                    Some(progress) if !(0.0..=1.0).contains(progress) => Err(FieldProblem {
+                        field: "progress",
+                        problem: format!("{progress} is outside 0.0..=1.0"),
+                    }),
+                    _ => Ok(()),
+                }
+            }
             Event::LockAcquired {
                 resource, intent, ..
             } => {

@@ -30,6 +30,17 @@ pub struct TaskSpec {
     pub not_before: Option<Timestamp>,
     #[serde(default)]
     pub workflow_id: Option<String>,
+    /// The caller's own id for the task, unique in the ledger (look it up with
+    /// `GET /v1/tasks?key=…`).
+    #[serde(default)]
+    pub key: Option<String>,
+    /// Only an agent with all of these capabilities may claim it.
+    #[serde(default)]
+    pub required_capabilities: Vec<String>,
+    /// Running out of attempts escalates the task (for someone to decide) instead of
+    /// dead-lettering it.
+    #[serde(default)]
+    pub escalate_when_exhausted: bool,
 }
 
 fn max_attempts_default() -> u32 {
@@ -85,6 +96,9 @@ impl TaskSpec {
             depends_on: Vec::new(),
             not_before: None,
             workflow_id: None,
+            key: None,
+            required_capabilities: Vec::new(),
+            escalate_when_exhausted: false,
         }
     }
 }
@@ -208,13 +222,48 @@ pub enum Command {
     },
     Claim {
         agent: String,
-        /// The task must carry every one of these tags.
+        /// Tags the task must carry: every one (`tag_match: all`, the default) or any one.
         #[serde(default)]
         tags: Vec<String>,
+        #[serde(default)]
+        tag_match: crate::queue::TagMatch,
+        /// Claim this task and no other.
+        #[serde(default)]
+        task: Option<u64>,
         #[serde(default = "lease_ttl_default")]
         lease_ttl_ms: u64,
         #[serde(default)]
         wait_ms: Option<u64>,
+    },
+    /// The holder gives a claimed task back without counting the attempt; anyone requeues an
+    /// escalated task.
+    ReleaseTask {
+        agent: String,
+        task: u64,
+        #[serde(default)]
+        reason: String,
+    },
+    /// The holder reports progress (0..=1) and a free-form status.
+    TaskProgress {
+        agent: String,
+        task: u64,
+        #[serde(default)]
+        progress: Option<f64>,
+        #[serde(default)]
+        status: String,
+    },
+    /// Puts a task aside for a decision: not claimable until released, cancelled or
+    /// dead-lettered.
+    EscalateTask {
+        agent: String,
+        task: u64,
+        reason: String,
+    },
+    /// Moves an unfinished task to the dead-letter queue on request (e.g. the operator's).
+    DeadLetterTask {
+        agent: String,
+        task: u64,
+        reason: String,
     },
     RenewLease {
         agent: String,
@@ -383,6 +432,10 @@ impl Command {
             Command::ReleaseLock { .. } => "release_lock",
             Command::Enqueue { .. } => "enqueue",
             Command::Claim { .. } => "claim",
+            Command::ReleaseTask { .. } => "release_task",
+            Command::TaskProgress { .. } => "task_progress",
+            Command::EscalateTask { .. } => "escalate_task",
+            Command::DeadLetterTask { .. } => "dead_letter_task",
             Command::RenewLease { .. } => "renew_lease",
             Command::Complete { .. } => "complete",
             Command::Fail { .. } => "fail",
@@ -420,6 +473,10 @@ impl Command {
             | Command::ReleaseLock { agent, .. }
             | Command::Enqueue { agent, .. }
             | Command::Claim { agent, .. }
+            | Command::ReleaseTask { agent, .. }
+            | Command::TaskProgress { agent, .. }
+            | Command::EscalateTask { agent, .. }
+            | Command::DeadLetterTask { agent, .. }
             | Command::RenewLease { agent, .. }
             | Command::Complete { agent, .. }
             | Command::Fail { agent, .. }
@@ -448,6 +505,8 @@ impl Command {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 #[schemars(rename = "CommandOutcome")]
+// One outcome per command, moved once: boxing the task would cost an allocation per claim.
+#[allow(clippy::large_enum_variant)]
 pub enum Outcome {
     /// The command's primary (first) event is at `seq`; for creations, `seq` is the new id.
     Appended { seq: u64 },
@@ -535,6 +594,12 @@ pub enum CommandError {
     #[error("approval {approval} does not exist")]
     UnknownApproval { approval: u64 },
     #[error(
+        "task {task} needs capabilities this agent lacks: {missing:?}; a capable agent claims it (register with --capability)"
+    )]
+    NotCapable { task: u64, missing: Vec<String> },
+    #[error("task key {key:?} is already task {task}: keys are unique; look it up instead")]
+    TaskKeyExists { key: String, task: u64 },
+    #[error(
         "approval {approval} was requested by this agent and names no approver: another agent decides it (a requester allowed to approve its own request names itself among the approvers)"
     )]
     SelfApproval { approval: u64 },
@@ -599,6 +664,8 @@ impl CommandError {
             CommandError::NotClaimed { .. } => "not_claimed",
             CommandError::UnknownApproval { .. } => "unknown_approval",
             CommandError::SelfApproval { .. } => "self_approval",
+            CommandError::NotCapable { .. } => "not_capable",
+            CommandError::TaskKeyExists { .. } => "task_key_exists",
             CommandError::AlreadyDecided { .. } => "already_decided",
             CommandError::ApprovalExpired { .. } => "approval_expired",
             CommandError::NotAnApprover { .. } => "not_an_approver",

@@ -42,6 +42,9 @@ pub fn retry_backoff_ms(attempts: u32) -> u64 {
 pub enum TaskState {
     Pending,
     Claimed,
+    /// Waiting for a decision (`task_escalated`): not claimable until released, cancelled or
+    /// dead-lettered.
+    Escalated,
     Completed,
     DeadLettered,
     Cancelled,
@@ -50,13 +53,17 @@ pub enum TaskState {
 
 impl TaskState {
     pub fn is_final(self) -> bool {
-        !matches!(self, TaskState::Pending | TaskState::Claimed)
+        !matches!(
+            self,
+            TaskState::Pending | TaskState::Claimed | TaskState::Escalated
+        )
     }
 
     pub fn name(self) -> &'static str {
         match self {
             TaskState::Pending => "pending",
             TaskState::Claimed => "claimed",
+            TaskState::Escalated => "escalated",
             TaskState::Completed => "completed",
             TaskState::DeadLettered => "dead_lettered",
             TaskState::Cancelled => "cancelled",
@@ -90,6 +97,73 @@ pub struct Task {
     pub last_error: Option<String>,
     pub result: Option<Json>,
     pub finished_at: Option<Timestamp>,
+    /// The caller's own id for it, unique in the ledger.
+    pub key: Option<String>,
+    /// Capabilities an agent must have (all of them) to claim it.
+    pub required_capabilities: Vec<String>,
+    /// Running out of attempts escalates it instead of dead-lettering it.
+    pub escalate_when_exhausted: bool,
+    /// The holder's last progress report.
+    pub progress: Option<f64>,
+    pub status: Option<String>,
+    /// Why and when it was escalated, while it is.
+    pub escalation: Option<Escalation>,
+}
+
+#[derive(Clone, Debug, PartialEq, Encode, Decode, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Escalation {
+    pub reason: String,
+    pub by: String,
+    pub at: Timestamp,
+}
+
+/// How a claim's tags select tasks.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Encode,
+    Decode,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum TagMatch {
+    /// The task has every tag asked for.
+    #[default]
+    All,
+    /// The task has at least one of them (or none were asked for).
+    Any,
+}
+
+/// Who is claiming, as far as choosing a task goes.
+#[derive(Clone, Copy, Debug)]
+pub struct Claimant<'a> {
+    pub tags: &'a [String],
+    pub tag_match: TagMatch,
+    /// The claiming agent's capabilities.
+    pub capabilities: &'a [String],
+}
+
+impl Claimant<'_> {
+    /// Whether this claimant may take `task`, its readiness aside.
+    pub fn fits(&self, task: &Task) -> bool {
+        let tagged = match self.tag_match {
+            TagMatch::All => self.tags.iter().all(|tag| task.tags.contains(tag)),
+            TagMatch::Any => {
+                self.tags.is_empty() || self.tags.iter().any(|tag| task.tags.contains(tag))
+            }
+        };
+        tagged
+            && task
+                .required_capabilities
+                .iter()
+                .all(|needed| self.capabilities.contains(needed))
+    }
 }
 
 impl Task {
@@ -99,10 +173,6 @@ impl Task {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
         }
-    }
-
-    fn has_tags(&self, wanted: &[String]) -> bool {
-        wanted.iter().all(|tag| self.tags.contains(tag))
     }
 }
 
@@ -123,6 +193,8 @@ pub struct Queue {
     pending: BTreeSet<(Reverse<i32>, u64)>,
     /// task → tasks that depend on it.
     dependents: BTreeMap<u64, Vec<u64>>,
+    /// Caller-chosen key → task.
+    by_key: BTreeMap<String, u64>,
 }
 
 impl Queue {
@@ -169,9 +241,58 @@ impl Queue {
                         last_error: None,
                         result: None,
                         finished_at: None,
+                        key: None,
+                        required_capabilities: Vec::new(),
+                        escalate_when_exhausted: false,
+                        progress: None,
+                        status: None,
+                        escalation: None,
                     },
                 );
             }
+            Event::TaskOptions {
+                task,
+                key,
+                capabilities,
+                escalate_when_exhausted,
+            } => {
+                if let Some(key) = key {
+                    self.by_key.insert(key.clone(), *task);
+                }
+                self.update(*task, |task| {
+                    task.key = key.clone();
+                    task.required_capabilities = capabilities.clone();
+                    task.escalate_when_exhausted = *escalate_when_exhausted;
+                });
+            }
+            Event::TaskReleased { task, .. } => self.update(*task, |task| {
+                // A release gives the attempt back: only a claim that ends badly counts.
+                if task.state == TaskState::Claimed {
+                    task.attempts = task.attempts.saturating_sub(1);
+                }
+                task.state = TaskState::Pending;
+                task.holder = None;
+                task.lease_expires = None;
+                task.escalation = None;
+            }),
+            Event::TaskProgressed {
+                task,
+                progress,
+                status,
+            } => self.update(*task, |task| {
+                task.progress = *progress;
+                task.status = Some(status.clone());
+            }),
+            Event::TaskEscalated { task, reason } => self.update(*task, |task| {
+                task.state = TaskState::Escalated;
+                task.holder = None;
+                task.lease_expires = None;
+                task.escalation = Some(Escalation {
+                    reason: reason.clone(),
+                    by: record.actor.clone(),
+                    at: ts,
+                });
+            }),
             Event::TaskClaimed {
                 task,
                 lease_ttl_ms,
@@ -253,16 +374,36 @@ impl Queue {
         })
     }
 
-    /// The task a claim with `tags` would get at `now`.
-    pub fn next_claimable(&self, tags: &[String], now: Timestamp) -> Option<&Task> {
+    /// The task `claimant` would get at `now`.
+    pub fn next_claimable(&self, claimant: &Claimant<'_>, now: Timestamp) -> Option<&Task> {
         self.pending
             .iter()
             .filter_map(|(_, id)| self.tasks.get(id))
-            .find(|task| {
-                task.ready_at().is_none_or(|ready| ready <= now)
-                    && task.has_tags(tags)
-                    && self.dependencies_done(task)
+            .find(|task| self.is_claimable(task, claimant, now))
+    }
+
+    /// Whether `claimant` may claim `task` at `now`: pending, ready, its dependencies done, and
+    /// it fits the claimant's tags and capabilities.
+    pub fn is_claimable(&self, task: &Task, claimant: &Claimant<'_>, now: Timestamp) -> bool {
+        task.state == TaskState::Pending
+            && task.ready_at().is_none_or(|ready| ready <= now)
+            && claimant.fits(task)
+            && self.dependencies_done(task)
+    }
+
+    /// Whether any pending task is ready for someone, tags and capabilities aside.
+    pub fn anything_claimable(&self, now: Timestamp) -> bool {
+        self.pending
+            .iter()
+            .filter_map(|(_, id)| self.tasks.get(id))
+            .any(|task| {
+                task.ready_at().is_none_or(|ready| ready <= now) && self.dependencies_done(task)
             })
+    }
+
+    /// The task the caller named `key`.
+    pub fn by_key(&self, key: &str) -> Option<&Task> {
+        self.by_key.get(key).and_then(|id| self.tasks.get(id))
     }
 
     /// The earliest future time a pending task with completed dependencies becomes ready.

@@ -124,7 +124,9 @@ fn touched(record: &Record) -> Vec<Due> {
         | Event::TaskFailed { task, .. }
         | Event::TaskDeadLettered { task, .. }
         | Event::TaskCancelled { task, .. }
-        | Event::TaskSkipped { task, .. } => Due::Lease(*task),
+        | Event::TaskSkipped { task, .. }
+        | Event::TaskReleased { task, .. }
+        | Event::TaskEscalated { task, .. } => Due::Lease(*task),
         Event::ApprovalRequested { .. } => Due::Approval(record.seq),
         Event::ApprovalDecided { approval, .. } | Event::ApprovalExpired { approval, .. } => {
             Due::Approval(*approval)

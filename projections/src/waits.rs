@@ -38,6 +38,9 @@ pub(crate) struct LockWant {
 
 pub(crate) struct ClaimWant {
     pub tags: Vec<String>,
+    pub tag_match: crate::queue::TagMatch,
+    /// Only this task (claim by id).
+    pub task: Option<u64>,
     pub lease_ttl_ms: u64,
 }
 

@@ -98,6 +98,8 @@ fn an_agent_that_stops_heartbeating_expires_and_loses_its_locks_and_leases() {
     fleet.run(Command::Claim {
         agent: "worker".to_owned(),
         tags: vec![],
+        tag_match: Default::default(),
+        task: None,
         lease_ttl_ms: 600_000,
         wait_ms: None,
     });

@@ -248,6 +248,8 @@ fn the_breakdown_measures_queue_lock_signal_and_approval_waits() {
     fleet.run(Command::Claim {
         agent: "b".into(),
         tags: vec![],
+        tag_match: Default::default(),
+        task: None,
         lease_ttl_ms: 3_600_000,
         wait_ms: None,
     });
@@ -255,6 +257,8 @@ fn the_breakdown_measures_queue_lock_signal_and_approval_waits() {
     fleet.run(Command::Claim {
         agent: "b".into(),
         tags: vec![],
+        tag_match: Default::default(),
+        task: None,
         lease_ttl_ms: 3_600_000,
         wait_ms: None,
     });

@@ -30,6 +30,8 @@ fn claim_command(agent: &str, tags: &[&str], wait_ms: Option<u64>) -> Command {
     Command::Claim {
         agent: agent.to_owned(),
         tags: tags.iter().map(|tag| (*tag).to_owned()).collect(),
+        tag_match: Default::default(),
+        task: None,
         lease_ttl_ms: 30_000,
         wait_ms,
     }
@@ -375,4 +377,234 @@ fn queue_stats_count_by_state_and_tag_and_age_the_oldest_pending() {
         Some(500),
         "\"two\" has waited 500 ms"
     );
+}
+
+fn task(fleet: &TestFleet, id: u64) -> fleetlog_projections::queue::Task {
+    fleet
+        .coordinator
+        .state()
+        .queue
+        .get(id)
+        .cloned()
+        .expect("the task exists")
+}
+
+#[test]
+fn releasing_a_claimed_task_requeues_it_without_counting_the_attempt() {
+    let fleet = fleet();
+    let id = enqueue(&fleet, TaskSpec::new("t"));
+    assert_eq!(claim(&fleet, "w1", &[]), Some(id));
+    assert_eq!(task(&fleet, id).attempts, 1);
+    let release = Command::ReleaseTask {
+        agent: "w2".into(),
+        task: id,
+        reason: "not mine".into(),
+    };
+    assert!(matches!(
+        fleet.refused(release),
+        CommandError::NotYourTask { .. }
+    ));
+    fleet.run(Command::ReleaseTask {
+        agent: "w1".into(),
+        task: id,
+        reason: "shutting down".into(),
+    });
+    let released = task(&fleet, id);
+    assert_eq!((released.state, released.attempts), (TaskState::Pending, 0));
+    assert_eq!(released.holder, None);
+    assert_eq!(
+        claim(&fleet, "w2", &[]),
+        Some(id),
+        "claimable again at once"
+    );
+}
+
+#[test]
+fn a_task_can_be_claimed_by_id_even_when_others_come_first() {
+    let fleet = fleet();
+    let mut urgent = TaskSpec::new("urgent");
+    urgent.priority = 9;
+    enqueue(&fleet, urgent);
+    let wanted = enqueue(&fleet, TaskSpec::new("wanted"));
+    let Outcome::Task { task: Some(got) } = fleet.run(Command::Claim {
+        agent: "w1".into(),
+        tags: vec![],
+        tag_match: Default::default(),
+        task: Some(wanted),
+        lease_ttl_ms: 30_000,
+        wait_ms: None,
+    }) else {
+        panic!("claimed by id");
+    };
+    assert_eq!(got.id, wanted);
+    // Already claimed: nothing for the next caller naming it.
+    let Outcome::Task { task: None } = fleet.run(Command::Claim {
+        agent: "w2".into(),
+        tags: vec![],
+        tag_match: Default::default(),
+        task: Some(wanted),
+        lease_ttl_ms: 30_000,
+        wait_ms: None,
+    }) else {
+        panic!("a claimed task is not claimable again");
+    };
+}
+
+#[test]
+fn tag_match_any_claims_a_task_with_one_of_the_tags_and_all_needs_every_one() {
+    let fleet = fleet();
+    let mut spec = TaskSpec::new("frontend work");
+    spec.tags = vec!["frontend".into()];
+    let id = enqueue(&fleet, spec);
+    assert_eq!(claim(&fleet, "w1", &["frontend", "backend"]), None, "all");
+    let Outcome::Task { task: Some(got) } = fleet.run(Command::Claim {
+        agent: "w1".into(),
+        tags: vec!["backend".into(), "frontend".into()],
+        tag_match: fleetlog_projections::queue::TagMatch::Any,
+        task: None,
+        lease_ttl_ms: 30_000,
+        wait_ms: None,
+    }) else {
+        panic!("any one tag suffices");
+    };
+    assert_eq!(got.id, id);
+}
+
+#[test]
+fn the_holder_reports_progress_and_status_on_a_claimed_task() {
+    let fleet = fleet();
+    let id = enqueue(&fleet, TaskSpec::new("t"));
+    claim(&fleet, "w1", &[]);
+    fleet.run(Command::TaskProgress {
+        agent: "w1".into(),
+        task: id,
+        progress: Some(0.4),
+        status: "compiling".into(),
+    });
+    let reported = task(&fleet, id);
+    assert_eq!(reported.progress, Some(0.4));
+    assert_eq!(reported.status.as_deref(), Some("compiling"));
+    assert!(matches!(
+        fleet.refused(Command::TaskProgress {
+            agent: "w2".into(),
+            task: id,
+            progress: Some(0.9),
+            status: String::new(),
+        }),
+        CommandError::NotYourTask { .. }
+    ));
+}
+
+#[test]
+fn escalation_parks_a_task_for_a_decision_and_can_be_the_exhaustion_policy() {
+    let fleet = fleet();
+    let mut spec = TaskSpec::new("flaky");
+    spec.max_attempts = 1;
+    spec.escalate_when_exhausted = true;
+    let id = enqueue(&fleet, spec);
+    claim(&fleet, "w1", &[]);
+    fleet.run(fail("w1", id, true));
+    let escalated = task(&fleet, id);
+    assert_eq!(escalated.state, TaskState::Escalated);
+    let escalation = escalated.escalation.expect("why and when");
+    assert!(escalation.reason.contains("last of 1"), "{escalation:?}");
+    assert_eq!(
+        claim(&fleet, "w2", &[]),
+        None,
+        "an escalated task is not claimable"
+    );
+    // Someone decides: requeue it.
+    fleet.run(Command::ReleaseTask {
+        agent: "boss".into(),
+        task: id,
+        reason: "retry after the fix".into(),
+    });
+    assert_eq!(claim(&fleet, "w2", &[]), Some(id));
+    // By hand, with a reason.
+    fleet.run(Command::EscalateTask {
+        agent: "w2".into(),
+        task: id,
+        reason: "needs a human".into(),
+    });
+    assert_eq!(task(&fleet, id).state, TaskState::Escalated);
+}
+
+#[test]
+fn anyone_may_dead_letter_an_unfinished_task_on_request() {
+    let fleet = fleet();
+    let id = enqueue(&fleet, TaskSpec::new("t"));
+    let mut after = TaskSpec::new("after");
+    after.depends_on = vec![id];
+    let dependent = enqueue(&fleet, after);
+    claim(&fleet, "w1", &[]);
+    fleet.run(Command::DeadLetterTask {
+        agent: "boss".into(),
+        task: id,
+        reason: "poison input".into(),
+    });
+    assert_eq!(task(&fleet, id).state, TaskState::DeadLettered);
+    assert_eq!(task(&fleet, dependent).state, TaskState::Skipped);
+    assert!(matches!(
+        fleet.refused(Command::DeadLetterTask {
+            agent: "boss".into(),
+            task: id,
+            reason: "again".into(),
+        }),
+        CommandError::TaskFinished { .. }
+    ));
+}
+
+#[test]
+fn a_task_key_is_the_callers_unique_id_for_it() {
+    let fleet = fleet();
+    let mut spec = TaskSpec::new("t");
+    spec.key = Some("JIRA-7".into());
+    let id = enqueue(&fleet, spec.clone());
+    assert_eq!(
+        fleet
+            .coordinator
+            .state()
+            .queue
+            .by_key("JIRA-7")
+            .map(|task| task.id),
+        Some(id)
+    );
+    match fleet.refused(Command::Enqueue {
+        agent: "boss".into(),
+        spec,
+    }) {
+        CommandError::TaskKeyExists { key, task } => {
+            assert_eq!((key.as_str(), task), ("JIRA-7", id))
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_task_requiring_capabilities_goes_only_to_a_capable_agent() {
+    let fleet = fleet();
+    fleet.run(Command::Register {
+        agent: "rustacean".into(),
+        role: "worker".into(),
+        name: "r".into(),
+        working_on: String::new(),
+        capabilities: vec!["rust".into(), "backend-development".into()],
+        metadata: Json::null(),
+    });
+    let mut spec = TaskSpec::new("port the parser");
+    spec.required_capabilities = vec!["rust".into()];
+    let id = enqueue(&fleet, spec);
+    assert_eq!(claim(&fleet, "w1", &[]), None, "w1 has no capabilities");
+    match fleet.refused(Command::Claim {
+        agent: "w1".into(),
+        tags: vec![],
+        tag_match: Default::default(),
+        task: Some(id),
+        lease_ttl_ms: 30_000,
+        wait_ms: None,
+    }) {
+        CommandError::NotCapable { missing, .. } => assert_eq!(missing, vec!["rust".to_owned()]),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(claim(&fleet, "rustacean", &[]), Some(id));
 }

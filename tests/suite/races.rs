@@ -103,6 +103,8 @@ fn eight_threads_draining_one_queue_complete_each_task_exactly_once() {
                     let task = match coordinator.execute(Command::Claim {
                         agent: agent.clone(),
                         tags: vec![],
+                        tag_match: Default::default(),
+                        task: None,
                         lease_ttl_ms: 60_000,
                         wait_ms: None,
                     }) {

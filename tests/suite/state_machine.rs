@@ -30,6 +30,10 @@ enum Op {
     Complete(u8),
     Fail(u8, bool),
     Cancel(u8),
+    /// Give the claimed task back (or requeue an escalated one).
+    ReleaseTask(u8),
+    Escalate(u8),
+    Progress(u8),
     Request(u8),
     Decide(u8, bool),
     Advance(u32),
@@ -53,6 +57,9 @@ fn op() -> impl Strategy<Value = Op> {
         agent.clone().prop_map(Op::Complete),
         (agent.clone(), any::<bool>()).prop_map(|(a, retry)| Op::Fail(a, retry)),
         agent.clone().prop_map(Op::Cancel),
+        agent.clone().prop_map(Op::ReleaseTask),
+        agent.clone().prop_map(Op::Escalate),
+        agent.clone().prop_map(Op::Progress),
         agent.clone().prop_map(Op::Request),
         (agent.clone(), any::<bool>()).prop_map(|(a, yes)| Op::Decide(a, yes)),
         (0u32..45_000).prop_map(Op::Advance),
@@ -153,6 +160,7 @@ fn command(op: &Op, state: &State) -> Option<Command> {
                     priority: i32::from(priority),
                     max_attempts: 2,
                     depends_on,
+                    escalate_when_exhausted: priority > 0,
                     ..TaskSpec::new("work")
                 },
             }
@@ -160,6 +168,8 @@ fn command(op: &Op, state: &State) -> Option<Command> {
         Op::Claim(a) => Command::Claim {
             agent: name(a),
             tags: vec![],
+            tag_match: Default::default(),
+            task: None,
             lease_ttl_ms: 15_000,
             wait_ms: None,
         },
@@ -187,6 +197,30 @@ fn command(op: &Op, state: &State) -> Option<Command> {
                 reason: "no longer needed".into(),
             }
         }
+        Op::ReleaseTask(a) => {
+            let escalated = state
+                .queue
+                .tasks
+                .values()
+                .find(|task| task.state == TaskState::Escalated)
+                .map(|task| task.id);
+            Command::ReleaseTask {
+                agent: name(a),
+                task: task_of(&name(a)).or(escalated)?,
+                reason: "later".into(),
+            }
+        }
+        Op::Escalate(a) => Command::EscalateTask {
+            agent: name(a),
+            task: task_of(&name(a))?,
+            reason: "stuck".into(),
+        },
+        Op::Progress(a) => Command::TaskProgress {
+            agent: name(a),
+            task: task_of(&name(a))?,
+            progress: Some(0.5),
+            status: "halfway".into(),
+        },
         Op::Request(a) => Command::RequestApproval {
             agent: name(a),
             action: "deploy".into(),

@@ -136,6 +136,37 @@ pub fn variants_added_after_v1() -> Vec<(String, Event)> {
                 deadline: at,
             },
         ),
+        (
+            "boss".to_owned(),
+            Event::TaskOptions {
+                task: 11,
+                key: Some("JIRA-7".to_owned()),
+                capabilities: vec!["rust".to_owned()],
+                escalate_when_exhausted: true,
+            },
+        ),
+        (
+            "w1".to_owned(),
+            Event::TaskProgressed {
+                task: 11,
+                progress: Some(0.25),
+                status: "compiling".to_owned(),
+            },
+        ),
+        (
+            "w1".to_owned(),
+            Event::TaskReleased {
+                task: 11,
+                reason: "shutting down".to_owned(),
+            },
+        ),
+        (
+            "w1".to_owned(),
+            Event::TaskEscalated {
+                task: 11,
+                reason: "needs a human".to_owned(),
+            },
+        ),
     ]
 }
 

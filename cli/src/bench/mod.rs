@@ -320,6 +320,8 @@ impl<C: Commands> Target for C {
                 let task = match run(Command::Claim {
                     agent: agent.into(),
                     tags: vec![agent.into()],
+                    tag_match: Default::default(),
+                    task: None,
                     lease_ttl_ms: 60_000,
                     wait_ms: None,
                 })? {

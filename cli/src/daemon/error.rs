@@ -54,7 +54,9 @@ impl From<CommandError> for ApiError {
 pub fn status_of(error: &CommandError) -> u16 {
     match error {
         CommandError::Invalid { .. } | CommandError::Rejected(_) => 400,
-        CommandError::NotAnApprover { .. } | CommandError::SelfApproval { .. } => 403,
+        CommandError::NotAnApprover { .. }
+        | CommandError::SelfApproval { .. }
+        | CommandError::NotCapable { .. } => 403,
         CommandError::UnknownAgent { .. }
         | CommandError::UnknownTask { .. }
         | CommandError::UnknownApproval { .. }
@@ -80,7 +82,8 @@ pub fn status_of(error: &CommandError) -> u16 {
         | CommandError::WorkflowExists { .. }
         | CommandError::WorkflowFinished { .. }
         | CommandError::OverBudget { .. }
-        | CommandError::AgentExpired { .. } => 409,
+        | CommandError::AgentExpired { .. }
+        | CommandError::TaskKeyExists { .. } => 409,
     }
 }
 

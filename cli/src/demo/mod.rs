@@ -310,6 +310,8 @@ fn task_graph(daemon: &Daemon, size: DemoSize) -> Result<Check, Error> {
     let victim_task = match client.execute(&Command::Claim {
         agent: "victim".into(),
         tags: vec![],
+        tag_match: Default::default(),
+        task: None,
         lease_ttl_ms: size.lease_ms,
         wait_ms: None,
     })? {
@@ -401,6 +403,8 @@ fn work(client: &BlockingClient, agent: &str, lease_ms: u64) -> Result<u64, Erro
         let task = match client.execute(&Command::Claim {
             agent: agent.into(),
             tags: vec![],
+            tag_match: Default::default(),
+            task: None,
             lease_ttl_ms: lease_ms,
             wait_ms: Some(lease_ms),
         }) {

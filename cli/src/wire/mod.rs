@@ -86,6 +86,9 @@ pub enum Query {
     Agents {
         #[serde(default)]
         all: bool,
+        /// Only agents that registered this capability.
+        #[serde(default)]
+        capability: Option<String>,
         /// Items per page (default PAGE_ITEMS_DEFAULT, at most PAGE_ITEMS_MAX).
         #[serde(default)]
         limit: Option<usize>,
@@ -142,6 +145,9 @@ pub enum Query {
         state: Option<String>,
         #[serde(default)]
         tag: Option<String>,
+        /// The task with this caller-chosen key.
+        #[serde(default)]
+        key: Option<String>,
         /// Items per page (default PAGE_ITEMS_DEFAULT, at most PAGE_ITEMS_MAX).
         #[serde(default)]
         limit: Option<usize>,
@@ -341,11 +347,19 @@ fn not_found(what: &'static str, id: impl ToString) -> QueryError {
 /// Answers `query` from `state` as it is at `now`.
 pub fn answer(state: &State, now: Timestamp, query: &Query) -> Result<Value, QueryError> {
     Ok(match query {
-        Query::Agents { all, limit, cursor } => {
-            let agents: Vec<_> = match all {
+        Query::Agents {
+            all,
+            capability,
+            limit,
+            cursor,
+        } => {
+            let mut agents: Vec<_> = match all {
                 true => state.agents.by_id.values().collect(),
                 false => state.agents.active(now),
             };
+            if let Some(capability) = capability {
+                agents.retain(|agent| agent.capabilities.contains(capability));
+            }
             agents_page(agents, now, *limit, cursor)?
         }
         Query::Agent { id } => agent_view(
@@ -398,6 +412,7 @@ pub fn answer(state: &State, now: Timestamp, query: &Query) -> Result<Value, Que
         Query::Tasks {
             state: wanted,
             tag,
+            key,
             limit,
             cursor,
         } => {
@@ -407,7 +422,8 @@ pub fn answer(state: &State, now: Timestamp, query: &Query) -> Result<Value, Que
                 .tasks
                 .values()
                 .filter(|task| wanted.is_none_or(|wanted| task.state == wanted))
-                .filter(|task| tag.as_ref().is_none_or(|tag| task.tags.contains(tag)));
+                .filter(|task| tag.as_ref().is_none_or(|tag| task.tags.contains(tag)))
+                .filter(|task| key.is_none() || task.key == *key);
             let (tasks, next) = paged(tasks, |task| task.id, *limit, cursor)?;
             to_json(views::TasksPage {
                 tasks: tasks.into_iter().cloned().collect(),
@@ -640,13 +656,14 @@ fn parse_task_state(text: &str) -> Result<TaskState, QueryError> {
     Ok(match text {
         "pending" => TaskState::Pending,
         "claimed" => TaskState::Claimed,
+        "escalated" => TaskState::Escalated,
         "completed" => TaskState::Completed,
         "dead_lettered" => TaskState::DeadLettered,
         "cancelled" => TaskState::Cancelled,
         "skipped" => TaskState::Skipped,
         other => {
             return Err(QueryError::Invalid(format!(
-                "task state {other:?} is not one of pending, claimed, completed, dead_lettered, cancelled, skipped"
+                "task state {other:?} is not one of pending, claimed, escalated, completed, dead_lettered, cancelled, skipped"
             )));
         }
     })

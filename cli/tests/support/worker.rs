@@ -102,6 +102,8 @@ fn drain(client: &BlockingClient, agent: &str, hang_after: u64) {
         let claim = Command::Claim {
             agent: agent.to_owned(),
             tags: vec![],
+            tag_match: Default::default(),
+            task: None,
             lease_ttl_ms: 2_000,
             wait_ms: Some(5_000),
         };

@@ -5,8 +5,9 @@ use fleetlog_ledger::{Batch, Error as LedgerError, Event, Record, Timestamp};
 
 use crate::command::{CommandError, StageReport, TaskSpec};
 use crate::locks::Lock;
-use crate::queue::TaskState;
+use crate::queue::{Claimant, TaskState};
 use crate::replay::Projection;
+use crate::waits::ClaimWant;
 use crate::workflows::WorkflowStatus;
 
 use super::*;
@@ -231,7 +232,27 @@ impl Machine {
                 doomed_by.get_or_insert(*dependency);
             }
         }
+        if let Some(key) = &spec.key {
+            if key.is_empty() {
+                return Err(invalid("key", "must not be empty (leave it out for none)"));
+            }
+            if let Some(existing) = self.state.queue.by_key(key) {
+                return Err(CommandError::TaskKeyExists {
+                    key: key.clone(),
+                    task: existing.id,
+                });
+            }
+        }
         let id = batch.next_seq();
+        let options = (spec.key.is_some()
+            || !spec.required_capabilities.is_empty()
+            || spec.escalate_when_exhausted)
+            .then_some(Event::TaskOptions {
+                task: id,
+                key: spec.key,
+                capabilities: spec.required_capabilities,
+                escalate_when_exhausted: spec.escalate_when_exhausted,
+            });
         let mut events = vec![Event::TaskEnqueued {
             title: spec.title,
             description: spec.description,
@@ -243,6 +264,7 @@ impl Machine {
             not_before: spec.not_before,
             workflow_id: spec.workflow_id,
         }];
+        events.extend(options);
         if let Some(blocked_by) = doomed_by {
             events.push(Event::TaskSkipped {
                 task: id,
@@ -257,16 +279,49 @@ impl Machine {
         &mut self,
         batch: &mut Batch<'_, '_>,
         agent: &str,
-        tags: &[String],
-        lease_ttl_ms: u64,
+        wants: &ClaimWant,
     ) -> Result<Option<crate::queue::Task>, CommandError> {
-        let Some(task) = self.state.queue.next_claimable(tags, batch.now()) else {
+        let capabilities = self
+            .state
+            .agents
+            .get(agent)
+            .map(|found| found.capabilities.clone())
+            .unwrap_or_default();
+        let claimant = Claimant {
+            tags: &wants.tags,
+            tag_match: wants.tag_match,
+            capabilities: &capabilities,
+        };
+        let now = batch.now();
+        let queue = &self.state.queue;
+        let task = match wants.task {
+            None => queue.next_claimable(&claimant, now),
+            Some(id) => {
+                let found = queue
+                    .get(id)
+                    .ok_or(CommandError::UnknownTask { task: id })?;
+                if found.state.is_final() {
+                    return Err(finished(id, found.state));
+                }
+                let missing: Vec<String> = found
+                    .required_capabilities
+                    .iter()
+                    .filter(|needed| !capabilities.contains(needed))
+                    .cloned()
+                    .collect();
+                if !missing.is_empty() {
+                    return Err(CommandError::NotCapable { task: id, missing });
+                }
+                queue.is_claimable(found, &claimant, now).then_some(found)
+            }
+        };
+        let Some(task) = task else {
             return Ok(None);
         };
         let (id, attempt) = (task.id, task.attempts + 1);
         let event = Event::TaskClaimed {
             task: id,
-            lease_ttl_ms,
+            lease_ttl_ms: wants.lease_ttl_ms,
             attempt,
         };
         self.stage(batch, agent, vec![event])?;

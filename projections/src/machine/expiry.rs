@@ -15,6 +15,19 @@ impl Machine {
         events
     }
 
+    /// A task that ran out of attempts: escalated if its policy says so, else dead-lettered.
+    pub(super) fn exhausted(&self, task: u64, reason: String) -> Vec<Event> {
+        let escalate = self
+            .state
+            .queue
+            .get(task)
+            .is_some_and(|found| found.escalate_when_exhausted);
+        match escalate {
+            true => vec![Event::TaskEscalated { task, reason }],
+            false => self.dead_letter(task, reason),
+        }
+    }
+
     pub(super) fn skips(&self, task: u64) -> Vec<Event> {
         self.state
             .queue
@@ -37,7 +50,7 @@ impl Machine {
         }];
         if found.attempts >= found.max_attempts {
             let reason = format!("lease expired on the last of {} attempts", found.attempts);
-            events.extend(self.dead_letter(task, reason));
+            events.extend(self.exhausted(task, reason));
         }
         events
     }

@@ -467,17 +467,24 @@ impl Machine {
             Command::Claim {
                 agent,
                 tags,
+                tag_match,
+                task,
                 lease_ttl_ms,
                 wait_ms,
             } => {
                 positive("lease_ttl_ms", lease_ttl_ms)?;
-                if let Some(task) = self.claim(batch, &agent, &tags, lease_ttl_ms)? {
+                let wants = ClaimWant {
+                    tags,
+                    tag_match,
+                    task,
+                    lease_ttl_ms,
+                };
+                if let Some(task) = self.claim(batch, &agent, &wants)? {
                     return Ok(done_with(Outcome::Task { task: Some(task) }));
                 }
                 match wait_ms {
                     None => Ok(done_with(Outcome::Task { task: None })),
                     Some(wait_ms) => {
-                        let wants = ClaimWant { tags, lease_ttl_ms };
                         let reply = take_reply(reply);
                         self.park(|waits| waits.park((), agent, now, wait_ms, reply, wants))
                     }
@@ -530,9 +537,75 @@ impl Machine {
                         true => format!("failed on the last of {attempts} attempts"),
                         false => "failed with a non-retryable error".to_owned(),
                     };
-                    events.extend(self.dead_letter(task, reason));
+                    events.extend(self.exhausted(task, reason));
                 }
                 done(self.stage(batch, &agent, events)?)
+            }
+            Command::ReleaseTask {
+                agent,
+                task,
+                reason,
+            } => {
+                let found = self
+                    .state
+                    .queue
+                    .get(task)
+                    .ok_or(CommandError::UnknownTask { task })?;
+                match found.state {
+                    TaskState::Escalated => {}
+                    _ => self.check_lease(&agent, task)?,
+                }
+                done(self.stage(batch, &agent, vec![Event::TaskReleased { task, reason }])?)
+            }
+            Command::TaskProgress {
+                agent,
+                task,
+                progress,
+                status,
+            } => {
+                self.check_lease(&agent, task)?;
+                let event = Event::TaskProgressed {
+                    task,
+                    progress,
+                    status,
+                };
+                done(self.stage(batch, &agent, vec![event])?)
+            }
+            Command::EscalateTask {
+                agent,
+                task,
+                reason,
+            } => {
+                let found = self
+                    .state
+                    .queue
+                    .get(task)
+                    .ok_or(CommandError::UnknownTask { task })?;
+                if found.state.is_final() {
+                    return Err(finished(task, found.state));
+                }
+                if found.state == TaskState::Claimed
+                    && found.holder.as_deref() != Some(agent.as_str())
+                {
+                    // Taking a task from its live holder is the holder's call (or a cancel).
+                    self.check_lease(&agent, task)?;
+                }
+                done(self.stage(batch, &agent, vec![Event::TaskEscalated { task, reason }])?)
+            }
+            Command::DeadLetterTask {
+                agent,
+                task,
+                reason,
+            } => {
+                let found = self
+                    .state
+                    .queue
+                    .get(task)
+                    .ok_or(CommandError::UnknownTask { task })?;
+                if found.state.is_final() {
+                    return Err(finished(task, found.state));
+                }
+                done(self.stage(batch, &agent, self.dead_letter(task, reason))?)
             }
             Command::Cancel {
                 agent,

@@ -106,7 +106,7 @@ impl Machine {
         let mut waiting = self.waits.take_claims();
         let mut kept = VecDeque::new();
         while let Some(waiter) = waiting.pop_front() {
-            if self.state.queue.next_claimable(&[], batch.now()).is_none() {
+            if !self.state.queue.anything_claimable(batch.now()) {
                 // Nothing is claimable by anyone: the rest keep waiting, in order.
                 kept.push_back(waiter);
                 kept.extend(waiting.drain(..));
@@ -116,14 +116,9 @@ impl Machine {
                 self.waits.finished(&waiter);
                 continue;
             }
-            let claimed = self.require_member(&waiter.agent).and_then(|()| {
-                self.claim(
-                    batch,
-                    &waiter.agent,
-                    &waiter.wants.tags,
-                    waiter.wants.lease_ttl_ms,
-                )
-            });
+            let claimed = self
+                .require_member(&waiter.agent)
+                .and_then(|()| self.claim(batch, &waiter.agent, &waiter.wants));
             match claimed {
                 Ok(None) => kept.push_back(waiter),
                 Ok(Some(task)) => {

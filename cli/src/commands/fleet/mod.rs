@@ -51,8 +51,12 @@ pub enum FleetCommand {
     Status,
     /// List agents (alive ones; --all for every agent ever registered).
     Agents {
+        /// Include expired and deregistered agents.
         #[arg(long)]
         all: bool,
+        /// Only agents with this capability.
+        #[arg(long)]
+        capability: Option<String>,
     },
     /// Alive agents whose progress has not changed for --threshold milliseconds.
     Hung {
@@ -195,10 +199,11 @@ pub fn run(db: &Path, as_operator: bool, command: FleetCommand, out: &Output) ->
     let backend = Backend::connect(db, as_operator)?;
     match command {
         FleetCommand::Status => show_view(&backend, Query::Status, out, status_text),
-        FleetCommand::Agents { all } => show_view(
+        FleetCommand::Agents { all, capability } => show_view(
             &backend,
             Query::Agents {
                 all,
+                capability,
                 limit: None,
                 cursor: None,
             },

@@ -3,12 +3,20 @@
 use anyhow::Result;
 use clap::Subcommand;
 use fleetlog::wire::views;
+use fleetlog_projections::queue::TagMatch;
 use fleetlog_projections::{Command, TaskSpec};
 
 use crate::commands::output::table;
 
 use super::*;
 use fleetlog::client::backend::Backend;
+
+/// How several `--tag`s select tasks.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum TagMatchArg {
+    All,
+    Any,
+}
 
 #[derive(Subcommand, Debug)]
 pub enum TaskCommand {
@@ -34,17 +42,73 @@ pub enum TaskCommand {
         not_before: Option<String>,
         #[arg(long)]
         workflow: Option<String>,
+        /// Your own id for the task, unique in the ledger (`task list --key K` finds it).
+        #[arg(long)]
+        key: Option<String>,
+        /// A capability the claimant must have (repeat for several; all are required).
+        #[arg(long = "require")]
+        required_capabilities: Vec<String>,
+        /// Escalate the task when it runs out of attempts, instead of dead-lettering it.
+        #[arg(long)]
+        escalate_when_exhausted: bool,
     },
     /// Claim the best available task (exit 3 if none, or on timeout with --wait-ms).
     Claim {
         #[command(flatten)]
         agent: Agent,
+        /// Only tasks with this tag (repeatable; see --tag-match).
         #[arg(long = "tag")]
         tags: Vec<String>,
+        /// With several --tag: the task carries all of them, or any one.
+        #[arg(long, value_enum, default_value_t = TagMatchArg::All)]
+        tag_match: TagMatchArg,
+        /// Claim this task and no other.
+        #[arg(long)]
+        id: Option<u64>,
+        /// How long the claim lasts unless renewed.
         #[arg(long, default_value_t = fleetlog_projections::queue::LEASE_TTL_MS_DEFAULT)]
         lease_ms: u64,
+        /// Wait up to this long for a task to become available.
         #[arg(long)]
         wait_ms: Option<u64>,
+    },
+    /// Give a claimed task back to the queue without counting the attempt (or requeue an
+    /// escalated one).
+    Release {
+        #[command(flatten)]
+        agent: Agent,
+        id: u64,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Report progress on a claimed task.
+    Progress {
+        #[command(flatten)]
+        agent: Agent,
+        id: u64,
+        /// From 0 to 1.
+        #[arg(long)]
+        progress: Option<f64>,
+        /// Free-form status.
+        #[arg(long, default_value = "")]
+        status: String,
+    },
+    /// Put a task aside for a decision (not claimable until released, cancelled or
+    /// dead-lettered).
+    Escalate {
+        #[command(flatten)]
+        agent: Agent,
+        id: u64,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Move an unfinished task to the dead-letter queue.
+    DeadLetter {
+        #[command(flatten)]
+        agent: Agent,
+        id: u64,
+        #[arg(long)]
+        reason: String,
     },
     Renew {
         #[command(flatten)]
@@ -78,10 +142,16 @@ pub enum TaskCommand {
         reason: String,
     },
     List {
+        /// Only tasks in this state (pending, claimed, escalated, completed, dead_lettered,
+        /// cancelled, skipped).
         #[arg(long)]
         state: Option<String>,
+        /// Only tasks with this tag.
         #[arg(long)]
         tag: Option<String>,
+        /// The task with this caller-chosen key.
+        #[arg(long)]
+        key: Option<String>,
     },
     Show {
         id: u64,
@@ -113,12 +183,13 @@ pub(super) fn tasks_text(page: &views::TasksPage) -> String {
 /// Runs one `tasks` subcommand.
 pub(super) fn run(backend: &Backend, command: TaskCommand, out: &Output) -> Result<ExitCode> {
     let command = match command {
-        TaskCommand::List { state, tag } => {
+        TaskCommand::List { state, tag, key } => {
             return show_view(
                 backend,
                 Query::Tasks {
                     state,
                     tag,
+                    key,
                     limit: None,
                     cursor: None,
                 },
@@ -139,6 +210,9 @@ pub(super) fn run(backend: &Backend, command: TaskCommand, out: &Output) -> Resu
             depends_on,
             not_before,
             workflow,
+            key,
+            required_capabilities,
+            escalate_when_exhausted,
         } => Command::Enqueue {
             agent: agent.agent,
             spec: TaskSpec {
@@ -153,18 +227,54 @@ pub(super) fn run(backend: &Backend, command: TaskCommand, out: &Output) -> Resu
                     .map(|text| time_arg("--not-before", &text))
                     .transpose()?,
                 workflow_id: workflow,
+                key,
+                required_capabilities,
+                escalate_when_exhausted,
             },
         },
         TaskCommand::Claim {
             agent,
             tags,
+            tag_match,
+            id,
             lease_ms,
             wait_ms,
         } => Command::Claim {
             agent: agent.agent,
             tags,
+            tag_match: match tag_match {
+                TagMatchArg::All => TagMatch::All,
+                TagMatchArg::Any => TagMatch::Any,
+            },
+            task: id,
             lease_ttl_ms: lease_ms,
             wait_ms,
+        },
+        TaskCommand::Release { agent, id, reason } => Command::ReleaseTask {
+            agent: agent.agent,
+            task: id,
+            reason,
+        },
+        TaskCommand::Progress {
+            agent,
+            id,
+            progress,
+            status,
+        } => Command::TaskProgress {
+            agent: agent.agent,
+            task: id,
+            progress,
+            status,
+        },
+        TaskCommand::Escalate { agent, id, reason } => Command::EscalateTask {
+            agent: agent.agent,
+            task: id,
+            reason,
+        },
+        TaskCommand::DeadLetter { agent, id, reason } => Command::DeadLetterTask {
+            agent: agent.agent,
+            task: id,
+            reason,
         },
         TaskCommand::Renew {
             agent,
