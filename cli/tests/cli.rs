@@ -455,7 +455,7 @@ fn every_list_table_shows_the_values_not_placeholders() {
 
     let agents = run(&["agents"]);
     assert!(
-        agents.contains("tester") && agents.contains("busy") && agents.contains("0.5"),
+        agents.contains("tester") && agents.contains("busy") && agents.contains("50 %"),
         "{agents}"
     );
     let tasks = run(&["task", "list"]);

@@ -380,3 +380,70 @@ fn agents_are_found_by_capability_and_tasks_by_key_and_escalation_over_http() {
         "{escalated}"
     );
 }
+
+#[test]
+fn alive_answers_one_agent_by_exit_code() {
+    let (_dir, db, _) = fleet(false);
+    ok(&db, &["heartbeat", "--agent", "b", "--ttl-ms", "1"]);
+    assert_eq!(cli(&db, &["alive", "--agent", "a"]).status.code(), Some(0));
+    let expired = cli(&db, &["alive", "--agent", "b"]);
+    assert_eq!(expired.status.code(), Some(1), "{expired:?}");
+    assert!(String::from_utf8_lossy(&expired.stdout).contains("not alive (expired)"));
+    assert_eq!(cli(&db, &["alive", "--agent", "zz"]).status.code(), Some(3));
+}
+
+#[test]
+fn agents_and_status_read_like_the_tools_users_come_from() {
+    let (_dir, db, _) = fleet(false);
+    ok(
+        &db,
+        &[
+            "heartbeat",
+            "--agent",
+            "a",
+            "--progress",
+            "0.3333333",
+            "--task",
+            "T-9",
+        ],
+    );
+    ok(
+        &db,
+        &["workflow", "start", "--agent", "a", "wf1", "--plan", "a,b"],
+    );
+    ok(
+        &db,
+        &[
+            "workflow", "stage", "--agent", "a", "wf1", "--stage", "plan",
+        ],
+    );
+    ok(&db, &["task", "add", "--agent", "a", "--title", "t"]);
+    let agents = ok(&db, &["agents"]);
+    let row = agents
+        .lines()
+        .find(|line| line.starts_with("a "))
+        .unwrap_or_else(|| panic!("{agents}"));
+    for expected in ["33 %", "T-9", "wf1", "s ago"] {
+        assert!(row.contains(expected), "{expected:?} missing: {agents}");
+    }
+    let status = ok(&db, &["status"]);
+    assert!(status.contains("queue: 1 pending"), "{status}");
+    assert!(!status.contains('{'), "no raw JSON: {status}");
+    assert!(!status.contains("0.333"), "{status}");
+}
+
+#[test]
+fn serve_on_a_taken_port_names_it_and_leaves_nothing_behind() {
+    let (dir, db) = new_db();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = taken.local_addr().expect("address").to_string();
+    let out = cli(&db, &["serve", "--listen", &address]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&address), "{stderr}");
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("dir")
+        .map(|entry| entry.expect("entry").file_name())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}

@@ -202,8 +202,15 @@ pub async fn serve(
         )));
     }
     let tls = config.tls.as_ref().map(TlsFiles::acceptor).transpose()?;
-    let keys = crate::identity::Keys::load_or_create(&config.db)
-        .map_err(|error| Error::Config(error.to_string()))?;
+    // The address first: a taken port must not leave a new database or a socket behind.
+    let tcp = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|error| {
+            Error::Config(format!(
+                "cannot listen on {}: {error} (is another daemon or program using it? choose another with --listen)",
+                config.listen
+            ))
+        })?;
     let verifying = std::time::Instant::now();
     let coordinator = Coordinator::open(
         &config.db,
@@ -212,6 +219,8 @@ pub async fn serve(
             ..CoordinatorOptions::default()
         },
     )?;
+    let keys = crate::identity::Keys::load_or_create(&config.db)
+        .map_err(|error| Error::Config(error.to_string()))?;
     let open_ms = verifying.elapsed().as_secs_f64() * 1e3;
     let (live_tx, live) = watch::channel(coordinator.ledger().head()?.seq);
     let fanout = spawn_fanout(&coordinator, live_tx)?;
@@ -231,7 +240,6 @@ pub async fn serve(
     });
 
     let unix = bind_socket(&config.socket)?;
-    let tcp = tokio::net::TcpListener::bind(config.listen).await?;
     let connections_max = crate::daemon::listen::connection_bound(2);
     metrics
         .connections_max

@@ -38,7 +38,10 @@ pub fn created(state: &State, now: Timestamp, command: &Command, seq: u64) -> Op
         Command::Register { agent, .. } => (
             "agent",
             json!(agent),
-            state.agents.get(agent).map(|a| agent_view(a, now)),
+            state
+                .agents
+                .get(agent)
+                .map(|a| agent_view(a, &state.workflows, now)),
         ),
         Command::SendSignal { .. } => (
             "signal",
@@ -360,22 +363,35 @@ pub fn answer(state: &State, now: Timestamp, query: &Query) -> Result<Value, Que
             if let Some(capability) = capability {
                 agents.retain(|agent| agent.capabilities.contains(capability));
             }
-            agents_page(agents, now, *limit, cursor)?
+            agents_page(agents, &state.workflows, now, *limit, cursor)?
         }
         Query::Agent { id } => agent_view(
             state.agents.get(id).ok_or_else(|| not_found("agent", id))?,
+            &state.workflows,
             now,
         ),
         Query::Stale {
             threshold_ms,
             limit,
             cursor,
-        } => agents_page(state.agents.stale(now, *threshold_ms), now, *limit, cursor)?,
+        } => agents_page(
+            state.agents.stale(now, *threshold_ms),
+            &state.workflows,
+            now,
+            *limit,
+            cursor,
+        )?,
         Query::Hung {
             threshold_ms,
             limit,
             cursor,
-        } => agents_page(state.agents.hung(now, *threshold_ms), now, *limit, cursor)?,
+        } => agents_page(
+            state.agents.hung(now, *threshold_ms),
+            &state.workflows,
+            now,
+            *limit,
+            cursor,
+        )?,
         Query::Inbox {
             agent,
             limit,
@@ -626,6 +642,7 @@ where
 
 fn agents_page(
     agents: Vec<&fleetlog_projections::agents::Agent>,
+    workflows: &fleetlog_projections::workflows::Workflows,
     now: Timestamp,
     limit: Option<usize>,
     cursor: &Option<String>,
@@ -634,7 +651,7 @@ fn agents_page(
     Ok(to_json(views::AgentsPage {
         agents: agents
             .into_iter()
-            .map(|agent| views::AgentView::new(agent, now))
+            .map(|agent| views::AgentView::new(agent, workflows, now))
             .collect(),
         next_cursor: next,
     }))
@@ -669,8 +686,12 @@ fn parse_task_state(text: &str) -> Result<TaskState, QueryError> {
     })
 }
 
-pub(crate) fn agent_view(agent: &fleetlog_projections::agents::Agent, now: Timestamp) -> Value {
-    to_json(views::AgentView::new(agent, now))
+pub(crate) fn agent_view(
+    agent: &fleetlog_projections::agents::Agent,
+    workflows: &fleetlog_projections::workflows::Workflows,
+    now: Timestamp,
+) -> Value {
+    to_json(views::AgentView::new(agent, workflows, now))
 }
 
 pub(crate) fn approval_view(

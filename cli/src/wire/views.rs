@@ -10,7 +10,7 @@ use fleetlog_projections::decisions::Decision;
 use fleetlog_projections::locks::Lock;
 use fleetlog_projections::queue::Task;
 use fleetlog_projections::signals::Signal;
-use fleetlog_projections::workflows::Workflow;
+use fleetlog_projections::workflows::{Workflow, WorkflowStatus, Workflows};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -21,16 +21,38 @@ pub struct AgentView {
     pub agent: Agent,
     /// Heartbeating and within its TTL now.
     pub alive: bool,
-    /// When it expires without another heartbeat.
+    /// When it expires without another sign of life.
     pub deadline: Timestamp,
+    /// Milliseconds since its last sign of life.
+    pub last_seen_ms_ago: u64,
+    /// The running workflow it works in now (a stage of it started and not completed).
+    pub workflow: Option<String>,
 }
 
 impl AgentView {
-    pub fn new(agent: &Agent, now: Timestamp) -> Self {
+    pub fn new(agent: &Agent, workflows: &Workflows, now: Timestamp) -> Self {
+        let workflow = workflows
+            .by_id
+            .values()
+            .filter(|workflow| workflow.status == WorkflowStatus::Running)
+            .find(|workflow| {
+                workflow.stages.iter().any(|stage| {
+                    stage.agent == agent.id
+                        && stage.started_at.is_some()
+                        && stage.completed_at.is_none()
+                })
+            })
+            .map(|workflow| workflow.id.clone());
+        let ago = now
+            .as_micros()
+            .saturating_sub(agent.last_heartbeat.as_micros())
+            / 1000;
         AgentView {
             agent: agent.clone(),
             alive: agent.is_alive(now),
             deadline: agent.deadline(),
+            last_seen_ms_ago: u64::try_from(ago).unwrap_or(0),
+            workflow,
         }
     }
 }

@@ -70,9 +70,18 @@ pub(super) fn show_analytic(
 }
 
 pub(super) fn number(value: &Value, scale: f64, digits: usize) -> String {
-    value
-        .as_f64()
-        .map_or("-".to_owned(), |n| format!("{:.*}", digits, n * scale))
+    value.as_f64().map_or("-".to_owned(), |n| {
+        let text = format!("{:.*}", digits, n * scale);
+        // A value that rounds to zero from below prints as 0, not -0.0.
+        match text
+            .trim_start_matches('-')
+            .chars()
+            .all(|c| c == '0' || c == '.')
+        {
+            true => text.trim_start_matches('-').to_owned(),
+            false => text,
+        }
+    })
 }
 
 pub(super) fn minutes(value: &Value) -> String {

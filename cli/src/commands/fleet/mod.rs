@@ -58,6 +58,11 @@ pub enum FleetCommand {
         #[arg(long)]
         capability: Option<String>,
     },
+    /// Is this agent alive? Exit 0 alive, 1 not alive (expired or deregistered), 3 unknown.
+    Alive {
+        #[command(flatten)]
+        agent: Agent,
+    },
     /// Alive agents whose progress has not changed for --threshold milliseconds.
     Hung {
         #[arg(long, default_value_t = 300_000)]
@@ -210,6 +215,7 @@ pub fn run(db: &Path, as_operator: bool, command: FleetCommand, out: &Output) ->
             out,
             agents_text,
         ),
+        FleetCommand::Alive { agent } => agents::alive(&backend, &agent.agent, out),
         FleetCommand::Hung { threshold } => show_view(
             &backend,
             Query::Hung {

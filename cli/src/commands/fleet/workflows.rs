@@ -99,9 +99,11 @@ pub(super) fn workflow_rows(workflows: &[views::WorkflowSummary]) -> String {
                 workflow.id.clone(),
                 workflow.project.clone(),
                 cell(workflow.status),
-                cell(workflow.progress),
+                workflow
+                    .progress
+                    .map_or("-".to_owned(), super::agents::percent),
                 workflow.stages.to_string(),
-                cell(workflow.spent_usd),
+                format!("{:.2}", workflow.spent_usd),
             ]
         })
         .collect();
