@@ -447,3 +447,62 @@ fn serve_on_a_taken_port_names_it_and_leaves_nothing_behind() {
         .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
 }
+
+#[test]
+fn signal_list_shows_an_inbox_without_consuming_it() {
+    let (_dir, db, _) = fleet(false);
+    ok(
+        &db,
+        &[
+            "signal",
+            "send",
+            "--agent",
+            "a",
+            "--to",
+            "b",
+            "--kind",
+            "review",
+            "--payload",
+            "7",
+        ],
+    );
+    for _ in 0..2 {
+        let listed = json(&db, &["signal", "list", "--agent", "b"]);
+        assert_eq!(listed["signals"][0]["kind"], "review", "{listed}");
+    }
+    assert_ne!(
+        cli(&db, &["signal", "list", "--agent", "zz"]).status.code(),
+        Some(0)
+    );
+}
+
+#[test]
+fn workflow_cancel_ends_a_running_workflow() {
+    let (_dir, db, _) = fleet(false);
+    ok(&db, &["workflow", "start", "--agent", "a", "wf"]);
+    ok(
+        &db,
+        &[
+            "workflow",
+            "cancel",
+            "--agent",
+            "a",
+            "wf",
+            "--reason",
+            "superseded",
+        ],
+    );
+    let shown = json(&db, &["workflow", "show", "wf"]);
+    assert_eq!(shown["status"], "cancelled", "{shown}");
+}
+
+#[test]
+fn best_agent_refuses_a_confidence_outside_zero_to_one() {
+    let (_dir, db, _) = fleet(false);
+    let out = cli(
+        &db,
+        &["best-agent", "--task", "api", "--min-confidence", "1.5"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("min_confidence"));
+}

@@ -381,6 +381,10 @@ pub enum Command {
         /// The agents that ran; empty means "those that completed stages".
         #[serde(default)]
         agents_executed: Vec<String>,
+        /// How long it took, as the caller measured it (OaK's `duration_seconds` × 1000);
+        /// without it, analytics use ledger times.
+        #[serde(default)]
+        duration_ms: Option<u64>,
     },
     CancelWorkflow {
         agent: String,

@@ -250,6 +250,7 @@ fn a_workflow_runs_stages_keeps_its_latest_checkpoint_and_refuses_work_once_fini
         workflow_id: "wf-1".into(),
         success: true,
         error: None,
+        duration_ms: None,
         agents_executed: vec![],
     });
     assert_eq!(
@@ -331,4 +332,68 @@ fn a_stage_past_the_budget_records_it_and_further_stages_wait_for_a_raise() {
     ));
     fleet.run(budget(2.0));
     fleet.run(start_stage());
+}
+
+#[test]
+fn every_path_that_adds_cost_passes_the_budget_breaker() {
+    let fleet = fleet(&["orchestrator", "coder"]);
+    fleet.run(Command::StartWorkflow {
+        agent: "orchestrator".into(),
+        workflow_id: "wf".into(),
+        project: "p".into(),
+        agent_plan: vec![],
+        estimated_duration_ms: None,
+    });
+    fleet.run(Command::SetBudget {
+        agent: "orchestrator".into(),
+        workflow_id: "wf".into(),
+        limit_usd: 1.0,
+    });
+    let complete = |cost: f64| Command::CompleteStage {
+        agent: "orchestrator".into(),
+        workflow_id: "wf".into(),
+        report: stage("coder", "code", cost),
+    };
+    // A completed stage that was never started trips the breaker like any other.
+    fleet.run(complete(1.5));
+    assert_eq!(fleet.kinds().last(), Some(&"budget_exceeded"));
+    let spent = |fleet: &TestFleet| {
+        fleet
+            .coordinator
+            .state()
+            .workflows
+            .get("wf")
+            .expect("wf")
+            .spent_usd
+    };
+    assert_eq!(spent(&fleet), 1.5);
+    // Once over, no completion adds cost, started or not.
+    assert!(matches!(
+        fleet.refused(complete(0.25)),
+        CommandError::OverBudget { .. }
+    ));
+    assert_eq!(spent(&fleet), 1.5, "nothing counted past the breaker");
+}
+
+#[test]
+fn a_workflow_completed_with_its_measured_duration_keeps_it() {
+    let fleet = fleet(&["orchestrator"]);
+    fleet.run(Command::StartWorkflow {
+        agent: "orchestrator".into(),
+        workflow_id: "wf".into(),
+        project: "p".into(),
+        agent_plan: vec![],
+        estimated_duration_ms: None,
+    });
+    fleet.run(Command::CompleteWorkflow {
+        agent: "orchestrator".into(),
+        workflow_id: "wf".into(),
+        success: true,
+        error: None,
+        agents_executed: vec![],
+        duration_ms: Some(90_000),
+    });
+    let state = fleet.coordinator.state();
+    let workflow = state.workflows.get("wf").expect("wf");
+    assert_eq!(workflow.duration_ms, Some(90_000));
 }

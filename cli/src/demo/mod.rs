@@ -349,6 +349,7 @@ fn task_graph(daemon: &Daemon, size: DemoSize) -> Result<Check, Error> {
             workflow_id: workflow,
             success: true,
             error: None,
+            duration_ms: None,
             agents_executed: vec![],
         })?;
     }

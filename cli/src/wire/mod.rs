@@ -573,9 +573,16 @@ pub fn answer(state: &State, now: Timestamp, query: &Query) -> Result<Value, Que
             domain,
             min_confidence,
             top,
-        } => json!({
+        } => {
+            if !(0.0..=1.0).contains(min_confidence) {
+                return Err(QueryError::Invalid(format!(
+                    "min_confidence {min_confidence} is outside 0..=1 (a confidence is a fraction)"
+                )));
+            }
+            json!({
             "candidates": to_json(analytics::best_agents(state, task, domain.as_deref(), now, *min_confidence, *top)),
-        }),
+            })
+        }
         Query::Costs { project, from, to } => {
             to_json(analytics::costs(state, &window(project, from, to)))
         }

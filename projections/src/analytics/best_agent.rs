@@ -43,6 +43,8 @@ pub struct Candidate {
     /// 0..=1.
     pub confidence: f64,
     pub relevant_tasks: usize,
+    /// Relevant tasks whose outcome is known (what `success_rate` is over).
+    pub judged_tasks: usize,
     pub success_rate: f64,
     pub duration_ms_mean: Option<f64>,
     pub trend: Trend,
@@ -225,6 +227,7 @@ pub fn best_agents(
                 agent,
                 confidence,
                 relevant_tasks: n,
+                judged_tasks: judged.len(),
                 success_rate,
                 duration_ms_mean: mean(
                     &items
@@ -237,6 +240,8 @@ pub fn best_agents(
             }
         })
         .filter(|candidate| candidate.confidence >= min_confidence)
+        // An agent that failed every relevant task it finished is not a recommendation.
+        .filter(|candidate| candidate.judged_tasks == 0 || candidate.success_rate > 0.0)
         .collect();
     candidates.sort_by(|a, b| {
         b.confidence

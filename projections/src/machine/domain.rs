@@ -80,6 +80,15 @@ impl Machine {
         report: StageReport,
     ) -> Result<Vec<Event>, CommandError> {
         let workflow = self.running_workflow(workflow_id)?;
+        // Every path that adds cost passes the breaker: once over budget, no stage completes
+        // (started or not) until the budget is raised.
+        if workflow.over_budget() {
+            return Err(CommandError::OverBudget {
+                limit_usd: workflow.budget_usd.unwrap_or_default(),
+                spent_usd: workflow.spent_usd,
+                workflow_id: workflow_id.to_owned(),
+            });
+        }
         let spent_usd = workflow.spent_usd + report.cost_usd;
         let crossed = workflow
             .budget_usd

@@ -833,6 +833,7 @@ impl Machine {
                 success,
                 error,
                 agents_executed,
+                duration_ms,
             } => {
                 let workflow = self.running_workflow(&workflow_id)?;
                 let agents_executed = match agents_executed.is_empty() {
@@ -844,7 +845,7 @@ impl Machine {
                     workflow_id,
                     success,
                     error,
-                    duration_ms: None,
+                    duration_ms,
                     occurred_at: None,
                 };
                 self.record_one(batch, &agent, event)

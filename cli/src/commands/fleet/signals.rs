@@ -1,16 +1,24 @@
-//! `fleetlog signal …`: send, check, wait, acknowledge.
+//! `fleetlog signal …`: list, send, check, wait, acknowledge.
 
 use anyhow::Result;
 use clap::Subcommand;
+use fleetlog::wire::views;
 use fleetlog_ledger::SignalTarget;
 use fleetlog_projections::Command;
 use fleetlog_projections::signals::SignalFilter;
+
+use crate::commands::output::table;
 
 use super::*;
 use fleetlog::client::backend::Backend;
 
 #[derive(Subcommand, Debug)]
 pub enum SignalCommand {
+    /// The signals an agent can see now, oldest first (nothing is consumed).
+    List {
+        #[command(flatten)]
+        agent: Agent,
+    },
     Send {
         #[command(flatten)]
         agent: Agent,
@@ -114,6 +122,24 @@ pub(super) fn run(backend: &Backend, command: SignalCommand, out: &Output) -> Re
             wait_ms: None,
             ack_ms,
         },
+        SignalCommand::List { agent } => {
+            if let Err(error) = backend.query(&Query::Agent {
+                id: agent.agent.clone(),
+            }) {
+                // An inbox of an agent that does not exist is an error, not an empty list.
+                return Err(error.into());
+            }
+            return show_view(
+                backend,
+                Query::Inbox {
+                    agent: agent.agent,
+                    limit: None,
+                    cursor: None,
+                },
+                out,
+                signals_text,
+            );
+        }
         SignalCommand::Ack { agent, signal } => Command::AckSignal {
             agent: agent.agent,
             signal,
@@ -135,4 +161,22 @@ pub(super) fn run(backend: &Backend, command: SignalCommand, out: &Output) -> Re
         },
     };
     run_command(backend, command, out)
+}
+
+fn signals_text(page: &views::SignalsPage) -> String {
+    let rows: Vec<Vec<String>> = page
+        .signals
+        .iter()
+        .map(|signal| {
+            vec![
+                signal.id.to_string(),
+                signal.kind.clone(),
+                signal.from.clone(),
+                cell(&signal.target),
+                signal.payload.as_str().to_owned(),
+                cell(signal.sent_at),
+            ]
+        })
+        .collect();
+    table(&["ID", "KIND", "FROM", "TO", "PAYLOAD", "SENT"], &rows)
 }

@@ -77,6 +77,17 @@ pub enum WorkflowCommand {
         /// Record the workflow as failed, with this error.
         #[arg(long)]
         failed: Option<String>,
+        /// How long it took, as you measured it (else analytics use ledger times).
+        #[arg(long)]
+        duration_ms: Option<u64>,
+    },
+    /// Cancel a running workflow.
+    Cancel {
+        #[command(flatten)]
+        agent: Agent,
+        id: String,
+        #[arg(long, default_value = "")]
+        reason: String,
     },
     Budget {
         #[command(flatten)]
@@ -212,12 +223,23 @@ pub(super) fn run(backend: &Backend, command: WorkflowCommand, out: &Output) -> 
             stage,
             state: json_arg("--state", &state)?,
         },
-        WorkflowCommand::Complete { agent, id, failed } => Command::CompleteWorkflow {
+        WorkflowCommand::Complete {
+            agent,
+            id,
+            failed,
+            duration_ms,
+        } => Command::CompleteWorkflow {
             agent: agent.agent,
             workflow_id: id,
             success: failed.is_none(),
             error: failed,
+            duration_ms,
             agents_executed: vec![],
+        },
+        WorkflowCommand::Cancel { agent, id, reason } => Command::CancelWorkflow {
+            agent: agent.agent,
+            workflow_id: id,
+            reason,
         },
         WorkflowCommand::Budget {
             agent,
