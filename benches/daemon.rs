@@ -39,6 +39,7 @@ impl Daemon {
             skip_verify: false,
             auth: Some(fleetlog::daemon::AuthMode::Agents),
             tls: None,
+            idle_exit: None,
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {

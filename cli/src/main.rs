@@ -146,6 +146,10 @@ enum Command {
         /// The TLS private key (PEM: PKCS#8, PKCS#1 or SEC1); needs --tls-cert.
         #[arg(long, requires = "tls_cert")]
         tls_key: Option<PathBuf>,
+        /// Exit after this many milliseconds with no connection, parked wait or event stream
+        /// (how clients start a daemon on demand). Default: serve until stopped.
+        #[arg(long)]
+        idle_exit_ms: Option<u64>,
     },
 }
 

@@ -88,6 +88,7 @@ pub fn run(
             auth,
             tls_cert,
             tls_key,
+            idle_exit_ms,
         } => {
             init_logs(log_format)?;
             serve(fleetlog::daemon::ServerConfig {
@@ -101,6 +102,7 @@ pub fn run(
                 tls: tls_cert
                     .zip(tls_key)
                     .map(|(cert, key)| fleetlog::daemon::TlsFiles { cert, key }),
+                idle_exit: idle_exit_ms.map(std::time::Duration::from_millis),
             })
         }
     }

@@ -75,6 +75,37 @@ pub struct ServerConfig {
     pub auth: Option<AuthMode>,
     /// Serve TCP over TLS with this certificate chain and key (PEM files).
     pub tls: Option<TlsFiles>,
+    /// Exit after this long with no connection, parked wait or event stream (a daemon started
+    /// on demand by a client); `None`: serve until stopped.
+    pub idle_exit: Option<std::time::Duration>,
+}
+
+/// Resolves once the daemon has had no connection, parked wait or event stream for `idle`;
+/// never without one.
+async fn idle_exit(app: Arc<App>, idle: Option<std::time::Duration>) {
+    let Some(idle) = idle else {
+        return std::future::pending().await;
+    };
+    let tick = (idle / 4).clamp(
+        std::time::Duration::from_millis(10),
+        std::time::Duration::from_secs(1),
+    );
+    let mut idle_since = std::time::Instant::now();
+    loop {
+        tokio::time::sleep(tick).await;
+        let connections = app.metrics.tcp.open.load(Ordering::Relaxed)
+            + app.metrics.unix.open.load(Ordering::Relaxed);
+        let streams = SSE_SUBSCRIBERS_MAX - app.sse_permits.available_permits();
+        if connections > 0 || streams > 0 || app.coordinator.waiting() > 0 {
+            idle_since = std::time::Instant::now();
+        } else if idle_since.elapsed() >= idle {
+            tracing::info!(
+                idle_ms = idle.as_millis() as u64,
+                "no clients, waits or streams for the idle period: exiting"
+            );
+            return;
+        }
+    }
 }
 
 /// Where the TLS certificate chain and private key are (PEM).
@@ -310,8 +341,12 @@ pub async fn serve(
     }
 
     let watching = shutdown_tx.subscribe();
+    let idle = idle_exit(Arc::clone(&app), config.idle_exit);
     tokio::spawn(async move {
-        stop.await;
+        tokio::select! {
+            () = stop => {}
+            () = idle => {}
+        }
         tracing::info!(
             "shutting down: no new connections; in-flight requests get the grace period"
         );
@@ -433,6 +468,7 @@ impl BackgroundDaemon {
             skip_verify: false,
             auth: Some(AuthMode::Agents),
             tls: None,
+            idle_exit: None,
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
