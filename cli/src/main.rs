@@ -111,6 +111,10 @@ enum Command {
         #[arg(long)]
         quick: bool,
     },
+    /// The daemon serving the ledger (one is started on demand by commands that write or
+    /// wait): is one running, stop it, its log.
+    #[command(subcommand)]
+    Daemon(commands::ledger::DaemonCommand),
     /// Serve the ledger to agents over HTTP/1.1 + JSON (loopback TCP and a Unix socket).
     Serve {
         /// TCP address; beyond loopback it requires --token.

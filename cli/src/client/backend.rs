@@ -31,15 +31,18 @@ pub enum Backend {
     Embedded(Box<Embedded>),
 }
 
-/// The file opened in this process. Reads replay it read-only (so reading never writes, not
-/// even the expiries a writer would record); the first command opens it for writing, with
-/// the same identity check the daemon runs.
+/// The file, with no daemon serving it yet. Reads replay it read-only (so reading never
+/// writes, not even the expiries a writer would record); the first command starts a daemon for
+/// it (see [`crate::client::spawn`]), or with `FLEETLOG_NO_DAEMON=1` opens it for writing in
+/// this process, with the same identity check the daemon runs.
 pub struct Embedded {
     db: PathBuf,
     as_operator: bool,
     /// Check each command's credential (else trusted, like `serve --auth trusted-host`).
     authenticate: bool,
     writer: std::sync::OnceLock<(Coordinator, Keys)>,
+    /// The daemon started on demand for the first command (see [`crate::client::spawn`]).
+    daemon: std::sync::OnceLock<BlockingClient>,
     /// State replayed read-only for queries, until a writer is open.
     read: std::sync::OnceLock<(fleetlog_projections::State, fleetlog_ledger::Timestamp)>,
 }
@@ -68,6 +71,7 @@ impl Backend {
             as_operator,
             authenticate,
             writer: std::sync::OnceLock::new(),
+            daemon: std::sync::OnceLock::new(),
             read: std::sync::OnceLock::new(),
         })))
     }
@@ -79,6 +83,9 @@ impl Backend {
     pub fn execute(&self, command: &Command) -> Result<Outcome, Error> {
         match self {
             Backend::Daemon(client) => client.execute(command),
+            Backend::Embedded(embedded) if crate::client::spawn::enabled() => {
+                embedded.daemon()?.execute(command)
+            }
             Backend::Embedded(embedded) => embedded.execute(command),
         }
     }
@@ -88,6 +95,9 @@ impl Backend {
     pub fn execute_answer(&self, command: &Command) -> Result<(Outcome, Value), Error> {
         match self {
             Backend::Daemon(client) => client.execute_answer(command),
+            Backend::Embedded(embedded) if crate::client::spawn::enabled() => {
+                embedded.daemon()?.execute_answer(command)
+            }
             Backend::Embedded(embedded) => {
                 let outcome = embedded.execute(command)?;
                 let (coordinator, keys) = embedded.writer()?;
@@ -180,9 +190,21 @@ impl Embedded {
         Ok(self.writer.get_or_init(|| (coordinator, keys)))
     }
 
+    /// The daemon serving the file, started on demand.
+    pub fn daemon(&self) -> Result<&BlockingClient, Error> {
+        if let Some(daemon) = self.daemon.get() {
+            return Ok(daemon);
+        }
+        let client = crate::client::spawn::ensure(&self.db)?.as_operator(self.as_operator);
+        Ok(self.daemon.get_or_init(|| client))
+    }
+
     /// Answers `query` from the writer's state if one is open, else from a read-only replay
     /// (snapshot and tail) judged at `max(wall clock, newest record)`.
     fn query(&self, query: &Query) -> Result<Value, Error> {
+        if let Some(daemon) = self.daemon.get() {
+            return daemon.query(query);
+        }
         if let Some((coordinator, _)) = self.writer.get() {
             return Ok(wire::answer(
                 &coordinator.state(),

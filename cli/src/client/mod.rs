@@ -3,6 +3,7 @@
 //! the state machine and `wire::answer` use, so the client adds no vocabulary of its own.
 
 pub mod backend;
+pub mod spawn;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -78,6 +78,7 @@ pub fn run(
         Command::Recover => recover(db, out),
         Command::Fleet(command) => crate::commands::fleet::run(db, as_operator, command, out),
         Command::Replay { as_of } => crate::commands::fleet::history::replay(db, &as_of, out),
+        Command::Daemon(command) => daemon(db, command, out),
         Command::Serve {
             listen,
             socket,
@@ -442,4 +443,86 @@ fn recover(db: &Path, out: &Output) -> Result<ExitCode> {
         format!("{} is consistent; head {}", db.display(), head.checkpoint())
     });
     Ok(ExitCode::SUCCESS)
+}
+
+/// `fleetlog daemon …`.
+#[derive(clap::Subcommand, Debug)]
+pub enum DaemonCommand {
+    /// Whether a daemon serves the ledger: its pid, head and parked waits (exit 3 if none).
+    Status,
+    /// Stop the daemon serving the ledger (SIGTERM: in-flight requests finish first).
+    Stop,
+    /// The log of a daemon started on demand (`<db>.log`).
+    Logs {
+        /// Only the last this many lines.
+        #[arg(long, default_value_t = 50)]
+        lines: usize,
+    },
+}
+
+fn daemon(db: &Path, command: DaemonCommand, out: &Output) -> Result<ExitCode> {
+    let health = || {
+        fleetlog::client::BlockingClient::for_db(db)
+            .and_then(|client| client.request(hyper::Method::GET, "/v1/health", None).ok())
+    };
+    match command {
+        DaemonCommand::Status => match health() {
+            Some(health) => {
+                out.emit(&health, || {
+                    format!(
+                        "serving {} (pid {}): head {}, {} parked waits",
+                        db.display(),
+                        health["pid"],
+                        health["head"].as_str().unwrap_or("-"),
+                        health["waiters"]
+                    )
+                });
+                Ok(ExitCode::SUCCESS)
+            }
+            None => {
+                out.emit(&serde_json::json!({ "running": false }), || {
+                    format!("no daemon serves {}", db.display())
+                });
+                Ok(ExitCode::from(3))
+            }
+        },
+        DaemonCommand::Stop => {
+            let Some(pid) = health().and_then(|health| health["pid"].as_u64()) else {
+                out.emit(&serde_json::json!({ "running": false }), || {
+                    format!("no daemon serves {}", db.display())
+                });
+                return Ok(ExitCode::from(3));
+            };
+            let pid = i32::try_from(pid).context("a pid out of range")?;
+            // SAFETY: kill only sends a signal to the process the daemon named as itself.
+            if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
+                bail!(
+                    "could not signal the daemon (pid {pid}): {}",
+                    std::io::Error::last_os_error()
+                );
+            }
+            let socket = fleetlog::wire::socket_path(db);
+            let started = std::time::Instant::now();
+            while socket.exists() && started.elapsed() < std::time::Duration::from_secs(30) {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            if socket.exists() {
+                bail!("the daemon (pid {pid}) is still running 30 s after SIGTERM");
+            }
+            out.emit(&serde_json::json!({ "stopped": pid }), || {
+                format!("stopped the daemon (pid {pid})")
+            });
+            Ok(ExitCode::SUCCESS)
+        }
+        DaemonCommand::Logs { lines } => {
+            let path = fleetlog::client::spawn::log_path(db);
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let all: Vec<&str> = text.lines().collect();
+            for line in &all[all.len().saturating_sub(lines)..] {
+                println!("{line}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }

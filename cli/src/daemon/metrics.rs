@@ -75,6 +75,7 @@ pub(super) async fn health(State(app): State<Shared>) -> Result<Response, ApiErr
         "ready": refusal.is_none(),
         "reason": refusal.map(|cause| format!("writes are refused: {cause}; restart the daemon once the cause (disk space, permissions, the disk itself) is fixed")),
         "db": ledger.path(),
+        "pid": std::process::id(),
         "ledger_id": ledger.ledger_id(),
         "head": head.checkpoint().to_string(),
         "seq": head.seq,

@@ -108,6 +108,15 @@ pub(super) fn tail(
                 print(&record) && (follow || record.seq < head)
             })?;
         }
+        Backend::Embedded(embedded) if follow && fleetlog::client::spawn::enabled() => {
+            // Following needs a daemon to wake it: start one for the file.
+            let client = embedded.daemon()?;
+            let head = client.request(hyper::Method::GET, "/v1/head", None)?["seq"]
+                .as_u64()
+                .unwrap_or(0);
+            let from = from.unwrap_or(head.saturating_sub(9).max(1));
+            client.follow(from, |record| print(&record))?;
+        }
         Backend::Embedded(embedded) => {
             if follow {
                 anyhow::bail!(

@@ -1,0 +1,132 @@
+//! Several processes coordinate through the CLI with no `serve` step: the first command that
+//! writes or waits starts a daemon for the file, which the others find; `fleetlog daemon`
+//! reports and stops it; `FLEETLOG_NO_DAEMON=1` keeps the old single-process behaviour.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+#[path = "support/harness.rs"]
+mod harness;
+
+use harness::{FLEETLOG, new_db};
+
+fn cli(db: &Path, args: &[&str]) -> Output {
+    Command::new(FLEETLOG)
+        .arg("--db")
+        .arg(db)
+        .args(args)
+        .env_remove("FLEETLOG_NO_DAEMON")
+        .output()
+        .expect("the CLI runs")
+}
+
+/// Stops the daemon started on demand, whatever the test's outcome.
+struct Stops<'a>(&'a Path);
+
+impl Drop for Stops<'_> {
+    fn drop(&mut self) {
+        let _ = cli(self.0, &["daemon", "stop"]);
+    }
+}
+
+#[test]
+fn a_waiting_process_is_woken_by_a_send_from_another_with_no_daemon_started_by_hand() {
+    let (_dir, db) = new_db();
+    assert!(cli(&db, &["init"]).status.success());
+    let _stop = Stops(&db);
+    for agent in ["producer", "consumer"] {
+        assert!(cli(&db, &["register", "--agent", agent]).status.success());
+    }
+    let waiting = Command::new(FLEETLOG)
+        .arg("--db")
+        .arg(&db)
+        .args([
+            "--json", "signal", "wait", "--agent", "consumer", "--kind", "go",
+        ])
+        .args(["--timeout-ms", "20000"])
+        .env_remove("FLEETLOG_NO_DAEMON")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("the waiter starts");
+    let sent = cli(
+        &db,
+        &[
+            "signal",
+            "send",
+            "--agent",
+            "producer",
+            "--to",
+            "consumer",
+            "--kind",
+            "go",
+            "--payload",
+            "7",
+        ],
+    );
+    assert!(sent.status.success(), "{sent:?}");
+    let woken = waiting.wait_with_output().expect("the waiter ends");
+    assert!(woken.status.success(), "{woken:?}");
+    let signal: serde_json::Value = serde_json::from_slice(&woken.stdout).expect("JSON");
+    assert_eq!(signal["signal"]["payload"], 7, "{signal}");
+    let status = cli(&db, &["--json", "daemon", "status"]);
+    assert!(status.status.success(), "{status:?}");
+}
+
+#[test]
+fn six_concurrent_first_writers_race_to_one_daemon_and_all_succeed() {
+    let (_dir, db) = new_db();
+    assert!(cli(&db, &["init"]).status.success());
+    let _stop = Stops(&db);
+    // No daemon yet: all six start one at once.
+    let writers: Vec<_> = (0..6)
+        .map(|n| {
+            Command::new(FLEETLOG)
+                .arg("--db")
+                .arg(&db)
+                .args(["register", "--agent", &format!("w{n}")])
+                .env_remove("FLEETLOG_NO_DAEMON")
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("a writer starts")
+        })
+        .collect();
+    for writer in writers {
+        let out = writer.wait_with_output().expect("the writer ends");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let agents: serde_json::Value =
+        serde_json::from_slice(&cli(&db, &["--json", "agents"]).stdout).expect("agents");
+    assert_eq!(
+        agents["agents"].as_array().map(Vec::len),
+        Some(6),
+        "{agents}"
+    );
+}
+
+#[test]
+fn daemon_stop_ends_it_and_no_daemon_keeps_commands_in_process() {
+    let (_dir, db) = new_db();
+    assert!(cli(&db, &["init"]).status.success());
+    assert!(cli(&db, &["register", "--agent", "a"]).status.success());
+    assert_eq!(cli(&db, &["daemon", "status"]).status.code(), Some(0));
+    assert!(cli(&db, &["daemon", "stop"]).status.success());
+    assert_eq!(cli(&db, &["daemon", "status"]).status.code(), Some(3));
+    let embedded = Command::new(FLEETLOG)
+        .arg("--db")
+        .arg(&db)
+        .args(["heartbeat", "--agent", "a"])
+        .env("FLEETLOG_NO_DAEMON", "1")
+        .output()
+        .expect("runs");
+    assert!(embedded.status.success(), "{embedded:?}");
+    assert_eq!(
+        cli(&db, &["daemon", "status"]).status.code(),
+        Some(3),
+        "FLEETLOG_NO_DAEMON=1 started none"
+    );
+}
