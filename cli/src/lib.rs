@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod demo;
 mod error;
 pub mod identity;
+pub mod mcp;
 pub mod wire;
 
 pub use error::Error;

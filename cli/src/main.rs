@@ -111,6 +111,13 @@ enum Command {
         #[arg(long)]
         quick: bool,
     },
+    /// Serve the Model Context Protocol on stdin/stdout as one agent, so MCP clients (Claude
+    /// Code, Codex, Gemini CLI) coordinate through the ledger with tools.
+    Mcp {
+        /// The agent this server acts as.
+        #[arg(long, env = "FLEETLOG_AGENT")]
+        agent: String,
+    },
     /// The daemon serving the ledger (one is started on demand by commands that write or
     /// wait): is one running, stop it, its log.
     #[command(subcommand)]

@@ -79,6 +79,15 @@ pub fn run(
         Command::Fleet(command) => crate::commands::fleet::run(db, as_operator, command, out),
         Command::Replay { as_of } => crate::commands::fleet::history::replay(db, &as_of, out),
         Command::Daemon(command) => daemon(db, command, out),
+        Command::Mcp { agent } => {
+            if !db.exists() {
+                Ledger::create(db).with_context(|| format!("creating {}", db.display()))?;
+            }
+            let backend = fleetlog::client::backend::Backend::connect(db, as_operator)?;
+            let stdin = std::io::stdin();
+            fleetlog::mcp::serve(&backend, &agent, stdin.lock(), std::io::stdout().lock())?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Serve {
             listen,
             socket,

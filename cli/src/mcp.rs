@@ -1,0 +1,328 @@
+//! `fleetlog mcp`: a Model Context Protocol server over stdio (JSON-RPC 2.0, one message per
+//! line), so coding agents (Claude Code, Codex, Gemini CLI) coordinate through fleetlog with
+//! tools. The server acts as one agent (`--agent`); each tool is one command or query, run on
+//! the daemon serving the ledger (started on demand), so its answers are the daemon's.
+
+use std::io::{BufRead, Write};
+
+use serde_json::{Value, json};
+
+use crate::client::backend::Backend;
+use crate::error::Error;
+use crate::wire::Query;
+
+/// The protocol revision this server speaks when the client asks for none it knows.
+pub const PROTOCOL_VERSION: &str = "2025-06-18";
+
+/// What a tool does when called.
+enum Action {
+    /// The command named, built from the arguments plus `agent`.
+    Command(&'static str),
+    /// A command with a wait: `timeout_ms` becomes the named wait field.
+    Wait(&'static str, &'static str),
+    Query(&'static str),
+}
+
+struct Tool {
+    name: &'static str,
+    description: &'static str,
+    action: Action,
+    /// JSON Schema `properties` and `required`.
+    properties: fn() -> Value,
+    required: &'static [&'static str],
+}
+
+fn tools() -> Vec<Tool> {
+    vec![
+        Tool {
+            name: "register",
+            description: "Register this agent with the fleet (again after expiring).",
+            action: Action::Command("register"),
+            properties: || {
+                json!({"role": {"type": "string"}, "working_on": {"type": "string"},
+                       "capabilities": {"type": "array", "items": {"type": "string"}}})
+            },
+            required: &[],
+        },
+        Tool {
+            name: "heartbeat",
+            description: "Report that this agent is alive; fields left out keep their value.",
+            action: Action::Command("heartbeat"),
+            properties: || {
+                json!({"status": {"type": "string"}, "progress": {"type": "number", "minimum": 0, "maximum": 1},
+                       "current_task": {"type": "string"}})
+            },
+            required: &[],
+        },
+        Tool {
+            name: "send_signal",
+            description: "Send a signal to another agent (or broadcast with no target).",
+            action: Action::Command("send_signal"),
+            properties: || {
+                json!({"kind": {"type": "string"}, "target": {"type": "string"},
+                       "payload": {}, "ttl_ms": {"type": "integer", "minimum": 1}})
+            },
+            required: &["kind"],
+        },
+        Tool {
+            name: "wait_for_signal",
+            description: "Wait up to timeout_ms for a signal of this kind (consumed when taken).",
+            action: Action::Wait("receive_signal", "wait_ms"),
+            properties: || {
+                json!({"kind": {"type": "string"}, "from": {"type": "string"},
+                       "timeout_ms": {"type": "integer", "minimum": 1}})
+            },
+            required: &["kind", "timeout_ms"],
+        },
+        Tool {
+            name: "check_signal",
+            description: "Take the oldest signal of this kind now, if any.",
+            action: Action::Command("receive_signal"),
+            properties: || json!({"kind": {"type": "string"}, "from": {"type": "string"}}),
+            required: &["kind"],
+        },
+        Tool {
+            name: "acquire_lock",
+            description: "Lock a resource (e.g. a file path); wait_ms waits for a holder to let go. Returns a fencing token.",
+            action: Action::Command("acquire_lock"),
+            properties: || {
+                json!({"resource": {"type": "string"}, "ttl_ms": {"type": "integer", "minimum": 1},
+                       "intent": {"type": "string"}, "wait_ms": {"type": "integer", "minimum": 1}})
+            },
+            required: &["resource", "ttl_ms"],
+        },
+        Tool {
+            name: "release_lock",
+            description: "Release a lock this agent holds.",
+            action: Action::Command("release_lock"),
+            properties: || json!({"resource": {"type": "string"}, "token": {"type": "integer"}}),
+            required: &["resource", "token"],
+        },
+        Tool {
+            name: "enqueue_task",
+            description: "Add a task to the shared queue.",
+            action: Action::Command("enqueue"),
+            properties: || {
+                json!({"spec": {"type": "object", "properties": {
+                    "title": {"type": "string"}, "description": {"type": "string"},
+                    "priority": {"type": "integer"}, "tags": {"type": "array", "items": {"type": "string"}},
+                    "payload": {}}, "required": ["title"]}})
+            },
+            required: &["spec"],
+        },
+        Tool {
+            name: "claim_task",
+            description: "Claim the best available task (optionally with tags), waiting up to wait_ms.",
+            action: Action::Command("claim"),
+            properties: || {
+                json!({"tags": {"type": "array", "items": {"type": "string"}},
+                       "wait_ms": {"type": "integer", "minimum": 1},
+                       "lease_ttl_ms": {"type": "integer", "minimum": 1}})
+            },
+            required: &[],
+        },
+        Tool {
+            name: "complete_task",
+            description: "Complete a task this agent claimed.",
+            action: Action::Command("complete"),
+            properties: || json!({"task": {"type": "integer"}, "result": {}}),
+            required: &["task"],
+        },
+        Tool {
+            name: "fail_task",
+            description: "Fail a task this agent claimed (retried unless retryable is false).",
+            action: Action::Command("fail"),
+            properties: || {
+                json!({"task": {"type": "integer"}, "error": {"type": "string"},
+                       "retryable": {"type": "boolean"}})
+            },
+            required: &["task", "error"],
+        },
+        Tool {
+            name: "post_thread",
+            description: "Post a thread on the fleet's board.",
+            action: Action::Command("post"),
+            properties: || json!({"title": {"type": "string"}, "message": {"type": "string"}}),
+            required: &["title", "message"],
+        },
+        Tool {
+            name: "log_decision",
+            description: "Record a decision and why, for the audit trail.",
+            action: Action::Command("log_decision"),
+            properties: || {
+                json!({"decision_type": {"type": "string"}, "reason": {"type": "string"},
+                       "alternatives": {"type": "array", "items": {"type": "string"}}})
+            },
+            required: &["decision_type", "reason"],
+        },
+        Tool {
+            name: "request_approval",
+            description: "Ask for an approval before acting; returns its id.",
+            action: Action::Command("request_approval"),
+            properties: || {
+                json!({"action": {"type": "string"}, "approvers": {"type": "array", "items": {"type": "string"}},
+                       "timeout_ms": {"type": "integer", "minimum": 1}})
+            },
+            required: &["action", "timeout_ms"],
+        },
+        Tool {
+            name: "await_approval",
+            description: "Wait up to timeout_ms for an approval's decision.",
+            action: Action::Wait("await_approval", "wait_ms"),
+            properties: || json!({"approval": {"type": "integer"}, "timeout_ms": {"type": "integer", "minimum": 1}}),
+            required: &["approval", "timeout_ms"],
+        },
+        Tool {
+            name: "fleet_status",
+            description: "Agents, locks, queue and workflows at a glance.",
+            action: Action::Query("status"),
+            properties: || json!({}),
+            required: &[],
+        },
+        Tool {
+            name: "list_agents",
+            description: "The agents alive now.",
+            action: Action::Query("agents"),
+            properties: || json!({}),
+            required: &[],
+        },
+    ]
+}
+
+/// Serves MCP on `input`/`output` as `agent` until `input` ends.
+pub fn serve(
+    backend: &Backend,
+    agent: &str,
+    input: impl BufRead,
+    mut output: impl Write,
+) -> Result<(), Error> {
+    let tools = tools();
+    for line in input.lines() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let reply = match serde_json::from_str::<Value>(&line) {
+            Err(error) => Some(failure(Value::Null, -32700, &format!("not JSON: {error}"))),
+            Ok(message) => handle(backend, agent, &tools, &message),
+        };
+        if let Some(reply) = reply {
+            writeln!(output, "{reply}")?;
+            output.flush()?;
+        }
+    }
+    Ok(())
+}
+
+fn handle(backend: &Backend, agent: &str, tools: &[Tool], message: &Value) -> Option<Value> {
+    let id = message.get("id").cloned();
+    let method = message["method"].as_str().unwrap_or_default();
+    // Notifications (no id) get no answer.
+    let id = id?;
+    let params = &message["params"];
+    let result = match method {
+        "initialize" => Ok(json!({
+            "protocolVersion": params["protocolVersion"].as_str().unwrap_or(PROTOCOL_VERSION),
+            "capabilities": {"tools": {"listChanged": false}},
+            "serverInfo": {"name": "fleetlog", "version": env!("CARGO_PKG_VERSION")},
+            "instructions": format!("You are agent {agent:?} in a fleet coordinated by fleetlog. Register first, heartbeat while working, lock files before editing them, and log decisions."),
+        })),
+        "ping" => Ok(json!({})),
+        "tools/list" => Ok(json!({
+            "tools": tools.iter().map(|tool| json!({
+                "name": tool.name,
+                "description": tool.description,
+                "inputSchema": {
+                    "type": "object",
+                    "properties": (tool.properties)(),
+                    "required": tool.required,
+                    "additionalProperties": false,
+                },
+            })).collect::<Vec<_>>(),
+        })),
+        "tools/call" => Ok(call(backend, agent, tools, params)),
+        other => Err((-32601, format!("method {other:?} is not supported"))),
+    };
+    Some(match result {
+        Ok(result) => json!({"jsonrpc": "2.0", "id": id, "result": result}),
+        Err((code, text)) => failure(id, code, &text),
+    })
+}
+
+fn failure(id: Value, code: i64, message: &str) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})
+}
+
+/// A tool's result: the answer as JSON text, or the refusal with `isError` (so the model sees
+/// what was wrong and can act on it).
+fn call(backend: &Backend, agent: &str, tools: &[Tool], params: &Value) -> Value {
+    let name = params["name"].as_str().unwrap_or_default();
+    let arguments = params
+        .get("arguments")
+        .cloned()
+        .unwrap_or_else(|| json!({}));
+    let answer = match tools.iter().find(|tool| tool.name == name) {
+        None => Err(format!("no tool named {name:?}; tools/list names them")),
+        Some(tool) => run(backend, agent, tool, arguments),
+    };
+    match answer {
+        Ok(value) => json!({
+            "content": [{"type": "text", "text": value.to_string()}],
+            "structuredContent": value,
+            "isError": false,
+        }),
+        Err(message) => json!({
+            "content": [{"type": "text", "text": message}],
+            "isError": true,
+        }),
+    }
+}
+
+fn run(backend: &Backend, agent: &str, tool: &Tool, arguments: Value) -> Result<Value, String> {
+    let Value::Object(mut fields) = arguments else {
+        return Err("arguments must be a JSON object".to_owned());
+    };
+    if let Some(unknown) = fields
+        .keys()
+        .find(|key| (tool.properties)().get(key.as_str()).is_none())
+    {
+        return Err(format!("unknown argument {unknown:?} for {}", tool.name));
+    }
+    let name = match tool.action {
+        Action::Query(query) => {
+            let query: Query = serde_json::from_value(json!({ "query": query }))
+                .map_err(|error| error.to_string())?;
+            return backend.query(&query).map_err(|error| error.to_string());
+        }
+        Action::Command(name) => name,
+        Action::Wait(name, field) => {
+            if let Some(timeout) = fields.remove("timeout_ms") {
+                fields.insert(field.to_owned(), timeout);
+            }
+            name
+        }
+    };
+    if name == "receive_signal" {
+        // The filter's fields are the tool's top-level arguments.
+        let mut filter = serde_json::Map::new();
+        for key in ["kind", "from"] {
+            if let Some(value) = fields.remove(key) {
+                filter.insert(key.to_owned(), value);
+            }
+        }
+        fields.insert("filter".to_owned(), Value::Object(filter));
+        fields.insert("consume".to_owned(), json!(true));
+    }
+    fields.insert("command".to_owned(), json!(name));
+    fields.insert("agent".to_owned(), json!(agent));
+    let command = serde_json::from_value(Value::Object(fields))
+        .map_err(|error| format!("not a valid {name}: {error}"))?;
+    match backend.execute_answer(&command) {
+        Ok((_, value)) => Ok(value),
+        Err(error) if error.code() == Some("timed_out") => Ok(json!({"timed_out": true})),
+        Err(error) => Err(match error.code() {
+            Some(code) => format!("{code}: {error}"),
+            None => error.to_string(),
+        }),
+    }
+}
