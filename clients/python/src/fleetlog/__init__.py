@@ -5,11 +5,14 @@ locks, tasks, board threads, decisions and approvals; `TelemetryLogger` and
 `TelemetryAnalyzer` record and analyse workflows. Standard library only."""
 
 from fleetlog._daemon import FleetlogError
+from fleetlog.aio import AsyncApproval, AsyncFleetlogClient
 from fleetlog.client import Approval, FleetlogClient, HeartbeatThread, Signal, Task
 from fleetlog.telemetry import TelemetryAnalyzer, TelemetryLogger
 
 __all__ = [
     "Approval",
+    "AsyncApproval",
+    "AsyncFleetlogClient",
     "FleetlogClient",
     "FleetlogError",
     "HeartbeatThread",
