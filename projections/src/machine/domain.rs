@@ -1,5 +1,6 @@
-//! The checks and staging steps commands share, by domain: locks (holder, grant), the queue
-//! (enqueue, claim, lease), workflows (running, stages, telemetry).
+//! The checks and staging steps commands share, by domain: agents (a heartbeat's event),
+//! approvals (who may decide), locks (holder, grant), the queue (enqueue, claim, lease),
+//! workflows (running, stages, telemetry).
 
 use fleetlog_ledger::{Batch, Error as LedgerError, Event, Record, Timestamp};
 
@@ -13,6 +14,72 @@ use crate::workflows::WorkflowStatus;
 use super::*;
 
 impl Machine {
+    /// A heartbeat's event: what is left out keeps its last value, and the event records the
+    /// whole picture (so replay needs no defaults).
+    pub(super) fn heartbeat(
+        &self,
+        agent: &str,
+        status: Option<String>,
+        progress: Option<f64>,
+        current_task: Option<String>,
+        metadata: Option<fleetlog_ledger::Json>,
+        ttl_ms: u64,
+    ) -> Event {
+        let last = self.state.agents.get(agent);
+        Event::AgentHeartbeat {
+            status: status
+                .or_else(|| last.map(|last| last.status.clone()))
+                .unwrap_or_default(),
+            progress: progress.or_else(|| last.and_then(|last| last.progress)),
+            current_task: match current_task {
+                Some(task) if task.is_empty() => None,
+                Some(task) => Some(task),
+                None => last.and_then(|last| last.current_task.clone()),
+            },
+            metadata: metadata
+                .or_else(|| last.map(|last| last.metadata.clone()))
+                .unwrap_or_else(fleetlog_ledger::Json::null),
+            ttl_ms,
+        }
+    }
+
+    /// Whether `agent` may decide `approval` at `now`: pending, and a named approver (or, with
+    /// none named, anyone but the requester).
+    pub(super) fn check_decider(
+        &self,
+        agent: &str,
+        approval: u64,
+        now: Timestamp,
+    ) -> Result<(), CommandError> {
+        let found = self
+            .state
+            .approvals
+            .get(approval)
+            .ok_or(CommandError::UnknownApproval { approval })?;
+        match found.state_at(now) {
+            ApprovalState::Pending => {}
+            ApprovalState::Expired => {
+                return Err(CommandError::ApprovalExpired {
+                    approval,
+                    deadline: found.deadline(),
+                });
+            }
+            ApprovalState::Approved | ApprovalState::Rejected => {
+                return Err(CommandError::AlreadyDecided { approval });
+            }
+        }
+        if found.approvers.is_empty() && agent == found.requested_by {
+            return Err(CommandError::SelfApproval { approval });
+        }
+        if !found.may_decide(agent) {
+            return Err(CommandError::NotAnApprover {
+                approval,
+                approvers: found.approvers.clone(),
+            });
+        }
+        Ok(())
+    }
+
     /// Telemetry may only carry workflow history, must start each workflow once (and not one
     /// that exists), and may only continue workflows it starts or that exist.
     pub(super) fn check_telemetry(&self, events: &[Event]) -> Result<(), CommandError> {

@@ -12,6 +12,7 @@ mod expiry;
 mod reply;
 mod sequencer;
 mod settle;
+mod tasks;
 
 pub use reply::Reply;
 use reply::Touched;
@@ -19,12 +20,12 @@ use reply::Touched;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use fleetlog_ledger::{Batch, Event, Json, Record, SignalTarget, Timestamp};
+use fleetlog_ledger::{Batch, Event, Record, SignalTarget, Timestamp};
 
 use crate::approvals::ApprovalState;
 use crate::command::{Command, CommandError, Outcome};
 use crate::published::{Published, Publisher};
-use crate::queue::{TaskState, retry_backoff_ms};
+use crate::queue::TaskState;
 use crate::state::State;
 use crate::waits::{ApprovalWant, ClaimWant, LockWant, Refused, SignalWant, Waits};
 
@@ -300,23 +301,8 @@ impl Machine {
                 ttl_ms,
             } => {
                 positive("ttl_ms", ttl_ms)?;
-                // What is left out keeps its last value; the event records the whole picture.
-                let last = self.state.agents.get(&agent);
-                let event = Event::AgentHeartbeat {
-                    status: status
-                        .or_else(|| last.map(|last| last.status.clone()))
-                        .unwrap_or_default(),
-                    progress: progress.or_else(|| last.and_then(|last| last.progress)),
-                    current_task: match current_task {
-                        Some(task) if task.is_empty() => None,
-                        Some(task) => Some(task),
-                        None => last.and_then(|last| last.current_task.clone()),
-                    },
-                    metadata: metadata
-                        .or_else(|| last.map(|last| last.metadata.clone()))
-                        .unwrap_or_else(Json::null),
-                    ttl_ms,
-                };
+                let event =
+                    self.heartbeat(&agent, status, progress, current_task, metadata, ttl_ms);
                 self.record_one(batch, &agent, event)
             }
             Command::Deregister { agent, reason } => {
@@ -517,28 +503,7 @@ impl Machine {
                 error,
                 retryable,
             } => {
-                self.check_lease(&agent, task)?;
-                let found = self
-                    .state
-                    .queue
-                    .get(task)
-                    .ok_or(CommandError::UnknownTask { task })?;
-                let retry = retryable && found.attempts < found.max_attempts;
-                let retry_at = retry.then(|| now.plus_millis(retry_backoff_ms(found.attempts)));
-                let attempts = found.attempts;
-                let mut events = vec![Event::TaskFailed {
-                    task,
-                    error,
-                    retryable,
-                    retry_at,
-                }];
-                if !retry {
-                    let reason = match retryable {
-                        true => format!("failed on the last of {attempts} attempts"),
-                        false => "failed with a non-retryable error".to_owned(),
-                    };
-                    events.extend(self.exhausted(task, reason));
-                }
+                let events = self.fail_task(&agent, task, error, retryable, now)?;
                 done(self.stage(batch, &agent, events)?)
             }
             Command::ReleaseTask {
@@ -546,16 +511,8 @@ impl Machine {
                 task,
                 reason,
             } => {
-                let found = self
-                    .state
-                    .queue
-                    .get(task)
-                    .ok_or(CommandError::UnknownTask { task })?;
-                match found.state {
-                    TaskState::Escalated => {}
-                    _ => self.check_lease(&agent, task)?,
-                }
-                done(self.stage(batch, &agent, vec![Event::TaskReleased { task, reason }])?)
+                let events = self.release_task(&agent, task, reason)?;
+                done(self.stage(batch, &agent, events)?)
             }
             Command::TaskProgress {
                 agent,
@@ -563,65 +520,31 @@ impl Machine {
                 progress,
                 status,
             } => {
-                self.check_lease(&agent, task)?;
-                let event = Event::TaskProgressed {
-                    task,
-                    progress,
-                    status,
-                };
-                done(self.stage(batch, &agent, vec![event])?)
+                let events = self.task_progress(&agent, task, progress, status)?;
+                done(self.stage(batch, &agent, events)?)
             }
             Command::EscalateTask {
                 agent,
                 task,
                 reason,
             } => {
-                let found = self
-                    .state
-                    .queue
-                    .get(task)
-                    .ok_or(CommandError::UnknownTask { task })?;
-                if found.state.is_final() {
-                    return Err(finished(task, found.state));
-                }
-                if found.state == TaskState::Claimed
-                    && found.holder.as_deref() != Some(agent.as_str())
-                {
-                    // Taking a task from its live holder is the holder's call (or a cancel).
-                    self.check_lease(&agent, task)?;
-                }
-                done(self.stage(batch, &agent, vec![Event::TaskEscalated { task, reason }])?)
+                let events = self.escalate_task(&agent, task, reason)?;
+                done(self.stage(batch, &agent, events)?)
             }
             Command::DeadLetterTask {
                 agent,
                 task,
                 reason,
             } => {
-                let found = self
-                    .state
-                    .queue
-                    .get(task)
-                    .ok_or(CommandError::UnknownTask { task })?;
-                if found.state.is_final() {
-                    return Err(finished(task, found.state));
-                }
-                done(self.stage(batch, &agent, self.dead_letter(task, reason))?)
+                let events = self.dead_letter_task(task, reason)?;
+                done(self.stage(batch, &agent, events)?)
             }
             Command::Cancel {
                 agent,
                 task,
                 reason,
             } => {
-                let found = self
-                    .state
-                    .queue
-                    .get(task)
-                    .ok_or(CommandError::UnknownTask { task })?;
-                if found.state.is_final() {
-                    return Err(finished(task, found.state));
-                }
-                let mut events = vec![Event::TaskCancelled { task, reason }];
-                events.extend(self.skips(task));
+                let events = self.cancel_task(task, reason)?;
                 done(self.stage(batch, &agent, events)?)
             }
             Command::RequestApproval {
@@ -646,32 +569,7 @@ impl Machine {
                 approved,
                 reason,
             } => {
-                let found = self
-                    .state
-                    .approvals
-                    .get(approval)
-                    .ok_or(CommandError::UnknownApproval { approval })?;
-                match found.state_at(now) {
-                    ApprovalState::Pending => {}
-                    ApprovalState::Expired => {
-                        return Err(CommandError::ApprovalExpired {
-                            approval,
-                            deadline: found.deadline(),
-                        });
-                    }
-                    ApprovalState::Approved | ApprovalState::Rejected => {
-                        return Err(CommandError::AlreadyDecided { approval });
-                    }
-                }
-                if found.approvers.is_empty() && agent == found.requested_by {
-                    return Err(CommandError::SelfApproval { approval });
-                }
-                if !found.may_decide(&agent) {
-                    return Err(CommandError::NotAnApprover {
-                        approval,
-                        approvers: found.approvers.clone(),
-                    });
-                }
+                self.check_decider(&agent, approval, now)?;
                 let event = Event::ApprovalDecided {
                     approval,
                     approved,
