@@ -130,3 +130,19 @@ fn daemon_stop_ends_it_and_no_daemon_keeps_commands_in_process() {
         "FLEETLOG_NO_DAEMON=1 started none"
     );
 }
+
+#[test]
+fn a_daemon_started_by_hand_takes_over_from_one_started_on_demand() {
+    let (_dir, db) = new_db();
+    assert!(cli(&db, &["init"]).status.success());
+    assert!(cli(&db, &["register", "--agent", "a"]).status.success());
+    let on_demand = cli(&db, &["--json", "daemon", "status"]);
+    let on_demand: serde_json::Value = serde_json::from_slice(&on_demand.stdout).expect("JSON");
+    assert_eq!(on_demand["on_demand"], true, "{on_demand}");
+    let daemon = harness::Daemon::start(&db, &[]);
+    let status = cli(&db, &["--json", "daemon", "status"]);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("JSON");
+    assert_eq!(status["on_demand"], false, "{status}");
+    assert_eq!(status["pid"], daemon.child.id(), "{status}");
+    assert_eq!(status["seq"], 1, "the registration is there: {status}");
+}

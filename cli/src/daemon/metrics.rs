@@ -76,6 +76,7 @@ pub(super) async fn health(State(app): State<Shared>) -> Result<Response, ApiErr
         "reason": refusal.map(|cause| format!("writes are refused: {cause}; restart the daemon once the cause (disk space, permissions, the disk itself) is fixed")),
         "db": ledger.path(),
         "pid": std::process::id(),
+        "on_demand": app.on_demand,
         "ledger_id": ledger.ledger_id(),
         "head": head.checkpoint().to_string(),
         "seq": head.seq,

@@ -80,6 +80,47 @@ pub struct ServerConfig {
     pub idle_exit: Option<std::time::Duration>,
 }
 
+/// A daemon started by hand replaces one a command started on demand for the same file: that
+/// one is asked to stop (SIGTERM: its in-flight requests finish) and its socket awaited. A
+/// daemon started by hand is never replaced: the new start is refused by the socket check.
+/// Answers the pid of the daemon it replaced, if any.
+async fn take_over_from_on_demand(socket: &Path) -> Result<Option<i32>, Error> {
+    if !socket.exists() {
+        return Ok(None);
+    }
+    let client = crate::client::Client::new(crate::client::Endpoint::Unix(socket.to_owned()));
+    let health = tokio::time::timeout(std::time::Duration::from_secs(2), client.health()).await;
+    let Ok(Ok(health)) = health else {
+        return Ok(None);
+    };
+    let (Some(true), Some(pid)) = (health["on_demand"].as_bool(), health["pid"].as_u64()) else {
+        return Ok(None);
+    };
+    let pid = i32::try_from(pid).map_err(|_| Error::Config(format!("pid {pid} out of range")))?;
+    // SAFETY: kill only sends a signal to the process the daemon named as itself.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    // Gone once it has closed the file: its process has exited (a zombie holds no file).
+    let running = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| {
+                let state = stat
+                    .rsplit_once(')')?
+                    .1
+                    .split_whitespace()
+                    .next()?
+                    .to_owned();
+                Some(state != "Z" && state != "X")
+            })
+            .unwrap_or(false)
+    };
+    let started = std::time::Instant::now();
+    while running() && started.elapsed() < SHUTDOWN_GRACE * 3 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    Ok(Some(pid))
+}
+
 /// Resolves once the daemon has had no connection, parked wait or event stream for `idle`;
 /// never without one.
 async fn idle_exit(app: Arc<App>, idle: Option<std::time::Duration>) {
@@ -188,6 +229,8 @@ struct App {
     keys: crate::identity::Keys,
     /// Trusted-host mode: credentials are issued but not required.
     trusted_host: bool,
+    /// Started on demand (exits once idle): a daemon started by hand takes over from it.
+    on_demand: bool,
     /// The committed head's seq, published by the fan-out thread after each commit.
     live: watch::Receiver<u64>,
     shutdown_grace: std::time::Duration,
@@ -233,6 +276,10 @@ pub async fn serve(
         )));
     }
     let tls = config.tls.as_ref().map(TlsFiles::acceptor).transpose()?;
+    let took_over = match config.idle_exit {
+        None => take_over_from_on_demand(&config.socket).await?,
+        Some(_) => None,
+    };
     // The address first: a taken port must not leave a new database or a socket behind.
     let tcp = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -262,6 +309,7 @@ pub async fn serve(
         token: config.token.clone(),
         keys,
         trusted_host: auth == AuthMode::TrustedHost,
+        on_demand: config.idle_exit.is_some(),
         live,
         shutdown_grace: config.shutdown_grace,
         sse_permits: Arc::new(Semaphore::new(SSE_SUBSCRIBERS_MAX)),
@@ -329,6 +377,12 @@ pub async fn serve(
     if config.skip_verify {
         tracing::warn!(
             "--skip-verify: the chain was not verified before serving; a broken history is served as it is"
+        );
+    }
+    if let Some(pid) = took_over {
+        tracing::info!(
+            pid,
+            "took over from the daemon started on demand for this file"
         );
     }
     if auth == AuthMode::TrustedHost {
