@@ -134,7 +134,7 @@ enum Command {
         #[arg(long, env = "FLEETLOG_TOKEN")]
         token: Option<String>,
         /// After SIGTERM/SIGINT, how long in-flight requests get before connections are closed.
-        #[arg(long, default_value_t = fleetlog::daemon::SHUTDOWN_GRACE.as_millis() as u64)]
+        #[arg(long, value_parser = crate::commands::units::millis, default_value_t = fleetlog::daemon::SHUTDOWN_GRACE.as_millis() as u64)]
         shutdown_grace_ms: u64,
         /// Log lines on stderr as text or as one JSON object each; `RUST_LOG` filters them
         /// (default `info`; e.g. `RUST_LOG=fleetlog=debug` logs every request).
@@ -159,7 +159,7 @@ enum Command {
         tls_key: Option<PathBuf>,
         /// Exit after this many milliseconds with no connection, parked wait or event stream
         /// (how clients start a daemon on demand). Default: serve until stopped.
-        #[arg(long)]
+        #[arg(long, value_parser = crate::commands::units::millis)]
         idle_exit_ms: Option<u64>,
     },
 }

@@ -506,3 +506,33 @@ fn best_agent_refuses_a_confidence_outside_zero_to_one() {
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("min_confidence"));
 }
+
+#[test]
+fn durations_take_units_and_a_bad_unit_is_a_usage_error() {
+    let (_dir, db, _daemon) = fleet(true);
+    let lock = json(
+        &db,
+        &[
+            "lock",
+            "acquire",
+            "--agent",
+            "a",
+            "--resource",
+            "r",
+            "--ttl-ms",
+            "1.5s",
+        ],
+    );
+    let at = |field: &str| {
+        fleetlog_ledger::Timestamp::parse_rfc3339(lock["lock"][field].as_str().expect("time"))
+            .expect("RFC 3339")
+            .as_micros()
+    };
+    assert_eq!(at("expires_at") - at("acquired_at"), 1_500_000, "{lock}");
+    let bad = cli(
+        &db,
+        &["heartbeat", "--agent", "a", "--ttl-ms", "3fortnights"],
+    );
+    assert_eq!(bad.status.code(), Some(2), "{bad:?}");
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("not a unit"));
+}

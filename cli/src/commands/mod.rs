@@ -6,5 +6,6 @@ pub mod benchmark;
 pub mod fleet;
 pub mod ledger;
 pub mod output;
+pub mod units;
 
 pub use ledger::{exit_code_for, run};

@@ -21,7 +21,7 @@ pub enum ApprovalCommand {
         context: String,
         #[arg(long = "approver")]
         approvers: Vec<String>,
-        #[arg(long, default_value_t = 3_600_000)]
+        #[arg(long, value_parser = crate::commands::units::millis, default_value_t = 3_600_000)]
         timeout_ms: u64,
     },
     Approve {
@@ -44,7 +44,7 @@ pub enum ApprovalCommand {
         #[command(flatten)]
         agent: Agent,
         id: u64,
-        #[arg(long, default_value_t = 60_000)]
+        #[arg(long, value_parser = crate::commands::units::millis, default_value_t = 60_000)]
         timeout_ms: u64,
     },
     List {

@@ -16,12 +16,12 @@ pub enum LockCommand {
         agent: Agent,
         #[arg(long)]
         resource: String,
-        #[arg(long, default_value_t = 30_000)]
+        #[arg(long, value_parser = crate::commands::units::millis, default_value_t = 30_000)]
         ttl_ms: u64,
         #[arg(long, default_value = "")]
         intent: String,
         /// Wait up to this long (FIFO) if another agent holds it.
-        #[arg(long)]
+        #[arg(long, value_parser = crate::commands::units::millis)]
         wait_ms: Option<u64>,
     },
     Renew {
@@ -31,7 +31,7 @@ pub enum LockCommand {
         resource: String,
         #[arg(long)]
         token: u64,
-        #[arg(long, default_value_t = 30_000)]
+        #[arg(long, value_parser = crate::commands::units::millis, default_value_t = 30_000)]
         ttl_ms: u64,
     },
     Release {

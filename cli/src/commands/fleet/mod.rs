@@ -65,12 +65,12 @@ pub enum FleetCommand {
     },
     /// Alive agents whose progress has not changed for --threshold milliseconds.
     Hung {
-        #[arg(long, default_value_t = 300_000)]
+        #[arg(long, value_parser = crate::commands::units::millis, default_value_t = 300_000)]
         threshold: u64,
     },
     /// Agents whose last heartbeat is older than --threshold milliseconds.
     Stale {
-        #[arg(long, default_value_t = 60_000)]
+        #[arg(long, value_parser = crate::commands::units::millis, default_value_t = 60_000)]
         threshold: u64,
     },
     /// Register an agent (or update its registration).
@@ -108,7 +108,7 @@ pub enum FleetCommand {
         #[arg(long)]
         task: Option<String>,
         /// How long this sign of life keeps the agent alive.
-        #[arg(long, default_value_t = fleetlog_projections::agents::HEARTBEAT_TTL_MS_DEFAULT)]
+        #[arg(long, value_parser = crate::commands::units::millis, default_value_t = fleetlog_projections::agents::HEARTBEAT_TTL_MS_DEFAULT)]
         ttl_ms: u64,
     },
     /// Send, check or wait for signals.

@@ -29,7 +29,7 @@ pub enum SignalCommand {
         to: Option<String>,
         #[arg(long, default_value = "null")]
         payload: String,
-        #[arg(long, default_value_t = fleetlog_projections::signals::SIGNAL_TTL_MS_DEFAULT)]
+        #[arg(long, value_parser = crate::commands::units::millis, default_value_t = fleetlog_projections::signals::SIGNAL_TTL_MS_DEFAULT)]
         ttl_ms: u64,
         /// The signal this one answers.
         #[arg(long)]
@@ -47,7 +47,7 @@ pub enum SignalCommand {
         peek: bool,
         /// Acknowledged delivery: the signal stays yours until `signal ack`, and is receivable
         /// again if not acknowledged within this many milliseconds.
-        #[arg(long, conflicts_with = "peek")]
+        #[arg(long, value_parser = crate::commands::units::millis, conflicts_with = "peek")]
         ack_ms: Option<u64>,
     },
     /// Acknowledge a signal received with --ack-ms: it is consumed.
@@ -69,12 +69,12 @@ pub enum SignalCommand {
         /// Only the reply to this signal id.
         #[arg(long)]
         reply_to: Option<u64>,
-        #[arg(long, default_value_t = 60_000)]
+        #[arg(long, value_parser = crate::commands::units::millis, default_value_t = 60_000)]
         timeout_ms: u64,
         #[arg(long)]
         peek: bool,
         /// Acknowledged delivery (see `signal check --ack-ms`).
-        #[arg(long, conflicts_with = "peek")]
+        #[arg(long, value_parser = crate::commands::units::millis, conflicts_with = "peek")]
         ack_ms: Option<u64>,
     },
 }

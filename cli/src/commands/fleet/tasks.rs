@@ -66,10 +66,10 @@ pub enum TaskCommand {
         #[arg(long)]
         id: Option<u64>,
         /// How long the claim lasts unless renewed.
-        #[arg(long, default_value_t = fleetlog_projections::queue::LEASE_TTL_MS_DEFAULT)]
+        #[arg(long, value_parser = crate::commands::units::millis, default_value_t = fleetlog_projections::queue::LEASE_TTL_MS_DEFAULT)]
         lease_ms: u64,
         /// Wait up to this long for a task to become available.
-        #[arg(long)]
+        #[arg(long, value_parser = crate::commands::units::millis)]
         wait_ms: Option<u64>,
     },
     /// Give a claimed task back to the queue without counting the attempt (or requeue an
@@ -114,7 +114,7 @@ pub enum TaskCommand {
         #[command(flatten)]
         agent: Agent,
         id: u64,
-        #[arg(long, default_value_t = fleetlog_projections::queue::LEASE_TTL_MS_DEFAULT)]
+        #[arg(long, value_parser = crate::commands::units::millis, default_value_t = fleetlog_projections::queue::LEASE_TTL_MS_DEFAULT)]
         lease_ms: u64,
     },
     Complete {

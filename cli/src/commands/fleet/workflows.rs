@@ -23,7 +23,7 @@ pub enum WorkflowCommand {
         /// The planned agents, in order.
         #[arg(long = "plan", value_delimiter = ',')]
         plan: Vec<String>,
-        #[arg(long)]
+        #[arg(long, value_parser = crate::commands::units::millis)]
         estimate_ms: Option<u64>,
     },
     /// Record a stage starting, or with --done its completion and figures.
@@ -43,7 +43,7 @@ pub enum WorkflowCommand {
         /// success, failure, partial or unknown (with --done).
         #[arg(long, default_value = "success")]
         outcome: String,
-        #[arg(long, default_value_t = 0)]
+        #[arg(long, value_parser = crate::commands::units::millis, default_value_t = 0)]
         duration_ms: u64,
         #[arg(long, default_value_t = 0.0)]
         cost_usd: f64,
@@ -78,7 +78,7 @@ pub enum WorkflowCommand {
         #[arg(long)]
         failed: Option<String>,
         /// How long it took, as you measured it (else analytics use ledger times).
-        #[arg(long)]
+        #[arg(long, value_parser = crate::commands::units::millis)]
         duration_ms: Option<u64>,
     },
     /// Cancel a running workflow.

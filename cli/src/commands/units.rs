@@ -1,0 +1,50 @@
+//! Durations on the command line: `250` (milliseconds), `250ms`, `30s`, `1.5s`, `5m`, `2h`,
+//! `1d`. Every `--…-ms` flag and `--threshold` takes them.
+
+/// Parses a duration into milliseconds.
+pub fn millis(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let scale = match unit.trim() {
+        "" | "ms" => 1.0,
+        "s" | "sec" => 1_000.0,
+        "m" | "min" => 60_000.0,
+        "h" => 3_600_000.0,
+        "d" => 86_400_000.0,
+        other => {
+            return Err(format!(
+                "{other:?} is not a unit: use ms, s, m, h or d (a bare number is milliseconds)"
+            ));
+        }
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration such as 500, 30s, 5m or 2h"))?;
+    let millis = (value * scale).round();
+    if !millis.is_finite() || millis < 0.0 || millis > u64::MAX as f64 {
+        return Err(format!("{text:?} is out of range"));
+    }
+    Ok(millis as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::millis;
+
+    #[test]
+    fn durations_take_units_and_bare_numbers_are_milliseconds() {
+        assert_eq!(millis("250"), Ok(250));
+        assert_eq!(millis("250ms"), Ok(250));
+        assert_eq!(millis("30s"), Ok(30_000));
+        assert_eq!(millis("1.5s"), Ok(1_500));
+        assert_eq!(millis("5m"), Ok(300_000));
+        assert_eq!(millis("2h"), Ok(7_200_000));
+        assert_eq!(millis("1d"), Ok(86_400_000));
+        assert!(millis("3 fortnights").is_err());
+        assert!(millis("s").is_err());
+        assert!(millis("-5s").is_err());
+    }
+}
