@@ -83,7 +83,7 @@ enum Command {
     Import {
         files: Vec<PathBuf>,
         /// `jsonl` (a fleetlog export) or `oak` (workflow events, agent invocations, metrics).
-        #[arg(long, default_value = "jsonl")]
+        #[arg(long, default_value = "jsonl", value_parser = clap::builder::PossibleValuesParser::new(["jsonl", "oak"]))]
         format: String,
         /// With `oak`: import the good lines and report the bad ones, instead of refusing.
         #[arg(long)]

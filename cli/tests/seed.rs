@@ -536,3 +536,66 @@ fn durations_take_units_and_a_bad_unit_is_a_usage_error() {
     assert_eq!(bad.status.code(), Some(2), "{bad:?}");
     assert!(String::from_utf8_lossy(&bad.stderr).contains("not a unit"));
 }
+
+#[test]
+fn enum_like_flags_refuse_unknown_words_as_usage_errors_and_priorities_take_words() {
+    let (_dir, db, _) = fleet(false);
+    for args in [
+        vec!["task", "list", "--state", "pendng"],
+        vec!["import", "--format", "csv", "x"],
+        vec![
+            "workflow",
+            "stage",
+            "--agent",
+            "a",
+            "wf",
+            "--stage",
+            "s",
+            "--done",
+            "--outcome",
+            "great",
+        ],
+    ] {
+        let out = cli(&db, &args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("possible values"),
+            "{args:?}"
+        );
+    }
+    let low = json(
+        &db,
+        &[
+            "task",
+            "add",
+            "--agent",
+            "a",
+            "--title",
+            "later",
+            "--priority",
+            "low",
+        ],
+    );
+    let high = json(
+        &db,
+        &[
+            "task",
+            "add",
+            "--agent",
+            "a",
+            "--title",
+            "now",
+            "--priority",
+            "high",
+        ],
+    );
+    assert_eq!(
+        (
+            low["task"]["priority"].as_i64(),
+            high["task"]["priority"].as_i64()
+        ),
+        (Some(-10), Some(10))
+    );
+    let claimed = json(&db, &["task", "claim", "--agent", "b"]);
+    assert_eq!(claimed["task"]["id"], high["id"], "high first: {claimed}");
+}

@@ -15,7 +15,7 @@ use crate::commands::output::{Output, table};
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
     /// append, heartbeat, signal, lock, queue or mixed.
-    #[arg(long, default_value = "mixed")]
+    #[arg(long, default_value = "mixed", value_parser = clap::builder::PossibleValuesParser::new(["append", "heartbeat", "signal", "lock", "queue", "mixed"]))]
     pub workload: String,
     #[arg(long, default_value_t = 50)]
     pub clients: u64,

@@ -1,5 +1,6 @@
-//! Durations on the command line: `250` (milliseconds), `250ms`, `30s`, `1.5s`, `5m`, `2h`,
-//! `1d`. Every `--…-ms` flag and `--threshold` takes them.
+//! Values with units on the command line. Durations: `250` (milliseconds), `250ms`, `30s`,
+//! `1.5s`, `5m`, `2h`, `1d` (every `--…-ms` flag and `--threshold`); priorities: a number, or
+//! `high`, `normal`, `low`.
 
 /// Parses a duration into milliseconds.
 pub fn millis(text: &str) -> Result<u64, String> {
@@ -30,9 +31,28 @@ pub fn millis(text: &str) -> Result<u64, String> {
     Ok(millis as u64)
 }
 
+/// A priority: a number, or `high` (10), `normal` (0), `low` (-10).
+pub fn priority(text: &str) -> Result<i32, String> {
+    match text.trim() {
+        "high" => Ok(10),
+        "normal" => Ok(0),
+        "low" => Ok(-10),
+        number => number
+            .parse()
+            .map_err(|_| format!("{text:?} is not a priority: a number, or high, normal or low")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::millis;
+    use super::{millis, priority};
+
+    #[test]
+    fn priorities_are_numbers_or_words() {
+        assert_eq!(priority("high"), Ok(10));
+        assert_eq!(priority("-3"), Ok(-3));
+        assert!(priority("urgent").is_err());
+    }
 
     #[test]
     fn durations_take_units_and_bare_numbers_are_milliseconds() {

@@ -17,7 +17,8 @@ pub enum BoardCommand {
         title: String,
         #[arg(long)]
         message: String,
-        #[arg(long, default_value_t = 0)]
+        /// A number, or high (10), normal (0), low (-10).
+        #[arg(long, default_value = "normal", value_parser = crate::commands::units::priority)]
         priority: i32,
     },
     Reply {

@@ -27,7 +27,8 @@ pub enum TaskCommand {
         title: String,
         #[arg(long, default_value = "")]
         description: String,
-        #[arg(long, default_value_t = 0)]
+        /// Higher is claimed first: a number, or high (10), normal (0), low (-10).
+        #[arg(long, default_value = "normal", value_parser = crate::commands::units::priority)]
         priority: i32,
         #[arg(long = "tag")]
         tags: Vec<String>,
@@ -144,7 +145,9 @@ pub enum TaskCommand {
     List {
         /// Only tasks in this state (pending, claimed, escalated, completed, dead_lettered,
         /// cancelled, skipped).
-        #[arg(long)]
+        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new([
+            "pending", "claimed", "escalated", "completed", "dead_lettered", "cancelled", "skipped",
+        ]))]
         state: Option<String>,
         /// Only tasks with this tag.
         #[arg(long)]

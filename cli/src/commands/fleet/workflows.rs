@@ -41,7 +41,7 @@ pub enum WorkflowCommand {
         #[arg(long)]
         done: bool,
         /// success, failure, partial or unknown (with --done).
-        #[arg(long, default_value = "success")]
+        #[arg(long, default_value = "success", value_parser = clap::builder::PossibleValuesParser::new(["success", "failure", "partial", "unknown"]))]
         outcome: String,
         #[arg(long, value_parser = crate::commands::units::millis, default_value_t = 0)]
         duration_ms: u64,
