@@ -372,7 +372,11 @@ fn bench_runs_every_workload_embedded_and_through_a_daemon_with_sane_figures() {
         std::path::Path::new("unused.redb"),
         &["bench", "--workload", "teleport", "--ops", "1"],
     );
-    assert_eq!(refused.status.code(), Some(2), "an unknown workload is a usage error");
+    assert_eq!(
+        refused.status.code(),
+        Some(2),
+        "an unknown workload is a usage error"
+    );
     assert!(stderr(&refused).contains("teleport"));
 }
 
