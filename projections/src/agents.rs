@@ -53,7 +53,19 @@ impl Agent {
     pub fn is_alive(&self, now: Timestamp) -> bool {
         self.liveness == Liveness::Active && now < self.deadline()
     }
+
+    /// Whether a record this agent makes at `ts` moves its deadline: it is alive, and its last
+    /// sign of life is at least a granule old (the lesser of [`SIGN_OF_LIFE_GRANULE_MS`] and a
+    /// tenth of its TTL). The granule keeps a busy agent from re-indexing its deadline on every
+    /// record; the deadline is at most one granule earlier than the exact one.
+    pub fn sign_of_life_moves(&self, ts: Timestamp) -> bool {
+        let granule = SIGN_OF_LIFE_GRANULE_MS.min(self.ttl_ms / 10);
+        self.is_alive(ts) && ts >= self.last_heartbeat.plus_millis(granule)
+    }
 }
+
+/// How often (at most) records other than heartbeats move an agent's deadline.
+pub const SIGN_OF_LIFE_GRANULE_MS: u64 = 1_000;
 
 #[derive(Clone, Debug, Default, PartialEq, Encode, Decode)]
 pub struct Agents {
@@ -126,7 +138,7 @@ impl Agents {
             // lease keeps the agent alive without a separate heartbeat.
             _ => {
                 if let Some(agent) = self.by_id.get_mut(&record.actor)
-                    && agent.is_alive(ts)
+                    && agent.sign_of_life_moves(ts)
                 {
                     agent.last_heartbeat = ts;
                 }

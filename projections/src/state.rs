@@ -80,7 +80,7 @@ impl Projection for State {
 impl State {
     /// What a record can change the deadline of.
     fn touched(&self, record: &Record) -> Vec<Due> {
-        match &record.event {
+        let mut dues = match &record.event {
             Event::SignalDelivered { signal, .. } | Event::SignalAcked { signal } => {
                 vec![Due::SignalAck(*signal, record.actor.clone())]
             }
@@ -98,7 +98,22 @@ impl State {
                 dues
             }
             _ => touched(record),
+        };
+        // A sign of life moves the actor's deadline (the same test `Agents` applies).
+        let moves = !matches!(
+            record.event,
+            Event::AgentRegistered { .. }
+                | Event::AgentHeartbeat { .. }
+                | Event::AgentDeregistered { .. }
+                | Event::AgentExpired { .. }
+        ) && self
+            .agents
+            .get(&record.actor)
+            .is_some_and(|agent| agent.sign_of_life_moves(record.ts));
+        if moves {
+            dues.push(Due::Agent(record.actor.clone()));
         }
+        dues
     }
 }
 
@@ -131,13 +146,9 @@ fn touched(record: &Record) -> Vec<Due> {
         Event::ApprovalDecided { approval, .. } | Event::ApprovalExpired { approval, .. } => {
             Due::Approval(*approval)
         }
-        _ => return vec![Due::Agent(record.actor.clone())],
+        _ => return Vec::new(),
     };
-    // Any record an agent makes is a sign of life that moves its deadline (see `Agents`).
-    match due {
-        Due::Agent(_) => vec![due],
-        due => vec![due, Due::Agent(record.actor.clone())],
-    }
+    vec![due]
 }
 
 impl State {
