@@ -146,3 +146,30 @@ fn a_daemon_started_by_hand_takes_over_from_one_started_on_demand() {
     assert_eq!(status["pid"], daemon.child.id(), "{status}");
     assert_eq!(status["seq"], 1, "the registration is there: {status}");
 }
+
+#[test]
+fn fleetlog_url_reaches_a_daemon_elsewhere_with_its_token() {
+    let (_dir, db) = new_db();
+    let daemon = harness::Daemon::start(&db, &["--token", "s3cret"]);
+    let (_other, elsewhere) = new_db();
+    let remote = |token: &str, args: &[&str]| {
+        Command::new(FLEETLOG)
+            .arg("--db")
+            .arg(&elsewhere)
+            .args(args)
+            .env("FLEETLOG_URL", format!("http://{}", daemon.address))
+            .env("FLEETLOG_TOKEN", token)
+            .output()
+            .expect("runs")
+    };
+    let registered = remote("s3cret", &["register", "--agent", "far"]);
+    assert!(registered.status.success(), "{registered:?}");
+    let listed = remote("s3cret", &["--json", "agents"]);
+    assert!(
+        String::from_utf8_lossy(&listed.stdout).contains("\"far\""),
+        "{listed:?}"
+    );
+    let refused = remote("wrong", &["agents"]);
+    assert!(!refused.status.success());
+    assert!(!elsewhere.exists(), "nothing was created locally");
+}

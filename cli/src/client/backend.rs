@@ -26,6 +26,33 @@ pub fn clock_warning(ledger: &fleetlog_ledger::Ledger) -> Option<String> {
     ))
 }
 
+/// A daemon elsewhere: `FLEETLOG_URL` (`http://host:port` or `host:port`), with
+/// `FLEETLOG_TOKEN` as its bearer token. Credentials are still kept beside `db`.
+fn remote(db: &Path) -> Result<Option<BlockingClient>, Error> {
+    let Some(url) = std::env::var("FLEETLOG_URL")
+        .ok()
+        .filter(|url| !url.trim().is_empty())
+    else {
+        return Ok(None);
+    };
+    let url = url.trim();
+    if url.starts_with("https://") {
+        return Err(Error::Config(format!(
+            "FLEETLOG_URL={url}: the CLI speaks plain HTTP to a daemon; reach a TLS daemon through a local tunnel, or use the Unix socket"
+        )));
+    }
+    let address = url
+        .strip_prefix("http://")
+        .unwrap_or(url)
+        .trim_end_matches('/')
+        .to_owned();
+    let token = std::env::var("FLEETLOG_TOKEN")
+        .ok()
+        .filter(|token| !token.is_empty());
+    let endpoint = crate::client::Endpoint::Tcp { address, token };
+    Ok(Some(BlockingClient::new(endpoint)?.with_db(db)))
+}
+
 pub enum Backend {
     Daemon(Box<BlockingClient>),
     Embedded(Box<Embedded>),
@@ -54,6 +81,9 @@ impl Backend {
     /// Commands carry the acting agent's stored credential, or with `as_operator` the
     /// operator's (see [`crate::identity`]).
     pub fn connect(db: &Path, as_operator: bool) -> Result<Backend, Error> {
+        if let Some(client) = remote(db)? {
+            return Ok(Backend::Daemon(Box::new(client.as_operator(as_operator))));
+        }
         if let Some(client) = BlockingClient::for_db(db) {
             return Ok(Backend::Daemon(Box::new(client.as_operator(as_operator))));
         }
