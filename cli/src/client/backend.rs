@@ -133,15 +133,8 @@ impl Backend {
                 let (coordinator, keys) = embedded.writer()?;
                 let created = match &outcome {
                     Outcome::Appended { seq } => {
-                        wire::created(&coordinator.state(), coordinator.now(), command, *seq).map(
-                            |mut created| {
-                                if let Command::Register { agent, .. } = command {
-                                    created["credential"] =
-                                        keys.agent_credential(agent, *seq).into();
-                                }
-                                created
-                            },
-                        )
+                        let (state, now) = (coordinator.state(), coordinator.now());
+                        wire::created_with_credential(&state, now, command, *seq, keys)
                     }
                     _ => None,
                 };

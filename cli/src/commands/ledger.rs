@@ -503,19 +503,7 @@ fn daemon(db: &Path, command: DaemonCommand, out: &Output) -> Result<ExitCode> {
                 return Ok(ExitCode::from(3));
             };
             let pid = i32::try_from(pid).context("a pid out of range")?;
-            // SAFETY: kill only sends a signal to the process the daemon named as itself.
-            if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
-                bail!(
-                    "could not signal the daemon (pid {pid}): {}",
-                    std::io::Error::last_os_error()
-                );
-            }
-            let socket = fleetlog::wire::socket_path(db);
-            let started = std::time::Instant::now();
-            while socket.exists() && started.elapsed() < std::time::Duration::from_secs(30) {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            if socket.exists() {
+            if !fleetlog::daemon::terminate(pid, std::time::Duration::from_secs(30))? {
                 bail!("the daemon (pid {pid}) is still running 30 s after SIGTERM");
             }
             out.emit(&serde_json::json!({ "stopped": pid }), || {

@@ -80,6 +80,44 @@ pub struct ServerConfig {
     pub idle_exit: Option<std::time::Duration>,
 }
 
+/// Sends SIGTERM to the daemon `pid` (its in-flight requests finish) and waits up to `within`
+/// for the process to exit; false if it is still running. A zombie counts as exited: it holds
+/// no file.
+pub fn terminate(pid: i32, within: std::time::Duration) -> Result<bool, Error> {
+    // SAFETY: kill only sends a signal to the process the daemon named as itself.
+    if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
+        let error = std::io::Error::last_os_error();
+        return match error.raw_os_error() == Some(libc::ESRCH) {
+            true => Ok(true),
+            false => Err(Error::Config(format!(
+                "could not signal pid {pid}: {error}"
+            ))),
+        };
+    }
+    let running = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| {
+                let state = stat
+                    .rsplit_once(')')?
+                    .1
+                    .split_whitespace()
+                    .next()?
+                    .to_owned();
+                Some(state != "Z" && state != "X")
+            })
+            .unwrap_or(false)
+    };
+    let started = std::time::Instant::now();
+    while running() {
+        if started.elapsed() >= within {
+            return Ok(false);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Ok(true)
+}
+
 /// A daemon started by hand replaces one a command started on demand for the same file: that
 /// one is asked to stop (SIGTERM: its in-flight requests finish) and its socket awaited. A
 /// daemon started by hand is never replaced: the new start is refused by the socket check.
@@ -97,26 +135,13 @@ async fn take_over_from_on_demand(socket: &Path) -> Result<Option<i32>, Error> {
         return Ok(None);
     };
     let pid = i32::try_from(pid).map_err(|_| Error::Config(format!("pid {pid} out of range")))?;
-    // SAFETY: kill only sends a signal to the process the daemon named as itself.
-    unsafe { libc::kill(pid, libc::SIGTERM) };
-    // Gone once it has closed the file: its process has exited (a zombie holds no file).
-    let running = || {
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|stat| {
-                let state = stat
-                    .rsplit_once(')')?
-                    .1
-                    .split_whitespace()
-                    .next()?
-                    .to_owned();
-                Some(state != "Z" && state != "X")
-            })
-            .unwrap_or(false)
-    };
-    let started = std::time::Instant::now();
-    while running() && started.elapsed() < SHUTDOWN_GRACE * 3 {
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let stopped = tokio::task::spawn_blocking(move || terminate(pid, SHUTDOWN_GRACE * 3))
+        .await
+        .map_err(|error| Error::Config(format!("waiting for pid {pid}: {error}")))??;
+    if !stopped {
+        return Err(Error::Config(format!(
+            "the daemon started on demand (pid {pid}) did not stop; `fleetlog daemon stop`, then start again"
+        )));
     }
     Ok(Some(pid))
 }

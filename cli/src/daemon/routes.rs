@@ -218,12 +218,9 @@ pub(super) fn answer_of(
 ) -> Result<(StatusCode, Value), CommandError> {
     if let Ok(Outcome::Appended { seq }) = &answer {
         let state = app.coordinator.state();
-        if let Some(mut created) = wire::created(&state, app.coordinator.now(), command, *seq) {
-            if let Command::Register { agent, .. } = command {
-                // The new registration's credential; a retried registration (same seq) gets
-                // the same one.
-                created["credential"] = json!(app.keys.agent_credential(agent, *seq));
-            }
+        let now = app.coordinator.now();
+        if let Some(created) = wire::created_with_credential(&state, now, command, *seq, &app.keys)
+        {
             return Ok((StatusCode::CREATED, created));
         }
     }

@@ -81,6 +81,22 @@ pub fn created(state: &State, now: Timestamp, command: &Command, seq: u64) -> Op
     Some(answer)
 }
 
+/// What a create answers, as [`created`], with the credential a registration issues (derived
+/// from the seq, so a retried registration answers the same one).
+pub fn created_with_credential(
+    state: &State,
+    now: Timestamp,
+    command: &Command,
+    seq: u64,
+    keys: &crate::identity::Keys,
+) -> Option<Value> {
+    let mut answer = created(state, now, command, seq)?;
+    if let Command::Register { agent, .. } = command {
+        answer["credential"] = json!(keys.agent_credential(agent, seq));
+    }
+    Some(answer)
+}
+
 /// A read of committed state. Field names are the HTTP query parameters.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "query", rename_all = "snake_case", deny_unknown_fields)]
