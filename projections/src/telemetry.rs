@@ -7,7 +7,10 @@
 //!   `agents_executed`);
 //! - agent invocations: `{"timestamp", "session_id", "invocation_id", "agent_name",
 //!   "agent_type", "task_description", "duration_seconds", "outcome": {"status"}}`, which belong
-//!   to the workflow with the same `session_id` whose time span contains them;
+//!   to the workflow with the same `session_id` whose time span contains them. Without a
+//!   `session_id` (the seed's own format) an invocation joins the workflow whose span contains it
+//!   and which names its agent (plan, handoffs or `agents_executed`); one that no such workflow
+//!   holds is reported as an unreadable line rather than guessed;
 //! - success metrics: `{"timestamp", "invocation_id", "success", "quality_rating"}`, which
 //!   override the invocation's outcome.
 //!
@@ -53,6 +56,8 @@ struct WorkflowLine {
 }
 
 struct Invocation {
+    file: String,
+    line: usize,
     at: Timestamp,
     id: String,
     session_id: Option<String>,
@@ -74,7 +79,14 @@ pub fn parse(files: &[(String, String)]) -> (Vec<Event>, Vec<LineError>) {
             if line.trim().is_empty() {
                 continue;
             }
-            if let Err(problem) = parse_line(line, &mut parsed) {
+            if let Err(problem) = parse_line(line, &mut parsed).and_then(|invocation| {
+                if let Some(mut invocation) = invocation {
+                    invocation.file.clone_from(file);
+                    invocation.line = index + 1;
+                    parsed.invocations.push(invocation);
+                }
+                Ok(())
+            }) {
                 errors.push(LineError {
                     file: file.clone(),
                     line: index + 1,
@@ -83,7 +95,8 @@ pub fn parse(files: &[(String, String)]) -> (Vec<Event>, Vec<LineError>) {
             }
         }
     }
-    (assemble(parsed), errors)
+    let events = assemble(parsed, &mut errors);
+    (events, errors)
 }
 
 fn text(value: &Value, field: &str) -> Result<String, String> {
@@ -131,7 +144,8 @@ fn time(value: &Value) -> Result<Timestamp, String> {
         .map_err(|_| format!("timestamp {text:?} is not an ISO 8601 time"))
 }
 
-fn parse_line(line: &str, parsed: &mut Parsed) -> Result<(), String> {
+/// Reads one line into `parsed`; an agent invocation is returned instead, for the caller to place.
+fn parse_line(line: &str, parsed: &mut Parsed) -> Result<Option<Invocation>, String> {
     let value: Value = serde_json::from_str(line).map_err(|error| format!("not JSON: {error}"))?;
     if !value.is_object() {
         return Err("not a JSON object".to_owned());
@@ -153,7 +167,7 @@ fn parse_line(line: &str, parsed: &mut Parsed) -> Result<(), String> {
                 },
                 workflow_id,
             });
-            Ok(())
+            Ok(None)
         }
         Some("agent_handoff") => {
             parsed.handoffs.push((
@@ -166,7 +180,7 @@ fn parse_line(line: &str, parsed: &mut Parsed) -> Result<(), String> {
                     occurred_at: Some(at),
                 },
             ));
-            Ok(())
+            Ok(None)
         }
         Some("workflow_complete") => {
             let workflow_id = text(&value, "workflow_id")?;
@@ -184,12 +198,14 @@ fn parse_line(line: &str, parsed: &mut Parsed) -> Result<(), String> {
                     occurred_at: Some(at),
                 },
             ));
-            Ok(())
+            Ok(None)
         }
         Some(other) => Err(format!("unknown workflow event {other:?}")),
         None if value.get("agent_name").is_some() => {
             let status = value["outcome"]["status"].as_str().unwrap_or("unknown");
-            parsed.invocations.push(Invocation {
+            Ok(Some(Invocation {
+                file: String::new(),
+                line: 0,
                 at,
                 id: text(&value, "invocation_id")?,
                 session_id: optional_text(&value, "session_id"),
@@ -209,8 +225,7 @@ fn parse_line(line: &str, parsed: &mut Parsed) -> Result<(), String> {
                         ));
                     }
                 },
-            });
-            Ok(())
+            }))
         }
         None if value.get("invocation_id").is_some() && value.get("success").is_some() => {
             let success = value["success"].as_bool().ok_or("non-boolean `success`")?;
@@ -218,39 +233,30 @@ fn parse_line(line: &str, parsed: &mut Parsed) -> Result<(), String> {
             parsed
                 .metrics
                 .insert(text(&value, "invocation_id")?, (success, quality));
-            Ok(())
+            Ok(None)
         }
         None => Err("not a workflow event, agent invocation or success metric".to_owned()),
     }
 }
 
-/// Orders everything in time; each invocation becomes a completed stage of the workflow with its
-/// session whose span contains it (or of `session:<id>` when none does).
-fn assemble(parsed: Parsed) -> Vec<Event> {
-    let ends: BTreeMap<&str, Timestamp> = parsed
-        .completions
-        .iter()
-        .map(|(at, workflow_id, _)| (workflow_id.as_str(), *at))
-        .collect();
-    let workflow_for = |session: &Option<String>, at: Timestamp| -> String {
-        let session = session.as_deref().unwrap_or_default();
-        parsed
-            .workflows
-            .iter()
-            .filter(|w| w.session_id.as_deref() == Some(session))
-            .find(|w| {
-                at >= w.at
-                    && at
-                        <= ends
-                            .get(w.workflow_id.as_str())
-                            .copied()
-                            .unwrap_or(Timestamp::MAX)
-            })
-            .map_or_else(|| format!("session:{session}"), |w| w.workflow_id.clone())
-    };
+/// Orders everything in time; each invocation becomes a completed stage of the workflow it
+/// belongs to (see the module doc). Invocations that belong nowhere are added to `errors`.
+fn assemble(parsed: Parsed, errors: &mut Vec<LineError>) -> Vec<Event> {
+    let spans = Spans::of(&parsed);
     // (time, order at equal times, event): starts, then stages and handoffs, then completions.
     let mut events: Vec<(Timestamp, u8, Event)> = Vec::new();
     for invocation in &parsed.invocations {
+        let workflow_id = match spans.workflow_of(invocation) {
+            Ok(id) => id,
+            Err(problem) => {
+                errors.push(LineError {
+                    file: invocation.file.clone(),
+                    line: invocation.line,
+                    problem,
+                });
+                continue;
+            }
+        };
         let (outcome, quality) = match parsed.metrics.get(&invocation.id) {
             Some((success, quality)) => (
                 if *success {
@@ -266,7 +272,7 @@ fn assemble(parsed: Parsed) -> Vec<Event> {
             invocation.at,
             1,
             Event::StageCompleted {
-                workflow_id: workflow_for(&invocation.session_id, invocation.at),
+                workflow_id,
                 stage: match invocation.agent_type.is_empty() {
                     true => "invocation".to_owned(),
                     false => invocation.agent_type.clone(),
@@ -299,4 +305,100 @@ fn assemble(parsed: Parsed) -> Vec<Event> {
     );
     events.sort_by_key(|(at, order, _)| (*at, *order));
     events.into_iter().map(|(_, _, event)| event).collect()
+}
+
+/// Each imported workflow's time span, session and the agents it names.
+struct Spans<'a> {
+    workflows: Vec<Span<'a>>,
+}
+
+struct Span<'a> {
+    id: &'a str,
+    session: Option<&'a str>,
+    start: Timestamp,
+    end: Timestamp,
+    agents: Vec<&'a str>,
+}
+
+impl<'a> Spans<'a> {
+    fn of(parsed: &'a Parsed) -> Self {
+        let mut workflows: Vec<Span<'a>> = parsed
+            .workflows
+            .iter()
+            .map(|w| Span {
+                id: &w.workflow_id,
+                session: w.session_id.as_deref(),
+                start: w.at,
+                end: Timestamp::MAX,
+                agents: match &w.event {
+                    Event::WorkflowStarted { agent_plan, .. } => {
+                        agent_plan.iter().map(String::as_str).collect()
+                    }
+                    _ => Vec::new(),
+                },
+            })
+            .collect();
+        let mut named =
+            |id: &str, agents: &mut dyn Iterator<Item = &'a str>, end: Option<Timestamp>| {
+                for span in workflows.iter_mut().filter(|span| span.id == id) {
+                    span.agents.extend(&mut *agents);
+                    if let Some(end) = end {
+                        span.end = end;
+                    }
+                }
+            };
+        for (_, event) in &parsed.handoffs {
+            if let Event::Handoff {
+                workflow_id,
+                from_agent,
+                to_agent,
+                ..
+            } = event
+            {
+                let mut agents = [from_agent.as_str(), to_agent.as_str()].into_iter();
+                named(workflow_id, &mut agents, None);
+            }
+        }
+        for (at, workflow_id, event) in &parsed.completions {
+            if let Event::WorkflowCompleted {
+                agents_executed, ..
+            } = event
+            {
+                named(
+                    workflow_id,
+                    &mut agents_executed.iter().map(String::as_str),
+                    Some(*at),
+                );
+            }
+        }
+        Spans { workflows }
+    }
+
+    /// The workflow an invocation belongs to: by session when it has one (a session with no
+    /// workflow spanning it keeps its own `session:<id>` workflow), else by time span and agent,
+    /// the latest-started when several qualify.
+    fn workflow_of(&self, invocation: &Invocation) -> Result<String, String> {
+        let spanning = self
+            .workflows
+            .iter()
+            .filter(|span| span.start <= invocation.at && invocation.at <= span.end);
+        if let Some(session) = &invocation.session_id {
+            return Ok(spanning
+                .filter(|span| span.session == Some(session.as_str()))
+                .max_by_key(|span| span.start)
+                .map_or_else(|| format!("session:{session}"), |span| span.id.to_owned()));
+        }
+        spanning
+            .filter(|span| span.agents.contains(&invocation.agent.as_str()))
+            .max_by_key(|span| span.start)
+            .map(|span| span.id.to_owned())
+            .ok_or_else(|| {
+                format!(
+                    "invocation {:?} of agent {:?} has no session_id and no imported workflow \
+                     running at {} names that agent; add its session_id, or import the \
+                     workflow events that cover it",
+                    invocation.id, invocation.agent, invocation.at
+                )
+            })
+    }
 }

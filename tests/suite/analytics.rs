@@ -152,7 +152,11 @@ fn workflow_stats_count_rates_durations_estimates_and_sequences() {
     assert_eq!(all.actual_over_estimated, Some(75.0 / 85.0));
     assert_eq!(all.common_sequences[0].agents, ["planner", "coder"]);
     assert_eq!(all.common_sequences[0].count, 2);
-    assert_eq!(all.average_agents, Some(5.0 / 4.0));
+    assert_eq!(
+        all.average_agents,
+        Some(5.0 / 3.0),
+        "agents per finished workflow: the running wf-d is not counted"
+    );
 
     let shop = analytics::workflow_stats(
         &state,
@@ -222,7 +226,11 @@ fn overhead_is_reported_per_workflow_unclamped_with_a_band() {
         (report.coordination_minutes_mean.expect("minutes") - (5.0 - 10.0 + 0.0) / 3.0).abs()
             < 1e-12
     );
-    assert_eq!(report.band, Some("efficient"));
+    // The headline is over totals: (5 - 10 + 0) coordination minutes of 75 wall minutes.
+    assert_eq!(report.wall_ms_total, 75 * MINUTE);
+    assert_eq!(report.coordination_ms_total, -5 * MINUTE as i64);
+    assert!((report.overhead_percent.expect("headline") - (-5.0 / 75.0 * 100.0)).abs() < 1e-9);
+    assert_eq!(report.band.as_deref(), Some("efficient"));
     // The one real handoff: plan ended, code started 5 minutes later (wf-b's stages overlapped).
     assert_eq!(report.handoff_gap_ms.fleet.count, 1);
     assert_eq!(report.handoff_gap_ms.fleet.total, (5 * MINUTE) as f64);
@@ -590,4 +598,41 @@ fn imported_telemetry_must_be_workflow_history_and_is_imported_once() {
         }),
         fleetlog_projections::CommandError::Invalid { .. }
     ));
+}
+
+#[test]
+fn the_overhead_headline_weighs_workflows_by_their_wall_time() {
+    // One long workflow at 1 % overhead and one short one at 75 %: the unweighted mean of the
+    // shares is 38 % ("high"), but of the fleet's time only 4 of 104 minutes went to
+    // coordination, which is what the headline (the seed tools' formula) reports.
+    let fleet = TestFleet::new();
+    for agent in ["orch", "coder"] {
+        fleet.register_long_lived(agent);
+    }
+    start(&fleet, "long", "p", &["coder"], 100);
+    fleet.advance_ms(100 * MINUTE);
+    complete_stage(
+        &fleet,
+        "long",
+        stage("coder", "code", Work::Success, 99, 0.0, "standard"),
+    );
+    finish(&fleet, "long", true);
+    start(&fleet, "short", "p", &["coder"], 4);
+    fleet.advance_ms(4 * MINUTE);
+    complete_stage(
+        &fleet,
+        "short",
+        stage("coder", "code", Work::Success, 1, 0.0, "standard"),
+    );
+    finish(&fleet, "short", true);
+
+    let report = analytics::overhead(&fleet.coordinator.state(), &Window::default());
+    let headline = report.overhead_percent.expect("two finished workflows");
+    assert!((headline - 4.0 / 104.0 * 100.0).abs() < 1e-9, "{headline}");
+    assert!((report.overhead.mean.expect("mean") - 0.38).abs() < 1e-9);
+    assert_eq!(report.band.as_deref(), Some("efficient"));
+    assert_eq!(
+        report.phase_recommendation.as_deref(),
+        Some("Stay Phase 1-2")
+    );
 }

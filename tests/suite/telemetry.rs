@@ -204,3 +204,57 @@ fn telemetry_importing_a_known_workflow_twice_is_refused_whole() {
         CommandError::Invalid { .. }
     ));
 }
+
+fn stage_workflows(events: &[Event]) -> Vec<(String, String)> {
+    events
+        .iter()
+        .filter_map(|event| match event {
+            Event::StageCompleted {
+                workflow_id, agent, ..
+            } => Some((workflow_id.clone(), agent.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn invocations_without_session_join_the_workflow_that_spans_them_and_names_their_agent() {
+    // The seed's own format: invocations carry no session_id. Two workflows overlap in time;
+    // each invocation belongs to the one whose plan, handoffs or executed agents name its agent.
+    let workflows = r#"{"timestamp": "2026-10-02T09:00:00Z", "event": "workflow_start", "workflow_id": "wf-a", "project_name": "p", "agent_plan": ["planner"], "estimated_duration": 60}
+{"timestamp": "2026-10-02T09:01:00Z", "event": "workflow_start", "workflow_id": "wf-b", "project_name": "p", "agent_plan": ["writer"], "estimated_duration": 60}
+{"timestamp": "2026-10-02T09:05:00Z", "event": "agent_handoff", "workflow_id": "wf-a", "from_agent": "planner", "to_agent": "coder", "artifacts": []}
+{"timestamp": "2026-10-02T09:30:00Z", "event": "workflow_complete", "workflow_id": "wf-a", "duration_seconds": 1800, "success": true, "agents_executed": ["planner", "coder"]}
+{"timestamp": "2026-10-02T09:40:00Z", "event": "workflow_complete", "workflow_id": "wf-b", "duration_seconds": 2340, "success": true, "agents_executed": ["writer"]}
+"#;
+    let invocations = r#"{"timestamp": "2026-10-02T09:10:00Z", "invocation_id": "i1", "agent_name": "coder", "agent_type": "dev", "task_description": "code", "duration_seconds": 300, "outcome": {"status": "success"}}
+{"timestamp": "2026-10-02T09:12:00Z", "invocation_id": "i2", "agent_name": "writer", "agent_type": "docs", "task_description": "write", "duration_seconds": 200, "outcome": {"status": "success"}}
+{"timestamp": "2026-10-02T09:35:00Z", "invocation_id": "i3", "agent_name": "coder", "agent_type": "dev", "task_description": "late", "duration_seconds": 10, "outcome": {"status": "success"}}
+"#;
+    let (events, errors) = telemetry::parse(&[
+        ("workflow_events.jsonl".to_owned(), workflows.to_owned()),
+        ("agent_invocations.jsonl".to_owned(), invocations.to_owned()),
+    ]);
+    assert_eq!(
+        stage_workflows(&events),
+        [
+            ("wf-a".to_owned(), "coder".to_owned()),
+            ("wf-b".to_owned(), "writer".to_owned())
+        ]
+    );
+    // i3 runs after wf-a ended and wf-b never names coder: reported, not guessed.
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(
+        (errors[0].file.as_str(), errors[0].line),
+        ("agent_invocations.jsonl", 3)
+    );
+    assert!(errors[0].problem.contains("\"i3\""), "{}", errors[0]);
+    assert!(errors[0].problem.contains("session_id"), "{}", errors[0]);
+    assert!(
+        !events.iter().any(|event| matches!(
+            event,
+            Event::StageCompleted { workflow_id, .. } if workflow_id.starts_with("session:")
+        )),
+        "no invocation lands in a workflow named `session:`"
+    );
+}

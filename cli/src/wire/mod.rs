@@ -581,9 +581,9 @@ pub fn answer(state: &State, now: Timestamp, query: &Query) -> Result<Value, Que
             agent: None,
             days,
             threshold_points,
-        } => {
-            json!({ "agents": to_json(analytics::all_trends(state, *days, now, *threshold_points)) })
-        }
+        } => to_json(views::TrendsView {
+            agents: analytics::all_trends(state, *days, now, *threshold_points),
+        }),
         Query::BestAgent {
             task,
             domain,
@@ -595,8 +595,15 @@ pub fn answer(state: &State, now: Timestamp, query: &Query) -> Result<Value, Que
                     "min_confidence {min_confidence} is outside 0..=1 (a confidence is a fraction)"
                 )));
             }
-            json!({
-            "candidates": to_json(analytics::best_agents(state, task, domain.as_deref(), now, *min_confidence, *top)),
+            to_json(views::CandidatesView {
+                candidates: analytics::best_agents(
+                    state,
+                    task,
+                    domain.as_deref(),
+                    now,
+                    *min_confidence,
+                    *top,
+                ),
             })
         }
         Query::Costs { project, from, to } => {

@@ -172,3 +172,15 @@ pub struct StatusView {
     pub approvals_pending: usize,
     pub workflows: Vec<WorkflowSummary>,
 }
+
+/// Every agent's trend (`GET /v1/analytics/trends` without `agent`).
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+pub struct TrendsView {
+    pub agents: Vec<fleetlog_projections::analytics::AgentTrend>,
+}
+
+/// The ranked candidates for a task (`GET /v1/analytics/best-agent`).
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+pub struct CandidatesView {
+    pub candidates: Vec<fleetlog_projections::analytics::Candidate>,
+}

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use fleetlog_ledger::{Outcome, Timestamp};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::state::State;
 
@@ -37,7 +37,7 @@ pub fn keywords(text: &str) -> BTreeSet<String> {
         .collect()
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Candidate {
     pub agent: String,
     /// 0..=1.

@@ -2,20 +2,20 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::state::State;
 
 use super::*;
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Spend {
     pub cost_usd: f64,
     pub tokens: u64,
     pub stages: usize,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct BudgetStatus {
     pub workflow_id: String,
     pub limit_usd: Option<f64>,
@@ -23,7 +23,7 @@ pub struct BudgetStatus {
     pub exceeded: bool,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Costs {
     pub total: Spend,
     pub by_workflow: BTreeMap<String, Spend>,

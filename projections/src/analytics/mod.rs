@@ -9,7 +9,7 @@ mod trends;
 mod workflow_stats;
 
 use fleetlog_ledger::Timestamp;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::workflows::{Workflow, WorkflowStatus};
 
@@ -73,7 +73,7 @@ fn sorted(mut values: Vec<f64>) -> Vec<f64> {
 }
 
 /// Summary of a set of numbers.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Distribution {
     pub count: usize,
     pub total: f64,

@@ -4,14 +4,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use fleetlog_ledger::Timestamp;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::facts::Wait;
 use crate::state::State;
 
 use super::*;
 
-#[derive(Clone, Debug, PartialEq, Serialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct WorkflowOverhead {
     pub workflow_id: String,
     pub wall_ms: u64,
@@ -23,22 +23,31 @@ pub struct WorkflowOverhead {
 }
 
 /// Totals and percentiles of one kind of wait, fleet-wide, per agent and per workflow.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct WaitBreakdown {
     pub fleet: Distribution,
     pub by_agent: BTreeMap<String, Distribution>,
     pub by_workflow: BTreeMap<String, Distribution>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Overhead {
     pub workflows: Vec<WorkflowOverhead>,
-    /// Of the per-workflow overhead shares.
+    /// The headline, as the telemetry tools fleets come from compute it: total coordination time
+    /// over total wall time of the finished workflows, in percent. A long workflow weighs more
+    /// than a short one, which is what "how much of our time goes to coordination" asks.
+    pub overhead_percent: Option<f64>,
+    pub wall_ms_total: u64,
+    pub coordination_ms_total: i64,
+    /// Beside the headline: the distribution of the per-workflow shares (0..1), unweighted.
     pub overhead: Distribution,
     pub coordination_minutes_mean: Option<f64>,
-    /// `efficient`, `moderate` or `high` (by the mean), with what to do.
-    pub band: Option<&'static str>,
-    pub recommendation: Option<&'static str>,
+    /// `efficient`, `moderate` or `high` (by the headline), with what to do.
+    pub band: Option<String>,
+    pub recommendation: Option<String>,
+    /// The same band in the seed telemetry tool's words: "Stay Phase 1-2", "Monitor overhead",
+    /// "Consider Phase 3".
+    pub phase_recommendation: Option<String>,
     pub queue_wait_ms: WaitBreakdown,
     pub lock_wait_ms: WaitBreakdown,
     pub signal_latency_ms: WaitBreakdown,
@@ -184,27 +193,38 @@ pub fn overhead(state: &State, window: &Window) -> Overhead {
         .iter()
         .map(|w| w.coordination_ms as f64 / 60_000.0)
         .collect();
-    let distribution = Distribution::of(shares);
-    let (band, recommendation) = match distribution.mean {
-        None => (None, None),
-        Some(mean) if mean < OVERHEAD_EFFICIENT_BELOW => (
-            Some("efficient"),
-            Some("coordination is cheap; keep the current setup"),
+    let wall_ms_total: u64 = workflows.iter().map(|w| w.wall_ms).sum();
+    let coordination_ms_total: i64 = workflows.iter().map(|w| w.coordination_ms).sum();
+    let share = (wall_ms_total > 0).then(|| coordination_ms_total as f64 / wall_ms_total as f64);
+    let words = share.map(|share| match share {
+        share if share < OVERHEAD_EFFICIENT_BELOW => (
+            "efficient",
+            "coordination is cheap; keep the current setup",
+            "Stay Phase 1-2",
         ),
-        Some(mean) if mean <= OVERHEAD_HIGH_ABOVE => (Some("moderate"), Some("monitor")),
-        Some(_) => (
-            Some("high"),
-            Some("coordination dominates; look at the breakdown"),
+        share if share <= OVERHEAD_HIGH_ABOVE => (
+            "moderate",
+            "monitor: watch the wait breakdown as the fleet grows",
+            "Monitor overhead",
         ),
-    };
+        _ => (
+            "high",
+            "coordination dominates; look at the breakdown",
+            "Consider Phase 3",
+        ),
+    });
     let facts = &state.facts;
     let spans = Spans::new(state);
     Overhead {
         workflows,
-        overhead: distribution,
+        overhead_percent: share.map(|share| share * 100.0),
+        wall_ms_total,
+        coordination_ms_total,
+        overhead: Distribution::of(shares),
         coordination_minutes_mean: mean(&minutes),
-        band,
-        recommendation,
+        band: words.map(|(band, _, _)| band.to_owned()),
+        recommendation: words.map(|(_, what, _)| what.to_owned()),
+        phase_recommendation: words.map(|(_, _, phase)| phase.to_owned()),
         queue_wait_ms: breakdown(waits(&spans, &facts.queue_waits, window)),
         lock_wait_ms: breakdown(waits(&spans, &facts.lock_waits, window)),
         signal_latency_ms: breakdown(waits(&spans, &facts.signal_latencies, window)),

@@ -3,13 +3,13 @@
 use std::collections::BTreeMap;
 
 use fleetlog_ledger::{Outcome, Timestamp};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::state::State;
 
 use super::*;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Trend {
     Improving,
@@ -18,7 +18,7 @@ pub enum Trend {
     InsufficientData,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Period {
     pub samples: usize,
     pub successes: usize,
@@ -26,7 +26,7 @@ pub struct Period {
     pub duration_ms_mean: Option<f64>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Day {
     /// UTC date, `YYYY-MM-DD`.
     pub date: String,
@@ -35,7 +35,7 @@ pub struct Day {
     pub duration_ms_mean: Option<f64>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AgentTrend {
     pub agent: String,
     pub recent: Period,

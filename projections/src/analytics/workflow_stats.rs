@@ -3,20 +3,20 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::state::State;
 use crate::workflows::{Workflow, WorkflowStatus};
 
 use super::*;
 
-#[derive(Clone, Debug, PartialEq, Serialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SequenceCount {
     pub agents: Vec<String>,
     pub count: usize,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct WorkflowStats {
     pub total: usize,
     pub completed: usize,
@@ -27,6 +27,7 @@ pub struct WorkflowStats {
     pub success_rate: Option<f64>,
     /// Wall time of finished workflows, in milliseconds.
     pub duration_ms: Distribution,
+    /// Agents executed per finished workflow (a running one has not executed its plan yet).
     pub average_agents: Option<f64>,
     /// Over finished workflows that had an estimate.
     pub estimated_ms_mean: Option<f64>,
@@ -56,6 +57,7 @@ pub fn workflow_stats(state: &State, window: &Window, top: usize) -> WorkflowSta
         .collect();
     let agents: Vec<f64> = workflows
         .iter()
+        .filter(|w| finished(w))
         .map(|w| w.agents_executed.len() as f64)
         .collect();
     let estimated: Vec<(f64, f64)> = workflows

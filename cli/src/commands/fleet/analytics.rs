@@ -2,11 +2,12 @@
 
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use fleetlog::client::backend::Backend;
-use fleetlog::wire::Query;
+use fleetlog::wire::{Query, views};
 use fleetlog_ledger::Timestamp;
+use fleetlog_projections::analytics::{AgentTrend, Costs, Overhead, Spend, WorkflowStats};
 use serde_json::Value;
 
 use crate::commands::output::{Output, table};
@@ -57,22 +58,30 @@ pub enum WorkflowsCommand {
     },
 }
 
-pub(super) fn show_analytic(
+/// Runs an analytic query (as of a past moment when asked) and renders its typed answer.
+pub(super) fn show_analytic<T: serde::de::DeserializeOwned>(
     backend: &Backend,
     query: Query,
     as_of: Option<&str>,
     out: &Output,
-    human: fn(&Value) -> String,
+    human: fn(&T) -> String,
 ) -> Result<ExitCode> {
     let value = backend.query_as_of(&query, as_of)?;
-    out.emit(&value, || human(&value));
+    let view: T = typed(&value)?;
+    out.emit(&value, || human(&view));
     Ok(ExitCode::SUCCESS)
 }
 
-pub(super) fn number(value: &Value, scale: f64, digits: usize) -> String {
-    value.as_f64().map_or("-".to_owned(), |n| {
+pub(super) fn typed<T: serde::de::DeserializeOwned>(value: &Value) -> Result<T> {
+    serde_json::from_value(value.clone())
+        .context("the answer does not match this CLI's view of it (is the daemon another version?)")
+}
+
+/// `n × scale` with `digits` decimals; none prints `-`, and a value that rounds to zero from
+/// below prints as 0, not -0.0.
+pub(super) fn number(value: Option<f64>, scale: f64, digits: usize) -> String {
+    value.map_or("-".to_owned(), |n| {
         let text = format!("{:.*}", digits, n * scale);
-        // A value that rounds to zero from below prints as 0, not -0.0.
         match text
             .trim_start_matches('-')
             .chars()
@@ -84,89 +93,100 @@ pub(super) fn number(value: &Value, scale: f64, digits: usize) -> String {
     })
 }
 
-pub(super) fn minutes(value: &Value) -> String {
-    number(value, 1.0 / 60_000.0, 1)
+pub(super) fn minutes(ms: Option<f64>) -> String {
+    number(ms, 1.0 / 60_000.0, 1)
 }
 
-pub(super) fn workflow_stats_text(value: &Value) -> String {
-    let sequences: Vec<Vec<String>> = rows_by(&value["common_sequences"], |s| {
-        vec![
-            text(&s["count"]),
-            s["agents"].as_array().map_or(String::new(), |a| {
-                a.iter().map(text).collect::<Vec<_>>().join(" → ")
-            }),
-        ]
-    });
+fn seconds(ms: Option<f64>, digits: usize) -> String {
+    number(ms, 1.0 / 1000.0, digits)
+}
+
+pub(super) fn workflow_stats_text(stats: &WorkflowStats) -> String {
+    let sequences: Vec<Vec<String>> = stats
+        .common_sequences
+        .iter()
+        .map(|s| vec![s.count.to_string(), s.agents.join(" → ")])
+        .collect();
     format!(
-        "{} workflows: {} completed, {} failed, {} running, {} cancelled\nsuccess rate {}%\nduration (min): mean {}, p50 {}, p90 {}\nagents per workflow {}\nestimated vs actual (min): {} vs {} (×{})\n\n{}",
-        text(&value["total"]),
-        text(&value["completed"]),
-        text(&value["failed"]),
-        text(&value["running"]),
-        text(&value["cancelled"]),
-        number(&value["success_rate"], 100.0, 1),
-        minutes(&value["duration_ms"]["mean"]),
-        minutes(&value["duration_ms"]["p50"]),
-        minutes(&value["duration_ms"]["p90"]),
-        number(&value["average_agents"], 1.0, 1),
-        minutes(&value["estimated_ms_mean"]),
-        minutes(&value["actual_ms_mean"]),
-        number(&value["actual_over_estimated"], 1.0, 2),
+        "{} workflows: {} completed, {} failed, {} running, {} cancelled\nsuccess rate {}%\nduration (min): mean {}, p50 {}, p90 {}\nagents per finished workflow {}\nestimated vs actual (min): {} vs {} (×{})\n\n{}",
+        stats.total,
+        stats.completed,
+        stats.failed,
+        stats.running,
+        stats.cancelled,
+        number(stats.success_rate, 100.0, 1),
+        minutes(stats.duration_ms.mean),
+        minutes(stats.duration_ms.p50),
+        minutes(stats.duration_ms.p90),
+        number(stats.average_agents, 1.0, 1),
+        minutes(stats.estimated_ms_mean),
+        minutes(stats.actual_ms_mean),
+        number(stats.actual_over_estimated, 1.0, 2),
         table(&["COUNT", "AGENT SEQUENCE"], &sequences)
     )
 }
 
-pub(super) fn overhead_text(value: &Value) -> String {
-    let workflows: Vec<Vec<String>> = rows_by(&value["workflows"], |w| {
-        vec![
-            text(&w["workflow_id"]),
-            minutes(&w["wall_ms"]),
-            minutes(&w["agent_ms"]),
-            number(&w["overhead"], 100.0, 1),
-        ]
-    });
+pub(super) fn overhead_text(overhead: &Overhead) -> String {
+    let workflows: Vec<Vec<String>> = overhead
+        .workflows
+        .iter()
+        .map(|w| {
+            vec![
+                w.workflow_id.clone(),
+                minutes(Some(w.wall_ms as f64)),
+                minutes(Some(w.agent_ms as f64)),
+                number(Some(w.overhead), 100.0, 1),
+            ]
+        })
+        .collect();
     let waits: Vec<Vec<String>> = [
-        "queue_wait_ms",
-        "lock_wait_ms",
-        "signal_latency_ms",
-        "handoff_gap_ms",
-        "approval_wait_ms",
+        ("queue wait", &overhead.queue_wait_ms),
+        ("lock wait", &overhead.lock_wait_ms),
+        ("signal latency", &overhead.signal_latency_ms),
+        ("handoff gap", &overhead.handoff_gap_ms),
+        ("approval wait", &overhead.approval_wait_ms),
     ]
     .iter()
-    .map(|kind| {
-        let fleet = &value[*kind]["fleet"];
+    .map(|(kind, waits)| {
+        let fleet = &waits.fleet;
         vec![
-            kind.trim_end_matches("_ms").replace('_', " "),
-            text(&fleet["count"]),
-            number(&fleet["total"], 1.0 / 1000.0, 1),
-            number(&fleet["p50"], 1.0 / 1000.0, 2),
-            number(&fleet["p90"], 1.0 / 1000.0, 2),
+            (*kind).to_owned(),
+            fleet.count.to_string(),
+            seconds(Some(fleet.total), 1),
+            seconds(fleet.p50, 2),
+            seconds(fleet.p90, 2),
         ]
     })
     .collect();
+    let or_dash = |text: &Option<String>| text.clone().unwrap_or_else(|| "-".to_owned());
     format!(
-        "{}\n\nmean overhead {}% ({}): {}\naverage coordination per workflow {} min\n\n{}",
+        "{}\n\noverhead {}% of wall time over {} finished workflow(s) ({}): {} [{}]\nper workflow: mean {}%, p50 {}%, p90 {}%\naverage coordination per workflow {} min\n\n{}",
         table(
             &["WORKFLOW", "WALL MIN", "AGENT MIN", "OVERHEAD %"],
             &workflows
         ),
-        number(&value["overhead"]["mean"], 100.0, 1),
-        text(&value["band"]),
-        text(&value["recommendation"]),
-        number(&value["coordination_minutes_mean"], 1.0, 1),
+        number(overhead.overhead_percent, 1.0, 2),
+        overhead.workflows.len(),
+        or_dash(&overhead.band),
+        or_dash(&overhead.recommendation),
+        or_dash(&overhead.phase_recommendation),
+        number(overhead.overhead.mean, 100.0, 1),
+        number(overhead.overhead.p50, 100.0, 1),
+        number(overhead.overhead.p90, 100.0, 1),
+        number(overhead.coordination_minutes_mean, 1.0, 1),
         table(&["WAIT", "COUNT", "TOTAL S", "P50 S", "P90 S"], &waits)
     )
 }
 
-pub(super) fn trend_row(trend: &Value) -> Vec<String> {
+pub(super) fn trend_row(trend: &AgentTrend) -> Vec<String> {
     vec![
-        text(&trend["agent"]),
-        text(&trend["trend"]),
-        number(&trend["recent"]["success_rate"], 100.0, 0),
-        text(&trend["recent"]["samples"]),
-        number(&trend["historical"]["success_rate"], 100.0, 0),
-        text(&trend["historical"]["samples"]),
-        number(&trend["change_points"], 1.0, 1),
+        trend.agent.clone(),
+        cell(trend.trend),
+        number(trend.recent.success_rate, 100.0, 0),
+        trend.recent.samples.to_string(),
+        number(trend.historical.success_rate, 100.0, 0),
+        trend.historical.samples.to_string(),
+        number(trend.change_points, 1.0, 1),
     ]
 }
 
@@ -180,78 +200,94 @@ pub(super) const TREND_HEADERS: [&str; 7] = [
     "CHANGE PTS",
 ];
 
-pub(super) fn trend_text(value: &Value) -> String {
-    let days: Vec<Vec<String>> = rows_by(&value["daily"], |d| {
-        vec![
-            text(&d["date"]),
-            text(&d["successes"]),
-            text(&d["failures"]),
-            minutes(&d["duration_ms_mean"]),
-        ]
-    });
+pub(super) fn trend_text(trend: &AgentTrend) -> String {
+    let days: Vec<Vec<String>> = trend
+        .daily
+        .iter()
+        .map(|d| {
+            vec![
+                d.date.clone(),
+                d.successes.to_string(),
+                d.failures.to_string(),
+                minutes(d.duration_ms_mean),
+            ]
+        })
+        .collect();
     format!(
         "{}\n\n{}",
-        table(&TREND_HEADERS, &[trend_row(value)]),
+        table(&TREND_HEADERS, &[trend_row(trend)]),
         table(&["DAY", "OK", "FAILED", "MEAN MIN"], &days)
     )
 }
 
-pub(super) fn trends_text(value: &Value) -> String {
-    let rows = rows_by(&value["agents"], trend_row);
+pub(super) fn trends_text(trends: &views::TrendsView) -> String {
+    let rows: Vec<Vec<String>> = trends.agents.iter().map(trend_row).collect();
     table(&TREND_HEADERS, &rows)
 }
 
-pub(super) fn candidates_text(value: &Value) -> String {
-    let rows: Vec<Vec<String>> = rows_by(&value["candidates"], |c| {
-        vec![
-            text(&c["agent"]),
-            number(&c["confidence"], 1.0, 2),
-            number(&c["success_rate"], 100.0, 0),
-            text(&c["relevant_tasks"]),
-            text(&c["reason"]),
-        ]
-    });
+pub(super) fn candidates_text(found: &views::CandidatesView) -> String {
+    let rows: Vec<Vec<String>> = found
+        .candidates
+        .iter()
+        .map(|c| {
+            vec![
+                c.agent.clone(),
+                number(Some(c.confidence), 1.0, 2),
+                number(Some(c.success_rate), 100.0, 0),
+                c.relevant_tasks.to_string(),
+                c.reason.clone(),
+            ]
+        })
+        .collect();
     match rows.is_empty() {
         true => "no agent's history makes a confident match".to_owned(),
         false => table(&["AGENT", "CONFIDENCE", "SUCCESS %", "TASKS", "WHY"], &rows),
     }
 }
 
-pub(super) fn costs_text(value: &Value) -> String {
-    let section = |name: &str| -> Vec<Vec<String>> {
-        value[name]
-            .as_object()
-            .into_iter()
-            .flatten()
+pub(super) fn costs_text(costs: &Costs) -> String {
+    let section = |spends: &std::collections::BTreeMap<String, Spend>| -> Vec<Vec<String>> {
+        spends
+            .iter()
             .map(|(key, spend)| {
                 vec![
                     key.clone(),
-                    number(&spend["cost_usd"], 1.0, 4),
-                    text(&spend["tokens"]),
-                    text(&spend["stages"]),
+                    number(Some(spend.cost_usd), 1.0, 4),
+                    spend.tokens.to_string(),
+                    spend.stages.to_string(),
                 ]
             })
             .collect()
     };
-    let budgets: Vec<Vec<String>> = rows_by(&value["budgets"], |b| {
-        vec![
-            text(&b["workflow_id"]),
-            number(&b["limit_usd"], 1.0, 2),
-            number(&b["spent_usd"], 1.0, 4),
-            text(&b["exceeded"]),
-        ]
-    });
+    let budgets: Vec<Vec<String>> = costs
+        .budgets
+        .iter()
+        .map(|b| {
+            vec![
+                b.workflow_id.clone(),
+                number(b.limit_usd, 1.0, 2),
+                number(Some(b.spent_usd), 1.0, 4),
+                b.exceeded.to_string(),
+            ]
+        })
+        .collect();
     format!(
         "total ${} ({} tokens)\n\n{}\n\n{}\n\n{}\n\n{}\n\n{}",
-        number(&value["total"]["cost_usd"], 1.0, 4),
-        text(&value["total"]["tokens"]),
+        number(Some(costs.total.cost_usd), 1.0, 4),
+        costs.total.tokens,
         table(
             &["WORKFLOW", "USD", "TOKENS", "STAGES"],
-            &section("by_workflow")
+            &section(&costs.by_workflow)
         ),
-        table(&["AGENT", "USD", "TOKENS", "STAGES"], &section("by_agent")),
-        table(&["TIER", "USD", "TOKENS", "STAGES"], &section("by_tier")),
-        table(&["DAY", "USD", "TOKENS", "STAGES"], &section("by_day")),
+        table(
+            &["AGENT", "USD", "TOKENS", "STAGES"],
+            &section(&costs.by_agent)
+        ),
+        table(
+            &["TIER", "USD", "TOKENS", "STAGES"],
+            &section(&costs.by_tier)
+        ),
+        table(&["DAY", "USD", "TOKENS", "STAGES"], &section(&costs.by_day)),
         table(
             &["BUDGETED WORKFLOW", "LIMIT", "SPENT", "EXCEEDED"],
             &budgets

@@ -19,7 +19,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use fleetlog::client::backend::Backend;
-use fleetlog::wire::Query;
+use fleetlog::wire::{Query, views};
 use fleetlog_ledger::{Json, Timestamp};
 use fleetlog_projections::{Command, Outcome};
 use serde_json::Value;
@@ -338,13 +338,10 @@ pub fn run(db: &Path, as_operator: bool, command: FleetCommand, out: &Output) ->
                 days,
                 threshold_points: threshold,
             };
-            show_analytic(
-                &backend,
-                query,
-                as_of.as_deref(),
-                out,
-                if single { trend_text } else { trends_text },
-            )
+            match single {
+                true => show_analytic(&backend, query, as_of.as_deref(), out, trend_text),
+                false => show_analytic(&backend, query, as_of.as_deref(), out, trends_text),
+            }
         }
         FleetCommand::BestAgent {
             task,
@@ -360,11 +357,9 @@ pub fn run(db: &Path, as_operator: bool, command: FleetCommand, out: &Output) ->
                 top,
             };
             let value = backend.query_as_of(&query, as_of.as_deref())?;
-            out.emit(&value, || candidates_text(&value));
-            let found = value["candidates"]
-                .as_array()
-                .is_some_and(|c| !c.is_empty());
-            Ok(if found {
+            let found: views::CandidatesView = typed(&value)?;
+            out.emit(&value, || candidates_text(&found));
+            Ok(if !found.candidates.is_empty() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(3)
@@ -475,14 +470,33 @@ pub(super) fn text(value: &Value) -> String {
     }
 }
 
-/// One table row per item of a JSON array, built by `row` (the analytics' reports).
-pub(super) fn rows_by(list: &Value, row: impl Fn(&Value) -> Vec<String>) -> Vec<Vec<String>> {
-    list.as_array().into_iter().flatten().map(row).collect()
-}
-
 /// A typed value as a table cell: text as is, numbers and the rest as JSON, none as `-`.
 pub(super) fn cell(value: impl serde::Serialize) -> String {
     text(&serde_json::to_value(value).unwrap_or(Value::Null))
+}
+
+/// How to run this binary again, as a user would type it: `fleetlog` when that is what `PATH`
+/// finds, `cargo run --release -p fleetlog --` inside a cargo build tree, else the full path.
+fn invocation() -> String {
+    let Ok(exe) = std::env::current_exe() else {
+        return "fleetlog".to_owned();
+    };
+    let on_path = std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path)
+            .any(|dir| std::fs::canonicalize(dir.join("fleetlog")).is_ok_and(|found| found == exe))
+    });
+    let in_cargo_tree = exe
+        .parent()
+        .and_then(Path::parent)
+        .is_some_and(|target| target.file_name().is_some_and(|name| name == "target"));
+    match (on_path, in_cargo_tree) {
+        (true, _) => "fleetlog".to_owned(),
+        (false, true) if exe.parent().is_some_and(|dir| dir.ends_with("release")) => {
+            "cargo run --release -p fleetlog --".to_owned()
+        }
+        (false, true) => "cargo run -p fleetlog --".to_owned(),
+        (false, false) => exe.display().to_string(),
+    }
 }
 
 /// `fleetlog demo`: runs the fleet, then shows the analytics, the verified head, and how to look
@@ -527,6 +541,8 @@ pub fn demo(db: Option<&Path>, quick: bool, out: &Output) -> Result<ExitCode> {
         days: 30,
         threshold_points: fleetlog_projections::analytics::TREND_THRESHOLD_POINTS_DEFAULT,
     })?;
+    let (stats_view, overhead_view, trends_view) =
+        (typed(&stats)?, typed(&overhead)?, typed(&trends)?);
     drop(backend);
     let ledger = crate::commands::ledger::open_for_reading(&db, true)?;
     let verified = ledger.verify(fleetlog_ledger::VerifyOptions::default())?;
@@ -548,14 +564,15 @@ pub fn demo(db: Option<&Path>, quick: bool, out: &Output) -> Result<ExitCode> {
             .map(|c| format!("{} {}\n    {}", if c.passed { "✔" } else { "✘" }, c.name, c.detail))
             .collect();
         let db_arg = db.display();
+        let fleetlog = invocation();
         format!(
-            "fleetlog demo: {} in {:.1} s\n\n{}\n\n== workflows\n{}\n\n== coordination overhead\n{}\n\n== agents, worst first\n{}\n\n== integrity\n{}\nhead {}\n\n== look around\n  fleetlog --db {db_arg} events --limit 30\n  fleetlog --db {db_arg} replay --as-of {}\n  fleetlog --db {db_arg} workflow show feature-0\n  fleetlog --db {db_arg} trends worker-0\n  fleetlog --db {db_arg} verify --from {}",
+            "fleetlog demo: {} in {:.1} s\n\n{}\n\n== workflows (simulated: each stage is milliseconds of work)\n{}\n\n== coordination overhead\nThe simulated stages do milliseconds of work, so waiting for locks, signals and handoffs\nis most of their wall time; it measures the demo's pacing, not a cost of fleetlog.\n{}\n\n== agent success trends, worst first\n{}\n\n== integrity\n{}\nhead {}\n\n== look around (read-only: these add nothing to the demo ledger)\n  {fleetlog} --db {db_arg} events --limit 30\n  {fleetlog} --db {db_arg} replay --as-of {}\n  {fleetlog} --db {db_arg} workflow show feature-0\n  {fleetlog} --db {db_arg} trends worker-0\n  {fleetlog} --db {db_arg} verify --from {}",
             if passed { "every pattern passed" } else { "SOME PATTERNS FAILED" },
             report.elapsed.as_secs_f64(),
             checks.join("\n"),
-            workflow_stats_text(&stats),
-            overhead_text(&overhead),
-            trends_text(&trends),
+            workflow_stats_text(&stats_view),
+            overhead_text(&overhead_view),
+            trends_text(&trends_view),
             match &verified.problem {
                 None => format!("ok: {} records verified from genesis", verified.checked),
                 Some(problem) => format!("BROKEN: {problem}"),
