@@ -79,19 +79,18 @@ pub fn parse(files: &[(String, String)]) -> (Vec<Event>, Vec<LineError>) {
             if line.trim().is_empty() {
                 continue;
             }
-            if let Err(problem) = parse_line(line, &mut parsed).and_then(|invocation| {
-                if let Some(mut invocation) = invocation {
+            match parse_line(line, &mut parsed) {
+                Ok(None) => {}
+                Ok(Some(mut invocation)) => {
                     invocation.file.clone_from(file);
                     invocation.line = index + 1;
                     parsed.invocations.push(invocation);
                 }
-                Ok(())
-            }) {
-                errors.push(LineError {
+                Err(problem) => errors.push(LineError {
                     file: file.clone(),
                     line: index + 1,
                     problem,
-                });
+                }),
             }
         }
     }
