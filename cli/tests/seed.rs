@@ -602,3 +602,172 @@ fn enum_like_flags_refuse_unknown_words_as_usage_errors_and_priorities_take_word
     let claimed = json(&db, &["task", "claim", "--agent", "b"]);
     assert_eq!(claimed["task"]["id"], high["id"], "high first: {claimed}");
 }
+
+#[test]
+fn staffing_ranks_capable_agents_by_record_and_free_capacity_and_plans_a_team() {
+    let (_dir, db) = new_db();
+    let daemon = Daemon::start(&db, &[]);
+    for (agent, capabilities, limit) in [
+        ("steady", vec!["backend"], 1),
+        ("shaky", vec!["backend"], 2),
+        ("pixel", vec!["frontend"], 1),
+    ] {
+        let (status, _) = post(
+            &daemon,
+            serde_json::json!({"command": "register", "agent": agent, "capabilities": capabilities,
+                "metadata": {"max_concurrent_tasks": limit}}),
+        );
+        assert_eq!(status, 201);
+    }
+    // steady finishes two backend tasks; shaky fails two.
+    for (agent, success) in [
+        ("steady", true),
+        ("steady", true),
+        ("shaky", false),
+        ("shaky", false),
+    ] {
+        let (_, created) = post(
+            &daemon,
+            serde_json::json!({"command": "enqueue", "agent": agent, "spec": {
+                "title": "endpoint", "required_capabilities": ["backend"], "max_attempts": 1}}),
+        );
+        let id = created["id"].as_u64().expect("id");
+        let (_, claimed) = post(
+            &daemon,
+            serde_json::json!({"command": "claim", "agent": agent, "task": id}),
+        );
+        assert_eq!(claimed["task"]["id"], id, "{claimed}");
+        let finish = match success {
+            true => serde_json::json!({"command": "complete", "agent": agent, "task": id}),
+            false => {
+                serde_json::json!({"command": "fail", "agent": agent, "task": id, "error": "x", "retryable": false})
+            }
+        };
+        let (status, answer) = post(&daemon, finish);
+        assert_eq!(status, 200, "{answer}");
+    }
+    let ranked = get(&daemon, "/v1/staffing/agents?capability=backend");
+    let order: Vec<&str> = ranked["agents"]
+        .as_array()
+        .expect("agents")
+        .iter()
+        .filter_map(|a| a["agent"].as_str())
+        .collect();
+    assert_eq!(order, ["steady", "shaky"], "{ranked}");
+    assert_eq!(ranked["agents"][0]["successes"], 2);
+
+    // Busy now: steady holds a task, so its one slot is taken.
+    let (_, created) = post(
+        &daemon,
+        serde_json::json!({"command": "enqueue", "agent": "steady", "spec": {"title": "hold"}}),
+    );
+    let held = created["id"].as_u64().expect("id");
+    post(
+        &daemon,
+        serde_json::json!({"command": "claim", "agent": "steady", "task": held}),
+    );
+    let busy = get(&daemon, "/v1/staffing/agents?capability=backend");
+    assert_eq!(busy["agents"][0]["load"], 1, "{busy}");
+    assert_eq!(busy["agents"][0]["availability"], 0.0, "{busy}");
+
+    let body = serde_json::json!({"tasks": [
+        {"id": "schema", "required_capabilities": ["backend"], "priority": 1},
+        {"id": "api", "required_capabilities": ["backend"], "priority": 9},
+        {"id": "worker", "required_capabilities": ["backend"]},
+        {"id": "page", "required_capabilities": ["frontend"], "depends_on": ["api"]},
+        {"id": "docs", "required_capabilities": ["writing"]}
+    ]})
+    .to_string();
+    let (status, _, plan) = http(
+        &daemon.address,
+        "POST",
+        "/v1/staffing/team",
+        &[("Content-Type", "application/json")],
+        body.as_bytes(),
+    );
+    assert_eq!(status, 200, "{plan}");
+    let assigned = |task: &str| {
+        plan["assignments"]
+            .as_array()
+            .expect("assignments")
+            .iter()
+            .find(|a| a["task"] == task)
+            .map(|a| (a["agent"].as_str().map(str::to_owned), a["wave"].clone()))
+    };
+    // steady is full; shaky takes two backend tasks (its limit), by priority: api, then schema.
+    assert_eq!(
+        assigned("api"),
+        Some((Some("shaky".into()), serde_json::json!(1)))
+    );
+    assert_eq!(
+        assigned("schema"),
+        Some((Some("shaky".into()), serde_json::json!(1)))
+    );
+    assert_eq!(
+        assigned("page"),
+        Some((Some("pixel".into()), serde_json::json!(2)))
+    );
+    let unassigned: Vec<(&str, &str)> = plan["unassigned"]
+        .as_array()
+        .expect("unassigned")
+        .iter()
+        .map(|u| {
+            (
+                u["task"].as_str().unwrap_or_default(),
+                u["reason"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(unassigned.len(), 2, "{plan}");
+    assert!(
+        unassigned
+            .iter()
+            .any(|(task, reason)| *task == "worker" && reason.contains("concurrency limit"))
+    );
+    assert!(
+        unassigned
+            .iter()
+            .any(|(task, reason)| *task == "docs" && reason.contains("writing"))
+    );
+
+    // A cycle is refused, naming the tasks.
+    let cycle = serde_json::json!({"tasks": [
+        {"id": "x", "depends_on": ["y"]}, {"id": "y", "depends_on": ["x"]}]})
+    .to_string();
+    let (status, _, refused) = http(
+        &daemon.address,
+        "POST",
+        "/v1/staffing/team",
+        &[("Content-Type", "application/json")],
+        cycle.as_bytes(),
+    );
+    assert_eq!(status, 400, "{refused}");
+    assert!(
+        refused["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("cycle")),
+        "{refused}"
+    );
+
+    // The CLI: the same plan from --task specs; exit 3 because docs cannot be staffed.
+    let out = cli(
+        &db,
+        &[
+            "team",
+            "--task",
+            "api:backend:9",
+            "--task",
+            "page:frontend::api",
+            "--task",
+            "docs:writing",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("shaky") && text.contains("pixel"), "{text}");
+    let staff = ok(&db, &["staff", "--capability", "frontend"]);
+    assert!(
+        staff.contains("pixel") && !staff.contains("shaky"),
+        "{staff}"
+    );
+}

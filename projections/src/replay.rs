@@ -62,6 +62,14 @@ pub enum Error {
     BadAsOf(String),
     #[error("seq {seq} is past the newest record ({head}): give a seq up to {head}, or `head`")]
     BeyondHead { seq: u64, head: u64 },
+    #[error("task id {0:?} appears twice in the team plan; give each task its own id")]
+    DuplicateTask(String),
+    #[error("task {task:?} depends on {missing:?}, which is not in the team plan")]
+    UnknownDependency { task: String, missing: String },
+    #[error("tasks {0:?} depend on each other in a cycle; no order can satisfy them")]
+    DependencyCycle(Vec<String>),
+    #[error("{count} tasks is more than one team plan may hold ({max}); split the plan")]
+    TooManyTasks { count: usize, max: usize },
 }
 
 /// The seq `as_of` names in this ledger: the last record it includes (0 if none).

@@ -375,6 +375,7 @@ fn daemon_route(method: &str, path: &str) -> axum::routing::MethodRouter<Shared>
         ("POST", "/v1/commands") => post(generic_command),
         ("POST", "/v1/queries") => post(generic_query),
         ("POST", "/v1/batch") => post(batch),
+        ("POST", "/v1/staffing/team") => post(team),
         ("GET", "/v1/events") => get(events),
         ("GET", "/v1/events/stream") => get(stream),
         (method, path) => {
@@ -610,6 +611,27 @@ pub(super) async fn generic_query(
     });
     match parsed {
         Ok(value) => answer_query(&app, value).await,
+        Err(error) => error.into_response(),
+    }
+}
+
+/// `POST /v1/staffing/team`: the body is the team query's fields (`{"tasks": [...]}`).
+pub(super) async fn team(
+    State(app): State<Shared>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let parsed = body.map_err(ApiError::from).and_then(|body| {
+        serde_json::from_slice::<Value>(&body)
+            .map_err(|error| ApiError::malformed(format!("not JSON: {error}")))
+    });
+    match parsed {
+        Ok(Value::Object(mut fields)) => {
+            fields.insert("query".to_owned(), json!("team"));
+            answer_query(&app, Value::Object(fields)).await
+        }
+        Ok(_) => {
+            ApiError::malformed("the body must be an object: {\"tasks\": [...]}").into_response()
+        }
         Err(error) => error.into_response(),
     }
 }

@@ -270,6 +270,21 @@ pub enum Query {
         #[serde(default = "top_default")]
         top: usize,
     },
+    /// Live agents that have every listed capability (comma-separated) and the specialisation
+    /// (a capability or their role), ranked by their record and free capacity.
+    Staff {
+        #[serde(default)]
+        capability: Option<String>,
+        #[serde(default)]
+        specialization: Option<String>,
+        #[serde(default = "staff_top_default")]
+        top: usize,
+    },
+    /// A proposed team for these tasks: who does which, in dependency waves, within each
+    /// agent's concurrency limit. Nothing is claimed.
+    Team {
+        tasks: Vec<analytics::TeamTask>,
+    },
     /// Cost and tokens by workflow, agent, tier and day, with budgets.
     Costs {
         #[serde(default)]
@@ -283,6 +298,10 @@ pub enum Query {
 
 fn top_default() -> usize {
     5
+}
+
+fn staff_top_default() -> usize {
+    20
 }
 
 fn days_default() -> u64 {
@@ -606,6 +625,27 @@ pub fn answer(state: &State, now: Timestamp, query: &Query) -> Result<Value, Que
                 ),
             })
         }
+        Query::Staff {
+            capability,
+            specialization,
+            top,
+        } => {
+            let capabilities: Vec<String> = capability
+                .iter()
+                .flat_map(|list| list.split(','))
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .map(str::to_owned)
+                .collect();
+            let mut ranked =
+                analytics::rank_agents(state, &capabilities, specialization.as_deref(), now);
+            ranked.truncate(*top);
+            to_json(views::StaffView { agents: ranked })
+        }
+        Query::Team { tasks } => to_json(
+            analytics::assemble_team(state, tasks, now)
+                .map_err(|error| QueryError::Invalid(error.to_string()))?,
+        ),
         Query::Costs { project, from, to } => {
             to_json(analytics::costs(state, &window(project, from, to)))
         }

@@ -94,15 +94,12 @@ fn answer_schema(generator: &mut SchemaGenerator, name: &str) -> Value {
             let trend = generator
                 .subschema_for::<analytics::AgentTrend>()
                 .to_value();
-            return json!({ "oneOf": [
-                trend,
-                { "type": "object", "properties": { "agents": { "type": "array", "items": trend } } },
-            ] });
+            let all = generator.subschema_for::<views::TrendsView>().to_value();
+            return json!({ "oneOf": [trend, all] });
         }
-        "best_agent" => {
-            let candidate = generator.subschema_for::<analytics::Candidate>().to_value();
-            return json!({ "type": "object", "properties": { "candidates": { "type": "array", "items": candidate } } });
-        }
+        "best_agent" => generator.subschema_for::<views::CandidatesView>(),
+        "staff" => generator.subschema_for::<views::StaffView>(),
+        "team" => generator.subschema_for::<analytics::TeamPlan>(),
         _ => return json!({ "type": "object" }),
     };
     schema.to_value()

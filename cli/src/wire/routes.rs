@@ -376,6 +376,16 @@ pub const ROUTES: &[Route] = &[
         "Agents ranked for a task",
     ),
     query(
+        "/v1/staffing/agents",
+        "staff",
+        "Live agents with a capability, ranked by record and free capacity",
+    ),
+    daemon(
+        "POST",
+        "/v1/staffing/team",
+        "Propose a team for tasks with capabilities, priorities and dependencies",
+    ),
+    query(
         "/v1/analytics/costs",
         "costs",
         "Cost and tokens by workflow, agent, tier and day",

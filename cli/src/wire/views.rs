@@ -184,3 +184,9 @@ pub struct TrendsView {
 pub struct CandidatesView {
     pub candidates: Vec<fleetlog_projections::analytics::Candidate>,
 }
+
+/// Live agents ranked for a kind of work (`GET /v1/staffing/agents`).
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+pub struct StaffView {
+    pub agents: Vec<fleetlog_projections::analytics::RankedAgent>,
+}

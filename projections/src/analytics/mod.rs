@@ -5,6 +5,7 @@
 mod best_agent;
 mod costs;
 mod overhead;
+mod staffing;
 mod trends;
 mod workflow_stats;
 
@@ -16,6 +17,7 @@ use crate::workflows::{Workflow, WorkflowStatus};
 pub use best_agent::*;
 pub use costs::*;
 pub use overhead::*;
+pub use staffing::*;
 pub use trends::*;
 pub use workflow_stats::*;
 

@@ -7,7 +7,9 @@ use clap::{Args, Subcommand};
 use fleetlog::client::backend::Backend;
 use fleetlog::wire::{Query, views};
 use fleetlog_ledger::Timestamp;
-use fleetlog_projections::analytics::{AgentTrend, Costs, Overhead, Spend, WorkflowStats};
+use fleetlog_projections::analytics::{
+    AgentTrend, Costs, Overhead, Spend, TeamPlan, TeamTask, WorkflowStats,
+};
 use serde_json::Value;
 
 use crate::commands::output::{Output, table};
@@ -293,4 +295,124 @@ pub(super) fn costs_text(costs: &Costs) -> String {
             &budgets
         )
     )
+}
+
+pub(super) fn staff_text(found: &views::StaffView) -> String {
+    let rows: Vec<Vec<String>> = found
+        .agents
+        .iter()
+        .map(|a| {
+            vec![
+                a.agent.clone(),
+                number(Some(a.score), 1.0, 2),
+                format!("{}/{}", a.successes, a.finished),
+                format!("{}/{}", a.load, a.max_concurrent_tasks),
+                a.capabilities.join(","),
+            ]
+        })
+        .collect();
+    match rows.is_empty() {
+        true => "no live agent has those capabilities".to_owned(),
+        false => table(
+            &["AGENT", "SCORE", "OK/FINISHED", "LOAD", "CAPABILITIES"],
+            &rows,
+        ),
+    }
+}
+
+pub(super) fn team_text(plan: &TeamPlan) -> String {
+    let mut rows: Vec<Vec<String>> = plan
+        .assignments
+        .iter()
+        .map(|a| {
+            vec![
+                a.wave.to_string(),
+                a.task.clone(),
+                a.agent.clone(),
+                number(Some(a.score), 1.0, 2),
+            ]
+        })
+        .collect();
+    rows.extend(plan.unassigned.iter().map(|u| {
+        vec![
+            u.wave.to_string(),
+            u.task.clone(),
+            "-".to_owned(),
+            u.reason.clone(),
+        ]
+    }));
+    rows.sort_by_key(|row| row[0].parse::<u32>().unwrap_or(u32::MAX));
+    format!(
+        "{}\nteam: {}",
+        table(&["WAVE", "TASK", "AGENT", "SCORE"], &rows),
+        plan.team.join(", ")
+    )
+}
+
+/// Tasks to staff from `--task` specs and a `--tasks-file` (JSON array, or `{"tasks": [...]}`).
+pub(super) fn team_tasks(
+    specs: &[String],
+    file: Option<&std::path::Path>,
+) -> Result<Vec<TeamTask>> {
+    let mut tasks = Vec::new();
+    if let Some(file) = file {
+        let text = match file.to_str() {
+            Some("-") => {
+                std::io::read_to_string(std::io::stdin()).context("reading standard input")?
+            }
+            _ => std::fs::read_to_string(file)
+                .with_context(|| format!("reading {}", file.display()))?,
+        };
+        let value: Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not JSON", file.display()))?;
+        let list = match value {
+            Value::Object(mut object) => object.remove("tasks").unwrap_or(Value::Null),
+            other => other,
+        };
+        let parsed: Vec<TeamTask> = serde_json::from_value(list).with_context(|| {
+            format!(
+                "{}: expected [{{\"id\", \"required_capabilities\", \"priority\", \"depends_on\"}}]",
+                file.display()
+            )
+        })?;
+        tasks.extend(parsed);
+    }
+    for spec in specs {
+        tasks.push(task_spec(spec)?);
+    }
+    anyhow::ensure!(
+        !tasks.is_empty(),
+        "no tasks: give --task ID[:CAPABILITY,…[:PRIORITY[:DEPENDENCY,…]]] or --tasks-file FILE"
+    );
+    Ok(tasks)
+}
+
+fn task_spec(spec: &str) -> Result<TeamTask> {
+    let list = |part: Option<&str>| -> Vec<String> {
+        part.unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
+    let mut parts = spec.splitn(4, ':');
+    let id = parts.next().unwrap_or_default().trim().to_owned();
+    anyhow::ensure!(
+        !id.is_empty(),
+        "--task {spec:?} has no id: give ID[:CAPABILITY,…[:PRIORITY[:DEPENDENCY,…]]]"
+    );
+    let required_capabilities = list(parts.next());
+    let priority = match parts.next().map(str::trim) {
+        None | Some("") => 0,
+        Some(text) => text
+            .parse()
+            .with_context(|| format!("--task {spec:?}: priority {text:?} is not a whole number"))?,
+    };
+    Ok(TeamTask {
+        id,
+        required_capabilities,
+        priority,
+        depends_on: list(parts.next()),
+    })
 }

@@ -77,14 +77,26 @@ pub enum FleetCommand {
     Register {
         #[command(flatten)]
         agent: Agent,
+        /// What the agent does (e.g. `backend-architect`); a specialisation search matches it.
         #[arg(long, default_value = "")]
         role: String,
+        /// A display name.
         #[arg(long, default_value = "")]
         name: String,
+        /// What it is working on now, free text.
         #[arg(long, default_value = "")]
         working_on: String,
-        #[arg(long = "capability")]
+        /// A capability it offers (repeat for several); tasks requiring one only go to agents
+        /// that have it.
+        #[arg(long = "capability", value_name = "CAPABILITY")]
         capabilities: Vec<String>,
+        /// How many tasks it works on at once (what team plans respect); stored in its metadata
+        /// as `max_concurrent_tasks`.
+        #[arg(long)]
+        max_concurrent_tasks: Option<u32>,
+        /// Free-form JSON metadata (an object).
+        #[arg(long)]
+        metadata: Option<String>,
     },
     /// Remove an agent from the fleet, releasing its locks and leases.
     Deregister {
@@ -188,6 +200,56 @@ pub enum FleetCommand {
         #[command(flatten)]
         window: WindowArgs,
     },
+    /// Live agents that can do a kind of work, ranked by their record and free capacity
+    /// (exit 3 if none can).
+    Staff {
+        /// A capability every listed agent must have (repeat for several).
+        #[arg(long = "capability", value_name = "CAPABILITY")]
+        capabilities: Vec<String>,
+        /// A specialisation: one of the agent's capabilities, or its role.
+        #[arg(long)]
+        specialization: Option<String>,
+        /// How many agents to list.
+        #[arg(long, default_value_t = 20)]
+        top: usize,
+        /// As the ledger was at `head`, a seq, or an RFC 3339 time.
+        #[arg(long)]
+        as_of: Option<String>,
+    },
+    /// Propose a team: who does which task, in dependency waves, within each agent's
+    /// concurrency limit (`max_concurrent_tasks` in its registration metadata). Records nothing;
+    /// exit 3 if some task cannot be staffed.
+    Team {
+        /// A task as ID[:CAPABILITY,…[:PRIORITY[:DEPENDENCY,…]]], e.g. `api:backend,python:5:schema`
+        /// (repeat for several).
+        #[arg(long = "task", value_name = "SPEC")]
+        tasks: Vec<String>,
+        /// Tasks as JSON (`[{"id", "required_capabilities", "priority", "depends_on"}]`) from a
+        /// file, or `-` for standard input.
+        #[arg(long, value_name = "FILE")]
+        tasks_file: Option<std::path::PathBuf>,
+        /// As the ledger was at `head`, a seq, or an RFC 3339 time.
+        #[arg(long)]
+        as_of: Option<String>,
+    },
+}
+
+/// `--metadata` (an object) with `--max-concurrent-tasks` folded in.
+fn registration_metadata(text: Option<&str>, max_concurrent_tasks: Option<u32>) -> Result<Json> {
+    let mut value = match text {
+        None => Value::Object(serde_json::Map::new()),
+        Some(text) => json_arg("--metadata", text)?.to_value(),
+    };
+    let Some(object) = value.as_object_mut() else {
+        anyhow::bail!("--metadata must be a JSON object, e.g. '{{\"team\": \"infra\"}}'");
+    };
+    if let Some(limit) = max_concurrent_tasks {
+        object.insert("max_concurrent_tasks".to_owned(), limit.into());
+    }
+    Ok(match object.is_empty() {
+        true => Json::null(),
+        false => Json::from_value(&value),
+    })
 }
 
 pub(super) fn json_arg(flag: &str, text: &str) -> Result<Json> {
@@ -242,18 +304,23 @@ pub fn run(db: &Path, as_operator: bool, command: FleetCommand, out: &Output) ->
             name,
             working_on,
             capabilities,
-        } => run_command(
-            &backend,
-            Command::Register {
-                agent: agent.agent,
-                role,
-                name,
-                working_on,
-                capabilities,
-                metadata: Json::null(),
-            },
-            out,
-        ),
+            max_concurrent_tasks,
+            metadata,
+        } => {
+            let metadata = registration_metadata(metadata.as_deref(), max_concurrent_tasks)?;
+            run_command(
+                &backend,
+                Command::Register {
+                    agent: agent.agent,
+                    role,
+                    name,
+                    working_on,
+                    capabilities,
+                    metadata,
+                },
+                out,
+            )
+        }
         FleetCommand::Deregister { agent, reason } => run_command(
             &backend,
             Command::Deregister {
@@ -342,6 +409,39 @@ pub fn run(db: &Path, as_operator: bool, command: FleetCommand, out: &Output) ->
                 true => show_analytic(&backend, query, as_of.as_deref(), out, trend_text),
                 false => show_analytic(&backend, query, as_of.as_deref(), out, trends_text),
             }
+        }
+        FleetCommand::Staff {
+            capabilities,
+            specialization,
+            top,
+            as_of,
+        } => {
+            let query = Query::Staff {
+                capability: (!capabilities.is_empty()).then(|| capabilities.join(",")),
+                specialization,
+                top,
+            };
+            let value = backend.query_as_of(&query, as_of.as_deref())?;
+            let found: views::StaffView = typed(&value)?;
+            out.emit(&value, || staff_text(&found));
+            Ok(match found.agents.is_empty() {
+                true => ExitCode::from(3),
+                false => ExitCode::SUCCESS,
+            })
+        }
+        FleetCommand::Team {
+            tasks,
+            tasks_file,
+            as_of,
+        } => {
+            let tasks = team_tasks(&tasks, tasks_file.as_deref())?;
+            let value = backend.query_as_of(&Query::Team { tasks }, as_of.as_deref())?;
+            let plan: fleetlog_projections::analytics::TeamPlan = typed(&value)?;
+            out.emit(&value, || team_text(&plan));
+            Ok(match plan.unassigned.is_empty() {
+                true => ExitCode::SUCCESS,
+                false => ExitCode::from(3),
+            })
         }
         FleetCommand::BestAgent {
             task,
