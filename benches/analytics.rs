@@ -132,6 +132,7 @@ fn build(workflows: u64, traffic: u64) -> (TempLedger, Coordinator) {
                 wait_ms: None,
             },
             2 => Command::AcquireLock {
+                slots: None,
                 agent,
                 resource: format!("file-{}", n % 64),
                 ttl_ms: 1,

@@ -176,6 +176,7 @@ fn round_trips(c: &mut Criterion) {
     group.bench_function("lock_acquire_release", |b| {
         b.iter(|| {
             let token = match coordinator.execute(Command::AcquireLock {
+                slots: None,
                 agent: "a".to_owned(),
                 resource: "file".to_owned(),
                 ttl_ms: 60_000,

@@ -193,6 +193,7 @@ fn http_round_trips(c: &mut Criterion) {
     group.bench_function("http_lock_acquire_release", |b| {
         b.iter(|| {
             let token = match client.execute(&Command::AcquireLock {
+                slots: None,
                 agent: "a".into(),
                 resource: "file".into(),
                 ttl_ms: 60_000,

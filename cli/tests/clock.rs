@@ -33,6 +33,7 @@ fn step_wall(offset_file: &Path, offset: &str) {
 
 fn lock(agent: &str, resource: &str, ttl_ms: u64, wait_ms: Option<u64>) -> Command {
     Command::AcquireLock {
+        slots: None,
         agent: agent.into(),
         resource: resource.into(),
         ttl_ms,

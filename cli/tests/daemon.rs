@@ -337,6 +337,7 @@ fn malformed_unknown_oversized_and_unauthorised_requests_are_refused_and_change_
     let client = daemon.client();
     register(&client, "a");
     let acquire = |agent: &str| Command::AcquireLock {
+        slots: None,
         agent: agent.into(),
         resource: "db".into(),
         ttl_ms: 60_000,
@@ -599,6 +600,7 @@ fn ctrl_c_on_a_cli_lock_wait_grants_the_released_lock_to_nobody_gone() {
     }
     let acquire = |agent: &str| {
         client.execute(&Command::AcquireLock {
+            slots: None,
             agent: agent.to_owned(),
             resource: "src/lib.rs".to_owned(),
             ttl_ms: 60_000,

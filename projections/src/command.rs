@@ -204,6 +204,11 @@ pub enum Command {
         /// Wait in FIFO order up to this long while another agent holds it.
         #[serde(default)]
         wait_ms: Option<u64>,
+        /// A counting semaphore: up to this many holders of `resource` at once (e.g. LLM rate
+        /// slots). The grant is a lock on one free slot, `<resource>/slot-<i>`, renewed and
+        /// released by that name and its token like any lock. Give the same count everywhere.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        slots: Option<u32>,
     },
     RenewLock {
         agent: String,
@@ -553,6 +558,14 @@ pub enum CommandError {
         token: u64,
         expires_at: Timestamp,
     },
+    #[error(
+        "all {slots} slots of {resource:?} are held (by {holders:?}); wait for one (wait_ms) or try later"
+    )]
+    SlotsFull {
+        resource: String,
+        slots: u32,
+        holders: Vec<String>,
+    },
     #[error("you already hold {resource:?} with token {token}; renew it instead")]
     AlreadyHeld { resource: String, token: u64 },
     #[error(
@@ -654,6 +667,7 @@ impl CommandError {
             CommandError::Rejected(_) => "rejected",
             CommandError::TooLarge(_) => "too_large",
             CommandError::LockHeld { .. } => "lock_held",
+            CommandError::SlotsFull { .. } => "slots_full",
             CommandError::AlreadyHeld { .. } => "already_held",
             CommandError::NotLocked { .. } => "not_locked",
             CommandError::NotHolder { .. } => "not_holder",

@@ -36,7 +36,39 @@ pub struct Locks {
     pub expired: BTreeMap<String, u64>,
 }
 
+/// Most slots one counting semaphore may have.
+pub const SEMAPHORE_SLOTS_MAX: u32 = 1_024;
+
+/// The lock that is slot `slot` of the counting semaphore `resource`.
+pub fn slot_resource(resource: &str, slot: u32) -> String {
+    format!("{resource}/slot-{slot}")
+}
+
+/// Where waits for any slot of the semaphore `resource` queue (not a lockable name itself).
+pub fn slots_key(resource: &str) -> String {
+    format!("{resource}/slot-*")
+}
+
+/// The semaphore a slot lock belongs to (`llm` for `llm/slot-3`).
+pub fn semaphore_of(resource: &str) -> Option<&str> {
+    let (name, slot) = resource.rsplit_once("/slot-")?;
+    slot.parse::<u32>().ok().map(|_| name)
+}
+
 impl Locks {
+    /// The first free slot of the `slots`-slot semaphore `resource` at `now`.
+    pub fn free_slot(&self, resource: &str, slots: u32, now: Timestamp) -> Option<u32> {
+        (0..slots).find(|slot| self.live(&slot_resource(resource, *slot), now).is_none())
+    }
+
+    /// Who holds the slots of the semaphore `resource` at `now`, by slot.
+    pub fn slot_holders(&self, resource: &str, slots: u32, now: Timestamp) -> Vec<String> {
+        (0..slots)
+            .filter_map(|slot| self.live(&slot_resource(resource, slot), now))
+            .map(|lock| lock.holder.clone())
+            .collect()
+    }
+
     pub(crate) fn apply(&mut self, record: &Record) {
         match &record.event {
             Event::LockAcquired {

@@ -34,6 +34,8 @@ pub(crate) struct Waiter<T> {
 pub(crate) struct LockWant {
     pub ttl_ms: u64,
     pub intent: String,
+    /// Any free slot of a counting semaphore of this many slots (the key is its `slots_key`).
+    pub slots: Option<u32>,
 }
 
 pub(crate) struct ClaimWant {
@@ -327,6 +329,18 @@ impl Waits {
             }
         }
         None
+    }
+
+    /// What the first wait for `resource` wants, waits whose callers left dropped first.
+    pub fn first_lock_want(&mut self, resource: &str) -> Option<&LockWant> {
+        let resource = resource.to_owned();
+        let gone = self.locks.prune_key(&resource);
+        self.forget(gone);
+        self.locks
+            .queues
+            .get(&resource)
+            .and_then(VecDeque::front)
+            .map(|waiter| &waiter.wants)
     }
 
     /// Takes the claim waits out to be examined; [`Waits::restore_claims`] puts back the rest.

@@ -85,6 +85,7 @@ fn an_agent_that_stops_heartbeating_expires_and_loses_its_locks_and_leases() {
     fleet.register("boss");
     fleet.run(heartbeat("worker", Some(0.1), 10_000));
     fleet.run(Command::AcquireLock {
+        slots: None,
         agent: "worker".to_owned(),
         resource: "db".to_owned(),
         ttl_ms: 600_000,
@@ -452,6 +453,7 @@ fn a_full_inbox_refuses_sends_naming_the_agent() {
 
 fn lock(agent: &str, resource: &str, ttl_ms: u64) -> Command {
     Command::AcquireLock {
+        slots: None,
         agent: agent.into(),
         resource: resource.into(),
         ttl_ms,

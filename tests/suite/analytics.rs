@@ -273,6 +273,7 @@ fn the_breakdown_measures_queue_lock_signal_and_approval_waits() {
     });
     // Lock: b waits 3 minutes for a's release.
     let token = match fleet.run(Command::AcquireLock {
+        slots: None,
         agent: "a".into(),
         resource: "db".into(),
         ttl_ms: 3_600_000,
@@ -285,6 +286,7 @@ fn the_breakdown_measures_queue_lock_signal_and_approval_waits() {
     let waiting = fleet
         .coordinator
         .submit(Command::AcquireLock {
+            slots: None,
             agent: "b".into(),
             resource: "db".into(),
             ttl_ms: 3_600_000,

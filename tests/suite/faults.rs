@@ -89,6 +89,7 @@ fn a_failed_commit_leaves_nothing_from_its_batch_in_the_coordination_state() {
         metadata: fleetlog_ledger::Json::null(),
     };
     let acquire = |agent: &str| Command::AcquireLock {
+        slots: None,
         agent: agent.to_owned(),
         resource: "db".to_owned(),
         ttl_ms: 60_000,

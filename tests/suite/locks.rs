@@ -6,6 +6,7 @@ use fleetlog_suite::TestFleet;
 
 fn acquire(agent: &str, resource: &str, ttl_ms: u64, wait_ms: Option<u64>) -> Command {
     Command::AcquireLock {
+        slots: None,
         agent: agent.to_owned(),
         resource: resource.to_owned(),
         ttl_ms,
@@ -274,4 +275,107 @@ fn wall_clock_steps_neither_freeze_nor_mass_expire_ttls() {
         .map(|record| record.ts)
         .collect();
     assert!(times.windows(2).all(|pair| pair[0] <= pair[1]), "{times:?}");
+}
+
+fn take_slot(agent: &str, ttl_ms: u64, wait_ms: Option<u64>) -> Command {
+    Command::AcquireLock {
+        slots: Some(2),
+        agent: agent.to_owned(),
+        resource: "llm".to_owned(),
+        ttl_ms,
+        intent: "completion".to_owned(),
+        wait_ms,
+    }
+}
+
+fn granted(outcome: Outcome) -> (String, u64) {
+    match outcome {
+        Outcome::Lock { lock } => (lock.resource, lock.token),
+        other => panic!("expected a slot, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_counting_semaphore_admits_its_slot_count_and_refuses_the_next_naming_the_holders() {
+    let fleet = TestFleet::new();
+    for agent in ["a", "b", "c"] {
+        fleet.register(agent);
+    }
+    let (first, _) = granted(fleet.run(take_slot("a", 60_000, None)));
+    // The same agent may hold two slots (two concurrent calls).
+    let (second, _) = granted(fleet.run(take_slot("a", 60_000, None)));
+    assert_eq!(
+        (first.as_str(), second.as_str()),
+        ("llm/slot-0", "llm/slot-1")
+    );
+    let head = fleet.coordinator.ledger().head().expect("head").seq;
+    match fleet.refused(take_slot("c", 60_000, None)) {
+        CommandError::SlotsFull {
+            resource,
+            slots,
+            holders,
+        } => {
+            assert_eq!((resource.as_str(), slots), ("llm", 2));
+            assert_eq!(holders, ["a", "a"]);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        fleet.coordinator.ledger().head().expect("head").seq,
+        head,
+        "a refusal appends nothing"
+    );
+}
+
+#[test]
+fn a_semaphore_waiter_gets_the_slot_a_release_or_an_expiry_frees_in_arrival_order() {
+    let fleet = TestFleet::new();
+    for agent in ["a", "b", "c", "d"] {
+        fleet.register_long_lived(agent);
+    }
+    let (slot_a, token_a) = granted(fleet.run(take_slot("a", 60_000, None)));
+    let (slot_b, _) = granted(fleet.run(take_slot("b", 5_000, None)));
+    let c = fleet
+        .coordinator
+        .submit(take_slot("c", 60_000, Some(30_000)))
+        .expect("queued");
+    let d = fleet
+        .coordinator
+        .submit(take_slot("d", 60_000, Some(30_000)))
+        .expect("queued");
+    fleet.coordinator.sync().expect("sync");
+    fleet.run(release("a", &slot_a, token_a));
+    let (slot_c, _) = granted(c.wait().expect("c gets a's slot"));
+    assert_eq!(slot_c, slot_a);
+    // b's slot lapses: d, next in line, gets it without anyone releasing.
+    fleet.advance_ms(5_000);
+    let (slot_d, _) = granted(d.wait().expect("d gets b's expired slot"));
+    assert_eq!(slot_d, slot_b);
+    let state = fleet.coordinator.state();
+    assert_eq!(state.locks.slot_holders("llm", 2, fleet.now()), ["c", "d"]);
+}
+
+#[test]
+fn a_semaphore_refuses_a_slot_count_outside_its_bounds_and_a_slot_name_as_its_name() {
+    let fleet = TestFleet::new();
+    fleet.register("a");
+    let mut zero = take_slot("a", 1_000, None);
+    if let Command::AcquireLock { slots, .. } = &mut zero {
+        *slots = Some(0);
+    }
+    assert!(matches!(
+        fleet.refused(zero),
+        CommandError::Invalid { field: "slots", .. }
+    ));
+    let mut nested = take_slot("a", 1_000, None);
+    if let Command::AcquireLock { resource, .. } = &mut nested {
+        *resource = "llm/slot-1".to_owned();
+    }
+    assert!(matches!(
+        fleet.refused(nested),
+        CommandError::Invalid {
+            field: "resource",
+            ..
+        }
+    ));
 }

@@ -36,6 +36,7 @@ fn eight_threads_contending_for_one_lock_never_overlap() {
                 register(coordinator, &agent);
                 for _ in 0..ROUNDS {
                     let lock = match coordinator.execute(Command::AcquireLock {
+                        slots: None,
                         agent: agent.clone(),
                         resource: "counter".to_owned(),
                         ttl_ms: 60_000,

@@ -126,7 +126,9 @@ fn command(op: &Op, state: &State) -> Option<Command> {
                 signal,
             }
         }
+        // Odd resources are two-slot semaphores.
         Op::Acquire(a, r, ttl) => Command::AcquireLock {
+            slots: (r % 2 == 1).then_some(2),
             agent: name(a),
             resource: format!("r{r}"),
             ttl_ms: u64::from(ttl),
@@ -134,7 +136,19 @@ fn command(op: &Op, state: &State) -> Option<Command> {
             wait_ms: None,
         },
         Op::Release(a, r) => {
-            let resource = format!("r{r}");
+            let resource = match r % 2 {
+                0 => format!("r{r}"),
+                _ => (0..2)
+                    .map(|slot| fleetlog_projections::locks::slot_resource(&format!("r{r}"), slot))
+                    .find(|slot| {
+                        state
+                            .locks
+                            .held
+                            .get(slot)
+                            .is_some_and(|l| l.holder == name(a))
+                    })
+                    .unwrap_or_else(|| format!("r{r}/slot-0")),
+            };
             let token = state.locks.held.get(&resource).map_or(1, |lock| lock.token);
             Command::ReleaseLock {
                 agent: name(a),
@@ -299,6 +313,7 @@ fn state_as_of_a_seq_or_time_equals_the_fold_of_that_prefix() {
         fleet.register(&name(agent));
         fleet.advance_ms(1_000);
         fleet.run(Command::AcquireLock {
+            slots: None,
             agent: name(agent),
             resource: format!("r{agent}"),
             ttl_ms: 2_500,

@@ -294,6 +294,7 @@ impl<C: Commands> Target for C {
             Workload::Lock => {
                 let resource = format!("bench/{agent}");
                 let token = match run(Command::AcquireLock {
+                    slots: None,
                     agent: agent.into(),
                     resource: resource.clone(),
                     ttl_ms: 30_000,

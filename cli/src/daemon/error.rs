@@ -67,6 +67,7 @@ pub fn status_of(error: &CommandError) -> u16 {
         CommandError::TooManyWaiters { .. } | CommandError::InboxFull { .. } => 429,
         CommandError::NotDurable { .. } | CommandError::Closing => 503,
         CommandError::LockHeld { .. }
+        | CommandError::SlotsFull { .. }
         | CommandError::AlreadyHeld { .. }
         | CommandError::NotLocked { .. }
         | CommandError::NotHolder { .. }

@@ -420,6 +420,7 @@ fn work(client: &BlockingClient, agent: &str, lease_ms: u64) -> Result<u64, Erro
         let started = Instant::now();
         let file = format!("src/{}.rs", task.id % 5);
         let lock = match client.execute(&Command::AcquireLock {
+            slots: None,
             agent: agent.into(),
             resource: file.clone(),
             ttl_ms: 10_000,

@@ -71,6 +71,7 @@ fn register(client: &BlockingClient, agent: &str) {
 
 fn lock_and_increment(client: &BlockingClient, agent: &str, file: &str) {
     let acquire = Command::AcquireLock {
+        slots: None,
         agent: agent.to_owned(),
         resource: "counter".to_owned(),
         ttl_ms: 60_000,

@@ -115,6 +115,17 @@ class FleetTest(unittest.TestCase):
         with b.lock_file("src/lib.rs", wait=1.0):
             pass
 
+    def test_lock_file_with_slots_admits_that_many_holders(self) -> None:
+        a, b, c = self.client("a"), self.client("b"), self.client("c")
+        with a.lock_file("llm", slots=2, ttl=30) as first, b.lock_file("llm", slots=2, ttl=30) as second:
+            self.assertEqual({first["resource"], second["resource"]}, {"llm/slot-0", "llm/slot-1"})
+            with self.assertRaises(FleetlogError) as refused:
+                with c.lock_file("llm", slots=2, wait=0.1):
+                    pass
+            self.assertEqual(refused.exception.code, "timed_out")
+        with c.lock_file("llm", slots=2, wait=1.0) as slot:
+            self.assertEqual(slot["resource"], "llm/slot-0", "the released slots are free again")
+
     def test_claim_task_completes_on_exit_and_fails_on_exception(self) -> None:
         boss, worker = self.client("boss"), self.client("worker")
         done = boss.enqueue_task("build", tags=["backend"], key="B-1")

@@ -5,7 +5,7 @@
 use fleetlog_ledger::{Batch, Error as LedgerError, Event, Record, Timestamp};
 
 use crate::command::{CommandError, StageReport, TaskSpec};
-use crate::locks::Lock;
+use crate::locks::{Lock, SEMAPHORE_SLOTS_MAX, semaphore_of, slot_resource, slots_key};
 use crate::queue::{Claimant, TaskState};
 use crate::replay::Projection;
 use crate::waits::ClaimWant;
@@ -215,6 +215,93 @@ impl Machine {
     }
 
     /// Grants `resource` to `agent`, recording the takeover of an expired holder first.
+    /// A lock: granted when free, else refused or parked (FIFO) on the resource.
+    pub(super) fn acquire_lock(
+        &mut self,
+        batch: &mut Batch<'_, '_>,
+        reply: &mut Option<Reply>,
+        agent: String,
+        resource: String,
+        wait_ms: Option<u64>,
+        wants: LockWant,
+    ) -> Result<Step, CommandError> {
+        let now = batch.now();
+        match self.state.locks.live(&resource, now).cloned() {
+            None => {
+                let lock =
+                    self.grant_lock(batch, &agent, &resource, wants.ttl_ms, wants.intent, now)?;
+                Ok(done_with(Outcome::Lock { lock }))
+            }
+            Some(lock) if lock.holder == agent => Err(CommandError::AlreadyHeld {
+                resource,
+                token: lock.token,
+            }),
+            Some(lock) => match wait_ms {
+                None => Err(CommandError::LockHeld {
+                    resource,
+                    holder: lock.holder,
+                    token: lock.token,
+                    expires_at: lock.expires_at,
+                }),
+                Some(wait_ms) => {
+                    let reply = take_reply(reply);
+                    self.park(|waits| waits.park(resource, agent, now, wait_ms, reply, wants))
+                }
+            },
+        }
+    }
+
+    /// A slot of a counting semaphore: the first free one granted as a lock, else refused or
+    /// parked (FIFO) until any slot frees. An agent may hold several slots.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn acquire_slot(
+        &mut self,
+        batch: &mut Batch<'_, '_>,
+        reply: &mut Option<Reply>,
+        agent: String,
+        resource: String,
+        slots: u32,
+        wait_ms: Option<u64>,
+        wants: LockWant,
+    ) -> Result<Step, CommandError> {
+        if !(1..=SEMAPHORE_SLOTS_MAX).contains(&slots) {
+            return Err(invalid(
+                "slots",
+                format!("{slots} is outside 1..={SEMAPHORE_SLOTS_MAX}"),
+            ));
+        }
+        if semaphore_of(&resource).is_some() {
+            return Err(invalid(
+                "resource",
+                "a semaphore's name must not end in /slot-<n> (that names one of its slots)",
+            ));
+        }
+        let now = batch.now();
+        if let Some(slot) = self.state.locks.free_slot(&resource, slots, now) {
+            let lock = self.grant_lock(
+                batch,
+                &agent,
+                &slot_resource(&resource, slot),
+                wants.ttl_ms,
+                wants.intent,
+                now,
+            )?;
+            return Ok(done_with(Outcome::Lock { lock }));
+        }
+        match wait_ms {
+            None => Err(CommandError::SlotsFull {
+                holders: self.state.locks.slot_holders(&resource, slots, now),
+                resource,
+                slots,
+            }),
+            Some(wait_ms) => {
+                let reply = take_reply(reply);
+                let key = slots_key(&resource);
+                self.park(|waits| waits.park(key, agent, now, wait_ms, reply, wants))
+            }
+        }
+    }
+
     pub(super) fn grant_lock(
         &mut self,
         batch: &mut Batch<'_, '_>,

@@ -394,36 +394,22 @@ impl Machine {
                 ttl_ms,
                 intent,
                 wait_ms,
+                slots,
             } => {
                 positive("ttl_ms", ttl_ms)?;
                 if resource.is_empty() {
                     return Err(invalid("resource", "must not be empty"));
                 }
-                match self.state.locks.live(&resource, now).cloned() {
-                    None => {
-                        let lock =
-                            self.grant_lock(batch, &agent, &resource, ttl_ms, intent, now)?;
-                        Ok(done_with(Outcome::Lock { lock }))
+                let wants = LockWant {
+                    ttl_ms,
+                    intent,
+                    slots,
+                };
+                match slots {
+                    Some(slots) => {
+                        self.acquire_slot(batch, reply, agent, resource, slots, wait_ms, wants)
                     }
-                    Some(lock) if lock.holder == agent => Err(CommandError::AlreadyHeld {
-                        resource,
-                        token: lock.token,
-                    }),
-                    Some(lock) => match wait_ms {
-                        None => Err(CommandError::LockHeld {
-                            resource,
-                            holder: lock.holder,
-                            token: lock.token,
-                            expires_at: lock.expires_at,
-                        }),
-                        Some(wait_ms) => {
-                            let wants = LockWant { ttl_ms, intent };
-                            let reply = take_reply(reply);
-                            self.park(|waits| {
-                                waits.park(resource, agent, now, wait_ms, reply, wants)
-                            })
-                        }
-                    },
+                    None => self.acquire_lock(batch, reply, agent, resource, wait_ms, wants),
                 }
             }
             Command::RenewLock {

@@ -7,6 +7,7 @@ use fleetlog_ledger::{Batch, Event};
 
 use crate::approvals::ApprovalState;
 use crate::command::{CommandError, Outcome};
+use crate::locks::{semaphore_of, slot_resource, slots_key};
 use crate::waits::{Refused, SignalWant, Waits};
 
 use super::*;
@@ -59,6 +60,9 @@ impl Machine {
         }
         for resource in touched.locks {
             self.settle_lock(batch, &resource);
+            if let Some(semaphore) = semaphore_of(&resource) {
+                self.settle_slots(batch, semaphore);
+            }
         }
         if touched.queue {
             self.settle_claims(batch);
@@ -89,6 +93,35 @@ impl Machine {
                     batch,
                     &waiter.agent,
                     resource,
+                    waiter.wants.ttl_ms,
+                    waiter.wants.intent,
+                    waiter.since,
+                )
+            });
+            respond(
+                batch,
+                waiter.reply,
+                result.map(|lock| Outcome::Lock { lock }),
+            );
+        }
+    }
+
+    /// Grants freed slots of the semaphore `resource` to its waits, in arrival order.
+    pub(super) fn settle_slots(&mut self, batch: &mut Batch<'_, '_>, resource: &str) {
+        let now = batch.now();
+        let key = slots_key(resource);
+        while let Some(slots) = self.waits.first_lock_want(&key).and_then(|want| want.slots) {
+            let Some(slot) = self.state.locks.free_slot(resource, slots, now) else {
+                break;
+            };
+            let Some(waiter) = self.waits.next_lock_waiter(&key) else {
+                break;
+            };
+            let result = self.require_member(&waiter.agent).and_then(|()| {
+                self.grant_lock(
+                    batch,
+                    &waiter.agent,
+                    &slot_resource(resource, slot),
                     waiter.wants.ttl_ms,
                     waiter.wants.intent,
                     waiter.since,

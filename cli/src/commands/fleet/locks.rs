@@ -11,42 +11,60 @@ use fleetlog::client::backend::Backend;
 
 #[derive(Subcommand, Debug)]
 pub enum LockCommand {
+    /// Take a lock (or, with --slots, one slot of a counting semaphore); prints its fencing token.
     Acquire {
         #[command(flatten)]
         agent: Agent,
+        /// What to lock: a file path, a table, any name the fleet agrees on.
         #[arg(long)]
         resource: String,
+        /// How long the lock holds without a renewal (e.g. 30s, 2m, 500ms).
         #[arg(long, value_parser = crate::commands::units::millis, default_value_t = 30_000)]
         ttl_ms: u64,
+        /// Why the agent takes it, shown to others who find it held.
         #[arg(long, default_value = "")]
         intent: String,
         /// Wait up to this long (FIFO) if another agent holds it.
         #[arg(long, value_parser = crate::commands::units::millis)]
         wait_ms: Option<u64>,
+        /// Up to this many holders at once (a counting semaphore, e.g. LLM rate slots): the
+        /// grant is one free slot, `<resource>/slot-<i>`, renewed and released by that name.
+        #[arg(long)]
+        slots: Option<u32>,
     },
+    /// Extend a held lock's TTL.
     Renew {
         #[command(flatten)]
         agent: Agent,
+        /// The resource as granted (for a semaphore, its `<resource>/slot-<i>`).
         #[arg(long)]
         resource: String,
+        /// The fencing token the grant answered.
         #[arg(long)]
         token: u64,
+        /// The new TTL from now.
         #[arg(long, value_parser = crate::commands::units::millis, default_value_t = 30_000)]
         ttl_ms: u64,
     },
+    /// Give a held lock back.
     Release {
         #[command(flatten)]
         agent: Agent,
+        /// The resource as granted (for a semaphore, its `<resource>/slot-<i>`).
         #[arg(long)]
         resource: String,
+        /// The fencing token the grant answered.
         #[arg(long)]
         token: u64,
     },
+    /// Every lock held now.
     List,
     /// Whether a fencing token is still current (exit 1 if not).
     Check {
+        /// The resource the token is for.
         #[arg(long)]
         resource: String,
+        /// The fencing token to check.
         #[arg(long)]
         token: u64,
     },
@@ -115,7 +133,9 @@ pub(super) fn run(backend: &Backend, command: LockCommand, out: &Output) -> Resu
             ttl_ms,
             intent,
             wait_ms,
+            slots,
         } => Command::AcquireLock {
+            slots,
             agent: agent.agent,
             resource,
             ttl_ms,

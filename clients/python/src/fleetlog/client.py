@@ -343,17 +343,24 @@ class FleetlogClient:
         ttl: float = 60.0,
         wait: float = 30.0,
         agent: Optional[str] = None,
+        slots: Optional[int] = None,
     ) -> Iterator[Dict[str, Any]]:
         """Holds the lock on `path` for the block (waiting up to `wait` seconds for it), and
-        releases it on exit, whatever happens. Yields the lock (its `token` fences writes)."""
+        releases it on exit, whatever happens. Yields the lock (its `token` fences writes).
+
+        With `slots=N`, `path` is a counting semaphore: up to N holders at once (e.g. LLM rate
+        slots); the lock yielded is the slot granted (`resource` is `<path>/slot-<i>`)."""
+        request: Dict[str, Any] = {
+            "command": "acquire_lock",
+            "resource": path,
+            "ttl_ms": int(ttl * 1000),
+            "intent": intent,
+            "wait_ms": max(1, int(wait * 1000)),
+        }
+        if slots is not None:
+            request["slots"] = slots
         answer = self._command(
-            {
-                "command": "acquire_lock",
-                "resource": path,
-                "ttl_ms": int(ttl * 1000),
-                "intent": intent,
-                "wait_ms": max(1, int(wait * 1000)),
-            },
+            request,
             agent=agent,
             timeout=wait + 30,
         )
@@ -365,7 +372,11 @@ class FleetlogClient:
         finally:
             with contextlib.suppress(FleetlogError):
                 self._command(
-                    {"command": "release_lock", "resource": path, "token": lock["token"]},
+                    {
+                        "command": "release_lock",
+                        "resource": lock["resource"],
+                        "token": lock["token"],
+                    },
                     agent=agent,
                 )
 
