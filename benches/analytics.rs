@@ -224,7 +224,11 @@ fn analytics_benches(c: &mut Criterion) {
         })
     });
     group.bench_function("costs", |b| {
-        b.iter(|| analytics::costs(&coordinator.state(), &window).by_day.len())
+        b.iter(|| {
+            analytics::costs(&coordinator.state(), &window, fleetlog_ledger::Timestamp(0))
+                .by_day
+                .len()
+        })
     });
     group.finish();
     readers_against_the_writer(c, &coordinator);

@@ -335,6 +335,20 @@ pub enum Event {
         task: u64,
         reason: String,
     },
+    /// A daily spending limit: of one agent (`spender`), or of the whole fleet (`None`), per UTC
+    /// day of ledger time. `limit_usd: None` removes it.
+    SpendLimitSet {
+        spender: Option<String>,
+        limit_usd: Option<f64>,
+    },
+    /// A completed stage took the day's spend of `spender` (or the fleet's) past its limit.
+    SpendLimitExceeded {
+        spender: Option<String>,
+        /// The UTC day, `YYYY-MM-DD`.
+        day: String,
+        limit_usd: f64,
+        spent_usd: f64,
+    },
 }
 
 impl Event {
@@ -384,6 +398,8 @@ impl Event {
             Event::TaskReleased { .. } => "task_released",
             Event::TaskProgressed { .. } => "task_progressed",
             Event::TaskEscalated { .. } => "task_escalated",
+            Event::SpendLimitSet { .. } => "spend_limit_set",
+            Event::SpendLimitExceeded { .. } => "spend_limit_exceeded",
         }
     }
 

@@ -73,6 +73,21 @@ impl Event {
                 ids("capabilities", capabilities)
             }
             Event::TaskReleased { .. } | Event::TaskEscalated { .. } => Ok(()),
+            Event::SpendLimitSet { spender, limit_usd } => {
+                opt_id("spender", spender)?;
+                limit_usd.map_or(Ok(()), |limit| money("limit_usd", limit))
+            }
+            Event::SpendLimitExceeded {
+                spender,
+                day,
+                limit_usd,
+                spent_usd,
+            } => {
+                opt_id("spender", spender)?;
+                id("day", day)?;
+                money("limit_usd", *limit_usd)?;
+                money("spent_usd", *spent_usd)
+            }
             Event::TaskProgressed {
                 progress, status, ..
             } => {

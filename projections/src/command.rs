@@ -402,6 +402,14 @@ pub enum Command {
         workflow_id: String,
         limit_usd: f64,
     },
+    /// A daily spending limit (USD per UTC day) for one agent (`spender`) or, without one, for
+    /// the whole fleet; `limit_usd: null` removes it. Stages are refused while one is exceeded.
+    SetSpendLimit {
+        agent: String,
+        #[serde(default)]
+        spender: Option<String>,
+        limit_usd: Option<f64>,
+    },
     Custom {
         agent: String,
         kind: String,
@@ -463,6 +471,7 @@ impl Command {
             Command::CompleteWorkflow { .. } => "complete_workflow",
             Command::CancelWorkflow { .. } => "cancel_workflow",
             Command::SetBudget { .. } => "set_budget",
+            Command::SetSpendLimit { .. } => "set_spend_limit",
             Command::Custom { .. } => "custom",
             Command::ImportTelemetry { .. } => "import_telemetry",
         }
@@ -504,6 +513,7 @@ impl Command {
             | Command::CompleteWorkflow { agent, .. }
             | Command::CancelWorkflow { agent, .. }
             | Command::SetBudget { agent, .. }
+            | Command::SetSpendLimit { agent, .. }
             | Command::Custom { agent, .. }
             | Command::ImportTelemetry { agent, .. } => agent,
         }
@@ -645,6 +655,16 @@ pub enum CommandError {
         limit_usd: f64,
         spent_usd: f64,
     },
+    #[error(
+        "{} has spent ${spent_usd:.4} of its ${limit_usd:.2} daily limit on {day}; raise the limit (set_spend_limit) or wait for the next UTC day",
+        spender.as_deref().map_or_else(|| "the fleet".to_owned(), |agent| format!("agent {agent:?}"))
+    )]
+    OverSpendLimit {
+        spender: Option<String>,
+        day: String,
+        limit_usd: f64,
+        spent_usd: f64,
+    },
     #[error("{what} already has {limit} waiters; try again later")]
     TooManyWaiters { what: String, limit: usize },
     #[error("timed out after {waited_ms} ms")]
@@ -692,6 +712,7 @@ impl CommandError {
             CommandError::WorkflowExists { .. } => "workflow_exists",
             CommandError::WorkflowFinished { .. } => "workflow_finished",
             CommandError::OverBudget { .. } => "over_budget",
+            CommandError::OverSpendLimit { .. } => "over_spend_limit",
             CommandError::TooManyWaiters { .. } => "too_many_waiters",
             CommandError::TimedOut { .. } => "timed_out",
             CommandError::NotDurable { .. } => "not_durable",

@@ -15,6 +15,7 @@ pub mod agents;
 pub mod analytics;
 pub mod approvals;
 pub mod board;
+pub mod budgets;
 mod command;
 mod coordinator;
 pub mod decisions;

@@ -9,6 +9,7 @@ use fleetlog_ledger::{Event, Record, Timestamp};
 use crate::agents::{Agents, Liveness};
 use crate::approvals::{ApprovalState, Approvals};
 use crate::board::Board;
+use crate::budgets::Budgets;
 use crate::decisions::Decisions;
 use crate::facts::Facts;
 use crate::locks::Locks;
@@ -44,6 +45,7 @@ pub struct State {
     pub board: Board,
     pub decisions: Decisions,
     pub workflows: Workflows,
+    pub budgets: Budgets,
     /// Raw facts for analytics: finished work and measured waits.
     pub facts: Facts,
     /// (deadline, what) for everything live that expires.
@@ -66,6 +68,7 @@ impl Projection for State {
         self.board.apply(record);
         self.decisions.apply(record);
         self.workflows.apply(record);
+        self.budgets.apply(record);
         self.facts.apply(record);
         for due in touched {
             if let Some(deadline) = self.deadline_of(&due) {

@@ -512,7 +512,7 @@ fn costs_sum_by_workflow_agent_tier_and_day_with_budget_status() {
         limit_usd: 1.0,
     });
     let state = fleet.coordinator.state();
-    let costs = analytics::costs(&state, &Window::default());
+    let costs = analytics::costs(&state, &Window::default(), fleet.now());
     assert!((costs.total.cost_usd - 4.0).abs() < 1e-12);
     assert_eq!(costs.total.stages, 5);
     assert!((costs.by_workflow["wf-a"].cost_usd - 1.5).abs() < 1e-12);
@@ -527,6 +527,7 @@ fn costs_sum_by_workflow_agent_tier_and_day_with_budget_status() {
             project: Some("lab".into()),
             ..Default::default()
         },
+        fleet.now(),
     );
     assert!((lab.total.cost_usd - 2.0).abs() < 1e-12);
 }
@@ -546,8 +547,8 @@ fn analytics_from_live_state_equal_a_replay_as_of_the_same_point() {
         analytics::overhead(&replayed, &window)
     );
     assert_eq!(
-        analytics::costs(&live, &window),
-        analytics::costs(&replayed, &window)
+        analytics::costs(&live, &window, fleet.now()),
+        analytics::costs(&replayed, &window, fleet.now())
     );
     // As of just after wf-a finished, only wf-a is complete.
     let reader = fleet.coordinator.ledger().reader();

@@ -397,3 +397,110 @@ fn a_workflow_completed_with_its_measured_duration_keeps_it() {
     let workflow = state.workflows.get("wf").expect("wf");
     assert_eq!(workflow.duration_ms, Some(90_000));
 }
+
+fn workflow(fleet: &TestFleet, id: &str) {
+    fleet.run(Command::StartWorkflow {
+        agent: "orchestrator".into(),
+        workflow_id: id.into(),
+        project: "p".into(),
+        agent_plan: vec![],
+        estimated_duration_ms: None,
+    });
+}
+
+fn complete_in(id: &str, agent: &str, cost: f64) -> Command {
+    Command::CompleteStage {
+        agent: "orchestrator".into(),
+        workflow_id: id.into(),
+        report: stage(agent, "code", cost),
+    }
+}
+
+fn spend_limit(spender: Option<&str>, limit_usd: Option<f64>) -> Command {
+    Command::SetSpendLimit {
+        agent: "orchestrator".into(),
+        spender: spender.map(str::to_owned),
+        limit_usd,
+    }
+}
+
+#[test]
+fn an_agents_daily_spend_limit_holds_across_workflows_and_resets_the_next_day() {
+    let fleet = fleet(&["orchestrator", "coder", "tester"]);
+    workflow(&fleet, "wf-1");
+    workflow(&fleet, "wf-2");
+    fleet.run(spend_limit(Some("coder"), Some(1.0)));
+    fleet.run(complete_in("wf-1", "coder", 0.75));
+    // The same agent in another workflow: the day's spend crosses its limit, recorded.
+    fleet.run(complete_in("wf-2", "coder", 0.5));
+    assert_eq!(fleet.kinds().last(), Some(&"spend_limit_exceeded"));
+    match fleet.refused(complete_in("wf-1", "coder", 0.1)) {
+        CommandError::OverSpendLimit {
+            spender,
+            limit_usd,
+            spent_usd,
+            ..
+        } => {
+            assert_eq!(spender.as_deref(), Some("coder"));
+            assert_eq!((limit_usd, spent_usd), (1.0, 1.25));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        fleet.refused(Command::StartStage {
+            agent: "orchestrator".into(),
+            workflow_id: "wf-2".into(),
+            stage: "more".into(),
+            stage_agent: "coder".into(),
+            tier: "standard".into(),
+        }),
+        CommandError::OverSpendLimit { .. }
+    ));
+    // Another agent is not held back by coder's limit.
+    fleet.run(complete_in("wf-1", "tester", 5.0));
+    // A new UTC day starts from zero.
+    fleet.advance_ms(24 * 3_600_000);
+    fleet.run(Command::Heartbeat {
+        agent: "orchestrator".into(),
+        status: None,
+        progress: None,
+        current_task: None,
+        metadata: None,
+        ttl_ms: 30_000,
+    });
+    fleet.run(complete_in("wf-1", "coder", 0.5));
+}
+
+#[test]
+fn a_fleet_daily_limit_counts_every_agent_and_can_be_removed() {
+    let fleet = fleet(&["orchestrator", "coder", "tester"]);
+    workflow(&fleet, "wf");
+    fleet.run(spend_limit(None, Some(1.0)));
+    fleet.run(complete_in("wf", "coder", 0.6));
+    fleet.run(complete_in("wf", "tester", 0.6));
+    assert!(matches!(
+        fleet.refused(complete_in("wf", "coder", 0.1)),
+        CommandError::OverSpendLimit { spender: None, .. }
+    ));
+    let costs = fleetlog_projections::analytics::costs(
+        &fleet.coordinator.state(),
+        &fleetlog_projections::analytics::Window::default(),
+        fleet.now(),
+    );
+    assert_eq!(costs.spend_limits.len(), 1);
+    assert!(costs.spend_limits[0].exceeded);
+    assert!((costs.spend_limits[0].spent_usd - 1.2).abs() < 1e-12);
+    fleet.run(spend_limit(None, None));
+    fleet.run(complete_in("wf", "coder", 0.1));
+    assert!(matches!(
+        fleet.refused(spend_limit(None, Some(-1.0))),
+        CommandError::Invalid {
+            field: "limit_usd",
+            ..
+        }
+    ));
+    assert!(matches!(
+        fleet.refused(spend_limit(Some("ghost"), Some(1.0))),
+        CommandError::UnknownAgent { .. }
+    ));
+}

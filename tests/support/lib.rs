@@ -167,6 +167,22 @@ pub fn variants_added_after_v1() -> Vec<(String, Event)> {
                 reason: "needs a human".to_owned(),
             },
         ),
+        (
+            "boss".to_owned(),
+            Event::SpendLimitSet {
+                spender: Some("w1".to_owned()),
+                limit_usd: Some(25.0),
+            },
+        ),
+        (
+            "fleetlog".to_owned(),
+            Event::SpendLimitExceeded {
+                spender: None,
+                day: "2025-11-23".to_owned(),
+                limit_usd: 100.0,
+                spent_usd: 100.5,
+            },
+        ),
     ]
 }
 

@@ -68,6 +68,7 @@ pub fn status_of(error: &CommandError) -> u16 {
         CommandError::NotDurable { .. } | CommandError::Closing => 503,
         CommandError::LockHeld { .. }
         | CommandError::SlotsFull { .. }
+        | CommandError::OverSpendLimit { .. }
         | CommandError::AlreadyHeld { .. }
         | CommandError::NotLocked { .. }
         | CommandError::NotHolder { .. }

@@ -647,7 +647,7 @@ pub fn answer(state: &State, now: Timestamp, query: &Query) -> Result<Value, Que
                 .map_err(|error| QueryError::Invalid(error.to_string()))?,
         ),
         Query::Costs { project, from, to } => {
-            to_json(analytics::costs(state, &window(project, from, to)))
+            to_json(analytics::costs(state, &window(project, from, to), now))
         }
         Query::Status => to_json(views::StatusView {
             seq: state.seq,

@@ -343,6 +343,11 @@ pub const ROUTES: &[Route] = &[
         false,
         "Set a workflow's budget",
     ),
+    command(
+        "/v1/spend-limits",
+        "set_spend_limit",
+        "Set or remove a daily spending limit of one agent or the whole fleet",
+    ),
     query(
         "/v1/status",
         "status",

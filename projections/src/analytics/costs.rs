@@ -4,6 +4,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use fleetlog_ledger::Timestamp;
+
+use crate::budgets::{day_name, day_of};
 use crate::state::State;
 
 use super::*;
@@ -23,6 +26,18 @@ pub struct BudgetStatus {
     pub exceeded: bool,
 }
 
+/// A daily spending limit and today's spend against it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct SpendLimitStatus {
+    /// The agent, or null for the whole fleet.
+    pub spender: Option<String>,
+    pub limit_usd: f64,
+    /// The UTC day of `now`, `YYYY-MM-DD`.
+    pub day: String,
+    pub spent_usd: f64,
+    pub exceeded: bool,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Costs {
     pub total: Spend,
@@ -32,9 +47,12 @@ pub struct Costs {
     /// By UTC date, `YYYY-MM-DD`.
     pub by_day: BTreeMap<String, Spend>,
     pub budgets: Vec<BudgetStatus>,
+    /// Daily limits per agent and fleet-wide, against the spend of `now`'s day.
+    pub spend_limits: Vec<SpendLimitStatus>,
 }
 
-pub fn costs(state: &State, window: &Window) -> Costs {
+/// Spend in `window`; the daily limits against `now`'s UTC day.
+pub fn costs(state: &State, window: &Window, now: Timestamp) -> Costs {
     let mut result = Costs {
         total: Spend::default(),
         by_workflow: BTreeMap::new(),
@@ -42,6 +60,7 @@ pub fn costs(state: &State, window: &Window) -> Costs {
         by_tier: BTreeMap::new(),
         by_day: BTreeMap::new(),
         budgets: Vec::new(),
+        spend_limits: Vec::new(),
     };
     let in_project = |workflow_id: &str| {
         window.project.as_ref().is_none_or(|project| {
@@ -87,6 +106,19 @@ pub fn costs(state: &State, window: &Window) -> Costs {
             limit_usd: workflow.budget_usd,
             spent_usd: workflow.spent_usd,
             exceeded: workflow.over_budget(),
+        })
+        .collect();
+    let today = day_of(now);
+    result.spend_limits = state
+        .budgets
+        .statuses(today)
+        .into_iter()
+        .map(|status| SpendLimitStatus {
+            exceeded: status.exceeded(),
+            spender: status.spender,
+            limit_usd: status.limit_usd,
+            day: day_name(today),
+            spent_usd: status.spent_usd,
         })
         .collect();
     result

@@ -4,6 +4,7 @@
 
 use fleetlog_ledger::{Batch, Error as LedgerError, Event, Record, Timestamp};
 
+use crate::budgets::{LimitStatus, day_name, day_of};
 use crate::command::{CommandError, StageReport, TaskSpec};
 use crate::locks::{Lock, SEMAPHORE_SLOTS_MAX, semaphore_of, slot_resource, slots_key};
 use crate::queue::{Claimant, TaskState};
@@ -141,10 +142,35 @@ impl Machine {
         }
     }
 
+    /// The daily limits of `agent` and of the fleet: refused while either is exceeded today.
+    pub(super) fn check_spend_limits(
+        &self,
+        agent: &str,
+        now: Timestamp,
+    ) -> Result<(), CommandError> {
+        let day = day_of(now);
+        match self
+            .state
+            .budgets
+            .limits_for(agent, day)
+            .into_iter()
+            .find(LimitStatus::exceeded)
+        {
+            None => Ok(()),
+            Some(limit) => Err(CommandError::OverSpendLimit {
+                spender: limit.spender,
+                day: day_name(day),
+                limit_usd: limit.limit_usd,
+                spent_usd: limit.spent_usd,
+            }),
+        }
+    }
+
     pub(super) fn complete_stage(
         &self,
         workflow_id: &str,
         report: StageReport,
+        now: Timestamp,
     ) -> Result<Vec<Event>, CommandError> {
         let workflow = self.running_workflow(workflow_id)?;
         // Every path that adds cost passes the breaker: once over budget, no stage completes
@@ -156,6 +182,21 @@ impl Machine {
                 workflow_id: workflow_id.to_owned(),
             });
         }
+        self.check_spend_limits(&report.agent, now)?;
+        let day = day_of(now);
+        let limits_crossed: Vec<Event> = self
+            .state
+            .budgets
+            .limits_for(&report.agent, day)
+            .into_iter()
+            .filter(|limit| limit.spent_usd + report.cost_usd > limit.limit_usd)
+            .map(|limit| Event::SpendLimitExceeded {
+                spent_usd: limit.spent_usd + report.cost_usd,
+                spender: limit.spender,
+                day: day_name(day),
+                limit_usd: limit.limit_usd,
+            })
+            .collect();
         let spent_usd = workflow.spent_usd + report.cost_usd;
         let crossed = workflow
             .budget_usd
@@ -181,6 +222,7 @@ impl Machine {
                 spent_usd,
             });
         }
+        events.extend(limits_crossed);
         Ok(events)
     }
 

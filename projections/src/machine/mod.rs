@@ -663,6 +663,7 @@ impl Machine {
                         workflow_id,
                     });
                 }
+                self.check_spend_limits(&stage_agent, now)?;
                 let event = Event::StageStarted {
                     workflow_id,
                     stage,
@@ -677,7 +678,7 @@ impl Machine {
                 workflow_id,
                 report,
             } => {
-                let events = self.complete_stage(&workflow_id, report)?;
+                let events = self.complete_stage(&workflow_id, report, now)?;
                 done(self.stage(batch, &agent, events)?)
             }
             Command::Handoff {
@@ -756,6 +757,23 @@ impl Machine {
                     workflow_id,
                     limit_usd,
                 };
+                self.record_one(batch, &agent, event)
+            }
+            Command::SetSpendLimit {
+                agent,
+                spender,
+                limit_usd,
+            } => {
+                if let Some(spender) = &spender {
+                    self.require_member(spender)?;
+                }
+                if limit_usd.is_some_and(|limit| !limit.is_finite() || limit < 0.0) {
+                    return Err(invalid(
+                        "limit_usd",
+                        "must be a finite amount ≥ 0, or null to remove the limit",
+                    ));
+                }
+                let event = Event::SpendLimitSet { spender, limit_usd };
                 self.record_one(batch, &agent, event)
             }
             Command::Custom {

@@ -273,8 +273,21 @@ pub(super) fn costs_text(costs: &Costs) -> String {
             ]
         })
         .collect();
+    let limits: Vec<Vec<String>> = costs
+        .spend_limits
+        .iter()
+        .map(|l| {
+            vec![
+                l.spender.clone().unwrap_or_else(|| "(fleet)".to_owned()),
+                l.day.clone(),
+                number(Some(l.limit_usd), 1.0, 2),
+                number(Some(l.spent_usd), 1.0, 4),
+                l.exceeded.to_string(),
+            ]
+        })
+        .collect();
     format!(
-        "total ${} ({} tokens)\n\n{}\n\n{}\n\n{}\n\n{}\n\n{}",
+        "total ${} ({} tokens)\n\n{}\n\n{}\n\n{}\n\n{}\n\n{}\n\n{}",
         number(Some(costs.total.cost_usd), 1.0, 4),
         costs.total.tokens,
         table(
@@ -293,6 +306,10 @@ pub(super) fn costs_text(costs: &Costs) -> String {
         table(
             &["BUDGETED WORKFLOW", "LIMIT", "SPENT", "EXCEEDED"],
             &budgets
+        ),
+        table(
+            &["DAILY LIMIT OF", "DAY", "LIMIT", "SPENT", "EXCEEDED"],
+            &limits
         )
     )
 }

@@ -200,6 +200,21 @@ pub enum FleetCommand {
         #[command(flatten)]
         window: WindowArgs,
     },
+    /// Set (or remove) a daily spending limit, USD per UTC day, of one agent or the whole fleet:
+    /// stages are refused while one is exceeded.
+    SpendLimit {
+        #[command(flatten)]
+        agent: Agent,
+        /// The agent whose spending is limited; without it, the whole fleet's.
+        #[arg(long)]
+        spender: Option<String>,
+        /// The limit in USD per UTC day.
+        #[arg(long, required_unless_present = "remove", conflicts_with = "remove")]
+        limit_usd: Option<f64>,
+        /// Remove the limit instead.
+        #[arg(long)]
+        remove: bool,
+    },
     /// Live agents that can do a kind of work, ranked by their record and free capacity
     /// (exit 3 if none can).
     Staff {
@@ -410,6 +425,20 @@ pub fn run(db: &Path, as_operator: bool, command: FleetCommand, out: &Output) ->
                 false => show_analytic(&backend, query, as_of.as_deref(), out, trends_text),
             }
         }
+        FleetCommand::SpendLimit {
+            agent,
+            spender,
+            limit_usd,
+            remove: _,
+        } => run_command(
+            &backend,
+            Command::SetSpendLimit {
+                agent: agent.agent,
+                spender,
+                limit_usd,
+            },
+            out,
+        ),
         FleetCommand::Staff {
             capabilities,
             specialization,
