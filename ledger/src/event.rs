@@ -403,6 +403,19 @@ impl Event {
         }
     }
 
+    /// When what the event records happened, if not when it was appended: imported telemetry
+    /// keeps its original time here.
+    pub fn occurred_at(&self) -> Option<Timestamp> {
+        match self {
+            Event::WorkflowStarted { occurred_at, .. }
+            | Event::StageStarted { occurred_at, .. }
+            | Event::StageCompleted { occurred_at, .. }
+            | Event::Handoff { occurred_at, .. }
+            | Event::WorkflowCompleted { occurred_at, .. } => *occurred_at,
+            _ => None,
+        }
+    }
+
     /// The times an event carries (at most two), named by field.
     pub(crate) fn times(&self) -> [Option<(&'static str, Timestamp)>; 2] {
         let opt = |field, time: &Option<Timestamp>| time.map(|time| (field, time));

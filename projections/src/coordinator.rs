@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use fleetlog_ledger::{Batch, Clock, Error as LedgerError, Head, Job, Ledger, Reader, SystemClock};
 
+use crate::replay::Projection;
 use crate::command::{Command, CommandError, Outcome};
 use crate::machine::{Machine, Reply};
 use crate::published::Published;
@@ -321,10 +322,27 @@ impl Coordinator {
         self.committed.get()
     }
 
-    /// The state as it was at `as_of`, rebuilt from the newest snapshot before it.
+    /// The state as it was at `as_of`, rebuilt from the newest snapshot before it. As of a
+    /// time, that includes history imported later that had occurred by then (imported records
+    /// are appended at import time but carry when they happened), so analytics of a past moment
+    /// see the fleet's own history, imported or not.
     pub fn state_as_of(&self, as_of: AsOf) -> Result<State, Error> {
-        let seq = resolve(self.ledger.reader(), as_of)?;
-        rebuild(self.ledger.reader(), seq)
+        let reader = self.ledger.reader();
+        let seq = resolve(reader, as_of)?;
+        let mut state = rebuild(reader, seq)?;
+        if let AsOf::Time(at) = as_of {
+            let (seq, ts) = (state.seq, state.ts);
+            let last = reader.last_seq()?;
+            reader.scan(seq + 1..=last, |record| {
+                if record.event.occurred_at().is_some_and(|occurred| occurred <= at) {
+                    state.apply(&record);
+                }
+                Ok(std::ops::ControlFlow::Continue(()))
+            })?;
+            // Still the state "as of seq": what was imported only fills in the past.
+            (state.seq, state.ts) = (seq, ts);
+        }
+        Ok(state)
     }
 }
 

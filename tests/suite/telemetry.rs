@@ -258,3 +258,74 @@ fn invocations_without_session_join_the_workflow_that_spans_them_and_names_their
         "no invocation lands in a workflow named `session:`"
     );
 }
+
+#[test]
+fn analytics_as_of_a_past_moment_see_history_imported_later() {
+    // October's history, imported on November 23rd (the test clock): as of October 31st, the
+    // fleet had a month of work by backend-architect, failing in the last week.
+    let fleet = TestFleet::new();
+    fleet.register_long_lived("importer");
+    let day = |d: u32| at(&format!("2026-10-{d:02}T12:00:00Z"));
+    let mut events = vec![Event::WorkflowStarted {
+        workflow_id: "october".into(),
+        project: "shop".into(),
+        agent_plan: vec!["backend-architect".into()],
+        estimated_duration_ms: None,
+        session_id: None,
+        occurred_at: Some(at("2026-10-01T00:00:00Z")),
+    }];
+    for d in 1..=30 {
+        events.push(Event::StageCompleted {
+            workflow_id: "october".into(),
+            stage: "design".into(),
+            agent: "backend-architect".into(),
+            tier: String::new(),
+            outcome: if d > 24 { Outcome::Failure } else { Outcome::Success },
+            duration_ms: 60_000,
+            cost_usd: 0.0,
+            tokens: 0,
+            description: "API design".into(),
+            tags: vec![],
+            quality: None,
+            occurred_at: Some(day(d)),
+        });
+    }
+    events.push(Event::WorkflowCompleted {
+        workflow_id: "october".into(),
+        success: true,
+        error: None,
+        agents_executed: vec!["backend-architect".into()],
+        duration_ms: None,
+        occurred_at: Some(at("2026-11-05T00:00:00Z")),
+    });
+    fleet.run(Command::ImportTelemetry {
+        agent: "importer".into(),
+        events,
+    });
+
+    let as_of = at("2026-10-31T00:00:00Z");
+    let past = fleet
+        .coordinator
+        .state_as_of(fleetlog_projections::AsOf::Time(as_of))
+        .expect("state as of October 31st");
+    let trend = analytics::agent_trend(&past, "backend-architect", 30, as_of, 5.0);
+    assert_eq!(trend.trend, analytics::Trend::Declining, "{trend:?}");
+    assert_eq!(trend.recent.samples + trend.historical.samples, 30);
+    // The workflow completed (by its own account) on November 5th: on October 31st it ran.
+    assert_eq!(
+        past.workflows.get("october").map(|w| w.status),
+        Some(WorkflowStatus::Running)
+    );
+    assert_eq!(
+        past.seq, 0,
+        "still the state as of the ledger by then (it began in November)"
+    );
+    let later = fleet
+        .coordinator
+        .state_as_of(fleetlog_projections::AsOf::Time(at("2026-11-06T00:00:00Z")))
+        .expect("state as of November 6th");
+    assert_eq!(
+        later.workflows.get("october").map(|w| w.status),
+        Some(WorkflowStatus::Completed)
+    );
+}
