@@ -771,3 +771,50 @@ fn staffing_ranks_capable_agents_by_record_and_free_capacity_and_plans_a_team() 
         "{staff}"
     );
 }
+
+#[test]
+fn workflow_status_names_the_current_step_and_the_estimated_completion() {
+    let (_dir, db) = new_db();
+    let daemon = Daemon::start(&db, &[]);
+    post(
+        &daemon,
+        serde_json::json!({"command": "register", "agent": "orch"}),
+    );
+    let (status, _) = post(
+        &daemon,
+        serde_json::json!({"command": "start_workflow", "agent": "orch", "workflow_id": "wf",
+            "project": "shop", "agent_plan": ["planner", "coder"], "estimated_duration_ms": 3_600_000}),
+    );
+    assert_eq!(status, 201);
+    let (status, answer) = post(
+        &daemon,
+        serde_json::json!({"command": "start_stage", "agent": "orch", "workflow_id": "wf",
+            "stage": "plan", "stage_agent": "planner", "tier": "standard"}),
+    );
+    assert_eq!(status, 200, "{answer}");
+    let shown = get(&daemon, "/v1/workflows/wf");
+    assert_eq!(shown["current_step"]["stage"], "plan", "{shown}");
+    assert_eq!(shown["current_step"]["agent"], "planner", "{shown}");
+    let started = shown["started_at"].as_str().expect("started_at");
+    let expected = chrono::DateTime::parse_from_rfc3339(started).expect("a time")
+        + chrono::Duration::milliseconds(3_600_000);
+    let estimated = chrono::DateTime::parse_from_rfc3339(
+        shown["estimated_completion"].as_str().expect("an estimate"),
+    )
+    .expect("a time");
+    assert_eq!(estimated, expected, "{shown}");
+
+    post(
+        &daemon,
+        serde_json::json!({"command": "complete_stage", "agent": "orch", "workflow_id": "wf",
+            "report": {"stage": "plan", "agent": "planner", "tier": "standard", "outcome": "success",
+                "duration_ms": 1000}}),
+    );
+    let between = get(&daemon, "/v1/workflows/wf");
+    assert_eq!(between["current_step"]["stage"], Value::Null, "{between}");
+    assert_eq!(
+        between["current_step"]["agent"], "coder",
+        "the next planned agent"
+    );
+    assert_eq!(between["progress"], 0.5);
+}

@@ -9,10 +9,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use fleetlog_ledger::{Batch, Clock, Error as LedgerError, Head, Job, Ledger, Reader, SystemClock};
 
-use crate::replay::Projection;
 use crate::command::{Command, CommandError, Outcome};
 use crate::machine::{Machine, Reply};
 use crate::published::Published;
+use crate::replay::Projection;
 use crate::replay::{AsOf, Error, replay_range, resolve};
 use crate::snapshot;
 use crate::state::State;
@@ -334,7 +334,11 @@ impl Coordinator {
             let (seq, ts) = (state.seq, state.ts);
             let last = reader.last_seq()?;
             reader.scan(seq + 1..=last, |record| {
-                if record.event.occurred_at().is_some_and(|occurred| occurred <= at) {
+                if record
+                    .event
+                    .occurred_at()
+                    .is_some_and(|occurred| occurred <= at)
+                {
                     state.apply(&record);
                 }
                 Ok(std::ops::ControlFlow::Continue(()))

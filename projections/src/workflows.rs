@@ -80,7 +80,68 @@ pub struct Workflow {
     pub timeline: Vec<TimelineEntry>,
 }
 
+/// What a running workflow is doing now.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize, schemars::JsonSchema)]
+pub struct CurrentStep {
+    /// The stage running now, or `None` when between stages (then `agent` is the next one the
+    /// plan names that has not run yet).
+    pub stage: Option<String>,
+    pub agent: String,
+    pub started_at: Option<Timestamp>,
+}
+
 impl Workflow {
+    /// The stage running now (the latest started and not completed), else the next planned
+    /// agent that has not run; `None` once finished or with nothing left in the plan.
+    pub fn current_step(&self) -> Option<CurrentStep> {
+        if self.status != WorkflowStatus::Running {
+            return None;
+        }
+        let running = self
+            .stages
+            .iter()
+            .rev()
+            .find(|stage| stage.started_at.is_some() && stage.completed_at.is_none());
+        if let Some(stage) = running {
+            return Some(CurrentStep {
+                stage: Some(stage.stage.clone()),
+                agent: stage.agent.clone(),
+                started_at: stage.started_at,
+            });
+        }
+        self.agent_plan
+            .iter()
+            .find(|agent| !self.agents_executed.contains(agent))
+            .map(|agent| CurrentStep {
+                stage: None,
+                agent: agent.clone(),
+                started_at: None,
+            })
+    }
+
+    /// When it finished; while running, when it should: its start plus its estimate while that
+    /// lies ahead of `now`, else extrapolated from progress (elapsed / progress). `None` with
+    /// neither an estimate ahead nor any progress.
+    pub fn estimated_completion(&self, now: Timestamp) -> Option<Timestamp> {
+        if let Some(finished) = self.finished_at {
+            return Some(finished);
+        }
+        if self.status != WorkflowStatus::Running {
+            return None;
+        }
+        let by_estimate = self
+            .estimated_duration_ms
+            .map(|estimate| self.started_at.plus_millis(estimate))
+            .filter(|at| *at > now);
+        by_estimate.or_else(|| {
+            let progress = self.progress().filter(|p| *p > 0.0)?;
+            let elapsed_us = (now.as_micros() - self.started_at.as_micros()).max(0) as f64;
+            Some(Timestamp(
+                self.started_at.as_micros() + (elapsed_us / progress) as i64,
+            ))
+        })
+    }
+
     /// Stages completed over stages planned (0..=1); `None` when nothing is planned.
     pub fn progress(&self) -> Option<f64> {
         let completed = self

@@ -280,7 +280,11 @@ fn analytics_as_of_a_past_moment_see_history_imported_later() {
             stage: "design".into(),
             agent: "backend-architect".into(),
             tier: String::new(),
-            outcome: if d > 24 { Outcome::Failure } else { Outcome::Success },
+            outcome: if d > 24 {
+                Outcome::Failure
+            } else {
+                Outcome::Success
+            },
             duration_ms: 60_000,
             cost_usd: 0.0,
             tokens: 0,

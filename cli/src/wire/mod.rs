@@ -568,9 +568,7 @@ pub fn answer(state: &State, now: Timestamp, query: &Query) -> Result<Value, Que
                 .workflows
                 .get(id)
                 .ok_or_else(|| not_found("workflow", id))?;
-            let mut view = to_json(workflow);
-            view["progress"] = json!(workflow.progress());
-            view
+            to_json(views::WorkflowView::new(workflow, now))
         }
         Query::WorkflowStats {
             project,

@@ -69,7 +69,7 @@ pub fn document() -> Value {
 /// What a query answers: a page of items, one object, or an analytic's report.
 fn answer_schema(generator: &mut SchemaGenerator, name: &str) -> Value {
     use crate::wire::views;
-    use fleetlog_projections::{analytics, board, queue, workflows};
+    use fleetlog_projections::{analytics, board, queue};
     let schema = match name {
         "agents" | "stale" | "hung" => generator.subschema_for::<views::AgentsPage>(),
         "inbox" => generator.subschema_for::<views::SignalsPage>(),
@@ -85,7 +85,7 @@ fn answer_schema(generator: &mut SchemaGenerator, name: &str) -> Value {
         "approval" => generator.subschema_for::<views::ApprovalView>(),
         "task" => generator.subschema_for::<queue::Task>(),
         "thread" => generator.subschema_for::<board::Thread>(),
-        "workflow" => generator.subschema_for::<workflows::Workflow>(),
+        "workflow" => generator.subschema_for::<views::WorkflowView>(),
         "queue_stats" => generator.subschema_for::<queue::QueueStats>(),
         "workflow_stats" => generator.subschema_for::<analytics::WorkflowStats>(),
         "overhead" => generator.subschema_for::<analytics::Overhead>(),

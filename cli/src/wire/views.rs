@@ -190,3 +190,27 @@ pub struct CandidatesView {
 pub struct StaffView {
     pub agents: Vec<fleetlog_projections::analytics::RankedAgent>,
 }
+
+/// One workflow with where it stands at `now` (`GET /v1/workflows/{workflow}`), the shape of the
+/// seed's async status endpoint: progress, the step running now and the expected completion.
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+pub struct WorkflowView {
+    #[serde(flatten)]
+    pub workflow: Workflow,
+    /// Stages finished of those planned (0.0–1.0), if a plan was given.
+    pub progress: Option<f64>,
+    pub current_step: Option<fleetlog_projections::workflows::CurrentStep>,
+    /// When it finished, or should (by its estimate, else extrapolated from progress).
+    pub estimated_completion: Option<Timestamp>,
+}
+
+impl WorkflowView {
+    pub fn new(workflow: &Workflow, now: Timestamp) -> Self {
+        WorkflowView {
+            progress: workflow.progress(),
+            current_step: workflow.current_step(),
+            estimated_completion: workflow.estimated_completion(now),
+            workflow: workflow.clone(),
+        }
+    }
+}
