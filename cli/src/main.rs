@@ -75,12 +75,14 @@ enum Command {
     },
     /// Write the whole log as JSON Lines (to stdout, or --out).
     Export {
+        /// Write here instead of standard output.
         #[arg(long)]
         out: Option<PathBuf>,
     },
     /// Create a new ledger at --db from a JSON Lines export (verifying every line), or with
     /// `--format oak` append existing agent telemetry files to it.
     Import {
+        /// The files to read (JSON Lines).
         files: Vec<PathBuf>,
         /// `jsonl` (a fleetlog export) or `oak` (workflow events, agent invocations, metrics).
         #[arg(long, default_value = "jsonl", value_parser = clap::builder::PossibleValuesParser::new(["jsonl", "oak"]))]
@@ -98,6 +100,7 @@ enum Command {
     Fleet(fleet::FleetCommand),
     /// The coordination state as of a seq or time (`head`, `1200`, `2026-11-23T10:00:00Z`).
     Replay {
+        /// `head`, a seq such as 1200, or an RFC 3339 time such as 2026-11-20T00:00:00Z.
         #[arg(long, default_value = "head")]
         as_of: String,
     },
@@ -174,5 +177,38 @@ fn main() -> ExitCode {
             out.error(&error);
             commands::exit_code_for(&error)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every subcommand and every argument says what it is for in `--help`.
+    #[test]
+    fn every_command_and_argument_has_help() {
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in command.get_arguments() {
+                let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+                if !builtin && arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} --{}", arg.get_id()));
+                }
+            }
+            for sub in command.get_subcommands() {
+                let here = format!("{path} {}", sub.get_name());
+                if sub.get_about().is_none() && sub.get_name() != "help" {
+                    missing.push(format!("{here} (the command)"));
+                }
+                walk(sub, &here, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "fleetlog", &mut missing);
+        assert!(
+            missing.is_empty(),
+            "{} without help:\n{}",
+            missing.len(),
+            missing.join("\n")
+        );
     }
 }

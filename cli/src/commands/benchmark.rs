@@ -17,6 +17,7 @@ pub struct BenchArgs {
     /// append, heartbeat, signal, lock, queue or mixed.
     #[arg(long, default_value = "mixed", value_parser = clap::builder::PossibleValuesParser::new(["append", "heartbeat", "signal", "lock", "queue", "mixed"]))]
     pub workload: String,
+    /// Concurrent clients, each its own connection and agent.
     #[arg(long, default_value_t = 50)]
     pub clients: u64,
     /// Run this long (default 10 s).
@@ -29,6 +30,7 @@ pub struct BenchArgs {
     /// temporary ledger).
     #[arg(long)]
     pub url: Option<String>,
+    /// The daemon's bearer token, for a TCP --url.
     #[arg(long, env = "FLEETLOG_TOKEN")]
     pub token: Option<String>,
     /// Drive the ledger in this process, without HTTP.

@@ -15,26 +15,34 @@ pub enum ApprovalCommand {
     Request {
         #[command(flatten)]
         agent: Agent,
+        /// What needs approving, e.g. "deploy to production".
         #[arg(long)]
         action: String,
+        /// Context for the approver, as JSON.
         #[arg(long, default_value = "null")]
         context: String,
+        /// An agent allowed to decide (repeat for several; none: any agent but the requester).
         #[arg(long = "approver")]
         approvers: Vec<String>,
+        /// How long it stays open before it expires (e.g. 10m).
         #[arg(long, value_parser = crate::commands::units::millis, default_value_t = 3_600_000)]
         timeout_ms: u64,
     },
     Approve {
         #[command(flatten)]
         agent: Agent,
+        /// The approval id (what `approval request` printed).
         id: u64,
+        /// Why, kept in the log.
         #[arg(long, default_value = "")]
         reason: String,
     },
     Reject {
         #[command(flatten)]
         agent: Agent,
+        /// The approval id (what `approval request` printed).
         id: u64,
+        /// Why, kept in the log.
         #[arg(long, default_value = "")]
         reason: String,
     },
@@ -43,11 +51,15 @@ pub enum ApprovalCommand {
     Wait {
         #[command(flatten)]
         agent: Agent,
+        /// The approval id (what `approval request` printed).
         id: u64,
+        /// Give up after this long (exit 3 while still pending).
         #[arg(long, value_parser = crate::commands::units::millis, default_value_t = 60_000)]
         timeout_ms: u64,
     },
+    /// Approval requests and their decisions.
     List {
+        /// Only requests still waiting for a decision.
         #[arg(long)]
         pending: bool,
     },

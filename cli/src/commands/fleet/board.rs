@@ -13,8 +13,10 @@ pub enum BoardCommand {
     Post {
         #[command(flatten)]
         agent: Agent,
+        /// The thread's title.
         #[arg(long)]
         title: String,
+        /// The message text.
         #[arg(long)]
         message: String,
         /// A number, or high (10), normal (0), low (-10).
@@ -24,12 +26,17 @@ pub enum BoardCommand {
     Reply {
         #[command(flatten)]
         agent: Agent,
+        /// The thread id (what `board post` printed).
         id: u64,
+        /// The message text.
         #[arg(long)]
         message: String,
     },
+    /// Threads, highest priority and most recent activity first.
     List,
+    /// One thread with its replies.
     Show {
+        /// The thread id (what `board post` printed).
         id: u64,
     },
 }

@@ -13,22 +13,31 @@ pub enum DecisionCommand {
     Log {
         #[command(flatten)]
         agent: Agent,
+        /// What kind of decision, e.g. architecture (what queries filter on).
         #[arg(long = "type")]
         decision_type: String,
+        /// Why it was decided.
         #[arg(long)]
         reason: String,
+        /// What it was about, free text.
         #[arg(long, default_value = "")]
         context: String,
+        /// An alternative considered (repeat for several).
         #[arg(long = "alternative")]
         alternatives: Vec<String>,
     },
+    /// Logged decisions, filtered by agent, type and time.
     List {
+        /// Only decisions by this agent.
         #[arg(long = "by")]
         agent: Option<String>,
+        /// Only decisions of this type.
         #[arg(long = "type")]
         decision_type: Option<String>,
+        /// From this RFC 3339 time (inclusive).
         #[arg(long)]
         since: Option<String>,
+        /// Until this RFC 3339 time (exclusive).
         #[arg(long)]
         until: Option<String>,
     },

@@ -65,11 +65,13 @@ pub enum FleetCommand {
     },
     /// Alive agents whose progress has not changed for --threshold milliseconds.
     Hung {
+        /// How long progress must have stood still (e.g. 5m, 300s).
         #[arg(long, value_parser = crate::commands::units::millis, default_value_t = 300_000)]
         threshold: u64,
     },
     /// Agents whose last heartbeat is older than --threshold milliseconds.
     Stale {
+        /// How old the last heartbeat must be (e.g. 60s, 2m).
         #[arg(long, value_parser = crate::commands::units::millis, default_value_t = 60_000)]
         threshold: u64,
     },
@@ -102,6 +104,7 @@ pub enum FleetCommand {
     Deregister {
         #[command(flatten)]
         agent: Agent,
+        /// Why it leaves, kept in the log.
         #[arg(long, default_value = "")]
         reason: String,
     },
@@ -157,8 +160,10 @@ pub enum FleetCommand {
     Append {
         #[command(flatten)]
         agent: Agent,
+        /// The custom event's kind (what readers filter on).
         #[arg(long)]
         kind: String,
+        /// The event's JSON payload.
         #[arg(long, default_value = "null")]
         payload: String,
     },
@@ -174,24 +179,31 @@ pub enum FleetCommand {
     Trends {
         /// One agent (default: all).
         agent: Option<String>,
+        /// The days of history to look at, up to now (or --as-of).
         #[arg(long, default_value_t = 30)]
         days: u64,
         /// Percentage points of change that count as a trend.
         #[arg(long, default_value_t = fleetlog_projections::analytics::TREND_THRESHOLD_POINTS_DEFAULT)]
         threshold: f64,
+        /// As the ledger was at `head`, a seq, or an RFC 3339 time.
         #[arg(long)]
         as_of: Option<String>,
     },
     /// The agents best suited to a task, from their history (exit 3 if none is good enough).
     BestAgent {
+        /// What the task is, in words (matched against past work).
         #[arg(long)]
         task: String,
+        /// A domain to match as well (e.g. backend).
         #[arg(long)]
         domain: Option<String>,
+        /// Leave out candidates below this confidence (0..=1).
         #[arg(long, default_value_t = 0.3)]
         min_confidence: f64,
+        /// How many candidates to list.
         #[arg(long, default_value_t = 5)]
         top: usize,
+        /// As the ledger was at `head`, a seq, or an RFC 3339 time.
         #[arg(long)]
         as_of: Option<String>,
     },

@@ -22,13 +22,16 @@ pub enum SignalCommand {
     Send {
         #[command(flatten)]
         agent: Agent,
+        /// What kind of signal (receivers filter on it), e.g. task_ready.
         #[arg(long)]
         kind: String,
         /// The target agent; omit to broadcast.
         #[arg(long)]
         to: Option<String>,
+        /// The signal's JSON payload.
         #[arg(long, default_value = "null")]
         payload: String,
+        /// How long it stays deliverable (e.g. 60s, 5m).
         #[arg(long, value_parser = crate::commands::units::millis, default_value_t = fleetlog_projections::signals::SIGNAL_TTL_MS_DEFAULT)]
         ttl_ms: u64,
         /// The signal this one answers.
@@ -39,10 +42,13 @@ pub enum SignalCommand {
     Check {
         #[command(flatten)]
         agent: Agent,
+        /// Only signals of this kind.
         #[arg(long)]
         kind: String,
+        /// Only signals from this agent.
         #[arg(long)]
         from: Option<String>,
+        /// Leave the signal in the inbox (do not consume it).
         #[arg(long)]
         peek: bool,
         /// Acknowledged delivery: the signal stays yours until `signal ack`, and is receivable
@@ -62,15 +68,19 @@ pub enum SignalCommand {
     Wait {
         #[command(flatten)]
         agent: Agent,
+        /// Only signals of this kind.
         #[arg(long)]
         kind: String,
+        /// Only signals from this agent.
         #[arg(long)]
         from: Option<String>,
         /// Only the reply to this signal id.
         #[arg(long)]
         reply_to: Option<u64>,
+        /// Give up after this long (e.g. 30s); exit 3 if nothing came.
         #[arg(long, value_parser = crate::commands::units::millis, default_value_t = 60_000)]
         timeout_ms: u64,
+        /// Leave the signal in the inbox (do not consume it).
         #[arg(long)]
         peek: bool,
         /// Acknowledged delivery (see `signal check --ack-ms`).

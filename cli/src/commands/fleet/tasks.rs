@@ -23,24 +23,31 @@ pub enum TaskCommand {
     Add {
         #[command(flatten)]
         agent: Agent,
+        /// What the task is, in a line.
         #[arg(long)]
         title: String,
+        /// More detail, free text.
         #[arg(long, default_value = "")]
         description: String,
         /// Higher is claimed first: a number, or high (10), normal (0), low (-10).
         #[arg(long, default_value = "normal", value_parser = crate::commands::units::priority)]
         priority: i32,
+        /// A tag claimants can filter on (repeat for several).
         #[arg(long = "tag")]
         tags: Vec<String>,
+        /// The task's JSON payload, handed to the claimant.
         #[arg(long, default_value = "null")]
         payload: String,
+        /// Attempts (claims that fail or lose their lease) before it is dead-lettered or escalated.
         #[arg(long, default_value_t = fleetlog_projections::queue::MAX_ATTEMPTS_DEFAULT)]
         max_attempts: u32,
+        /// A task id that must complete first (repeat for several).
         #[arg(long = "depends-on")]
         depends_on: Vec<u64>,
         /// RFC 3339 time before which it may not be claimed.
         #[arg(long)]
         not_before: Option<String>,
+        /// The workflow the task belongs to.
         #[arg(long)]
         workflow: Option<String>,
         /// Your own id for the task, unique in the ledger (`task list --key K` finds it).
@@ -78,7 +85,9 @@ pub enum TaskCommand {
     Release {
         #[command(flatten)]
         agent: Agent,
+        /// The task id (what `task add` printed).
         id: u64,
+        /// Why it goes back to the queue (no attempt is counted).
         #[arg(long, default_value = "")]
         reason: String,
     },
@@ -86,6 +95,7 @@ pub enum TaskCommand {
     Progress {
         #[command(flatten)]
         agent: Agent,
+        /// The task id (what `task add` printed).
         id: u64,
         /// From 0 to 1.
         #[arg(long)]
@@ -99,7 +109,9 @@ pub enum TaskCommand {
     Escalate {
         #[command(flatten)]
         agent: Agent,
+        /// The task id (what `task add` printed).
         id: u64,
+        /// Why it needs a human or another agent.
         #[arg(long)]
         reason: String,
     },
@@ -107,28 +119,36 @@ pub enum TaskCommand {
     DeadLetter {
         #[command(flatten)]
         agent: Agent,
+        /// The task id (what `task add` printed).
         id: u64,
+        /// Why it is given up on.
         #[arg(long)]
         reason: String,
     },
     Renew {
         #[command(flatten)]
         agent: Agent,
+        /// The task id (what `task add` printed).
         id: u64,
+        /// The new lease from now (e.g. 5m).
         #[arg(long, value_parser = crate::commands::units::millis, default_value_t = fleetlog_projections::queue::LEASE_TTL_MS_DEFAULT)]
         lease_ms: u64,
     },
     Complete {
         #[command(flatten)]
         agent: Agent,
+        /// The task id (what `task add` printed).
         id: u64,
+        /// The result, as JSON.
         #[arg(long, default_value = "null")]
         result: String,
     },
     Fail {
         #[command(flatten)]
         agent: Agent,
+        /// The task id (what `task add` printed).
         id: u64,
+        /// What went wrong.
         #[arg(long)]
         error: String,
         /// Do not retry.
@@ -138,10 +158,13 @@ pub enum TaskCommand {
     Cancel {
         #[command(flatten)]
         agent: Agent,
+        /// The task id (what `task add` printed).
         id: u64,
+        /// Why it is cancelled.
         #[arg(long, default_value = "")]
         reason: String,
     },
+    /// Tasks, in claim order, filtered by state, tag, capability or key.
     List {
         /// Only tasks in this state (pending, claimed, escalated, completed, dead_lettered,
         /// cancelled, skipped).
@@ -156,9 +179,12 @@ pub enum TaskCommand {
         #[arg(long)]
         key: Option<String>,
     },
+    /// One task, with its attempts, lease and result.
     Show {
+        /// The task id (what `task add` printed).
         id: u64,
     },
+    /// Counts by state, and the oldest pending task.
     Stats,
 }
 

@@ -17,12 +17,15 @@ pub enum WorkflowCommand {
     Start {
         #[command(flatten)]
         agent: Agent,
+        /// The workflow id.
         id: String,
+        /// The project it belongs to (analytics filter on it).
         #[arg(long, default_value = "")]
         project: String,
         /// The planned agents, in order.
         #[arg(long = "plan", value_delimiter = ',')]
         plan: Vec<String>,
+        /// How long it is expected to take (e.g. 45m); compared with the actual time.
         #[arg(long, value_parser = crate::commands::units::millis)]
         estimate_ms: Option<u64>,
     },
@@ -30,49 +33,64 @@ pub enum WorkflowCommand {
     Stage {
         #[command(flatten)]
         agent: Agent,
+        /// The workflow id.
         id: String,
+        /// The stage's name, e.g. implement.
         #[arg(long)]
         stage: String,
         /// The agent doing the stage (default: --agent).
         #[arg(long)]
         by: Option<String>,
+        /// The model tier it runs on, e.g. premium (costs group by it).
         #[arg(long, default_value = "standard")]
         tier: String,
+        /// Record the stage as completed (with its outcome, duration and cost) instead of started.
         #[arg(long)]
         done: bool,
         /// success, failure, partial or unknown (with --done).
         #[arg(long, default_value = "success", value_parser = clap::builder::PossibleValuesParser::new(["success", "failure", "partial", "unknown"]))]
         outcome: String,
+        /// How long the stage took (with --done).
         #[arg(long, value_parser = crate::commands::units::millis, default_value_t = 0)]
         duration_ms: u64,
+        /// What the stage cost in USD (with --done); counts against budgets and spending limits.
         #[arg(long, default_value_t = 0.0)]
         cost_usd: f64,
+        /// Tokens the stage used (with --done).
         #[arg(long, default_value_t = 0)]
         tokens: u64,
     },
     Handoff {
         #[command(flatten)]
         agent: Agent,
+        /// The workflow id.
         id: String,
+        /// The agent handing over.
         #[arg(long)]
         from: String,
+        /// The agent taking over.
         #[arg(long)]
         to: String,
+        /// Something handed over, e.g. a file path (repeat for several).
         #[arg(long = "artifact")]
         artifacts: Vec<String>,
     },
     Checkpoint {
         #[command(flatten)]
         agent: Agent,
+        /// The workflow id.
         id: String,
+        /// The stage the checkpoint belongs to.
         #[arg(long)]
         stage: String,
+        /// The state to recover from after a crash, as JSON.
         #[arg(long, default_value = "null")]
         state: String,
     },
     Complete {
         #[command(flatten)]
         agent: Agent,
+        /// The workflow id.
         id: String,
         /// Record the workflow as failed, with this error.
         #[arg(long)]
@@ -85,20 +103,27 @@ pub enum WorkflowCommand {
     Cancel {
         #[command(flatten)]
         agent: Agent,
+        /// The workflow id.
         id: String,
+        /// Why it is cancelled.
         #[arg(long, default_value = "")]
         reason: String,
     },
     Budget {
         #[command(flatten)]
         agent: Agent,
+        /// The workflow id.
         id: String,
+        /// The budget in USD; stages are refused once spending passes it.
         #[arg(long)]
         limit_usd: f64,
     },
+    /// One workflow: stages, handoffs, checkpoint, timeline, current step and estimated completion.
     Show {
+        /// The workflow id.
         id: String,
     },
+    /// Workflows with their status and progress.
     List,
 }
 
