@@ -57,10 +57,10 @@ enum Command {
         /// Last seq to show.
         #[arg(long)]
         to: Option<u64>,
-        /// Only events stamped at or after this RFC 3339 time.
+        /// Only events stamped at or after this time: RFC 3339, or a duration ago (2h, 30m, 1d).
         #[arg(long)]
         since: Option<String>,
-        /// Only events stamped before this RFC 3339 time.
+        /// Only events stamped before this time: RFC 3339, or a duration ago.
         #[arg(long)]
         until: Option<String>,
         /// Show at most this many (the newest when no range is given).

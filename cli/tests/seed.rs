@@ -818,3 +818,20 @@ fn workflow_status_names_the_current_step_and_the_estimated_completion() {
     );
     assert_eq!(between["progress"], 0.5);
 }
+
+#[test]
+fn since_and_until_take_a_duration_ago_as_well_as_a_time() {
+    let (_dir, db, _) = fleet(false);
+    let recent = json(&db, &["events", "--since", "2h"]);
+    let count = |value: &Value| value.as_array().map_or(0, Vec::len);
+    assert_eq!(
+        count(&recent),
+        2,
+        "both registrations are within 2 h: {recent}"
+    );
+    let old = json(&db, &["events", "--until", "1h ago"]);
+    assert_eq!(count(&old), 0, "nothing is older than an hour: {old}");
+    let bad = cli(&db, &["events", "--since", "yesterday"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("duration ago"));
+}

@@ -263,9 +263,7 @@ fn verify(db: &Path, from: Option<&str>, threads: usize, out: &Output) -> Result
 }
 
 fn parse_time(flag: &str, text: &str) -> Result<Timestamp> {
-    Timestamp::parse_rfc3339(text).with_context(|| {
-        format!("{flag} {text:?} is not an RFC 3339 time such as 2026-11-23T10:00:00Z")
-    })
+    crate::commands::units::moment(flag, text)
 }
 
 fn events(

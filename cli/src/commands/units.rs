@@ -31,6 +31,22 @@ pub fn millis(text: &str) -> Result<u64, String> {
     Ok(millis as u64)
 }
 
+/// A moment for `--since`/`--until`: an RFC 3339 time, or a duration (`2h`, `30m`, `1d`)
+/// meaning that long before now (the wall clock: this is the command line, not a fold).
+pub fn moment(flag: &str, text: &str) -> anyhow::Result<fleetlog_ledger::Timestamp> {
+    use fleetlog_ledger::Timestamp;
+    if let Ok(at) = Timestamp::parse_rfc3339(text) {
+        return Ok(at);
+    }
+    let ago = text.trim().trim_end_matches("ago").trim();
+    match millis(ago) {
+        Ok(ms) => Ok(Timestamp::now().minus_millis(ms)),
+        Err(_) => anyhow::bail!(
+            "{flag} {text:?} is neither an RFC 3339 time such as 2026-11-23T10:00:00Z nor a duration ago such as 2h, 30m or 1d"
+        ),
+    }
+}
+
 /// A priority: a number, or `high` (10), `normal` (0), `low` (-10).
 pub fn priority(text: &str) -> Result<i32, String> {
     match text.trim() {

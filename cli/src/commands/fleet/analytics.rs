@@ -22,10 +22,10 @@ pub struct WindowArgs {
     /// Only this project's workflows.
     #[arg(long)]
     pub(super) project: Option<String>,
-    /// From this RFC 3339 time (inclusive).
+    /// From this time (inclusive): RFC 3339, or a duration ago (2h, 7d).
     #[arg(long)]
     pub(super) since: Option<String>,
-    /// Until this RFC 3339 time (exclusive).
+    /// Until this time (exclusive): RFC 3339, or a duration ago.
     #[arg(long)]
     pub(super) until: Option<String>,
     /// As the ledger was at `head`, a seq, or an RFC 3339 time.
@@ -38,11 +38,11 @@ impl WindowArgs {
         Ok((
             self.since
                 .as_deref()
-                .map(|text| time_arg("--since", text))
+                .map(|text| crate::commands::units::moment("--since", text))
                 .transpose()?,
             self.until
                 .as_deref()
-                .map(|text| time_arg("--until", text))
+                .map(|text| crate::commands::units::moment("--until", text))
                 .transpose()?,
         ))
     }

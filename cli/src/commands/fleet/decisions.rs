@@ -34,10 +34,10 @@ pub enum DecisionCommand {
         /// Only decisions of this type.
         #[arg(long = "type")]
         decision_type: Option<String>,
-        /// From this RFC 3339 time (inclusive).
+        /// From this time (inclusive): RFC 3339, or a duration ago (2h, 7d).
         #[arg(long)]
         since: Option<String>,
-        /// Until this RFC 3339 time (exclusive).
+        /// Until this time (exclusive): RFC 3339, or a duration ago.
         #[arg(long)]
         until: Option<String>,
     },
@@ -87,8 +87,12 @@ pub(super) fn run(backend: &Backend, command: DecisionCommand, out: &Output) -> 
             since,
             until,
         } => {
-            let from = since.map(|text| time_arg("--since", &text)).transpose()?;
-            let to = until.map(|text| time_arg("--until", &text)).transpose()?;
+            let from = since
+                .map(|text| crate::commands::units::moment("--since", &text))
+                .transpose()?;
+            let to = until
+                .map(|text| crate::commands::units::moment("--until", &text))
+                .transpose()?;
             show_view(
                 backend,
                 Query::Decisions {
