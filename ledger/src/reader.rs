@@ -179,6 +179,17 @@ impl Reader {
     }
 
     /// The newest snapshot taken at or before `seq`.
+    /// The seqs of every stored snapshot, ascending.
+    pub fn snapshot_seqs(&self) -> Result<Vec<u64>, Error> {
+        let txn = self.store.begin_read()?;
+        let snapshots = txn.open_table(SNAPSHOTS)?;
+        let mut seqs = Vec::new();
+        for entry in snapshots.iter()? {
+            seqs.push(entry?.0.value());
+        }
+        Ok(seqs)
+    }
+
     pub fn snapshot_at_or_before(&self, seq: u64) -> Result<Option<(u64, Vec<u8>)>, Error> {
         let txn = self.store.begin_read()?;
         let snapshots = txn.open_table(SNAPSHOTS)?;

@@ -339,3 +339,89 @@ pub(crate) fn open_check(txn: &ReadTransaction, meta: &Meta) -> Result<(), Error
     }
     Ok(())
 }
+
+/// Which snapshots to keep, given every stored snapshot's seq in ascending order (the newest
+/// last): the newest, the one before it, then older ones only where the gap to the last kept
+/// one is at least that one's distance from the newest. Spacing so grows geometrically with
+/// age: O(log history) snapshots are kept, and rebuilding the state as of any point replays at
+/// most about as many records as that point is old.
+pub(crate) fn snapshots_to_keep(seqs: &[u64]) -> Vec<u64> {
+    let Some(&newest) = seqs.last() else {
+        return Vec::new();
+    };
+    let mut kept = vec![newest];
+    let mut last = newest;
+    for &seq in seqs.iter().rev().skip(1) {
+        if last - seq >= (newest - last).max(1) {
+            kept.push(seq);
+            last = seq;
+        }
+    }
+    kept.reverse();
+    kept
+}
+
+/// Deletes the snapshots [`snapshots_to_keep`] does not keep; returns how many it deleted.
+pub(crate) fn prune_snapshots(
+    table: &mut redb::Table<'_, u64, &'static [u8]>,
+) -> Result<usize, Error> {
+    let mut seqs = Vec::new();
+    for entry in table.iter()? {
+        seqs.push(entry?.0.value());
+    }
+    let kept = snapshots_to_keep(&seqs);
+    let mut deleted = 0;
+    for seq in seqs.iter().filter(|seq| kept.binary_search(seq).is_err()) {
+        table.remove(*seq)?;
+        deleted += 1;
+    }
+    Ok(deleted)
+}
+
+#[cfg(test)]
+mod snapshot_pruning {
+    use super::snapshots_to_keep;
+
+    /// Keeps what pruning after each of `count` snapshots, `every` records apart, leaves.
+    fn after(count: u64, every: u64) -> Vec<u64> {
+        let mut stored = Vec::new();
+        for n in 1..=count {
+            stored.push(n * every);
+            stored = snapshots_to_keep(&stored);
+        }
+        stored
+    }
+
+    #[test]
+    fn the_newest_two_are_always_kept() {
+        assert_eq!(snapshots_to_keep(&[]), Vec::<u64>::new());
+        assert_eq!(snapshots_to_keep(&[10]), [10]);
+        assert_eq!(snapshots_to_keep(&[10, 20]), [10, 20]);
+        assert_eq!(after(2, 10), [10, 20]);
+    }
+
+    #[test]
+    fn kept_snapshots_stay_logarithmic_and_gaps_never_exceed_twice_the_age() {
+        for count in [3, 10, 100, 1_000, 5_000] {
+            let kept = after(count, 10);
+            let newest = *kept.last().expect("kept");
+            assert_eq!(newest, count * 10);
+            let bound = 2 * (64 - count.leading_zeros()) as usize + 2;
+            assert!(
+                kept.len() <= bound,
+                "{count}: {} kept > {bound}",
+                kept.len()
+            );
+            // Time travel to a point `age` records back replays at most about `age` records
+            // (from the nearest older snapshot), plus one snapshot interval.
+            for pair in kept.windows(2) {
+                let (older, newer) = (pair[0], pair[1]);
+                let age = newest - newer;
+                assert!(
+                    newer - older <= 2 * age + 20,
+                    "{count}: gap {older}..{newer} at age {age}"
+                );
+            }
+        }
+    }
+}

@@ -27,8 +27,8 @@ use crate::event::Timestamp;
 use crate::limits::{BATCH_BYTES_MAX, BATCH_EVENTS_MAX, IDEMPOTENCY_KEY_BYTES_MAX};
 use crate::sequencer::{AfterCommit, Batch, Job, Sequencer};
 use crate::storage::{
-    COMMAND_KEYS, COMMAND_KEYS_BY_TIME, EVENTS, Head, IDEMPOTENCY, META, META_HEAD, SNAPSHOTS,
-    begin_durable_write, encode_head,
+    self, COMMAND_KEYS, COMMAND_KEYS_BY_TIME, EVENTS, Head, IDEMPOTENCY, META, META_HEAD,
+    SNAPSHOTS, begin_durable_write, encode_head,
 };
 use crate::tail::HeadWatch;
 
@@ -431,8 +431,10 @@ impl Writer {
             if let Some(sequencer) = self.sequencer.as_mut()
                 && let Some(snapshot) = sequencer.snapshot(head.seq)
             {
-                txn.open_table(SNAPSHOTS)?
-                    .insert(head.seq, snapshot.as_slice())?;
+                let mut snapshots = txn.open_table(SNAPSHOTS)?;
+                snapshots.insert(head.seq, snapshot.as_slice())?;
+                // Log-spaced: what time travel needs, not one whole state per interval forever.
+                storage::prune_snapshots(&mut snapshots)?;
             }
             txn.open_table(META)?
                 .insert(META_HEAD, encode_head(&head).as_slice())?;
