@@ -1,7 +1,8 @@
-//! `fleetlog mcp`: a Model Context Protocol server over stdio (JSON-RPC 2.0, one message per
-//! line), so coding agents (Claude Code, Codex, Gemini CLI) coordinate through fleetlog with
-//! tools. The server acts as one agent (`--agent`); each tool is one command or query, run on
-//! the daemon serving the ledger (started on demand), so its answers are the daemon's.
+//! The Model Context Protocol (JSON-RPC 2.0), so coding agents (Claude Code, Codex, Gemini CLI)
+//! coordinate through fleetlog with tools: over stdio (`fleetlog mcp`, one message per line,
+//! each tool run on the daemon serving the ledger, started on demand) and over HTTP (the
+//! daemon's `/mcp`, Streamable HTTP answering each message with JSON). A session acts as one
+//! agent; each tool is one command or query, so its answers and refusals are the daemon's.
 
 use std::io::{BufRead, Write};
 
@@ -189,6 +190,40 @@ fn tools() -> Vec<Tool> {
     ]
 }
 
+/// Where tools run: a command's answer as the HTTP API gives it (errors as `code: message`, a
+/// timed-out wait as `{"timed_out": true}`), or a query's.
+pub trait Fleet {
+    fn command(&self, command: &fleetlog_projections::Command) -> Result<Value, String>;
+    fn query(&self, query: &Query) -> Result<Value, String>;
+}
+
+impl Fleet for Backend {
+    fn command(&self, command: &fleetlog_projections::Command) -> Result<Value, String> {
+        match self.execute_answer(command) {
+            Ok((_, value)) => Ok(value),
+            Err(error) if error.code() == Some("timed_out") => Ok(json!({"timed_out": true})),
+            Err(error) => Err(match error.code() {
+                Some(code) => format!("{code}: {error}"),
+                None => error.to_string(),
+            }),
+        }
+    }
+
+    fn query(&self, query: &Query) -> Result<Value, String> {
+        Backend::query(self, query).map_err(|error| error.to_string())
+    }
+}
+
+/// Answers one JSON-RPC message (`None` for a notification, which gets no answer).
+pub fn answer(fleet: &dyn Fleet, agent: &str, message: &Value) -> Option<Value> {
+    handle(fleet, agent, &tools(), message)
+}
+
+/// A JSON-RPC error answer to a message that could not be read.
+pub fn parse_failure(problem: &str) -> Value {
+    failure(Value::Null, -32700, problem)
+}
+
 /// Serves MCP on `input`/`output` as `agent` until `input` ends.
 pub fn serve(
     backend: &Backend,
@@ -204,7 +239,7 @@ pub fn serve(
         }
         let reply = match serde_json::from_str::<Value>(&line) {
             Err(error) => Some(failure(Value::Null, -32700, &format!("not JSON: {error}"))),
-            Ok(message) => handle(backend, agent, &tools, &message),
+            Ok(message) => handle(backend as &dyn Fleet, agent, &tools, &message),
         };
         if let Some(reply) = reply {
             writeln!(output, "{reply}")?;
@@ -214,7 +249,7 @@ pub fn serve(
     Ok(())
 }
 
-fn handle(backend: &Backend, agent: &str, tools: &[Tool], message: &Value) -> Option<Value> {
+fn handle(backend: &dyn Fleet, agent: &str, tools: &[Tool], message: &Value) -> Option<Value> {
     let id = message.get("id").cloned();
     let method = message["method"].as_str().unwrap_or_default();
     // Notifications (no id) get no answer.
@@ -255,7 +290,7 @@ fn failure(id: Value, code: i64, message: &str) -> Value {
 
 /// A tool's result: the answer as JSON text, or the refusal with `isError` (so the model sees
 /// what was wrong and can act on it).
-fn call(backend: &Backend, agent: &str, tools: &[Tool], params: &Value) -> Value {
+fn call(backend: &dyn Fleet, agent: &str, tools: &[Tool], params: &Value) -> Value {
     let name = params["name"].as_str().unwrap_or_default();
     let arguments = params
         .get("arguments")
@@ -278,7 +313,7 @@ fn call(backend: &Backend, agent: &str, tools: &[Tool], params: &Value) -> Value
     }
 }
 
-fn run(backend: &Backend, agent: &str, tool: &Tool, arguments: Value) -> Result<Value, String> {
+fn run(backend: &dyn Fleet, agent: &str, tool: &Tool, arguments: Value) -> Result<Value, String> {
     let Value::Object(mut fields) = arguments else {
         return Err("arguments must be a JSON object".to_owned());
     };
@@ -292,7 +327,7 @@ fn run(backend: &Backend, agent: &str, tool: &Tool, arguments: Value) -> Result<
         Action::Query(query) => {
             let query: Query = serde_json::from_value(json!({ "query": query }))
                 .map_err(|error| error.to_string())?;
-            return backend.query(&query).map_err(|error| error.to_string());
+            return backend.query(&query);
         }
         Action::Command(name) => name,
         Action::Wait(name, field) => {
@@ -317,12 +352,5 @@ fn run(backend: &Backend, agent: &str, tool: &Tool, arguments: Value) -> Result<
     fields.insert("agent".to_owned(), json!(agent));
     let command = serde_json::from_value(Value::Object(fields))
         .map_err(|error| format!("not a valid {name}: {error}"))?;
-    match backend.execute_answer(&command) {
-        Ok((_, value)) => Ok(value),
-        Err(error) if error.code() == Some("timed_out") => Ok(json!({"timed_out": true})),
-        Err(error) => Err(match error.code() {
-            Some(code) => format!("{code}: {error}"),
-            None => error.to_string(),
-        }),
-    }
+    backend.command(&command)
 }

@@ -149,3 +149,172 @@ fn an_mcp_client_coordinates_two_agents_through_the_tools() {
         .args(["daemon", "stop"])
         .output();
 }
+
+/// One JSON-RPC message to the daemon's `/mcp` as `agent` (with `credential` if given).
+fn over_http(
+    daemon: &harness::Daemon,
+    agent: Option<&str>,
+    credential: Option<&str>,
+    message: &Value,
+) -> (u16, Value) {
+    let body = message.to_string();
+    let mut headers = vec![
+        ("Content-Type", "application/json"),
+        ("Accept", "application/json, text/event-stream"),
+    ];
+    if let Some(agent) = agent {
+        headers.push(("Fleetlog-Agent", agent));
+    }
+    if let Some(credential) = credential {
+        headers.push(("Fleetlog-Credential", credential));
+    }
+    let (status, _, answer) =
+        harness::http(&daemon.address, "POST", "/mcp", &headers, body.as_bytes());
+    (status, answer)
+}
+
+fn tool_call(id: u64, name: &str, arguments: Value) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+           "params": {"name": name, "arguments": arguments}})
+}
+
+#[test]
+fn the_daemon_serves_mcp_over_http_as_the_agent_the_session_names() {
+    let (_dir, db) = new_db();
+    let daemon = harness::Daemon::start(&db, &[]);
+    let (status, init) = over_http(
+        &daemon,
+        Some("a"),
+        None,
+        &json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                           "clientInfo": {"name": "test", "version": "0"}}}),
+    );
+    assert_eq!(status, 200, "{init}");
+    assert_eq!(init["result"]["serverInfo"]["name"], "fleetlog");
+    let (status, _) = over_http(
+        &daemon,
+        Some("a"),
+        None,
+        &json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+    );
+    assert_eq!(status, 202, "a notification is accepted with no answer");
+    let (_, listed) = over_http(
+        &daemon,
+        Some("a"),
+        None,
+        &json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}),
+    );
+    assert!(
+        listed["result"]["tools"]
+            .as_array()
+            .is_some_and(|tools| tools.iter().any(|t| t["name"] == "acquire_lock")),
+        "{listed}"
+    );
+    for agent in ["a", "b"] {
+        let (_, registered) = over_http(
+            &daemon,
+            Some(agent),
+            None,
+            &tool_call(3, "register", json!({})),
+        );
+        assert_eq!(registered["result"]["isError"], false, "{registered}");
+    }
+    let (_, held) = over_http(
+        &daemon,
+        Some("a"),
+        None,
+        &tool_call(
+            4,
+            "acquire_lock",
+            json!({"resource": "src/lib.rs", "ttl_ms": 60_000}),
+        ),
+    );
+    assert_eq!(held["result"]["isError"], false, "{held}");
+    assert_eq!(held["result"]["structuredContent"]["lock"]["holder"], "a");
+    // The session's agent is the one acting: b is refused the lock a holds, naming a.
+    let (_, refused) = over_http(
+        &daemon,
+        Some("b"),
+        None,
+        &tool_call(
+            5,
+            "acquire_lock",
+            json!({"resource": "src/lib.rs", "ttl_ms": 60_000}),
+        ),
+    );
+    assert_eq!(refused["result"]["isError"], true, "{refused}");
+    let text = refused["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        text.starts_with("lock_held") && text.contains("\"a\""),
+        "{text}"
+    );
+
+    let (status, nameless) = over_http(&daemon, None, None, &tool_call(6, "register", json!({})));
+    assert_eq!(status, 400, "{nameless}");
+    assert!(
+        nameless["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("Fleetlog-Agent"))
+    );
+    let (status, _, wrong) = harness::http(&daemon.address, "GET", "/mcp", &[], b"");
+    assert_eq!(status, 405, "no server-initiated stream: {wrong}");
+}
+
+#[test]
+fn mcp_over_http_needs_the_agents_credential_when_the_daemon_checks_them() {
+    let (_dir, db) = new_db();
+    let daemon = harness::Daemon::start(&db, &["--auth", "agents"]);
+    let (_, registered) = over_http(
+        &daemon,
+        Some("a"),
+        None,
+        &tool_call(1, "register", json!({})),
+    );
+    let credential = registered["result"]["structuredContent"]["credential"]
+        .as_str()
+        .expect("registration answers the credential")
+        .to_owned();
+    let (_, refused) = over_http(
+        &daemon,
+        Some("a"),
+        None,
+        &tool_call(2, "heartbeat", json!({})),
+    );
+    assert_eq!(refused["result"]["isError"], true, "{refused}");
+    assert!(
+        refused["result"]["content"][0]["text"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("credential_required")),
+        "{refused}"
+    );
+    let (_, beat) = over_http(
+        &daemon,
+        Some("a"),
+        Some(&credential),
+        &tool_call(3, "heartbeat", json!({})),
+    );
+    assert_eq!(beat["result"]["isError"], false, "{beat}");
+    let (_, impostor) = over_http(
+        &daemon,
+        Some("b"),
+        Some(&credential),
+        &tool_call(4, "register", json!({})),
+    );
+    // b is new: registering needs no credential, but a's credential does not make it a.
+    assert_eq!(impostor["result"]["isError"], false, "{impostor}");
+    let (_, as_a) = over_http(
+        &daemon,
+        Some("a"),
+        Some("fla_wrong"),
+        &tool_call(5, "heartbeat", json!({})),
+    );
+    assert!(
+        as_a["result"]["content"][0]["text"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("wrong_credential")),
+        "{as_a}"
+    );
+}

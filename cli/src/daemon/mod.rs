@@ -12,6 +12,7 @@
 mod error;
 mod guard;
 pub(crate) mod listen;
+mod mcp;
 mod metrics;
 pub mod query_threads;
 mod routes;

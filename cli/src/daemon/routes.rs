@@ -376,6 +376,7 @@ fn daemon_route(method: &str, path: &str) -> axum::routing::MethodRouter<Shared>
         ("POST", "/v1/queries") => post(generic_query),
         ("POST", "/v1/batch") => post(batch),
         ("POST", "/v1/staffing/team") => post(team),
+        ("POST", "/mcp") => post(super::mcp::mcp),
         ("GET", "/v1/events") => get(events),
         ("GET", "/v1/events/stream") => get(stream),
         (method, path) => {

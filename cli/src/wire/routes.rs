@@ -105,6 +105,11 @@ pub const ROUTES: &[Route] = &[
     ),
     daemon(
         "POST",
+        "/mcp",
+        "Model Context Protocol (Streamable HTTP): one JSON-RPC message per request, answered with JSON, as the agent in Fleetlog-Agent",
+    ),
+    daemon(
+        "POST",
         "/v1/queries",
         "Any query, as {\"query\": name, …, \"as_of\"?}",
     ),
