@@ -115,10 +115,12 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    /// Creates a new, empty ledger at `path` (mode 0600) with a fresh random id.
+    /// Creates a new, empty ledger at `path` (mode 0600) with a fresh random id. Of processes
+    /// creating one path at once, exactly one succeeds; the others get
+    /// [`Error::AlreadyExists`], and nobody ever opens a half-made file.
     pub fn create(path: impl AsRef<Path>) -> Result<Ledger, Error> {
         let path = path.as_ref();
-        let db = storage::create(path, LedgerId::random()?, storage::Sharing::Shared)?;
+        let db = storage::create_atomically(path, LedgerId::random()?)?;
         Self::start(path, db)
     }
 
@@ -134,7 +136,11 @@ impl Ledger {
         let path = path.as_ref();
         match path.exists() {
             true => Self::open(path),
-            false => Self::create(path),
+            false => match Self::create(path) {
+                // Another process created it first.
+                Err(Error::AlreadyExists { .. }) => Self::open(path),
+                other => other,
+            },
         }
     }
 
@@ -193,7 +199,11 @@ impl Ledger {
     {
         let path = path.as_ref();
         let db = match (create, path.exists()) {
-            (true, false) => storage::create(path, LedgerId::random()?, storage::Sharing::Shared)?,
+            (true, false) => match storage::create_atomically(path, LedgerId::random()?) {
+                // Another process created it first.
+                Err(Error::AlreadyExists { .. }) => storage::open_writable(path)?,
+                other => other?,
+            },
             _ => storage::open_writable(path)?,
         };
         Self::start_with(path, db, clock, verify_chain, make)

@@ -115,6 +115,31 @@ pub(crate) fn create(
     initialise(builder(sharing).create_with_backend(backend)?, ledger_id)
 }
 
+/// Creates a new ledger at `path` so that no other process ever sees it half made, and of two
+/// processes creating the same path at once exactly one succeeds (the other gets
+/// [`Error::AlreadyExists`]): the ledger is built under a temporary name beside it, then linked
+/// into place (`link` never replaces a file), then opened for writing.
+pub(crate) fn create_atomically(path: &Path, ledger_id: LedgerId) -> Result<Database, Error> {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.subsec_nanos());
+    name.push(format!(".creating-{}-{nanos}", std::process::id()));
+    let temporary = path.with_file_name(name);
+    drop(create(&temporary, ledger_id, Sharing::Shared)?);
+    let linked = std::fs::hard_link(&temporary, path);
+    let _ = std::fs::remove_file(&temporary);
+    match linked {
+        Ok(()) => open_writable(path),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+            Err(Error::AlreadyExists {
+                path: path.to_owned(),
+            })
+        }
+        Err(error) => Err(Error::Io(error)),
+    }
+}
+
 /// Creates a new ledger on any storage backend (used by fault-injection tests).
 #[cfg(feature = "fault-injection")]
 pub(crate) fn create_on(

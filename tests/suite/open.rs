@@ -174,3 +174,43 @@ fn a_new_ledger_file_is_private_to_its_owner() {
         .mode();
     assert_eq!(mode & 0o777, 0o600);
 }
+
+#[test]
+fn of_creators_racing_for_one_path_exactly_one_wins_and_nobody_sees_a_half_made_file() {
+    for _ in 0..5 {
+        let temp = TempLedger::new();
+        let barrier = std::sync::Barrier::new(4);
+        let results: Vec<Result<(), Error>> = std::thread::scope(|scope| {
+            let racers: Vec<_> = (0..4)
+                .map(|_| {
+                    scope.spawn(|| {
+                        barrier.wait();
+                        Ledger::create(temp.path()).map(drop)
+                    })
+                })
+                .collect();
+            racers
+                .into_iter()
+                .map(|racer| racer.join().expect("no panic"))
+                .collect()
+        });
+        let won = results.iter().filter(|result| result.is_ok()).count();
+        assert_eq!(won, 1, "{results:?}");
+        assert!(
+            results
+                .iter()
+                .all(|result| matches!(result, Ok(()) | Err(Error::AlreadyExists { .. }))),
+            "{results:?}"
+        );
+        // What is in place is a whole ledger, and no temporary file is left beside it.
+        let reopened = Ledger::open(temp.path()).expect("a whole ledger");
+        assert_eq!(reopened.head().expect("head").seq, 0);
+        let dir = temp.path().parent().expect("dir");
+        let leftovers: Vec<_> = std::fs::read_dir(dir)
+            .expect("dir")
+            .filter_map(Result::ok)
+            .filter(|entry| entry.file_name().to_string_lossy().contains(".creating-"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+}

@@ -80,8 +80,15 @@ pub fn run(
         Command::Replay { as_of } => crate::commands::fleet::history::replay(db, &as_of, out),
         Command::Daemon(command) => daemon(db, command, out),
         Command::Mcp { agent } => {
-            if !db.exists() {
-                Ledger::create(db).with_context(|| format!("creating {}", db.display()))?;
+            match db.exists() {
+                true => {}
+                false => match Ledger::create(db) {
+                    // Another process (an agent's session started at the same time) made it.
+                    Ok(_) | Err(fleetlog_ledger::Error::AlreadyExists { .. }) => {}
+                    Err(error) => {
+                        return Err(error).with_context(|| format!("creating {}", db.display()));
+                    }
+                },
             }
             let backend = fleetlog::client::backend::Backend::connect(db, as_operator)?;
             let stdin = std::io::stdin();
