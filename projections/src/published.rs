@@ -110,8 +110,11 @@ impl Publisher {
             },
         };
         let state = Arc::get_mut(&mut spare).expect("a spare with one owner is writable");
+        // The backlog is in seq order: skip what the spare has by search, not by a scan (the
+        // backlog may hold up to BACKLOG_RECORDS_MAX records while a slow copy is made).
         let after = state.seq;
-        for record in self.backlog.iter().filter(|record| record.seq > after) {
+        let start = self.backlog.partition_point(|record| record.seq <= after);
+        for record in self.backlog.range(start..) {
             state.apply(record);
         }
         let previous = self.slot.swap(spare);
