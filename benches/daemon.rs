@@ -28,6 +28,11 @@ struct Daemon {
 
 impl Daemon {
     fn start() -> Daemon {
+        Self::start_with(false)
+    }
+
+    /// With `exclusive`, as `serve --exclusive` (redb's one-phase commit).
+    fn start_with(exclusive: bool) -> Daemon {
         let temp = TempLedger::new();
         let socket = temp.sibling("fleet.sock");
         let config = ServerConfig {
@@ -37,6 +42,7 @@ impl Daemon {
             token: None,
             shutdown_grace: fleetlog::daemon::SHUTDOWN_GRACE,
             skip_verify: false,
+            exclusive,
             auth: Some(fleetlog::daemon::AuthMode::Agents),
             tls: None,
             idle_exit: None,
@@ -243,5 +249,36 @@ fn http_round_trips(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, signal_wake_latency, http_round_trips);
+/// One durable append over HTTP, the daemon sharing its file with read-only processes (redb's
+/// two-phase commit: two fsyncs) against holding it exclusively (one-phase: one fsync).
+fn durable_append_shared_vs_exclusive(c: &mut Criterion) {
+    let mut group = c.benchmark_group("daemon_append");
+    group
+        .sample_size(30)
+        .measurement_time(Duration::from_secs(5));
+    for (name, exclusive) in [("shared_two_phase", false), ("exclusive_one_phase", true)] {
+        let daemon = Daemon::start_with(exclusive);
+        let client = daemon.client();
+        client.execute(&register("a")).expect("register");
+        client
+            .execute(&heartbeat("a", 3_600_000))
+            .expect("heartbeat");
+        let append = Command::Custom {
+            agent: "a".into(),
+            kind: "bench".into(),
+            payload: Json::null(),
+        };
+        group.bench_function(name, |b| {
+            b.iter(|| client.execute(&append).expect("append"));
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    signal_wake_latency,
+    http_round_trips,
+    durable_append_shared_vs_exclusive
+);
 criterion_main!(benches);

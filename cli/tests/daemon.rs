@@ -850,3 +850,34 @@ fn stuck_sse_readers_cost_bounded_memory_while_large_records_are_appended() {
     assert_eq!(status, 200, "the daemon still serves: {response}");
     drop(stuck);
 }
+
+#[test]
+fn an_exclusive_daemon_serves_commands_and_queries_and_direct_readers_are_told_why_not() {
+    let (_dir, db) = new_db();
+    let daemon = Daemon::start(&db, &["--exclusive"]);
+    let out = cli(&db, &["register", "--agent", "a"]);
+    assert!(out.status.success(), "{out:?}");
+    let agents = cli(&db, &["--json", "agents"]);
+    assert!(
+        agents.status.success(),
+        "queries go through the daemon: {agents:?}"
+    );
+    assert!(String::from_utf8_lossy(&agents.stdout).contains("\"a\""));
+    let head = cli(&db, &["head"]);
+    assert_eq!(head.status.code(), Some(1), "{head:?}");
+    let stderr = String::from_utf8_lossy(&head.stderr);
+    assert!(
+        stderr.contains("--exclusive") && stderr.contains("daemon stop"),
+        "{stderr}"
+    );
+    drop(daemon);
+    let head = cli(&db, &["--json", "head"]);
+    assert!(
+        head.status.success(),
+        "readable once the daemon is gone: {head:?}"
+    );
+    let seq = serde_json::from_slice::<serde_json::Value>(&head.stdout).expect("json")["seq"]
+        .as_u64()
+        .expect("seq");
+    assert!(seq >= 1, "the registration is in the file: seq {seq}");
+}

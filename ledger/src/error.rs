@@ -18,6 +18,11 @@ pub enum Error {
     )]
     AlreadyOpen { path: PathBuf, pid: Option<u32> },
 
+    #[error(
+        "{path} is open exclusively by a daemon (`fleetlog serve --exclusive`), so no other process may open it, not even to read: read through the daemon (the CLI's queries do; `head`, `events`, `verify`, `export` need the file), or stop it with `fleetlog daemon stop`"
+    )]
+    HeldExclusively { path: PathBuf },
+
     #[error("{path} already exists; pick another path or open the existing ledger")]
     AlreadyExists { path: PathBuf },
 

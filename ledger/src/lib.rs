@@ -120,7 +120,7 @@ impl Ledger {
     /// [`Error::AlreadyExists`], and nobody ever opens a half-made file.
     pub fn create(path: impl AsRef<Path>) -> Result<Ledger, Error> {
         let path = path.as_ref();
-        let db = storage::create_atomically(path, LedgerId::random()?)?;
+        let db = storage::create_atomically(path, LedgerId::random()?, storage::Sharing::Shared)?;
         Self::start(path, db)
     }
 
@@ -128,7 +128,10 @@ impl Ledger {
     /// process is writing it.
     pub fn open(path: impl AsRef<Path>) -> Result<Ledger, Error> {
         let path = path.as_ref();
-        Self::start(path, storage::open_writable(path)?)
+        Self::start(
+            path,
+            storage::open_writable(path, storage::Sharing::Shared)?,
+        )
     }
 
     /// Opens the ledger at `path`, creating it first if it does not exist.
@@ -197,14 +200,36 @@ impl Ledger {
         S: Sequencer,
         E: From<Error>,
     {
+        Self::open_with_access(path, create, false, clock, verify_chain, make)
+    }
+
+    /// As [`Ledger::open_with`]; with `exclusive`, no other process may open the file while
+    /// this one has it, not even to read, and in exchange each commit is redb's one-phase
+    /// commit (one fsync instead of two; see docs/architecture.md).
+    pub fn open_with_access<S, E>(
+        path: impl AsRef<Path>,
+        create: bool,
+        exclusive: bool,
+        clock: Arc<dyn Clock>,
+        verify_chain: bool,
+        make: impl FnOnce(&Reader, Head) -> Result<S, E>,
+    ) -> Result<Ledger, E>
+    where
+        S: Sequencer,
+        E: From<Error>,
+    {
         let path = path.as_ref();
+        let sharing = match exclusive {
+            true => storage::Sharing::Private,
+            false => storage::Sharing::Shared,
+        };
         let db = match (create, path.exists()) {
-            (true, false) => match storage::create_atomically(path, LedgerId::random()?) {
+            (true, false) => match storage::create_atomically(path, LedgerId::random()?, sharing) {
                 // Another process created it first.
-                Err(Error::AlreadyExists { .. }) => storage::open_writable(path)?,
+                Err(Error::AlreadyExists { .. }) => storage::open_writable(path, sharing)?,
                 other => other?,
             },
-            _ => storage::open_writable(path)?,
+            _ => storage::open_writable(path, sharing)?,
         };
         Self::start_with(path, db, clock, verify_chain, make)
     }

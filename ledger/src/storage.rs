@@ -79,7 +79,9 @@ pub(crate) enum Sharing {
     /// One writing process, any number of read-only ones (verify, replay, analytics) beside it.
     /// redb uses two-phase commit in this mode: see docs/architecture.md.
     Shared,
-    /// No other process may open the file: for files not yet in place (import).
+    /// No other process may open the file, not even to read: for files not yet in place
+    /// (import), and for a daemon that wants redb's one-phase commit (one fsync per batch
+    /// instead of two; `serve --exclusive`).
     Private,
 }
 
@@ -119,7 +121,11 @@ pub(crate) fn create(
 /// processes creating the same path at once exactly one succeeds (the other gets
 /// [`Error::AlreadyExists`]): the ledger is built under a temporary name beside it, then linked
 /// into place (`link` never replaces a file), then opened for writing.
-pub(crate) fn create_atomically(path: &Path, ledger_id: LedgerId) -> Result<Database, Error> {
+pub(crate) fn create_atomically(
+    path: &Path,
+    ledger_id: LedgerId,
+    sharing: Sharing,
+) -> Result<Database, Error> {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -130,7 +136,7 @@ pub(crate) fn create_atomically(path: &Path, ledger_id: LedgerId) -> Result<Data
     let linked = std::fs::hard_link(&temporary, path);
     let _ = std::fs::remove_file(&temporary);
     match linked {
-        Ok(()) => open_writable(path),
+        Ok(()) => open_writable(path, sharing),
         Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
             Err(Error::AlreadyExists {
                 path: path.to_owned(),
@@ -181,13 +187,13 @@ fn initialise(db: Database, ledger_id: LedgerId) -> Result<Database, Error> {
 }
 
 /// Opens an existing ledger for writing and records this process as its writer.
-pub(crate) fn open_writable(path: &Path) -> Result<Database, Error> {
+pub(crate) fn open_writable(path: &Path, sharing: Sharing) -> Result<Database, Error> {
     if !path.exists() {
         return Err(Error::NotFound {
             path: path.to_owned(),
         });
     }
-    let db = match builder(Sharing::Shared).open(path) {
+    let db = match builder(sharing).open(path) {
         Ok(db) => db,
         Err(DatabaseError::DatabaseAlreadyOpen) => {
             return Err(Error::AlreadyOpen {
@@ -216,6 +222,9 @@ pub(crate) fn open_read_only(path: &Path) -> Result<ReadOnlyDatabase, Error> {
         .open_read_only(path)
         .map_err(|error| match error {
             DatabaseError::RepairAborted => Error::NeedsRecovery {
+                path: path.to_owned(),
+            },
+            DatabaseError::DatabaseAlreadyOpen => Error::HeldExclusively {
                 path: path.to_owned(),
             },
             other => not_a_ledger_or(path, other),

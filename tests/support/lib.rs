@@ -483,6 +483,7 @@ impl TestFleet {
                 snapshot_every_events: every,
                 clock: std::sync::Arc::new(clock.clone()),
                 skip_verify: false,
+                exclusive: false,
             },
         )
         .expect("the test coordinator opens")

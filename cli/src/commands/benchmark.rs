@@ -43,6 +43,9 @@ pub struct BenchArgs {
     /// append, heartbeat and signal; latencies are then per request.
     #[arg(long, default_value_t = 1)]
     pub batch: u64,
+    /// Run the daemon this starts as `serve --exclusive` (one fsync per commit).
+    #[arg(long)]
+    pub exclusive: bool,
 }
 
 fn fresh_db(db: Option<&Path>) -> Result<PathBuf> {
@@ -113,7 +116,7 @@ pub fn run(db: Option<&Path>, args: BenchArgs, out: &Output) -> Result<ExitCode>
         )?,
         (false, None) => {
             let db = fresh_db(db)?;
-            let daemon = BackgroundDaemon::start(&db)?;
+            let daemon = BackgroundDaemon::start_with(&db, args.exclusive)?;
             let socket = Endpoint::Unix(daemon.socket().to_owned());
             bench::daemon(
                 socket,

@@ -102,6 +102,7 @@ pub fn run(
             shutdown_grace_ms,
             log_format,
             skip_verify,
+            exclusive,
             auth,
             tls_cert,
             tls_key,
@@ -115,6 +116,7 @@ pub fn run(
                 token,
                 shutdown_grace: std::time::Duration::from_millis(shutdown_grace_ms),
                 skip_verify,
+                exclusive,
                 auth,
                 tls: tls_cert
                     .zip(tls_key)

@@ -71,6 +71,8 @@ pub struct ServerConfig {
     pub shutdown_grace: std::time::Duration,
     /// Serve without re-hashing the whole chain at start (logged as a warning).
     pub skip_verify: bool,
+    /// Hold the file exclusively for one-fsync commits (no other process may open it).
+    pub exclusive: bool,
     /// Who may act as an agent; `None`: [`AuthMode::Agents`] when listening beyond loopback,
     /// else [`AuthMode::TrustedHost`].
     pub auth: Option<AuthMode>,
@@ -320,6 +322,7 @@ pub async fn serve(
         &config.db,
         CoordinatorOptions {
             skip_verify: config.skip_verify,
+            exclusive: config.exclusive,
             ..CoordinatorOptions::default()
         },
     )?;
@@ -538,6 +541,11 @@ pub struct BackgroundDaemon {
 impl BackgroundDaemon {
     /// Serves `db` on an ephemeral loopback port and `<db>.sock`; returns once it answers.
     pub fn start(db: &Path) -> Result<BackgroundDaemon, Error> {
+        Self::start_with(db, false)
+    }
+
+    /// As [`BackgroundDaemon::start`]; with `exclusive`, as `serve --exclusive`.
+    pub fn start_with(db: &Path, exclusive: bool) -> Result<BackgroundDaemon, Error> {
         let socket = wire::socket_path(db);
         let config = ServerConfig {
             db: db.to_owned(),
@@ -546,6 +554,7 @@ impl BackgroundDaemon {
             token: None,
             shutdown_grace: SHUTDOWN_GRACE,
             skip_verify: false,
+            exclusive,
             auth: Some(AuthMode::Agents),
             tls: None,
             idle_exit: None,
