@@ -203,6 +203,13 @@ pub(super) async fn metrics(State(app): State<Shared>) -> Response {
     );
     metric(
         &mut text,
+        "fleetlog_connections_accepted_total",
+        "counter",
+        "Client connections accepted (a client that keeps connections alive opens few).",
+        per_listener(|stats| stats.accepted_total.load(Ordering::Relaxed)),
+    );
+    metric(
+        &mut text,
         "fleetlog_connections_refused_total",
         "counter",
         "Connections answered 503 because the listener was full of busy connections.",

@@ -13,6 +13,12 @@ from pathlib import Path
 from fleetlog import FleetlogClient, FleetlogError, TelemetryAnalyzer, TelemetryLogger
 
 
+def _daemon_conn(db: Path):
+    from fleetlog._daemon import _UnixConnection, socket_path
+
+    return _UnixConnection(str(socket_path(db)), 5.0)
+
+
 def stop_daemon(db: Path) -> None:
     """Stops the daemon the clients started: SIGTERM to the `serve` process for `db`."""
     sock = db.with_name(db.name + ".sock")
@@ -200,6 +206,28 @@ class FleetTest(unittest.TestCase):
         self.assertFalse(sock.exists(), "the idle daemon is still serving")
         # The next client starts a new one, and nothing was lost.
         self.assertTrue(self.client("b").is_agent_alive("a"))
+
+    def test_a_client_keeps_its_connection_alive_across_requests(self) -> None:
+        a = self.client("a")
+
+        def unix_accepted() -> int:
+            conn = _daemon_conn(self.db)
+            conn.request("GET", "/metrics")
+            body = conn.getresponse().read().decode()
+            conn.close()
+            for line in body.splitlines():
+                if line.startswith('fleetlog_connections_accepted_total{listener="unix"}'):
+                    return int(line.rsplit(" ", 1)[1])
+            raise AssertionError("no accepted-connections counter in /metrics")
+
+        before = unix_accepted()
+        for _ in range(20):
+            a.beat(status="working")
+            a.get_active_agents()
+        # One connection kept alive carried all forty requests (the count's own probes add 1).
+        self.assertLessEqual(unix_accepted() - before, 2)
+        a.close()
+        a.beat(status="after close")  # opens a new one
 
     def test_errors_carry_the_code(self) -> None:
         a = self.client("a")

@@ -2,6 +2,8 @@
 Code or any SDK-built agent would: over stdio (`fleetlog mcp`) and over Streamable HTTP (the
 daemon's `/mcp`). Skipped where the SDK is not installed (.ci/run installs it)."""
 
+from __future__ import annotations
+
 import asyncio
 import json
 import os

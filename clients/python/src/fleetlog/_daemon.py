@@ -6,9 +6,11 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import select
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
@@ -45,6 +47,30 @@ def socket_path(db: Path) -> Path:
     return db.with_name(db.name + ".sock")
 
 
+def _connect(endpoint: Tuple[str, str], timeout: Optional[float]) -> http.client.HTTPConnection:
+    kind, where = endpoint
+    if kind == "unix":
+        return _UnixConnection(where, timeout)
+    host, _, port = where.rpartition(":")
+    return http.client.HTTPConnection(host, int(port), timeout=timeout)
+
+
+def _encode(body: Optional[Dict[str, Any]], headers: Optional[Dict[str, str]]):
+    sent = dict(headers or {})
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        sent["Content-Type"] = "application/json"
+    return data, sent
+
+
+def _decode(raw: bytes) -> Any:
+    try:
+        return json.loads(raw) if raw else None
+    except ValueError:
+        return {"error": "not_json", "message": raw.decode(errors="replace")}
+
+
 def request(
     endpoint: Tuple[str, str],
     method: str,
@@ -53,30 +79,106 @@ def request(
     headers: Optional[Dict[str, str]] = None,
     timeout: Optional[float] = 60.0,
 ) -> Tuple[int, Any]:
-    """One request; the status and the JSON answer. `endpoint` is ("unix", path) or
-    ("tcp", "host:port")."""
-    kind, where = endpoint
-    if kind == "unix":
-        conn: http.client.HTTPConnection = _UnixConnection(where, timeout)
-    else:
-        host, _, port = where.rpartition(":")
-        conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
-    sent = dict(headers or {})
-    data = None
-    if body is not None:
-        data = json.dumps(body).encode()
-        sent["Content-Type"] = "application/json"
+    """One request on a connection of its own; the status and the JSON answer. `endpoint` is
+    ("unix", path) or ("tcp", "host:port")."""
+    conn = _connect(endpoint, timeout)
+    data, sent = _encode(body, headers)
     try:
         conn.request(method, path, body=data, headers=sent)
         response = conn.getresponse()
         raw = response.read()
     finally:
         conn.close()
+    return response.status, _decode(raw)
+
+
+class Connections:
+    """Keep-alive connections to one daemon, shared by a client's threads: a request takes an
+    idle one (or opens one) and gives it back after a complete answer, so most requests pay no
+    connect. A connection idle longer than `REUSE_IDLE_S` (the daemon closes idle ones after
+    10 s), or that the daemon has already closed, is not reused. Only reads are retried on a
+    fresh connection when a reused one turns out dead: a command is never sent twice."""
+
+    REUSE_IDLE_S = 5.0
+    IDLE_MAX = 8
+
+    def __init__(self, endpoint: Tuple[str, str]):
+        self.endpoint = endpoint
+        self._idle: list = []
+        self._lock = threading.Lock()
+
+    def _take(self) -> Optional[http.client.HTTPConnection]:
+        now = time.monotonic()
+        while True:
+            with self._lock:
+                if not self._idle:
+                    return None
+                since, conn = self._idle.pop()
+            if now - since <= self.REUSE_IDLE_S and not _closed_by_peer(conn):
+                return conn
+            conn.close()
+
+    def _give(self, conn: http.client.HTTPConnection) -> None:
+        with self._lock:
+            if len(self._idle) < self.IDLE_MAX:
+                self._idle.append((time.monotonic(), conn))
+                return
+        conn.close()
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for _, conn in idle:
+            conn.close()
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Optional[Dict[str, Any]] = None,
+        headers: Optional[Dict[str, str]] = None,
+        timeout: Optional[float] = 60.0,
+    ) -> Tuple[int, Any]:
+        data, sent = _encode(body, headers)
+        read_only = method == "GET" or path == "/v1/queries"
+        while True:
+            conn = self._take()
+            reused = conn is not None
+            if conn is None:
+                conn = _connect(self.endpoint, timeout)
+            conn.timeout = timeout
+            if conn.sock is not None:
+                conn.sock.settimeout(timeout)
+            try:
+                conn.request(method, path, body=data, headers=sent)
+                response = conn.getresponse()
+                raw = response.read()
+            except (ConnectionError, http.client.RemoteDisconnected, http.client.BadStatusLine):
+                conn.close()
+                if reused and read_only:
+                    continue  # a keep-alive connection the daemon had just closed
+                raise
+            except BaseException:
+                conn.close()
+                raise
+            if response.will_close:
+                conn.close()
+            else:
+                self._give(conn)
+            return response.status, _decode(raw)
+
+
+def _closed_by_peer(conn: http.client.HTTPConnection) -> bool:
+    """An idle connection with something to read has been closed by the daemon (an answer
+    never arrives unasked)."""
+    sock = conn.sock
+    if sock is None:
+        return True
     try:
-        answer = json.loads(raw) if raw else None
-    except ValueError:
-        answer = {"error": "not_json", "message": raw.decode(errors="replace")}
-    return response.status, answer
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
 
 
 def healthy(sock: Path) -> bool:

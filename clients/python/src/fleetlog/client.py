@@ -104,8 +104,24 @@ class FleetlogClient:
                 else _daemon.socket_path(self.db)
             )
             self._endpoint = ("unix", str(sock))
+        self._connections = _daemon.Connections(self._endpoint)
 
     # --- plumbing ----------------------------------------------------------------------
+    def close(self) -> None:
+        """Closes the kept-alive connections (a later call opens new ones)."""
+        self._connections.close()
+
+    def __enter__(self) -> "FleetlogClient":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        connections = getattr(self, "_connections", None)
+        if connections is not None:
+            connections.close()
+
     def _agent(self, agent: Optional[str]) -> str:
         chosen = agent or self.agent
         if not chosen:
@@ -148,8 +164,8 @@ class FleetlogClient:
         return headers
 
     def _call(self, method: str, path: str, body=None, agent=None, timeout=60.0) -> Any:
-        status, answer = _daemon.request(
-            self._endpoint, method, path, body, self._headers(agent), timeout
+        status, answer = self._connections.request(
+            method, path, body, self._headers(agent), timeout
         )
         if status >= 400:
             answer = answer or {}
