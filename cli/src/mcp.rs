@@ -33,11 +33,20 @@ struct Tool {
     required: &'static [&'static str],
 }
 
+/// A small set (context is precious): status, identity, locks, tasks, signals, approvals,
+/// decisions and workflow stages.
 fn tools() -> Vec<Tool> {
     vec![
         Tool {
+            name: "status",
+            description: "The fleet at a glance: agents alive, locks, queue, workflows.",
+            action: Action::Query("status"),
+            properties: || json!({}),
+            required: &[],
+        },
+        Tool {
             name: "register",
-            description: "Register this agent with the fleet (again after expiring).",
+            description: "Join the fleet as this agent (again after expiring).",
             action: Action::Command("register"),
             properties: || {
                 json!({"role": {"type": "string"}, "working_on": {"type": "string"},
@@ -47,7 +56,7 @@ fn tools() -> Vec<Tool> {
         },
         Tool {
             name: "heartbeat",
-            description: "Report that this agent is alive; fields left out keep their value.",
+            description: "Say this agent is alive; fields left out keep their value.",
             action: Action::Command("heartbeat"),
             properties: || {
                 json!({"status": {"type": "string"}, "progress": {"type": "number", "minimum": 0, "maximum": 1},
@@ -56,64 +65,26 @@ fn tools() -> Vec<Tool> {
             required: &[],
         },
         Tool {
-            name: "send_signal",
-            description: "Send a signal to another agent (or broadcast with no target).",
-            action: Action::Command("send_signal"),
-            properties: || {
-                json!({"kind": {"type": "string"}, "target": {"type": "string"},
-                       "payload": {}, "ttl_ms": {"type": "integer", "minimum": 1}})
-            },
-            required: &["kind"],
-        },
-        Tool {
-            name: "wait_for_signal",
-            description: "Wait up to timeout_ms for a signal of this kind (consumed when taken).",
-            action: Action::Wait("receive_signal", "wait_ms"),
-            properties: || {
-                json!({"kind": {"type": "string"}, "from": {"type": "string"},
-                       "timeout_ms": {"type": "integer", "minimum": 1}})
-            },
-            required: &["kind", "timeout_ms"],
-        },
-        Tool {
-            name: "check_signal",
-            description: "Take the oldest signal of this kind now, if any.",
-            action: Action::Command("receive_signal"),
-            properties: || json!({"kind": {"type": "string"}, "from": {"type": "string"}}),
-            required: &["kind"],
-        },
-        Tool {
             name: "acquire_lock",
-            description: "Lock a resource (e.g. a file path); wait_ms waits for a holder to let go. Returns a fencing token.",
+            description: "Lock a resource (e.g. a file path) for ttl_ms; wait_ms waits for the holder. slots: N makes it a semaphore of N holders. Returns the fencing token.",
             action: Action::Command("acquire_lock"),
             properties: || {
                 json!({"resource": {"type": "string"}, "ttl_ms": {"type": "integer", "minimum": 1},
-                       "intent": {"type": "string"}, "wait_ms": {"type": "integer", "minimum": 1}})
+                       "intent": {"type": "string"}, "wait_ms": {"type": "integer", "minimum": 1},
+                       "slots": {"type": "integer", "minimum": 1}})
             },
             required: &["resource", "ttl_ms"],
         },
         Tool {
             name: "release_lock",
-            description: "Release a lock this agent holds.",
+            description: "Release a lock this agent holds (the resource as granted, and its token).",
             action: Action::Command("release_lock"),
             properties: || json!({"resource": {"type": "string"}, "token": {"type": "integer"}}),
             required: &["resource", "token"],
         },
         Tool {
-            name: "enqueue_task",
-            description: "Add a task to the shared queue.",
-            action: Action::Command("enqueue"),
-            properties: || {
-                json!({"spec": {"type": "object", "properties": {
-                    "title": {"type": "string"}, "description": {"type": "string"},
-                    "priority": {"type": "integer"}, "tags": {"type": "array", "items": {"type": "string"}},
-                    "payload": {}}, "required": ["title"]}})
-            },
-            required: &["spec"],
-        },
-        Tool {
             name: "claim_task",
-            description: "Claim the best available task (optionally with tags), waiting up to wait_ms.",
+            description: "Claim the best task this agent may take (optionally by tags), waiting up to wait_ms.",
             action: Action::Command("claim"),
             properties: || {
                 json!({"tags": {"type": "array", "items": {"type": "string"}},
@@ -124,7 +95,7 @@ fn tools() -> Vec<Tool> {
         },
         Tool {
             name: "complete_task",
-            description: "Complete a task this agent claimed.",
+            description: "Complete a task this agent claimed, with its result.",
             action: Action::Command("complete"),
             properties: || json!({"task": {"type": "integer"}, "result": {}}),
             required: &["task"],
@@ -140,25 +111,28 @@ fn tools() -> Vec<Tool> {
             required: &["task", "error"],
         },
         Tool {
-            name: "post_thread",
-            description: "Post a thread on the fleet's board.",
-            action: Action::Command("post"),
-            properties: || json!({"title": {"type": "string"}, "message": {"type": "string"}}),
-            required: &["title", "message"],
+            name: "send_signal",
+            description: "Signal another agent (target), or every agent without one.",
+            action: Action::Command("send_signal"),
+            properties: || {
+                json!({"kind": {"type": "string"}, "target": {"type": "string"},
+                       "payload": {}, "ttl_ms": {"type": "integer", "minimum": 1}})
+            },
+            required: &["kind"],
         },
         Tool {
-            name: "log_decision",
-            description: "Record a decision and why, for the audit trail.",
-            action: Action::Command("log_decision"),
+            name: "receive_signal",
+            description: "Take the oldest signal of this kind (optionally from one agent); timeout_ms waits for one, else answers now.",
+            action: Action::Wait("receive_signal", "wait_ms"),
             properties: || {
-                json!({"decision_type": {"type": "string"}, "reason": {"type": "string"},
-                       "alternatives": {"type": "array", "items": {"type": "string"}}})
+                json!({"kind": {"type": "string"}, "from": {"type": "string"},
+                       "timeout_ms": {"type": "integer", "minimum": 1}})
             },
-            required: &["decision_type", "reason"],
+            required: &["kind"],
         },
         Tool {
             name: "request_approval",
-            description: "Ask for an approval before acting; returns its id.",
+            description: "Ask for approval before acting (from approvers, else any other agent); returns its id.",
             action: Action::Command("request_approval"),
             properties: || {
                 json!({"action": {"type": "string"}, "approvers": {"type": "array", "items": {"type": "string"}},
@@ -174,18 +148,29 @@ fn tools() -> Vec<Tool> {
             required: &["approval", "timeout_ms"],
         },
         Tool {
-            name: "fleet_status",
-            description: "Agents, locks, queue and workflows at a glance.",
-            action: Action::Query("status"),
-            properties: || json!({}),
-            required: &[],
+            name: "log_decision",
+            description: "Record a decision and why, for the audit trail.",
+            action: Action::Command("log_decision"),
+            properties: || {
+                json!({"decision_type": {"type": "string"}, "reason": {"type": "string"},
+                       "context": {"type": "string"},
+                       "alternatives": {"type": "array", "items": {"type": "string"}}})
+            },
+            required: &["decision_type", "reason"],
         },
         Tool {
-            name: "list_agents",
-            description: "The agents alive now.",
-            action: Action::Query("agents"),
-            properties: || json!({}),
-            required: &[],
+            name: "workflow_stage",
+            description: "Record a stage this agent finished in a running workflow: outcome, time, cost.",
+            action: Action::Command("complete_stage"),
+            properties: || {
+                json!({"workflow_id": {"type": "string"}, "stage": {"type": "string"},
+                       "outcome": {"enum": ["success", "failure", "partial", "unknown"]},
+                       "duration_ms": {"type": "integer", "minimum": 0},
+                       "cost_usd": {"type": "number", "minimum": 0},
+                       "tokens": {"type": "integer", "minimum": 0},
+                       "description": {"type": "string"}})
+            },
+            required: &["workflow_id", "stage", "outcome"],
         },
     ]
 }
@@ -337,6 +322,25 @@ fn run(backend: &dyn Fleet, agent: &str, tool: &Tool, arguments: Value) -> Resul
             name
         }
     };
+    if name == "complete_stage" {
+        // The report's fields are the tool's arguments; the stage is this agent's.
+        let mut report = serde_json::Map::new();
+        for key in [
+            "stage",
+            "outcome",
+            "duration_ms",
+            "cost_usd",
+            "tokens",
+            "description",
+        ] {
+            if let Some(value) = fields.remove(key) {
+                report.insert(key.to_owned(), value);
+            }
+        }
+        report.insert("agent".to_owned(), json!(agent));
+        report.entry("duration_ms").or_insert(json!(0));
+        fields.insert("report".to_owned(), Value::Object(report));
+    }
     if name == "receive_signal" {
         // The filter's fields are the tool's top-level arguments.
         let mut filter = serde_json::Map::new();

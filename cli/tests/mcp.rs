@@ -86,14 +86,27 @@ fn an_mcp_client_coordinates_two_agents_through_the_tools() {
         .filter_map(|tool| tool["name"].as_str())
         .collect();
     for wanted in [
+        "status",
         "register",
-        "send_signal",
-        "wait_for_signal",
+        "heartbeat",
         "acquire_lock",
+        "release_lock",
         "claim_task",
+        "complete_task",
+        "fail_task",
+        "send_signal",
+        "receive_signal",
+        "request_approval",
+        "await_approval",
+        "log_decision",
+        "workflow_stage",
     ] {
         assert!(names.contains(&wanted), "{names:?}");
     }
+    assert!(
+        names.len() <= 14,
+        "a small tool set, so agents' context is not eaten: {names:?}"
+    );
     assert_eq!(
         coder.tool("register", json!({"role": "coder"}))["isError"],
         false
@@ -124,13 +137,45 @@ fn an_mcp_client_coordinates_two_agents_through_the_tools() {
     );
     assert_eq!(sent["isError"], false, "{sent}");
     let got = reviewer.tool(
-        "wait_for_signal",
+        "receive_signal",
         json!({"kind": "review_ready", "timeout_ms": 10000}),
     );
     assert_eq!(
         got["structuredContent"]["signal"]["payload"]["pr"], 7,
         "{got}"
     );
+
+    let nothing = reviewer.tool("receive_signal", json!({"kind": "review_ready"}));
+    assert_eq!(
+        nothing["structuredContent"]["signal"],
+        Value::Null,
+        "without timeout_ms it answers now: {nothing}"
+    );
+
+    // A workflow stage, recorded as the session's agent.
+    let started = Command::new(FLEETLOG)
+        .arg("--db")
+        .arg(&db)
+        .args([
+            "workflow",
+            "start",
+            "--agent",
+            "coder",
+            "wf-1",
+            "--project",
+            "p",
+        ])
+        .output()
+        .expect("the CLI runs");
+    assert!(started.status.success(), "{started:?}");
+    let stage = coder.tool(
+        "workflow_stage",
+        json!({"workflow_id": "wf-1", "stage": "implement", "outcome": "success",
+               "duration_ms": 1200, "cost_usd": 0.05}),
+    );
+    assert_eq!(stage["isError"], false, "{stage}");
+    let status = coder.tool("status", json!({}));
+    assert_eq!(status["isError"], false, "{status}");
 
     let bad = coder.tool(
         "acquire_lock",

@@ -56,7 +56,7 @@ class McpSdkTest(unittest.TestCase):
         await session.initialize()
         await other.initialize()
         tools = {tool.name for tool in (await session.list_tools()).tools}
-        self.assertTrue({"register", "acquire_lock", "send_signal", "wait_for_signal"} <= tools)
+        self.assertTrue({"register", "acquire_lock", "send_signal", "receive_signal", "workflow_stage"} <= tools)
         for s in (session, other):
             registered = await s.call_tool("register", {"role": "coder"})
             self.assertFalse(failed(registered), text_of(registered))
@@ -67,7 +67,7 @@ class McpSdkTest(unittest.TestCase):
         self.assertTrue(text_of(refused).startswith("lock_held"), text_of(refused))
         sent = await other.call_tool("send_signal", {"kind": "review", "target": "a", "payload": {"pr": 7}})
         self.assertFalse(failed(sent), text_of(sent))
-        got = await session.call_tool("wait_for_signal", {"kind": "review", "timeout_ms": 5000})
+        got = await session.call_tool("receive_signal", {"kind": "review", "timeout_ms": 5000})
         self.assertEqual(json.loads(text_of(got))["signal"]["payload"], {"pr": 7})
 
     def test_the_stdio_server_with_the_official_sdk(self) -> None:
