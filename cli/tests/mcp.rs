@@ -306,6 +306,28 @@ fn the_daemon_serves_mcp_over_http_as_the_agent_the_session_names() {
     );
     let (status, _, wrong) = harness::http(&daemon.address, "GET", "/mcp", &[], b"");
     assert_eq!(status, 405, "no server-initiated stream: {wrong}");
+    let (status, batch) = over_http(
+        &daemon,
+        Some("a"),
+        None,
+        &json!([tool_call(7, "status", json!({}))]),
+    );
+    assert_eq!(status, 400, "{batch}");
+    assert_eq!(batch["error"]["code"], -32600, "{batch}");
+    // A web page the user opened must not drive the fleet through MCP either.
+    let body = tool_call(8, "register", json!({})).to_string();
+    let (status, _, foreign) = harness::http(
+        &daemon.address,
+        "POST",
+        "/mcp",
+        &[
+            ("Content-Type", "application/json"),
+            ("Fleetlog-Agent", "c"),
+            ("Origin", "http://evil.example"),
+        ],
+        body.as_bytes(),
+    );
+    assert_eq!(status, 403, "{foreign}");
 }
 
 #[test]

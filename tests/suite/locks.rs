@@ -379,3 +379,16 @@ fn a_semaphore_refuses_a_slot_count_outside_its_bounds_and_a_slot_name_as_its_na
         }
     ));
 }
+
+#[test]
+fn a_plain_lock_cannot_take_the_name_where_semaphore_waits_queue() {
+    let fleet = TestFleet::new();
+    fleet.register("a");
+    assert!(matches!(
+        fleet.refused(acquire("a", "llm/slot-*", 1_000, None)),
+        CommandError::Invalid {
+            field: "resource",
+            ..
+        }
+    ));
+}

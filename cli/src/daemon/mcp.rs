@@ -75,6 +75,12 @@ pub(super) async fn mcp(
             return (StatusCode::BAD_REQUEST, axum::Json(failure)).into_response();
         }
     };
+    if !message.is_object() {
+        // JSON-RPC batches were removed from MCP (2025-06-18); anything else is no message.
+        let failure = serde_json::json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32600,
+            "message": "send one JSON-RPC message (an object) per request; batches are not supported"}});
+        return (StatusCode::BAD_REQUEST, axum::Json(failure)).into_response();
+    }
     if message.get("id").is_none() || message.get("method").is_none() {
         // A notification, or the client's answer to a request: nothing to say back.
         return StatusCode::ACCEPTED.into_response();

@@ -229,6 +229,21 @@ class FleetTest(unittest.TestCase):
         a.close()
         a.beat(status="after close")  # opens a new one
 
+    def test_a_forked_child_opens_its_own_connection(self) -> None:
+        a = self.client("a")
+        a.beat(status="parent")  # leaves a kept-alive connection in the pool
+        pid = os.fork()
+        if pid == 0:  # the child: its answers must be its own, not the parent's
+            try:
+                ok = a.is_agent_alive("a") and a.get_active_agents()[0]["id"] == "a"
+                os._exit(0 if ok else 1)
+            except BaseException:
+                os._exit(2)
+        _, status = os.waitpid(pid, 0)
+        self.assertEqual(os.WEXITSTATUS(status), 0)
+        a.beat(status="parent again")  # the parent's connection still works
+        self.assertEqual(a.get_active_agents()[0]["status"], "parent again")
+
     def test_errors_carry_the_code(self) -> None:
         a = self.client("a")
         with self.assertRaises(FleetlogError) as refused:

@@ -267,6 +267,13 @@ impl Machine {
         wait_ms: Option<u64>,
         wants: LockWant,
     ) -> Result<Step, CommandError> {
+        if resource.ends_with("/slot-*") {
+            // That is where waits for a semaphore's slots queue, not a lockable name.
+            return Err(invalid(
+                "resource",
+                "a lock's name must not end in /slot-* (reserved for semaphore waits)",
+            ));
+        }
         let now = batch.now();
         match self.state.locks.live(&resource, now).cloned() {
             None => {
@@ -312,7 +319,7 @@ impl Machine {
                 format!("{slots} is outside 1..={SEMAPHORE_SLOTS_MAX}"),
             ));
         }
-        if semaphore_of(&resource).is_some() {
+        if semaphore_of(&resource).is_some() || resource.ends_with("/slot-*") {
             return Err(invalid(
                 "resource",
                 "a semaphore's name must not end in /slot-<n> (that names one of its slots)",

@@ -106,8 +106,15 @@ class Connections:
         self.endpoint = endpoint
         self._idle: list = []
         self._lock = threading.Lock()
+        self._pid = os.getpid()
 
     def _take(self) -> Optional[http.client.HTTPConnection]:
+        if os.getpid() != self._pid:
+            # A forked child must not talk on its parent's sockets: forget them (the parent
+            # still owns and closes them) and open its own.
+            self._lock = threading.Lock()
+            self._idle = []
+            self._pid = os.getpid()
         now = time.monotonic()
         while True:
             with self._lock:
