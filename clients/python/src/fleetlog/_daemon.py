@@ -198,17 +198,24 @@ def healthy(sock: Path) -> bool:
         return False
 
 
+BUNDLED_BINARY = Path(__file__).parent / "_bin" / "fleetlog"
+
+
 def binary() -> str:
+    """The fleetlog binary: FLEETLOG_BIN, else the one bundled in this wheel, else PATH."""
     named = os.environ.get("FLEETLOG_BIN")
     if named:
         return named
+    if BUNDLED_BINARY.exists():
+        return str(BUNDLED_BINARY)
     found = shutil.which("fleetlog")
     if found:
         return found
     raise FleetlogError(
         "no_binary",
-        "the fleetlog binary was not found: set FLEETLOG_BIN to its path, or put it on PATH "
-        "(`cargo install --path cli` in the fleetlog repository builds it)",
+        "the fleetlog binary was not found: set FLEETLOG_BIN to its path, put it on PATH "
+        "(`cargo install --path cli` in the fleetlog repository builds it), or install a "
+        "wheel that bundles it (`clients/python/build_wheel.sh` makes one)",
     )
 
 
