@@ -195,6 +195,9 @@ pub struct Queue {
     dependents: BTreeMap<u64, Vec<u64>>,
     /// Caller-chosen key → task.
     by_key: BTreeMap<String, u64>,
+    /// (holder, task) of every claimed task: what an agent holds, without a scan of history
+    /// (an agent's expiry and staffing ask it).
+    claimed: BTreeSet<(String, u64)>,
 }
 
 impl Queue {
@@ -341,15 +344,22 @@ impl Queue {
         }
     }
 
-    /// Applies `change` and keeps the pending index in step with the task's state.
+    /// Applies `change` and keeps the pending and claimed indexes in step with the task.
     fn update(&mut self, id: u64, change: impl FnOnce(&mut Task)) {
         if let Some(task) = self.tasks.get_mut(&id) {
+            if let (TaskState::Claimed, Some(holder)) = (task.state, task.holder.take()) {
+                self.claimed.remove(&(holder.clone(), id));
+                task.holder = Some(holder);
+            }
             change(task);
             let key = (Reverse(task.priority), id);
             match task.state {
                 TaskState::Pending => self.pending.insert(key),
                 _ => self.pending.remove(&key),
             };
+            if let (TaskState::Claimed, Some(holder)) = (task.state, &task.holder) {
+                self.claimed.insert((holder.clone(), id));
+            }
         }
     }
 
@@ -438,10 +448,11 @@ impl Queue {
     }
 
     /// Tasks held by `agent`.
+    /// The tasks `agent` holds now, from the claimed index (no scan of finished history).
     pub fn claimed_by<'a>(&'a self, agent: &'a str) -> impl Iterator<Item = &'a Task> + 'a {
-        self.tasks.values().filter(move |task| {
-            task.state == TaskState::Claimed && task.holder.as_deref() == Some(agent)
-        })
+        self.claimed
+            .range((agent.to_owned(), 0)..=(agent.to_owned(), u64::MAX))
+            .filter_map(|(_, id)| self.tasks.get(id))
     }
 
     pub fn stats(&self, now: Timestamp) -> QueueStats {

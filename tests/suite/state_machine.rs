@@ -294,6 +294,21 @@ proptest! {
             let reader = fleet.coordinator.ledger().reader();
             let from_snapshot = rebuild(reader, reader.last_seq().expect("last")).expect("rebuild");
             prop_assert_eq!(from_snapshot.digest(), replayed.digest(), "snapshot + tail != replay after {:?}", op);
+            // The claimed index answers what a scan of every task would.
+            for agent in (0..AGENTS).map(name) {
+                let indexed: Vec<u64> = live.queue.claimed_by(&agent).map(|task| task.id).collect();
+                let scanned: Vec<u64> = live
+                    .queue
+                    .tasks
+                    .values()
+                    .filter(|task| {
+                        task.state == fleetlog_projections::queue::TaskState::Claimed
+                            && task.holder.as_deref() == Some(agent.as_str())
+                    })
+                    .map(|task| task.id)
+                    .collect();
+                prop_assert_eq!(indexed, scanned, "claimed index of {} after {:?}", agent, op);
+            }
         }
         check_log(fleet.coordinator.ledger().reader());
 

@@ -93,54 +93,69 @@ fn has_all(agent: &Agent, capabilities: &[String]) -> bool {
     capabilities.iter().all(|c| agent.capabilities.contains(c))
 }
 
-/// Successes and finished runs per agent: all of them, and those relevant to `capabilities`
-/// (a stage tagged, or a task requiring or tagged, with one of them).
-struct Record {
-    all: (usize, usize),
-    relevant: (usize, usize),
+/// Every agent's record, read from the facts in one pass (so a team plan of many tasks costs
+/// one pass, not one per task): successes and finished runs overall and per label (a stage's
+/// tags; a task's tags and required capabilities).
+pub(super) struct Records<'a> {
+    by_agent: BTreeMap<&'a str, AgentRecord<'a>>,
 }
 
-fn records<'a>(state: &'a State, capabilities: &[String]) -> BTreeMap<&'a str, Record> {
-    let mut records: BTreeMap<&str, Record> = BTreeMap::new();
-    let relevant_to = |labels: &[String]| labels.iter().any(|label| capabilities.contains(label));
-    for run in &state.facts.stage_runs {
-        if run.outcome == Outcome::Unknown {
-            continue;
+#[derive(Default)]
+struct AgentRecord<'a> {
+    all: (usize, usize),
+    by_label: BTreeMap<&'a str, (usize, usize)>,
+}
+
+impl<'a> Records<'a> {
+    pub(super) fn of(state: &'a State) -> Self {
+        let mut by_agent: BTreeMap<&str, AgentRecord> = BTreeMap::new();
+        let mut tally = |agent: &'a str, success: bool, labels: BTreeSet<&'a str>| {
+            let record = by_agent.entry(agent).or_default();
+            record.all.1 += 1;
+            record.all.0 += usize::from(success);
+            for label in labels {
+                let entry = record.by_label.entry(label).or_default();
+                entry.1 += 1;
+                entry.0 += usize::from(success);
+            }
+        };
+        for run in &state.facts.stage_runs {
+            if run.outcome != Outcome::Unknown {
+                let labels = run.tags.iter().map(String::as_str).collect();
+                tally(&run.agent, run.outcome == Outcome::Success, labels);
+            }
         }
-        let relevant = relevant_to(&run.tags);
-        tally(
-            records.entry(run.agent.as_str()).or_insert(Record {
-                all: (0, 0),
-                relevant: (0, 0),
-            }),
-            run.outcome == Outcome::Success,
-            relevant,
-        );
-    }
-    for run in &state.facts.task_runs {
-        let relevant = relevant_to(&run.tags)
-            || state
+        for run in &state.facts.task_runs {
+            let required = state
                 .queue
                 .get(run.task)
-                .is_some_and(|task| relevant_to(&task.required_capabilities));
-        tally(
-            records.entry(run.agent.as_str()).or_insert(Record {
-                all: (0, 0),
-                relevant: (0, 0),
-            }),
-            run.success,
-            relevant,
-        );
+                .map(|task| task.required_capabilities.as_slice())
+                .unwrap_or_default();
+            let labels = run
+                .tags
+                .iter()
+                .chain(required)
+                .map(String::as_str)
+                .collect();
+            tally(&run.agent, run.success, labels);
+        }
+        Records { by_agent }
     }
-    records
-}
 
-fn tally(record: &mut Record, success: bool, relevant: bool) {
-    record.all.1 += 1;
-    record.all.0 += usize::from(success);
-    if relevant {
-        record.relevant.1 += 1;
-        record.relevant.0 += usize::from(success);
+    /// (successes, finished) of `agent` on work labelled with any of `capabilities` (summed
+    /// per capability), or on all its work when none is.
+    fn of_agent(&self, agent: &str, capabilities: &[String]) -> (usize, usize) {
+        let Some(record) = self.by_agent.get(agent) else {
+            return (0, 0);
+        };
+        let relevant = capabilities
+            .iter()
+            .filter_map(|c| record.by_label.get(c.as_str()))
+            .fold((0, 0), |sum, (s, n)| (sum.0 + s, sum.1 + n));
+        match relevant.1 {
+            0 => record.all,
+            _ => relevant,
+        }
     }
 }
 
@@ -152,7 +167,22 @@ pub fn rank_agents(
     specialization: Option<&str>,
     now: Timestamp,
 ) -> Vec<RankedAgent> {
-    let records = records(state, capabilities);
+    rank_with(
+        &Records::of(state),
+        state,
+        capabilities,
+        specialization,
+        now,
+    )
+}
+
+fn rank_with(
+    records: &Records<'_>,
+    state: &State,
+    capabilities: &[String],
+    specialization: Option<&str>,
+    now: Timestamp,
+) -> Vec<RankedAgent> {
     let mut ranked: Vec<RankedAgent> = state
         .agents
         .active(now)
@@ -164,11 +194,7 @@ pub fn rank_agents(
             })
         })
         .map(|agent| {
-            let (successes, finished) = match records.get(agent.id.as_str()) {
-                Some(record) if record.relevant.1 > 0 => record.relevant,
-                Some(record) => record.all,
-                None => (0, 0),
-            };
+            let (successes, finished) = records.of_agent(&agent.id, capabilities);
             let performance = (successes as f64 + 1.0) / (finished as f64 + 2.0);
             let limit = concurrency_limit(agent);
             let load = u32::try_from(state.queue.claimed_by(&agent.id).count()).unwrap_or(u32::MAX);
@@ -249,6 +275,7 @@ pub fn assemble_team(state: &State, tasks: &[TeamTask], now: Timestamp) -> Resul
         return Err(Error::DuplicateTask(twice.id.clone()));
     }
     let waves = waves(tasks)?;
+    let records = Records::of(state);
     let mut order: Vec<&TeamTask> = tasks.iter().collect();
     order.sort_by_key(|t| (waves[t.id.as_str()], std::cmp::Reverse(t.priority)));
     let mut given: BTreeMap<(u32, String), u32> = BTreeMap::new();
@@ -259,7 +286,7 @@ pub fn assemble_team(state: &State, tasks: &[TeamTask], now: Timestamp) -> Resul
     };
     for task in order {
         let wave = waves[task.id.as_str()];
-        let ranked = rank_agents(state, &task.required_capabilities, None, now);
+        let ranked = rank_with(&records, state, &task.required_capabilities, None, now);
         let free = ranked.iter().find(|candidate| {
             let taken = given
                 .get(&(wave, candidate.agent.clone()))
