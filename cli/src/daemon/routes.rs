@@ -602,15 +602,19 @@ pub(super) async fn batch(
     Json(json!({ "results": results })).into_response()
 }
 
+/// A request body as JSON: 413 when oversized, 400 naming the problem when not JSON.
+fn json_body(body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
+    body.map_err(ApiError::from).and_then(|body| {
+        serde_json::from_slice::<Value>(&body)
+            .map_err(|error| ApiError::malformed(format!("not JSON: {error}")))
+    })
+}
+
 pub(super) async fn generic_query(
     State(app): State<Shared>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let parsed = body.map_err(ApiError::from).and_then(|body| {
-        serde_json::from_slice::<Value>(&body)
-            .map_err(|error| ApiError::malformed(format!("not JSON: {error}")))
-    });
-    match parsed {
+    match json_body(body) {
         Ok(value) => answer_query(&app, value).await,
         Err(error) => error.into_response(),
     }
@@ -621,11 +625,7 @@ pub(super) async fn team(
     State(app): State<Shared>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let parsed = body.map_err(ApiError::from).and_then(|body| {
-        serde_json::from_slice::<Value>(&body)
-            .map_err(|error| ApiError::malformed(format!("not JSON: {error}")))
-    });
-    match parsed {
+    match json_body(body) {
         Ok(Value::Object(mut fields)) => {
             fields.insert("query".to_owned(), json!("team"));
             answer_query(&app, Value::Object(fields)).await

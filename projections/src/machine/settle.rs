@@ -8,7 +8,7 @@ use fleetlog_ledger::{Batch, Event};
 use crate::approvals::ApprovalState;
 use crate::command::{CommandError, Outcome};
 use crate::locks::{semaphore_of, slot_resource, slots_key};
-use crate::waits::{Refused, SignalWant, Waits};
+use crate::waits::{LockWant, Refused, SignalWant, Waiter, Waits};
 
 use super::*;
 
@@ -88,22 +88,32 @@ impl Machine {
             let Some(waiter) = self.waits.next_lock_waiter(resource) else {
                 break;
             };
-            let result = self.require_member(&waiter.agent).and_then(|()| {
-                self.grant_lock(
-                    batch,
-                    &waiter.agent,
-                    resource,
-                    waiter.wants.ttl_ms,
-                    waiter.wants.intent,
-                    waiter.since,
-                )
-            });
-            respond(
-                batch,
-                waiter.reply,
-                result.map(|lock| Outcome::Lock { lock }),
-            );
+            self.grant_to_waiter(batch, waiter, resource);
         }
+    }
+
+    /// Grants the lock on `resource` to a parked waiter (still a member) and answers it.
+    fn grant_to_waiter(
+        &mut self,
+        batch: &mut Batch<'_, '_>,
+        waiter: Waiter<LockWant>,
+        resource: &str,
+    ) {
+        let result = self.require_member(&waiter.agent).and_then(|()| {
+            self.grant_lock(
+                batch,
+                &waiter.agent,
+                resource,
+                waiter.wants.ttl_ms,
+                waiter.wants.intent,
+                waiter.since,
+            )
+        });
+        respond(
+            batch,
+            waiter.reply,
+            result.map(|lock| Outcome::Lock { lock }),
+        );
     }
 
     /// Grants freed slots of the semaphore `resource` to its waits, in arrival order.
@@ -117,21 +127,7 @@ impl Machine {
             let Some(waiter) = self.waits.next_lock_waiter(&key) else {
                 break;
             };
-            let result = self.require_member(&waiter.agent).and_then(|()| {
-                self.grant_lock(
-                    batch,
-                    &waiter.agent,
-                    &slot_resource(resource, slot),
-                    waiter.wants.ttl_ms,
-                    waiter.wants.intent,
-                    waiter.since,
-                )
-            });
-            respond(
-                batch,
-                waiter.reply,
-                result.map(|lock| Outcome::Lock { lock }),
-            );
+            self.grant_to_waiter(batch, waiter, &slot_resource(resource, slot));
         }
     }
 
