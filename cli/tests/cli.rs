@@ -495,3 +495,28 @@ fn every_list_table_shows_the_values_not_placeholders() {
         "{status}"
     );
 }
+
+#[test]
+fn bench_refuses_a_comparison_it_cannot_make_before_running_anything() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("bench.redb");
+    let unknown = fleetlog(&db, &["bench", "--duration", "30", "--against", "etcd"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(
+        stderr(&unknown).contains("only redis"),
+        "{}",
+        stderr(&unknown)
+    );
+    #[cfg(not(feature = "redis"))]
+    {
+        let redis = fleetlog(&db, &["bench", "--duration", "30", "--against", "redis"]);
+        assert_eq!(redis.status.code(), Some(1));
+        assert!(
+            stderr(&redis).contains("--features redis"),
+            "{}",
+            stderr(&redis)
+        );
+    }
+    // Neither ran the fleetlog half first: that would have made the ledger.
+    assert!(!db.exists());
+}

@@ -81,6 +81,15 @@ pub fn run(db: Option<&Path>, args: BenchArgs, out: &Output) -> Result<ExitCode>
     if args.clients == 0 {
         bail!("--clients must be at least 1");
     }
+    // Refuse what cannot be compared before spending the fleetlog half's time on it.
+    match args.against.as_deref() {
+        None => {}
+        Some("redis") if cfg!(feature = "redis") => {}
+        Some("redis") => bail!(
+            "this fleetlog was built without Redis support: run `cargo run --release -p fleetlog --features redis -- bench --against redis`"
+        ),
+        Some(other) => bail!("--against {other:?}: only redis is supported"),
+    }
     let stop = match (args.duration, args.ops) {
         (Some(_), Some(_)) => bail!("give --duration or --ops, not both"),
         (_, Some(ops)) => Stop::Ops { ops },
