@@ -83,6 +83,10 @@ pub struct ServerConfig {
     pub idle_exit: Option<std::time::Duration>,
 }
 
+/// How long a daemon started on demand retries a file another daemon still has open (one that
+/// went idle and is closing as this one starts).
+pub const ON_DEMAND_OPEN_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Sends SIGTERM to the daemon `pid` (its in-flight requests finish) and waits up to `within`
 /// for the process to exit; false if it is still running. A zombie counts as exited: it holds
 /// no file.
@@ -318,14 +322,33 @@ pub async fn serve(
             ))
         })?;
     let verifying = std::time::Instant::now();
-    let coordinator = Coordinator::open(
-        &config.db,
-        CoordinatorOptions {
-            skip_verify: config.skip_verify,
-            exclusive: config.exclusive,
-            ..CoordinatorOptions::default()
-        },
-    )?;
+    let open = || {
+        Coordinator::open(
+            &config.db,
+            CoordinatorOptions {
+                skip_verify: config.skip_verify,
+                exclusive: config.exclusive,
+                ..CoordinatorOptions::default()
+            },
+        )
+    };
+    let mut opened = open();
+    if config.idle_exit.is_some() {
+        // Started on demand just as an idle one exits: that one may still be closing the file.
+        // A daemon started by hand is told at once instead.
+        let deadline = std::time::Instant::now() + ON_DEMAND_OPEN_PATIENCE;
+        while matches!(
+            opened,
+            Err(fleetlog_projections::Error::Ledger(
+                fleetlog_ledger::Error::AlreadyOpen { .. }
+            ))
+        ) && std::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            opened = open();
+        }
+    }
+    let coordinator = opened?;
     let keys = crate::identity::Keys::load_or_create(&config.db)
         .map_err(|error| Error::Config(error.to_string()))?;
     let open_ms = verifying.elapsed().as_secs_f64() * 1e3;
@@ -348,6 +371,8 @@ pub async fn serve(
     });
 
     let unix = bind_socket(&config.socket)?;
+    // Which socket file is ours: at exit only that one is removed, never a successor's.
+    let our_socket = socket_inode(&config.socket);
     let connections_max = crate::daemon::listen::connection_bound(2);
     metrics
         .connections_max
@@ -450,16 +475,25 @@ pub async fn serve(
         watching.clone(),
     );
     tokio::join!(tcp_server, unix_server);
-    let _ = std::fs::remove_file(&config.socket);
     // Dropping the last handle stops the writer after its batch in flight and closes the file
     // once the fan-out thread, woken by the close, has dropped its reader.
     drop(app);
-    tokio::task::spawn_blocking(move || fanout.join())
-        .await
+    let closed = tokio::task::spawn_blocking(move || fanout.join()).await;
+    // The socket goes last: once it is gone the file is free, so whoever waits for it (a
+    // daemon taking over, a client starting a new one) can open the file at once.
+    if our_socket.is_some() && socket_inode(&config.socket) == our_socket {
+        let _ = std::fs::remove_file(&config.socket);
+    }
+    closed
         .map_err(|error| Error::Config(format!("the fan-out thread failed: {error}")))?
         .map_err(|_| Error::Config("the fan-out thread panicked".to_owned()))?;
     tracing::info!("stopped; the ledger is closed");
     Ok(())
+}
+
+fn socket_inode(path: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path).ok().map(|meta| meta.ino())
 }
 
 /// Binds the Unix socket at `path` with mode 0600. A socket left by a crashed daemon (nobody
