@@ -81,15 +81,11 @@ def request(
 ) -> Tuple[int, Any]:
     """One request on a connection of its own; the status and the JSON answer. `endpoint` is
     ("unix", path) or ("tcp", "host:port")."""
-    conn = _connect(endpoint, timeout)
-    data, sent = _encode(body, headers)
+    connections = Connections(endpoint)
     try:
-        conn.request(method, path, body=data, headers=sent)
-        response = conn.getresponse()
-        raw = response.read()
+        return connections.request(method, path, body, headers, timeout)
     finally:
-        conn.close()
-    return response.status, _decode(raw)
+        connections.close()
 
 
 class Connections:
