@@ -6,6 +6,9 @@
 //!
 //! `cargo bench --bench analytics`; under `cargo test` the ledger is small.
 
+use fleetlog_projections::commands::{
+    AcquireLock, Claim, CustomEvent, Enqueue, Heartbeat, ImportTelemetry, ReceiveSignal, SendSignal,
+};
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -108,10 +111,10 @@ fn build(workflows: u64, traffic: u64) -> (TempLedger, Coordinator) {
             .flat_map(|n| workflow(n, now))
             .collect();
         coordinator
-            .execute(Command::ImportTelemetry {
+            .execute(Command::ImportTelemetry(ImportTelemetry {
                 agent: "importer".into(),
                 events,
-            })
+            }))
             .expect("import");
         n += per_command;
     }
@@ -119,35 +122,35 @@ fn build(workflows: u64, traffic: u64) -> (TempLedger, Coordinator) {
         let agent = agents[(n % 16) as usize].clone();
         let other = agents[((n + 5) % 16) as usize].clone();
         match n % 6 {
-            0 => Command::Enqueue {
+            0 => Command::Enqueue(Enqueue {
                 agent,
                 spec: TaskSpec::new(TASK_KINDS[(n % 10) as usize]),
-            },
-            1 => Command::Claim {
+            }),
+            1 => Command::Claim(Claim {
                 agent,
                 tags: vec![],
                 tag_match: Default::default(),
                 task: None,
                 lease_ttl_ms: 24 * 3_600_000,
                 wait_ms: None,
-            },
-            2 => Command::AcquireLock {
+            }),
+            2 => Command::AcquireLock(AcquireLock {
                 slots: None,
                 agent,
                 resource: format!("file-{}", n % 64),
                 ttl_ms: 1,
                 intent: "edit".into(),
                 wait_ms: None,
-            },
-            3 => Command::SendSignal {
+            }),
+            3 => Command::SendSignal(SendSignal {
                 agent,
                 kind: "note".into(),
                 target: SignalTarget::Agent(other),
                 payload: Json::null(),
                 ttl_ms: 3_600_000,
                 correlation_id: None,
-            },
-            4 => Command::ReceiveSignal {
+            }),
+            4 => Command::ReceiveSignal(ReceiveSignal {
                 ack_ms: None,
                 agent,
                 filter: SignalFilter {
@@ -156,15 +159,15 @@ fn build(workflows: u64, traffic: u64) -> (TempLedger, Coordinator) {
                 },
                 consume: true,
                 wait_ms: None,
-            },
-            _ => Command::Heartbeat {
+            }),
+            _ => Command::Heartbeat(Heartbeat {
                 agent,
                 status: Some("ok".into()),
                 progress: None,
                 current_task: None,
                 metadata: None,
                 ttl_ms: 24 * 3_600_000,
-            },
+            }),
         }
     });
     pipelined(&coordinator, script);
@@ -239,11 +242,11 @@ fn analytics_benches(c: &mut Criterion) {
 fn readers_against_the_writer(c: &mut Criterion, coordinator: &Coordinator) {
     let append = || {
         coordinator
-            .execute(Command::Custom {
+            .execute(Command::Custom(CustomEvent {
                 agent: "importer".into(),
                 kind: "progress".into(),
                 payload: Json::null(),
-            })
+            }))
             .expect("append");
     };
     let mut group = c.benchmark_group("writer_vs_readers");

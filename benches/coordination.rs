@@ -5,6 +5,10 @@
 //!
 //! `cargo bench --bench coordination`; under `cargo test` each runs once on small fixtures.
 
+use fleetlog_projections::commands::{
+    AcquireLock, Claim, CompleteTask, CustomEvent, Enqueue, LogDecision, ReceiveSignal,
+    ReleaseLock, SendSignal,
+};
 use std::collections::VecDeque;
 use std::time::Duration;
 
@@ -87,15 +91,15 @@ fn busy_ledger(commands: u64) -> (TempLedger, u64) {
         let agent = agents[(n % 16) as usize].clone();
         match n % 10 {
             0..=4 => heartbeat(&agent),
-            5 => Command::SendSignal {
+            5 => Command::SendSignal(SendSignal {
                 agent,
                 kind: "note".to_owned(),
                 target: SignalTarget::Agent(agents[((n + 1) % 16) as usize].clone()),
                 payload: Json::null(),
                 ttl_ms: 60_000,
                 correlation_id: None,
-            },
-            6 => Command::ReceiveSignal {
+            }),
+            6 => Command::ReceiveSignal(ReceiveSignal {
                 ack_ms: None,
                 agent,
                 filter: SignalFilter {
@@ -104,27 +108,27 @@ fn busy_ledger(commands: u64) -> (TempLedger, u64) {
                 },
                 consume: true,
                 wait_ms: None,
-            },
-            7 => Command::Enqueue {
+            }),
+            7 => Command::Enqueue(Enqueue {
                 agent,
                 spec: TaskSpec::new(format!("task {n}")),
-            },
-            8 => Command::Claim {
+            }),
+            8 => Command::Claim(Claim {
                 agent,
                 tags: vec![],
                 tag_match: Default::default(),
                 task: None,
                 lease_ttl_ms: 3_600_000,
                 wait_ms: None,
-            },
-            _ => Command::LogDecision {
+            }),
+            _ => Command::LogDecision(LogDecision {
                 agent,
                 decision_type: "plan".to_owned(),
                 context: "bench".to_owned(),
                 reason: "because".to_owned(),
                 alternatives: vec![],
                 metadata: Json::null(),
-            },
+            }),
         }
     });
     pipelined(&coordinator, script, 512);
@@ -175,67 +179,67 @@ fn round_trips(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(5));
     group.bench_function("lock_acquire_release", |b| {
         b.iter(|| {
-            let token = match coordinator.execute(Command::AcquireLock {
+            let token = match coordinator.execute(Command::AcquireLock(AcquireLock {
                 slots: None,
                 agent: "a".to_owned(),
                 resource: "file".to_owned(),
                 ttl_ms: 60_000,
                 intent: "edit".to_owned(),
                 wait_ms: None,
-            }) {
+            })) {
                 Ok(Outcome::Lock { lock }) => lock.token,
                 other => panic!("{other:?}"),
             };
             coordinator
-                .execute(Command::ReleaseLock {
+                .execute(Command::ReleaseLock(ReleaseLock {
                     agent: "a".to_owned(),
                     resource: "file".to_owned(),
                     token,
-                })
+                }))
                 .expect("release");
         });
     });
     group.bench_function("enqueue_claim_complete", |b| {
         b.iter(|| {
             coordinator
-                .execute(Command::Enqueue {
+                .execute(Command::Enqueue(Enqueue {
                     agent: "a".to_owned(),
                     spec: TaskSpec::new("t"),
-                })
+                }))
                 .expect("enqueue");
-            let task = match coordinator.execute(Command::Claim {
+            let task = match coordinator.execute(Command::Claim(Claim {
                 agent: "b".to_owned(),
                 tags: vec![],
                 tag_match: Default::default(),
                 task: None,
                 lease_ttl_ms: 60_000,
                 wait_ms: None,
-            }) {
+            })) {
                 Ok(Outcome::Task { task: Some(task) }) => task.id,
                 other => panic!("{other:?}"),
             };
             coordinator
-                .execute(Command::Complete {
+                .execute(Command::Complete(CompleteTask {
                     agent: "b".to_owned(),
                     task,
                     result: Json::null(),
-                })
+                }))
                 .expect("complete");
         });
     });
     group.bench_function("signal_send_consume", |b| {
         b.iter(|| {
             coordinator
-                .execute(Command::SendSignal {
+                .execute(Command::SendSignal(SendSignal {
                     agent: "a".to_owned(),
                     kind: "ping".to_owned(),
                     target: SignalTarget::Agent("b".to_owned()),
                     payload: Json::null(),
                     ttl_ms: 60_000,
                     correlation_id: None,
-                })
+                }))
                 .expect("send");
-            match coordinator.execute(Command::ReceiveSignal {
+            match coordinator.execute(Command::ReceiveSignal(ReceiveSignal {
                 ack_ms: None,
                 agent: "b".to_owned(),
                 filter: SignalFilter {
@@ -244,7 +248,7 @@ fn round_trips(c: &mut Criterion) {
                 },
                 consume: true,
                 wait_ms: None,
-            }) {
+            })) {
                 Ok(Outcome::Signal { signal: Some(_) }) => {}
                 other => panic!("{other:?}"),
             }
@@ -268,11 +272,11 @@ fn parked_waits(c: &mut Criterion) {
     );
     let append = || {
         coordinator
-            .execute(Command::Custom {
+            .execute(Command::Custom(CustomEvent {
                 agent: "writer".to_owned(),
                 kind: "progress".to_owned(),
                 payload: Json::null(),
-            })
+            }))
             .expect("append");
     };
     let mut group = c.benchmark_group("parked_waits");
@@ -288,7 +292,7 @@ fn parked_waits(c: &mut Criterion) {
         .iter()
         .map(|agent| {
             coordinator
-                .submit(Command::ReceiveSignal {
+                .submit(Command::ReceiveSignal(ReceiveSignal {
                     ack_ms: None,
                     agent: agent.clone(),
                     filter: SignalFilter {
@@ -297,7 +301,7 @@ fn parked_waits(c: &mut Criterion) {
                     },
                     consume: true,
                     wait_ms: Some(3_600_000),
-                })
+                }))
                 .expect("queued")
         })
         .collect();

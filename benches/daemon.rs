@@ -6,6 +6,9 @@
 //!
 //! `cargo bench --bench daemon`; under `cargo test` each runs once.
 
+use fleetlog_projections::commands::{
+    AcquireLock, Claim, CompleteTask, CustomEvent, Enqueue, ReceiveSignal, ReleaseLock, SendSignal,
+};
 use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -104,7 +107,7 @@ fn signal_wake_latency(c: &mut Criterion) {
     let (woke, woken) = mpsc::channel::<Instant>();
     let client = daemon.client();
     let consumer = std::thread::spawn(move || {
-        let wait = Command::ReceiveSignal {
+        let wait = Command::ReceiveSignal(ReceiveSignal {
             ack_ms: None,
             agent: "consumer".into(),
             filter: SignalFilter {
@@ -113,7 +116,7 @@ fn signal_wake_latency(c: &mut Criterion) {
             },
             consume: true,
             wait_ms: Some(60_000),
-        };
+        });
         while wait_now.recv().is_ok() {
             match client.execute(&wait) {
                 Ok(Outcome::Signal { signal: Some(_) }) => {
@@ -123,14 +126,14 @@ fn signal_wake_latency(c: &mut Criterion) {
             }
         }
     });
-    let send = Command::SendSignal {
+    let send = Command::SendSignal(SendSignal {
         agent: "producer".into(),
         kind: "ping".into(),
         target: SignalTarget::Agent("consumer".into()),
         payload: Json::null(),
         ttl_ms: 60_000,
         correlation_id: None,
-    };
+    });
     let probe = |samples: &mut Vec<Duration>| {
         go.send(()).expect("consumer alive");
         // Let the consumer park its wait before sending: a wait that finds the signal already
@@ -198,51 +201,51 @@ fn http_round_trips(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(5));
     group.bench_function("http_lock_acquire_release", |b| {
         b.iter(|| {
-            let token = match client.execute(&Command::AcquireLock {
+            let token = match client.execute(&Command::AcquireLock(AcquireLock {
                 slots: None,
                 agent: "a".into(),
                 resource: "file".into(),
                 ttl_ms: 60_000,
                 intent: String::new(),
                 wait_ms: None,
-            }) {
+            })) {
                 Ok(Outcome::Lock { lock }) => lock.token,
                 other => panic!("{other:?}"),
             };
             client
-                .execute(&Command::ReleaseLock {
+                .execute(&Command::ReleaseLock(ReleaseLock {
                     agent: "a".into(),
                     resource: "file".into(),
                     token,
-                })
+                }))
                 .expect("release");
         });
     });
     group.bench_function("http_enqueue_claim_complete", |b| {
         b.iter(|| {
             client
-                .execute(&Command::Enqueue {
+                .execute(&Command::Enqueue(Enqueue {
                     agent: "a".into(),
                     spec: TaskSpec::new("t"),
-                })
+                }))
                 .expect("enqueue");
-            let task = match client.execute(&Command::Claim {
+            let task = match client.execute(&Command::Claim(Claim {
                 agent: "b".into(),
                 tags: vec![],
                 tag_match: Default::default(),
                 task: None,
                 lease_ttl_ms: 60_000,
                 wait_ms: None,
-            }) {
+            })) {
                 Ok(Outcome::Task { task: Some(task) }) => task.id,
                 other => panic!("{other:?}"),
             };
             client
-                .execute(&Command::Complete {
+                .execute(&Command::Complete(CompleteTask {
                     agent: "b".into(),
                     task,
                     result: Json::null(),
-                })
+                }))
                 .expect("complete");
         });
     });
@@ -263,11 +266,11 @@ fn durable_append_shared_vs_exclusive(c: &mut Criterion) {
         client
             .execute(&heartbeat("a", 3_600_000))
             .expect("heartbeat");
-        let append = Command::Custom {
+        let append = Command::Custom(CustomEvent {
             agent: "a".into(),
             kind: "bench".into(),
             payload: Json::null(),
-        };
+        });
         group.bench_function(name, |b| {
             b.iter(|| client.execute(&append).expect("append"));
         });

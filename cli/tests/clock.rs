@@ -5,6 +5,7 @@
 #[path = "support/harness.rs"]
 mod harness;
 
+use fleetlog_projections::commands::{AcquireLock, Heartbeat, Register};
 use std::path::{Path, PathBuf};
 
 use fleetlog::client::{BlockingClient, Method};
@@ -32,14 +33,14 @@ fn step_wall(offset_file: &Path, offset: &str) {
 }
 
 fn lock(agent: &str, resource: &str, ttl_ms: u64, wait_ms: Option<u64>) -> Command {
-    Command::AcquireLock {
+    Command::AcquireLock(AcquireLock {
         slots: None,
         agent: agent.into(),
         resource: resource.into(),
         ttl_ms,
         intent: String::new(),
         wait_ms,
-    }
+    })
 }
 
 fn head_ts(client: &BlockingClient) -> i64 {
@@ -82,14 +83,14 @@ fn wall_clock_steps_under_libfaketime_neither_freeze_nor_mass_expire_ttls() {
     let client = daemon.client();
     for agent in ["a", "b"] {
         client
-            .execute(&Command::Register {
+            .execute(&Command::Register(Register {
                 agent: agent.into(),
                 role: "test".into(),
                 name: agent.into(),
                 working_on: String::new(),
                 capabilities: vec![],
                 metadata: Json::null(),
-            })
+            }))
             .expect("register");
     }
     let Ok(Outcome::Lock { .. }) = client.execute(&lock("a", "r", 1_000, None)) else {
@@ -118,14 +119,14 @@ fn wall_clock_steps_under_libfaketime_neither_freeze_nor_mass_expire_ttls() {
     let before = head_ts(&client);
     step_wall(&offset_file, "+1d");
     client
-        .execute(&Command::Heartbeat {
+        .execute(&Command::Heartbeat(Heartbeat {
             agent: "a".into(),
             status: Some("working".into()),
             progress: None,
             current_task: None,
             metadata: None,
             ttl_ms: 30_000,
-        })
+        }))
         .expect("a heartbeat after the step forward");
     let after = head_ts(&client);
     assert!(

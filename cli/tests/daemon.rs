@@ -6,6 +6,9 @@
 //! Ctrl-C) consumes nothing; a timed-out wait answers 200; a keyed retry appends once across a
 //! SIGKILL; 5,000 idle connections lock nobody out; SIGTERM ends within the grace period.
 
+use fleetlog_projections::commands::{
+    AcquireLock, Claim, CustomEvent, Enqueue, ReceiveSignal, Register, ReleaseLock, SendSignal,
+};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command as Process, Stdio};
@@ -43,14 +46,14 @@ fn fleet(agents: &[&str]) -> (tempfile::TempDir, PathBuf, Daemon, BlockingClient
 
 fn register(client: &BlockingClient, agent: &str) {
     client
-        .execute(&Command::Register {
+        .execute(&Command::Register(Register {
             agent: agent.to_owned(),
             role: "test".to_owned(),
             name: agent.to_owned(),
             working_on: String::new(),
             capabilities: vec![],
             metadata: Json::null(),
-        })
+        }))
         .expect("register");
 }
 
@@ -172,10 +175,10 @@ fn eight_workers_drain_a_thousand_tasks_and_a_killed_workers_task_is_recovered()
     let (_dir, db, daemon, client) = fleet(&["boss"]);
     for n in 0..TASKS {
         client
-            .execute(&Command::Enqueue {
+            .execute(&Command::Enqueue(Enqueue {
                 agent: "boss".into(),
                 spec: TaskSpec::new(format!("task {n}")),
-            })
+            }))
             .expect("enqueue");
     }
     let socket = daemon.socket.to_str().expect("utf-8").to_owned();
@@ -280,11 +283,11 @@ fn an_sse_subscriber_resumes_across_a_daemon_restart_with_its_last_event_id() {
     register(&client, "writer");
     let append = |client: &BlockingClient, n: u64| {
         client
-            .execute(&Command::Custom {
+            .execute(&Command::Custom(CustomEvent {
                 agent: "writer".into(),
                 kind: "n".into(),
                 payload: Json::from_value(&serde_json::json!(n)),
-            })
+            }))
             .expect("append")
     };
     let (seen_tx, seen_rx) = mpsc::channel::<u64>();
@@ -336,13 +339,15 @@ fn malformed_unknown_oversized_and_unauthorised_requests_are_refused_and_change_
     let daemon = Daemon::start(&db, &["--token", "s3cret"]);
     let client = daemon.client();
     register(&client, "a");
-    let acquire = |agent: &str| Command::AcquireLock {
-        slots: None,
-        agent: agent.into(),
-        resource: "db".into(),
-        ttl_ms: 60_000,
-        intent: String::new(),
-        wait_ms: None,
+    let acquire = |agent: &str| {
+        Command::AcquireLock(AcquireLock {
+            slots: None,
+            agent: agent.into(),
+            resource: "db".into(),
+            ttl_ms: 60_000,
+            intent: String::new(),
+            wait_ms: None,
+        })
     };
     assert!(matches!(
         client.execute(&acquire("a")).expect("acquire"),
@@ -422,20 +427,22 @@ fn malformed_unknown_oversized_and_unauthorised_requests_are_refused_and_change_
 #[test]
 fn a_batch_answers_each_command_on_its_own_in_order() {
     let (_dir, _db, _daemon, client) = fleet(&[]);
-    let custom = |agent: &str, n: u64| Command::Custom {
-        agent: agent.into(),
-        kind: "n".into(),
-        payload: Json::from_value(&serde_json::json!(n)),
+    let custom = |agent: &str, n: u64| {
+        Command::Custom(CustomEvent {
+            agent: agent.into(),
+            kind: "n".into(),
+            payload: Json::from_value(&serde_json::json!(n)),
+        })
     };
     let commands = vec![
-        Command::Register {
+        Command::Register(Register {
             agent: "a".into(),
             role: String::new(),
             name: String::new(),
             working_on: String::new(),
             capabilities: vec![],
             metadata: Json::null(),
-        },
+        }),
         custom("a", 1),
         custom("ghost", 2),
         custom("a", 3),
@@ -485,20 +492,20 @@ fn await_waiters(client: &BlockingClient, waiters: u64) {
 
 fn send_signal(client: &BlockingClient, from: &str, to: &str, payload: serde_json::Value) {
     client
-        .execute(&Command::SendSignal {
+        .execute(&Command::SendSignal(SendSignal {
             agent: from.to_owned(),
             kind: "job".to_owned(),
             target: fleetlog_ledger::SignalTarget::Agent(to.to_owned()),
             payload: Json::from_value(&payload),
             ttl_ms: 60_000,
             correlation_id: None,
-        })
+        }))
         .expect("send");
 }
 
 fn check_signal(client: &BlockingClient, agent: &str) -> Option<serde_json::Value> {
     let outcome = client
-        .execute(&Command::ReceiveSignal {
+        .execute(&Command::ReceiveSignal(ReceiveSignal {
             agent: agent.to_owned(),
             filter: fleetlog_projections::signals::SignalFilter {
                 kind: "job".to_owned(),
@@ -507,7 +514,7 @@ fn check_signal(client: &BlockingClient, agent: &str) -> Option<serde_json::Valu
             consume: true,
             wait_ms: None,
             ack_ms: None,
-        })
+        }))
         .expect("check");
     match outcome {
         Outcome::Signal { signal } => signal.map(|signal| signal.payload.to_value()),
@@ -599,14 +606,14 @@ fn ctrl_c_on_a_cli_lock_wait_grants_the_released_lock_to_nobody_gone() {
         register(&client, agent);
     }
     let acquire = |agent: &str| {
-        client.execute(&Command::AcquireLock {
+        client.execute(&Command::AcquireLock(AcquireLock {
             slots: None,
             agent: agent.to_owned(),
             resource: "src/lib.rs".to_owned(),
             ttl_ms: 60_000,
             intent: String::new(),
             wait_ms: None,
-        })
+        }))
     };
     let Ok(Outcome::Lock { lock }) = acquire("holder") else {
         panic!("the first acquire is granted");
@@ -626,11 +633,11 @@ fn ctrl_c_on_a_cli_lock_wait_grants_the_released_lock_to_nobody_gone() {
         ],
     );
     client
-        .execute(&Command::ReleaseLock {
+        .execute(&Command::ReleaseLock(ReleaseLock {
             agent: "holder".to_owned(),
             resource: "src/lib.rs".to_owned(),
             token: lock.token,
-        })
+        }))
         .expect("release");
     match acquire("next") {
         Ok(Outcome::Lock { lock }) => assert_eq!(lock.holder, "next"),
@@ -647,20 +654,20 @@ fn ctrl_c_on_a_cli_claim_wait_leaves_the_task_unclaimed_with_no_attempt_counted(
         &["task", "claim", "--agent", "quitter", "--wait-ms", "60000"],
     );
     client
-        .execute(&Command::Enqueue {
+        .execute(&Command::Enqueue(Enqueue {
             agent: "worker".to_owned(),
             spec: TaskSpec::new("build"),
-        })
+        }))
         .expect("enqueue");
     let claimed = client
-        .execute(&Command::Claim {
+        .execute(&Command::Claim(Claim {
             agent: "worker".to_owned(),
             tags: vec![],
             tag_match: Default::default(),
             task: None,
             lease_ttl_ms: 60_000,
             wait_ms: None,
-        })
+        }))
         .expect("claim");
     match claimed {
         Outcome::Task { task: Some(task) } => {
@@ -754,11 +761,11 @@ fn thousands_of_idle_connections_do_not_lock_out_a_client_on_either_listener() {
     // A new client: the first one's pooled connection may have idled past the header timeout.
     daemon
         .client()
-        .execute(&Command::Custom {
+        .execute(&Command::Custom(CustomEvent {
             agent: "a".to_owned(),
             kind: "k".to_owned(),
             payload: Json::null(),
-        })
+        }))
         .expect("the Unix socket still serves");
     drop(idle);
 }
@@ -803,11 +810,11 @@ fn stuck_sse_readers_cost_bounded_memory_while_large_records_are_appended() {
     let (_dir, _db, daemon, client) = fleet(&["a"]);
     let append = |n: usize| {
         client
-            .execute(&Command::Custom {
+            .execute(&Command::Custom(CustomEvent {
                 agent: "a".to_owned(),
                 kind: "blob".to_owned(),
                 payload: Json::from_value(&serde_json::json!("x".repeat(n))),
-            })
+            }))
             .expect("append");
     };
     // Fill the daemon's page cache (bounded by STORE_CACHE_BYTES) first, so the growth

@@ -190,3 +190,81 @@ impl Agents {
             .collect()
     }
 }
+
+/// Joins the fleet (or comes back): who the agent is, its role and what it can do.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Register {
+    pub agent: String,
+    #[serde(default)]
+    pub role: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub working_on: String,
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    #[serde(default)]
+    pub metadata: Json,
+}
+
+/// A sign of life. Fields left out keep their last value (`current_task: ""` clears it).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Heartbeat {
+    pub agent: String,
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub progress: Option<f64>,
+    #[serde(default)]
+    pub current_task: Option<String>,
+    #[serde(default)]
+    pub metadata: Option<Json>,
+    #[serde(default = "heartbeat_ttl_default")]
+    pub ttl_ms: u64,
+}
+
+/// Leaves the fleet: what the agent holds is released, each release recorded.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Deregister {
+    pub agent: String,
+    #[serde(default)]
+    pub reason: String,
+}
+
+fn heartbeat_ttl_default() -> u64 {
+    crate::agents::HEARTBEAT_TTL_MS_DEFAULT
+}
+
+impl Agents {
+    /// A heartbeat's event: what is left out keeps its last value, and the event records the
+    /// whole picture (so replay needs no defaults).
+    pub(crate) fn heartbeat_event(&self, heartbeat: Heartbeat) -> Event {
+        let Heartbeat {
+            agent,
+            status,
+            progress,
+            current_task,
+            metadata,
+            ttl_ms,
+        } = heartbeat;
+        let last = self.get(&agent);
+        Event::AgentHeartbeat {
+            status: status
+                .or_else(|| last.map(|last| last.status.clone()))
+                .unwrap_or_default(),
+            progress: progress.or_else(|| last.and_then(|last| last.progress)),
+            current_task: match current_task {
+                Some(task) if task.is_empty() => None,
+                Some(task) => Some(task),
+                None => last.and_then(|last| last.current_task.clone()),
+            },
+            metadata: metadata
+                .or_else(|| last.map(|last| last.metadata.clone()))
+                .unwrap_or_else(fleetlog_ledger::Json::null),
+            ttl_ms,
+        }
+    }
+}

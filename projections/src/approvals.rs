@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::command::CommandError;
 use bincode::{Decode, Encode};
 use fleetlog_ledger::{Event, Json, Record, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -125,5 +126,76 @@ impl Approvals {
             .values()
             .filter(|approval| approval.state_at(now) == ApprovalState::Pending)
             .collect()
+    }
+}
+
+/// Asks for a decision on `action` by one of `approvers` (anyone, if empty) within
+/// `timeout_ms`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RequestApproval {
+    pub agent: String,
+    pub action: String,
+    #[serde(default)]
+    pub context: Json,
+    #[serde(default)]
+    pub approvers: Vec<String>,
+    pub timeout_ms: u64,
+}
+
+/// An allowed approver approves or rejects a pending request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DecideApproval {
+    pub agent: String,
+    pub approval: u64,
+    pub approved: bool,
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// Waits up to `wait_ms` for a request to be decided or to expire.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AwaitApproval {
+    pub agent: String,
+    pub approval: u64,
+    pub wait_ms: u64,
+}
+
+impl Approvals {
+    /// Whether `agent` may decide `approval` at `now`: pending, and a named approver (or, with
+    /// none named, anyone but the requester).
+    pub(crate) fn check_decider(
+        &self,
+        agent: &str,
+        approval: u64,
+        now: Timestamp,
+    ) -> Result<(), CommandError> {
+        let found = self
+            .get(approval)
+            .ok_or(CommandError::UnknownApproval { approval })?;
+        match found.state_at(now) {
+            ApprovalState::Pending => {}
+            ApprovalState::Expired => {
+                return Err(CommandError::ApprovalExpired {
+                    approval,
+                    deadline: found.deadline(),
+                });
+            }
+            ApprovalState::Approved | ApprovalState::Rejected => {
+                return Err(CommandError::AlreadyDecided { approval });
+            }
+        }
+        if found.approvers.is_empty() && agent == found.requested_by {
+            return Err(CommandError::SelfApproval { approval });
+        }
+        if !found.may_decide(agent) {
+            return Err(CommandError::NotAnApprover {
+                approval,
+                approvers: found.approvers.clone(),
+            });
+        }
+        Ok(())
     }
 }

@@ -79,3 +79,23 @@ fn post(record: &Record, message: &str) -> Post {
         at: record.ts,
     }
 }
+
+/// Opens a thread on the board; the answer's seq is its id.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PostThread {
+    pub agent: String,
+    pub title: String,
+    pub message: String,
+    #[serde(default)]
+    pub priority: i32,
+}
+
+/// Adds a message to a thread.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReplyToThread {
+    pub agent: String,
+    pub thread: u64,
+    pub message: String,
+}

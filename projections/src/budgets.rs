@@ -4,8 +4,10 @@
 
 use std::collections::BTreeMap;
 
+use crate::command::CommandError;
 use bincode::{Decode, Encode};
 use fleetlog_ledger::{Event, Record, Timestamp};
+use serde::{Deserialize, Serialize};
 
 const DAY_MICROS: i64 = 24 * 3_600 * 1_000_000;
 
@@ -108,5 +110,36 @@ impl Budgets {
             spent_usd: self.fleet_spent.get(&day).copied().unwrap_or(0.0),
         });
         agents.chain(fleet).collect()
+    }
+}
+
+/// A daily spending limit (USD per UTC day) for one agent (`spender`) or, without one, for
+/// the whole fleet; `limit_usd: null` removes it. Stages are refused while one is exceeded.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetSpendLimit {
+    pub agent: String,
+    #[serde(default)]
+    pub spender: Option<String>,
+    pub limit_usd: Option<f64>,
+}
+
+impl Budgets {
+    /// The daily limits of `agent` and of the fleet: refused while either is exceeded today.
+    pub(crate) fn check_limits(&self, agent: &str, now: Timestamp) -> Result<(), CommandError> {
+        let day = day_of(now);
+        match self
+            .limits_for(agent, day)
+            .into_iter()
+            .find(LimitStatus::exceeded)
+        {
+            None => Ok(()),
+            Some(limit) => Err(CommandError::OverSpendLimit {
+                spender: limit.spender,
+                day: day_name(day),
+                limit_usd: limit.limit_usd,
+                spent_usd: limit.spent_usd,
+            }),
+        }
     }
 }

@@ -1,427 +1,60 @@
 //! The coordination commands, what they answer, and how they are refused.
 
-use fleetlog_ledger::{Json, Outcome as WorkOutcome, SignalTarget, Timestamp};
-use serde::{Deserialize, Deserializer, Serialize};
+use crate::commands::*;
+use fleetlog_ledger::Timestamp;
+use serde::{Deserialize, Serialize};
 
 use crate::approvals::Approval;
 use crate::locks::Lock;
 use crate::queue::Task;
-use crate::signals::{Signal, SignalFilter};
+use crate::signals::Signal;
 
-/// A task to enqueue.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TaskSpec {
-    pub title: String,
-    #[serde(default)]
-    pub description: String,
-    #[serde(default)]
-    pub priority: i32,
-    #[serde(default)]
-    pub tags: Vec<String>,
-    #[serde(default)]
-    pub payload: Json,
-    /// At least 1; [`crate::queue::MAX_ATTEMPTS_DEFAULT`] by default.
-    #[serde(default = "max_attempts_default")]
-    pub max_attempts: u32,
-    #[serde(default)]
-    pub depends_on: Vec<u64>,
-    #[serde(default)]
-    pub not_before: Option<Timestamp>,
-    #[serde(default)]
-    pub workflow_id: Option<String>,
-    /// The caller's own id for the task, unique in the ledger (look it up with
-    /// `GET /v1/tasks?key=…`).
-    #[serde(default)]
-    pub key: Option<String>,
-    /// Only an agent with all of these capabilities may claim it.
-    #[serde(default)]
-    pub required_capabilities: Vec<String>,
-    /// Running out of attempts escalates the task (for someone to decide) instead of
-    /// dead-lettering it.
-    #[serde(default)]
-    pub escalate_when_exhausted: bool,
-}
-
-fn max_attempts_default() -> u32 {
-    crate::queue::MAX_ATTEMPTS_DEFAULT
-}
-
-fn heartbeat_ttl_default() -> u64 {
-    crate::agents::HEARTBEAT_TTL_MS_DEFAULT
-}
-
-fn signal_ttl_default() -> u64 {
-    crate::signals::SIGNAL_TTL_MS_DEFAULT
-}
-
-fn lease_ttl_default() -> u64 {
-    crate::queue::LEASE_TTL_MS_DEFAULT
-}
-
-fn yes() -> bool {
+pub(crate) fn yes() -> bool {
     true
-}
-
-fn broadcast() -> SignalTarget {
-    SignalTarget::Broadcast
-}
-
-/// A signal's target in JSON: `"broadcast"`, `"*"` or null for everyone; an agent id, or
-/// `{"agent": id}`, for one agent.
-fn target<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SignalTarget, D::Error> {
-    #[derive(Deserialize, schemars::JsonSchema)]
-    #[serde(untagged)]
-    enum Wire {
-        Name(Option<String>),
-        Tagged(SignalTarget),
-    }
-    Ok(match Wire::deserialize(deserializer)? {
-        Wire::Name(None) => SignalTarget::Broadcast,
-        Wire::Name(Some(name)) if name == "broadcast" || name == "*" => SignalTarget::Broadcast,
-        Wire::Name(Some(name)) => SignalTarget::Agent(name),
-        Wire::Tagged(target) => target,
-    })
-}
-
-impl TaskSpec {
-    pub fn new(title: impl Into<String>) -> Self {
-        TaskSpec {
-            title: title.into(),
-            description: String::new(),
-            priority: 0,
-            tags: Vec::new(),
-            payload: Json::null(),
-            max_attempts: crate::queue::MAX_ATTEMPTS_DEFAULT,
-            depends_on: Vec::new(),
-            not_before: None,
-            workflow_id: None,
-            key: None,
-            required_capabilities: Vec::new(),
-            escalate_when_exhausted: false,
-        }
-    }
-}
-
-/// A completed stage's figures.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct StageReport {
-    pub stage: String,
-    pub agent: String,
-    #[serde(default)]
-    pub tier: String,
-    pub outcome: WorkOutcome,
-    pub duration_ms: u64,
-    #[serde(default)]
-    pub cost_usd: f64,
-    #[serde(default)]
-    pub tokens: u64,
-    #[serde(default)]
-    pub description: String,
-    #[serde(default)]
-    pub tags: Vec<String>,
-    #[serde(default)]
-    pub quality: Option<f64>,
 }
 
 /// Every command the state machine accepts. `agent` is who issues it (the record's actor). In
 /// JSON, tagged by `"command"` (`{"command": "acquire_lock", "agent": …}`), with defaults for
 /// everything optional.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(tag = "command", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(tag = "command", rename_all = "snake_case")]
 pub enum Command {
-    Register {
-        agent: String,
-        #[serde(default)]
-        role: String,
-        #[serde(default)]
-        name: String,
-        #[serde(default)]
-        working_on: String,
-        #[serde(default)]
-        capabilities: Vec<String>,
-        #[serde(default)]
-        metadata: Json,
-    },
-    /// A sign of life. Fields left out keep their last value (`current_task: ""` clears it).
-    Heartbeat {
-        agent: String,
-        #[serde(default)]
-        status: Option<String>,
-        #[serde(default)]
-        progress: Option<f64>,
-        #[serde(default)]
-        current_task: Option<String>,
-        #[serde(default)]
-        metadata: Option<Json>,
-        #[serde(default = "heartbeat_ttl_default")]
-        ttl_ms: u64,
-    },
-    Deregister {
-        agent: String,
-        #[serde(default)]
-        reason: String,
-    },
-    SendSignal {
-        agent: String,
-        kind: String,
-        #[serde(default = "broadcast", deserialize_with = "target")]
-        target: SignalTarget,
-        #[serde(default)]
-        payload: Json,
-        #[serde(default = "signal_ttl_default")]
-        ttl_ms: u64,
-        #[serde(default)]
-        correlation_id: Option<u64>,
-    },
-    /// Take (or, without `consume`, look at) the oldest matching signal; with `wait_ms`, wait
-    /// that long for one to be sent.
-    ReceiveSignal {
-        agent: String,
-        filter: SignalFilter,
-        #[serde(default = "yes")]
-        consume: bool,
-        #[serde(default)]
-        wait_ms: Option<u64>,
-        /// Acknowledged delivery: the signal stays the receiver's until it sends
-        /// `ack_signal`, and becomes receivable again if that does not happen within this many
-        /// milliseconds. Implies `consume`. Without it, delivery is at most once.
-        #[serde(default)]
-        ack_ms: Option<u64>,
-    },
-    /// Acknowledges a signal received with `ack_ms`: it is consumed.
-    AckSignal {
-        agent: String,
-        signal: u64,
-    },
-    AcquireLock {
-        agent: String,
-        resource: String,
-        ttl_ms: u64,
-        #[serde(default)]
-        intent: String,
-        /// Wait in FIFO order up to this long while another agent holds it.
-        #[serde(default)]
-        wait_ms: Option<u64>,
-        /// A counting semaphore: up to this many holders of `resource` at once (e.g. LLM rate
-        /// slots). The grant is a lock on one free slot, `<resource>/slot-<i>`, renewed and
-        /// released by that name and its token like any lock. Give the same count everywhere.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        slots: Option<u32>,
-    },
-    RenewLock {
-        agent: String,
-        resource: String,
-        token: u64,
-        ttl_ms: u64,
-    },
-    ReleaseLock {
-        agent: String,
-        resource: String,
-        token: u64,
-    },
-    Enqueue {
-        agent: String,
-        spec: TaskSpec,
-    },
-    Claim {
-        agent: String,
-        /// Tags the task must carry: every one (`tag_match: all`, the default) or any one.
-        #[serde(default)]
-        tags: Vec<String>,
-        #[serde(default)]
-        tag_match: crate::queue::TagMatch,
-        /// Claim this task and no other.
-        #[serde(default)]
-        task: Option<u64>,
-        #[serde(default = "lease_ttl_default")]
-        lease_ttl_ms: u64,
-        #[serde(default)]
-        wait_ms: Option<u64>,
-    },
-    /// The holder gives a claimed task back without counting the attempt; anyone requeues an
-    /// escalated task.
-    ReleaseTask {
-        agent: String,
-        task: u64,
-        #[serde(default)]
-        reason: String,
-    },
-    /// The holder reports progress (0..=1) and a free-form status.
-    TaskProgress {
-        agent: String,
-        task: u64,
-        #[serde(default)]
-        progress: Option<f64>,
-        #[serde(default)]
-        status: String,
-    },
-    /// Puts a task aside for a decision: not claimable until released, cancelled or
-    /// dead-lettered.
-    EscalateTask {
-        agent: String,
-        task: u64,
-        reason: String,
-    },
-    /// Moves an unfinished task to the dead-letter queue on request (e.g. the operator's).
-    DeadLetterTask {
-        agent: String,
-        task: u64,
-        reason: String,
-    },
-    RenewLease {
-        agent: String,
-        task: u64,
-        #[serde(default = "lease_ttl_default")]
-        lease_ttl_ms: u64,
-    },
-    Complete {
-        agent: String,
-        task: u64,
-        #[serde(default)]
-        result: Json,
-    },
-    Fail {
-        agent: String,
-        task: u64,
-        error: String,
-        #[serde(default = "yes")]
-        retryable: bool,
-    },
-    Cancel {
-        agent: String,
-        task: u64,
-        #[serde(default)]
-        reason: String,
-    },
-    RequestApproval {
-        agent: String,
-        action: String,
-        #[serde(default)]
-        context: Json,
-        #[serde(default)]
-        approvers: Vec<String>,
-        timeout_ms: u64,
-    },
-    Decide {
-        agent: String,
-        approval: u64,
-        approved: bool,
-        #[serde(default)]
-        reason: String,
-    },
-    AwaitApproval {
-        agent: String,
-        approval: u64,
-        wait_ms: u64,
-    },
-    Post {
-        agent: String,
-        title: String,
-        message: String,
-        #[serde(default)]
-        priority: i32,
-    },
-    Reply {
-        agent: String,
-        thread: u64,
-        message: String,
-    },
-    LogDecision {
-        agent: String,
-        decision_type: String,
-        #[serde(default)]
-        context: String,
-        reason: String,
-        #[serde(default)]
-        alternatives: Vec<String>,
-        #[serde(default)]
-        metadata: Json,
-    },
-    StartWorkflow {
-        agent: String,
-        workflow_id: String,
-        #[serde(default)]
-        project: String,
-        #[serde(default)]
-        agent_plan: Vec<String>,
-        #[serde(default)]
-        estimated_duration_ms: Option<u64>,
-    },
-    StartStage {
-        agent: String,
-        workflow_id: String,
-        stage: String,
-        stage_agent: String,
-        #[serde(default)]
-        tier: String,
-    },
-    CompleteStage {
-        agent: String,
-        workflow_id: String,
-        report: StageReport,
-    },
-    Handoff {
-        agent: String,
-        workflow_id: String,
-        from_agent: String,
-        to_agent: String,
-        #[serde(default)]
-        artifacts: Vec<String>,
-    },
-    Checkpoint {
-        agent: String,
-        workflow_id: String,
-        stage: String,
-        #[serde(default)]
-        state: Json,
-    },
-    CompleteWorkflow {
-        agent: String,
-        workflow_id: String,
-        success: bool,
-        #[serde(default)]
-        error: Option<String>,
-        /// The agents that ran; empty means "those that completed stages".
-        #[serde(default)]
-        agents_executed: Vec<String>,
-        /// How long it took, as the caller measured it (OaK's `duration_seconds` × 1000);
-        /// without it, analytics use ledger times.
-        #[serde(default)]
-        duration_ms: Option<u64>,
-    },
-    CancelWorkflow {
-        agent: String,
-        workflow_id: String,
-        #[serde(default)]
-        reason: String,
-    },
-    SetBudget {
-        agent: String,
-        workflow_id: String,
-        limit_usd: f64,
-    },
-    /// A daily spending limit (USD per UTC day) for one agent (`spender`) or, without one, for
-    /// the whole fleet; `limit_usd: null` removes it. Stages are refused while one is exceeded.
-    SetSpendLimit {
-        agent: String,
-        #[serde(default)]
-        spender: Option<String>,
-        limit_usd: Option<f64>,
-    },
-    Custom {
-        agent: String,
-        kind: String,
-        #[serde(default)]
-        payload: Json,
-    },
-    /// Appends existing telemetry (workflow starts, stages, handoffs, completions, with their
-    /// original times in `occurred_at`) atomically: all or nothing.
-    ImportTelemetry {
-        agent: String,
-        events: Vec<fleetlog_ledger::Event>,
-    },
+    Register(Register),
+    Heartbeat(Heartbeat),
+    Deregister(Deregister),
+    SendSignal(SendSignal),
+    ReceiveSignal(ReceiveSignal),
+    AckSignal(AckSignal),
+    AcquireLock(AcquireLock),
+    RenewLock(RenewLock),
+    ReleaseLock(ReleaseLock),
+    Enqueue(Enqueue),
+    Claim(Claim),
+    ReleaseTask(ReleaseTask),
+    TaskProgress(TaskProgress),
+    EscalateTask(EscalateTask),
+    DeadLetterTask(DeadLetterTask),
+    RenewLease(RenewLease),
+    Complete(CompleteTask),
+    Fail(FailTask),
+    Cancel(CancelTask),
+    RequestApproval(RequestApproval),
+    Decide(DecideApproval),
+    AwaitApproval(AwaitApproval),
+    Post(PostThread),
+    Reply(ReplyToThread),
+    LogDecision(LogDecision),
+    StartWorkflow(StartWorkflow),
+    StartStage(StartStage),
+    CompleteStage(CompleteStage),
+    Handoff(RecordHandoff),
+    Checkpoint(Checkpoint),
+    CompleteWorkflow(CompleteWorkflow),
+    CancelWorkflow(CancelWorkflow),
+    SetBudget(SetBudget),
+    SetSpendLimit(SetSpendLimit),
+    Custom(CustomEvent),
+    ImportTelemetry(ImportTelemetry),
 }
 
 impl Outcome {
@@ -437,85 +70,52 @@ impl Outcome {
 impl Command {
     /// The command's name on the wire (its `command` field).
     pub fn name(&self) -> &'static str {
-        match self {
-            Command::Register { .. } => "register",
-            Command::Heartbeat { .. } => "heartbeat",
-            Command::Deregister { .. } => "deregister",
-            Command::SendSignal { .. } => "send_signal",
-            Command::ReceiveSignal { .. } => "receive_signal",
-            Command::AckSignal { .. } => "ack_signal",
-            Command::AcquireLock { .. } => "acquire_lock",
-            Command::RenewLock { .. } => "renew_lock",
-            Command::ReleaseLock { .. } => "release_lock",
-            Command::Enqueue { .. } => "enqueue",
-            Command::Claim { .. } => "claim",
-            Command::ReleaseTask { .. } => "release_task",
-            Command::TaskProgress { .. } => "task_progress",
-            Command::EscalateTask { .. } => "escalate_task",
-            Command::DeadLetterTask { .. } => "dead_letter_task",
-            Command::RenewLease { .. } => "renew_lease",
-            Command::Complete { .. } => "complete",
-            Command::Fail { .. } => "fail",
-            Command::Cancel { .. } => "cancel",
-            Command::RequestApproval { .. } => "request_approval",
-            Command::Decide { .. } => "decide",
-            Command::AwaitApproval { .. } => "await_approval",
-            Command::Post { .. } => "post",
-            Command::Reply { .. } => "reply",
-            Command::LogDecision { .. } => "log_decision",
-            Command::StartWorkflow { .. } => "start_workflow",
-            Command::StartStage { .. } => "start_stage",
-            Command::CompleteStage { .. } => "complete_stage",
-            Command::Handoff { .. } => "handoff",
-            Command::Checkpoint { .. } => "checkpoint",
-            Command::CompleteWorkflow { .. } => "complete_workflow",
-            Command::CancelWorkflow { .. } => "cancel_workflow",
-            Command::SetBudget { .. } => "set_budget",
-            Command::SetSpendLimit { .. } => "set_spend_limit",
-            Command::Custom { .. } => "custom",
-            Command::ImportTelemetry { .. } => "import_telemetry",
-        }
+        self.parts().0
     }
 
     /// Who issues the command.
     pub fn agent(&self) -> &str {
+        self.parts().1
+    }
+
+    fn parts(&self) -> (&'static str, &str) {
         match self {
-            Command::Register { agent, .. }
-            | Command::Heartbeat { agent, .. }
-            | Command::Deregister { agent, .. }
-            | Command::SendSignal { agent, .. }
-            | Command::ReceiveSignal { agent, .. }
-            | Command::AckSignal { agent, .. }
-            | Command::AcquireLock { agent, .. }
-            | Command::RenewLock { agent, .. }
-            | Command::ReleaseLock { agent, .. }
-            | Command::Enqueue { agent, .. }
-            | Command::Claim { agent, .. }
-            | Command::ReleaseTask { agent, .. }
-            | Command::TaskProgress { agent, .. }
-            | Command::EscalateTask { agent, .. }
-            | Command::DeadLetterTask { agent, .. }
-            | Command::RenewLease { agent, .. }
-            | Command::Complete { agent, .. }
-            | Command::Fail { agent, .. }
-            | Command::Cancel { agent, .. }
-            | Command::RequestApproval { agent, .. }
-            | Command::Decide { agent, .. }
-            | Command::AwaitApproval { agent, .. }
-            | Command::Post { agent, .. }
-            | Command::Reply { agent, .. }
-            | Command::LogDecision { agent, .. }
-            | Command::StartWorkflow { agent, .. }
-            | Command::StartStage { agent, .. }
-            | Command::CompleteStage { agent, .. }
-            | Command::Handoff { agent, .. }
-            | Command::Checkpoint { agent, .. }
-            | Command::CompleteWorkflow { agent, .. }
-            | Command::CancelWorkflow { agent, .. }
-            | Command::SetBudget { agent, .. }
-            | Command::SetSpendLimit { agent, .. }
-            | Command::Custom { agent, .. }
-            | Command::ImportTelemetry { agent, .. } => agent,
+            Command::Register(c) => ("register", &c.agent),
+            Command::Heartbeat(c) => ("heartbeat", &c.agent),
+            Command::Deregister(c) => ("deregister", &c.agent),
+            Command::SendSignal(c) => ("send_signal", &c.agent),
+            Command::ReceiveSignal(c) => ("receive_signal", &c.agent),
+            Command::AckSignal(c) => ("ack_signal", &c.agent),
+            Command::AcquireLock(c) => ("acquire_lock", &c.agent),
+            Command::RenewLock(c) => ("renew_lock", &c.agent),
+            Command::ReleaseLock(c) => ("release_lock", &c.agent),
+            Command::Enqueue(c) => ("enqueue", &c.agent),
+            Command::Claim(c) => ("claim", &c.agent),
+            Command::ReleaseTask(c) => ("release_task", &c.agent),
+            Command::TaskProgress(c) => ("task_progress", &c.agent),
+            Command::EscalateTask(c) => ("escalate_task", &c.agent),
+            Command::DeadLetterTask(c) => ("dead_letter_task", &c.agent),
+            Command::RenewLease(c) => ("renew_lease", &c.agent),
+            Command::Complete(c) => ("complete", &c.agent),
+            Command::Fail(c) => ("fail", &c.agent),
+            Command::Cancel(c) => ("cancel", &c.agent),
+            Command::RequestApproval(c) => ("request_approval", &c.agent),
+            Command::Decide(c) => ("decide", &c.agent),
+            Command::AwaitApproval(c) => ("await_approval", &c.agent),
+            Command::Post(c) => ("post", &c.agent),
+            Command::Reply(c) => ("reply", &c.agent),
+            Command::LogDecision(c) => ("log_decision", &c.agent),
+            Command::StartWorkflow(c) => ("start_workflow", &c.agent),
+            Command::StartStage(c) => ("start_stage", &c.agent),
+            Command::CompleteStage(c) => ("complete_stage", &c.agent),
+            Command::Handoff(c) => ("handoff", &c.agent),
+            Command::Checkpoint(c) => ("checkpoint", &c.agent),
+            Command::CompleteWorkflow(c) => ("complete_workflow", &c.agent),
+            Command::CancelWorkflow(c) => ("cancel_workflow", &c.agent),
+            Command::SetBudget(c) => ("set_budget", &c.agent),
+            Command::SetSpendLimit(c) => ("set_spend_limit", &c.agent),
+            Command::Custom(c) => ("custom", &c.agent),
+            Command::ImportTelemetry(c) => ("import_telemetry", &c.agent),
         }
     }
 }
@@ -721,8 +321,18 @@ impl CommandError {
     }
 }
 
+/// The refusal for a field whose value cannot be right.
+pub(crate) fn invalid(field: &'static str, problem: impl Into<String>) -> CommandError {
+    CommandError::Invalid {
+        field,
+        problem: problem.into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use fleetlog_ledger::SignalTarget;
+
     use super::*;
 
     fn parse(json: serde_json::Value) -> Result<Command, serde_json::Error> {
@@ -735,18 +345,18 @@ mod tests {
             parse(serde_json::json!({"command": "heartbeat", "agent": "a"})).expect("parses");
         assert_eq!(
             heartbeat,
-            Command::Heartbeat {
+            Command::Heartbeat(Heartbeat {
                 agent: "a".into(),
                 status: None,
                 progress: None,
                 current_task: None,
                 metadata: None,
                 ttl_ms: crate::agents::HEARTBEAT_TTL_MS_DEFAULT,
-            }
+            })
         );
         let enqueue = parse(serde_json::json!({"command": "enqueue", "agent": "a", "spec": {"title": "t", "priority": 2}}))
             .expect("parses");
-        let Command::Enqueue { spec, .. } = enqueue else {
+        let Command::Enqueue(Enqueue { spec, .. }) = enqueue else {
             panic!("enqueue")
         };
         assert_eq!(
@@ -768,7 +378,7 @@ mod tests {
         ] {
             let command = parse(serde_json::json!({"command": "send_signal", "agent": "a", "kind": "k", "target": target}))
                 .expect("parses");
-            let Command::SendSignal { target, .. } = command else {
+            let Command::SendSignal(SendSignal { target, .. }) = command else {
                 panic!("send")
             };
             assert_eq!(target, expected);

@@ -77,3 +77,28 @@ impl Decisions {
             .collect()
     }
 }
+
+/// Records why an agent chose what it chose, and what it passed over.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LogDecision {
+    pub agent: String,
+    pub decision_type: String,
+    #[serde(default)]
+    pub context: String,
+    pub reason: String,
+    #[serde(default)]
+    pub alternatives: Vec<String>,
+    #[serde(default)]
+    pub metadata: Json,
+}
+
+/// Appends an event of the caller's own kind, folded by no projection but kept and queryable.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CustomEvent {
+    pub agent: String,
+    pub kind: String,
+    #[serde(default)]
+    pub payload: Json,
+}

@@ -17,6 +17,25 @@ pub mod approvals;
 pub mod board;
 pub mod budgets;
 mod command;
+/// One type per command, each defined beside the projection it changes.
+pub mod commands {
+    pub use crate::agents::{Deregister, Heartbeat, Register};
+    pub use crate::approvals::{AwaitApproval, DecideApproval, RequestApproval};
+    pub use crate::board::{PostThread, ReplyToThread};
+    pub use crate::budgets::SetSpendLimit;
+    pub use crate::decisions::{CustomEvent, LogDecision};
+    pub use crate::locks::{AcquireLock, ReleaseLock, RenewLock};
+    pub use crate::queue::{
+        CancelTask, Claim, CompleteTask, DeadLetterTask, Enqueue, EscalateTask, FailTask,
+        ReleaseTask, RenewLease, TaskProgress,
+    };
+    pub use crate::signals::{AckSignal, ReceiveSignal, SendSignal};
+    pub use crate::telemetry::ImportTelemetry;
+    pub use crate::workflows::{
+        CancelWorkflow, Checkpoint, CompleteStage, CompleteWorkflow, RecordHandoff, SetBudget,
+        StartStage, StartWorkflow,
+    };
+}
 mod coordinator;
 pub mod decisions;
 pub mod facts;
@@ -33,14 +52,16 @@ mod waits;
 pub mod workflows;
 
 pub use activity::{Activity, KindCount};
-pub use command::{Command, CommandError, Outcome, StageReport, TaskSpec};
+pub use command::{Command, CommandError, Outcome};
 pub use coordinator::{
     CallerGuard, Coordinator, CoordinatorOptions, PendingCommand, SNAPSHOT_EVERY_EVENTS_DEFAULT,
     rebuild, rebuild_reporting,
 };
 pub use machine::{INBOX_SIGNALS_MAX, Machine, Reply, SYSTEM_ACTOR};
 pub use published::BACKLOG_RECORDS_MAX;
+pub use queue::TaskSpec;
 pub use replay::{AsOf, Error, Projection, replay, replay_range, resolve};
 pub use snapshot::SNAPSHOT_VERSION;
 pub use state::{Due, State};
 pub use waits::WAITERS_PER_KEY_MAX;
+pub use workflows::StageReport;

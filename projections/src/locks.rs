@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::command::CommandError;
 use bincode::{Decode, Encode};
 use fleetlog_ledger::{Event, Record, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -147,5 +148,74 @@ impl Locks {
 
     pub fn held_by<'a>(&'a self, agent: &'a str) -> impl Iterator<Item = &'a Lock> + 'a {
         self.held.values().filter(move |lock| lock.holder == agent)
+    }
+}
+
+/// Takes `resource` for `ttl_ms`; the grant's fencing token is its record's seq.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AcquireLock {
+    pub agent: String,
+    pub resource: String,
+    pub ttl_ms: u64,
+    #[serde(default)]
+    pub intent: String,
+    /// Wait in FIFO order up to this long while another agent holds it.
+    #[serde(default)]
+    pub wait_ms: Option<u64>,
+    /// A counting semaphore: up to this many holders of `resource` at once (e.g. LLM rate
+    /// slots). The grant is a lock on one free slot, `<resource>/slot-<i>`, renewed and
+    /// released by that name and its token like any lock. Give the same count everywhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slots: Option<u32>,
+}
+
+/// The holder extends its lock (named by its token) to `ttl_ms` from now.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RenewLock {
+    pub agent: String,
+    pub resource: String,
+    pub token: u64,
+    pub ttl_ms: u64,
+}
+
+/// The holder gives its lock up (named by its token).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseLock {
+    pub agent: String,
+    pub resource: String,
+    pub token: u64,
+}
+
+impl Locks {
+    /// Whether `agent` holds `resource` now, under `token`.
+    pub(crate) fn check_holder(
+        &self,
+        agent: &str,
+        resource: &str,
+        token: u64,
+        now: Timestamp,
+    ) -> Result<(), CommandError> {
+        let lock = self
+            .live(resource, now)
+            .ok_or_else(|| CommandError::NotLocked {
+                resource: resource.to_owned(),
+            })?;
+        if lock.holder != agent {
+            return Err(CommandError::NotHolder {
+                resource: resource.to_owned(),
+                holder: lock.holder.clone(),
+            });
+        }
+        if lock.token != token {
+            return Err(CommandError::WrongToken {
+                resource: resource.to_owned(),
+                given: token,
+                current: lock.token,
+            });
+        }
+        Ok(())
     }
 }

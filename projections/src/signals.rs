@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use bincode::{Decode, Encode};
 use fleetlog_ledger::{Event, Json, Record, SignalTarget, Timestamp};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 pub const SIGNAL_TTL_MS_DEFAULT: u64 = 60_000;
 
@@ -178,4 +178,71 @@ impl Signals {
             .filter(|signal| signal.visible_to(agent, now))
             .collect()
     }
+}
+
+/// A signal to one agent (`target`) or to everyone; live for `ttl_ms`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SendSignal {
+    pub agent: String,
+    pub kind: String,
+    #[serde(default = "broadcast", deserialize_with = "target")]
+    pub target: SignalTarget,
+    #[serde(default)]
+    pub payload: Json,
+    #[serde(default = "signal_ttl_default")]
+    pub ttl_ms: u64,
+    #[serde(default)]
+    pub correlation_id: Option<u64>,
+}
+
+/// Take (or, without `consume`, look at) the oldest matching signal; with `wait_ms`, wait
+/// that long for one to be sent.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiveSignal {
+    pub agent: String,
+    pub filter: SignalFilter,
+    #[serde(default = "crate::command::yes")]
+    pub consume: bool,
+    #[serde(default)]
+    pub wait_ms: Option<u64>,
+    /// Acknowledged delivery: the signal stays the receiver's until it sends
+    /// `ack_signal`, and becomes receivable again if that does not happen within this many
+    /// milliseconds. Implies `consume`. Without it, delivery is at most once.
+    #[serde(default)]
+    pub ack_ms: Option<u64>,
+}
+
+/// Acknowledges a signal received with `ack_ms`: it is consumed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AckSignal {
+    pub agent: String,
+    pub signal: u64,
+}
+
+fn signal_ttl_default() -> u64 {
+    crate::signals::SIGNAL_TTL_MS_DEFAULT
+}
+
+fn broadcast() -> SignalTarget {
+    SignalTarget::Broadcast
+}
+
+/// A signal's target in JSON: `"broadcast"`, `"*"` or null for everyone; an agent id, or
+/// `{"agent": id}`, for one agent.
+fn target<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SignalTarget, D::Error> {
+    #[derive(Deserialize, schemars::JsonSchema)]
+    #[serde(untagged)]
+    enum Wire {
+        Name(Option<String>),
+        Tagged(SignalTarget),
+    }
+    Ok(match Wire::deserialize(deserializer)? {
+        Wire::Name(None) => SignalTarget::Broadcast,
+        Wire::Name(Some(name)) if name == "broadcast" || name == "*" => SignalTarget::Broadcast,
+        Wire::Name(Some(name)) => SignalTarget::Agent(name),
+        Wire::Tagged(target) => target,
+    })
 }

@@ -21,6 +21,7 @@ use std::collections::BTreeMap;
 
 use chrono::{NaiveDateTime, TimeZone, Utc};
 use fleetlog_ledger::{Event, Outcome, Timestamp};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// A line that could not be read, named by file and line number.
@@ -400,4 +401,13 @@ impl<'a> Spans<'a> {
                 )
             })
     }
+}
+
+/// Appends existing telemetry (workflow starts, stages, handoffs, completions, with their
+/// original times in `occurred_at`) atomically: all or nothing.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImportTelemetry {
+    pub agent: String,
+    pub events: Vec<fleetlog_ledger::Event>,
 }

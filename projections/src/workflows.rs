@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::command::{CommandError, invalid};
 use bincode::{Decode, Encode};
 use fleetlog_ledger::{Event, Json, Outcome, Record, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -382,4 +383,177 @@ fn push_timeline(workflow: &mut Workflow, record: &Record, summary: String) {
         kind: record.event.kind().to_owned(),
         summary,
     });
+}
+
+/// Starts a workflow run under a new, unique id.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StartWorkflow {
+    pub agent: String,
+    pub workflow_id: String,
+    #[serde(default)]
+    pub project: String,
+    #[serde(default)]
+    pub agent_plan: Vec<String>,
+    #[serde(default)]
+    pub estimated_duration_ms: Option<u64>,
+}
+
+/// A stage of a running workflow begins, run by `stage_agent` (refused while a budget or
+/// spending limit is exceeded).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StartStage {
+    pub agent: String,
+    pub workflow_id: String,
+    pub stage: String,
+    pub stage_agent: String,
+    #[serde(default)]
+    pub tier: String,
+}
+
+/// A stage ends, with its figures (outcome, time, cost, tokens).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CompleteStage {
+    pub agent: String,
+    pub workflow_id: String,
+    pub report: StageReport,
+}
+
+/// Work passes from one agent to another inside a running workflow.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecordHandoff {
+    pub agent: String,
+    pub workflow_id: String,
+    pub from_agent: String,
+    pub to_agent: String,
+    #[serde(default)]
+    pub artifacts: Vec<String>,
+}
+
+/// Saves a running workflow's state at a stage, to resume from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Checkpoint {
+    pub agent: String,
+    pub workflow_id: String,
+    pub stage: String,
+    #[serde(default)]
+    pub state: Json,
+}
+
+/// A running workflow ends, successfully or not.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CompleteWorkflow {
+    pub agent: String,
+    pub workflow_id: String,
+    pub success: bool,
+    #[serde(default)]
+    pub error: Option<String>,
+    /// The agents that ran; empty means "those that completed stages".
+    #[serde(default)]
+    pub agents_executed: Vec<String>,
+    /// How long it took, as the caller measured it (OaK's `duration_seconds` × 1000);
+    /// without it, analytics use ledger times.
+    #[serde(default)]
+    pub duration_ms: Option<u64>,
+}
+
+/// Stops a running workflow.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CancelWorkflow {
+    pub agent: String,
+    pub workflow_id: String,
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// Caps a running workflow's spending: stages are refused once it is exceeded.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetBudget {
+    pub agent: String,
+    pub workflow_id: String,
+    pub limit_usd: f64,
+}
+
+/// A completed stage's figures.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StageReport {
+    pub stage: String,
+    pub agent: String,
+    #[serde(default)]
+    pub tier: String,
+    pub outcome: Outcome,
+    pub duration_ms: u64,
+    #[serde(default)]
+    pub cost_usd: f64,
+    #[serde(default)]
+    pub tokens: u64,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub quality: Option<f64>,
+}
+
+impl Workflows {
+    /// The workflow, if it is still running.
+    pub(crate) fn running(&self, workflow_id: &str) -> Result<&Workflow, CommandError> {
+        let workflow = self
+            .get(workflow_id)
+            .ok_or_else(|| CommandError::UnknownWorkflow {
+                workflow_id: workflow_id.to_owned(),
+            })?;
+        match workflow.status {
+            WorkflowStatus::Running => Ok(workflow),
+            status => Err(CommandError::WorkflowFinished {
+                workflow_id: workflow_id.to_owned(),
+                status: format!("{status:?}").to_lowercase(),
+            }),
+        }
+    }
+
+    /// Telemetry may only carry workflow history, must start each workflow once (and not one
+    /// that exists), and may only continue workflows it starts or that exist.
+    pub(crate) fn check_import(&self, events: &[Event]) -> Result<(), CommandError> {
+        if events.is_empty() {
+            return Err(invalid("events", "there is nothing to import"));
+        }
+        let mut started = std::collections::BTreeSet::new();
+        for (index, event) in events.iter().enumerate() {
+            let refused = |problem: String| invalid("events", format!("event {index}: {problem}"));
+            match event {
+                Event::WorkflowStarted { workflow_id, .. } => {
+                    if self.get(workflow_id).is_some() || !started.insert(workflow_id.as_str()) {
+                        return Err(refused(format!(
+                            "workflow {workflow_id:?} already exists; was this telemetry imported before?"
+                        )));
+                    }
+                }
+                Event::StageStarted { .. } | Event::StageCompleted { .. } => {}
+                Event::Handoff { workflow_id, .. }
+                | Event::WorkflowCompleted { workflow_id, .. } => {
+                    if self.get(workflow_id).is_none() && !started.contains(workflow_id.as_str()) {
+                        return Err(refused(format!(
+                            "workflow {workflow_id:?} is neither imported nor known"
+                        )));
+                    }
+                }
+                other => {
+                    return Err(refused(format!(
+                        "{} events cannot be imported as telemetry",
+                        other.kind()
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
 }

@@ -4,24 +4,28 @@
 
 use fleetlog_ledger::{Json, SignalTarget};
 use fleetlog_projections::agents::Liveness;
+use fleetlog_projections::commands::{
+    AckSignal, AcquireLock, Claim, Enqueue, Heartbeat, ReceiveSignal, Register, RenewLock,
+    SendSignal,
+};
 use fleetlog_projections::queue::TaskState;
 use fleetlog_projections::signals::SignalFilter;
 use fleetlog_projections::{Command, CommandError, Outcome, TaskSpec};
 use fleetlog_suite::TestFleet;
 
 fn heartbeat(agent: &str, progress: Option<f64>, ttl_ms: u64) -> Command {
-    Command::Heartbeat {
+    Command::Heartbeat(Heartbeat {
         agent: agent.to_owned(),
         status: Some("working".into()),
         progress,
         current_task: None,
         metadata: None,
         ttl_ms,
-    }
+    })
 }
 
 fn send(from: &str, to: Option<&str>, kind: &str, payload: serde_json::Value) -> Command {
-    Command::SendSignal {
+    Command::SendSignal(SendSignal {
         agent: from.to_owned(),
         kind: kind.to_owned(),
         target: to.map_or(SignalTarget::Broadcast, |to| {
@@ -30,11 +34,11 @@ fn send(from: &str, to: Option<&str>, kind: &str, payload: serde_json::Value) ->
         payload: Json::from_value(&payload),
         ttl_ms: 60_000,
         correlation_id: None,
-    }
+    })
 }
 
 fn receive(agent: &str, kind: &str, consume: bool, wait_ms: Option<u64>) -> Command {
-    Command::ReceiveSignal {
+    Command::ReceiveSignal(ReceiveSignal {
         ack_ms: None,
         agent: agent.to_owned(),
         filter: SignalFilter {
@@ -43,7 +47,7 @@ fn receive(agent: &str, kind: &str, consume: bool, wait_ms: Option<u64>) -> Comm
         },
         consume,
         wait_ms,
-    }
+    })
 }
 
 fn payload(outcome: Outcome) -> Option<serde_json::Value> {
@@ -66,14 +70,14 @@ fn commands_from_unregistered_agents_are_refused() {
         CommandError::UnknownAgent { agent } if agent == "ghost"
     ));
     assert!(matches!(
-        fleet.refused(Command::Register {
+        fleet.refused(Command::Register(Register {
             agent: fleetlog_projections::SYSTEM_ACTOR.to_owned(),
             role: String::new(),
             name: String::new(),
             working_on: String::new(),
             capabilities: vec![],
             metadata: Json::null()
-        }),
+        })),
         CommandError::Invalid { .. }
     ));
 }
@@ -84,26 +88,26 @@ fn an_agent_that_stops_heartbeating_expires_and_loses_its_locks_and_leases() {
     fleet.register("worker");
     fleet.register("boss");
     fleet.run(heartbeat("worker", Some(0.1), 10_000));
-    fleet.run(Command::AcquireLock {
+    fleet.run(Command::AcquireLock(AcquireLock {
         slots: None,
         agent: "worker".to_owned(),
         resource: "db".to_owned(),
         ttl_ms: 600_000,
         intent: "migrate".to_owned(),
         wait_ms: None,
-    });
-    fleet.run(Command::Enqueue {
+    }));
+    fleet.run(Command::Enqueue(Enqueue {
         agent: "boss".to_owned(),
         spec: TaskSpec::new("migrate"),
-    });
-    fleet.run(Command::Claim {
+    }));
+    fleet.run(Command::Claim(Claim {
         agent: "worker".to_owned(),
         tags: vec![],
         tag_match: Default::default(),
         task: None,
         lease_ttl_ms: 600_000,
         wait_ms: None,
-    });
+    }));
     fleet.run(heartbeat("boss", None, 3_600_000));
     fleet.advance_ms(9_999);
     assert!(
@@ -279,18 +283,20 @@ fn request_response_matches_the_reply_by_correlation_id() {
         Outcome::Appended { seq } => seq,
         other => panic!("{other:?}"),
     };
-    let reply_to = |correlation_id: u64, answer: i32| Command::SendSignal {
-        agent: "answerer".to_owned(),
-        kind: "answer".to_owned(),
-        target: SignalTarget::Agent("asker".to_owned()),
-        payload: Json::from_value(&serde_json::json!(answer)),
-        ttl_ms: 60_000,
-        correlation_id: Some(correlation_id),
+    let reply_to = |correlation_id: u64, answer: i32| {
+        Command::SendSignal(SendSignal {
+            agent: "answerer".to_owned(),
+            kind: "answer".to_owned(),
+            target: SignalTarget::Agent("asker".to_owned()),
+            payload: Json::from_value(&serde_json::json!(answer)),
+            ttl_ms: 60_000,
+            correlation_id: Some(correlation_id),
+        })
     };
     fleet.run(reply_to(request + 1_000, 5));
     let mine = fleet
         .coordinator
-        .submit(Command::ReceiveSignal {
+        .submit(Command::ReceiveSignal(ReceiveSignal {
             ack_ms: None,
             agent: "asker".to_owned(),
             filter: SignalFilter {
@@ -300,7 +306,7 @@ fn request_response_matches_the_reply_by_correlation_id() {
             },
             consume: true,
             wait_ms: Some(60_000),
-        })
+        }))
         .expect("queued");
     fleet.run(reply_to(request, 4));
     assert_eq!(
@@ -323,7 +329,7 @@ fn a_signal_wait_times_out_with_nothing_sent() {
 }
 
 fn receive_acked(agent: &str, kind: &str, ack_ms: u64, wait_ms: Option<u64>) -> Command {
-    Command::ReceiveSignal {
+    Command::ReceiveSignal(ReceiveSignal {
         ack_ms: Some(ack_ms),
         agent: agent.to_owned(),
         filter: SignalFilter {
@@ -332,7 +338,7 @@ fn receive_acked(agent: &str, kind: &str, ack_ms: u64, wait_ms: Option<u64>) -> 
         },
         consume: true,
         wait_ms,
-    }
+    })
 }
 
 fn signal_id(outcome: Outcome) -> u64 {
@@ -357,10 +363,10 @@ fn an_unacknowledged_signal_becomes_receivable_again_after_its_deadline() {
     fleet.coordinator.sync().expect("sync");
     let again = signal_id(fleet.run(receive_acked("b", "job", 5_000, None)));
     assert_eq!(again, first);
-    fleet.run(Command::AckSignal {
+    fleet.run(Command::AckSignal(AckSignal {
         agent: "b".to_owned(),
         signal: again,
-    });
+    }));
     fleet.advance_ms(10_000);
     fleet.coordinator.sync().expect("sync");
     assert_eq!(payload(fleet.run(receive("b", "job", true, None))), None);
@@ -385,9 +391,11 @@ fn acknowledging_a_signal_that_was_not_delivered_to_you_is_refused() {
         Outcome::Appended { seq } => seq,
         other => panic!("{other:?}"),
     };
-    let ack = |agent: &str| Command::AckSignal {
-        agent: agent.to_owned(),
-        signal: sent,
+    let ack = |agent: &str| {
+        Command::AckSignal(AckSignal {
+            agent: agent.to_owned(),
+            signal: sent,
+        })
     };
     assert!(matches!(
         fleet.refused(ack("b")),
@@ -452,14 +460,14 @@ fn a_full_inbox_refuses_sends_naming_the_agent() {
 }
 
 fn lock(agent: &str, resource: &str, ttl_ms: u64) -> Command {
-    Command::AcquireLock {
+    Command::AcquireLock(AcquireLock {
         slots: None,
         agent: agent.into(),
         resource: resource.into(),
         ttl_ms,
         intent: String::new(),
         wait_ms: None,
-    }
+    })
 }
 
 #[test]
@@ -471,12 +479,12 @@ fn renewing_a_lock_is_a_sign_of_life_that_keeps_the_agent_and_its_lock() {
     };
     for _ in 0..6 {
         fleet.advance_ms(15_000);
-        fleet.run(Command::RenewLock {
+        fleet.run(Command::RenewLock(RenewLock {
             agent: "a".into(),
             resource: "r".into(),
             token: granted.token,
             ttl_ms: 20_000,
-        });
+        }));
     }
     let now = fleet.coordinator.now();
     let state = fleet.coordinator.state();
@@ -512,36 +520,36 @@ fn an_expired_agent_must_heartbeat_or_register_again_before_acting() {
 fn a_bare_heartbeat_keeps_status_progress_and_current_task() {
     let fleet = TestFleet::new();
     fleet.register("a");
-    fleet.run(Command::Heartbeat {
+    fleet.run(Command::Heartbeat(Heartbeat {
         agent: "a".into(),
         status: Some("reviewing".into()),
         progress: Some(0.5),
         current_task: Some("PR 7".into()),
         metadata: Some(Json::from_value(&serde_json::json!({"pid": 7}))),
         ttl_ms: 30_000,
-    });
-    fleet.run(Command::Heartbeat {
+    }));
+    fleet.run(Command::Heartbeat(Heartbeat {
         agent: "a".into(),
         status: None,
         progress: None,
         current_task: None,
         metadata: None,
         ttl_ms: 30_000,
-    });
+    }));
     let state = fleet.coordinator.state();
     let agent = state.agents.get("a").expect("a");
     assert_eq!(agent.status, "reviewing");
     assert_eq!(agent.progress, Some(0.5));
     assert_eq!(agent.current_task.as_deref(), Some("PR 7"));
     assert_eq!(agent.metadata.to_value(), serde_json::json!({"pid": 7}));
-    fleet.run(Command::Heartbeat {
+    fleet.run(Command::Heartbeat(Heartbeat {
         agent: "a".into(),
         status: None,
         progress: None,
         current_task: Some(String::new()),
         metadata: None,
         ttl_ms: 30_000,
-    });
+    }));
     assert_eq!(
         fleet
             .coordinator

@@ -5,6 +5,10 @@
 
 use fleetlog_ledger::{Event, Json, Outcome as Work, Timestamp};
 use fleetlog_projections::analytics::{self, Trend, Window};
+use fleetlog_projections::commands::{
+    AcquireLock, Claim, CompleteStage, CompleteWorkflow, DecideApproval, Enqueue, ImportTelemetry,
+    ReceiveSignal, ReleaseLock, RequestApproval, SendSignal, SetBudget, StartStage, StartWorkflow,
+};
 use fleetlog_projections::{AsOf, Command, Outcome, StageReport, TaskSpec};
 use fleetlog_suite::TestFleet;
 
@@ -33,42 +37,42 @@ fn stage(
 }
 
 fn start(fleet: &TestFleet, id: &str, project: &str, plan: &[&str], estimate_minutes: u64) {
-    fleet.run(Command::StartWorkflow {
+    fleet.run(Command::StartWorkflow(StartWorkflow {
         agent: "orch".into(),
         workflow_id: id.into(),
         project: project.into(),
         agent_plan: plan.iter().map(|a| (*a).to_owned()).collect(),
         estimated_duration_ms: Some(estimate_minutes * MINUTE),
-    });
+    }));
 }
 
 fn start_stage(fleet: &TestFleet, id: &str, name: &str, agent: &str) {
-    fleet.run(Command::StartStage {
+    fleet.run(Command::StartStage(StartStage {
         agent: "orch".into(),
         workflow_id: id.into(),
         stage: name.into(),
         stage_agent: agent.into(),
         tier: "standard".into(),
-    });
+    }));
 }
 
 fn complete_stage(fleet: &TestFleet, id: &str, report: StageReport) {
-    fleet.run(Command::CompleteStage {
+    fleet.run(Command::CompleteStage(CompleteStage {
         agent: "orch".into(),
         workflow_id: id.into(),
         report,
-    });
+    }));
 }
 
 fn finish(fleet: &TestFleet, id: &str, success: bool) {
-    fleet.run(Command::CompleteWorkflow {
+    fleet.run(Command::CompleteWorkflow(CompleteWorkflow {
         agent: "orch".into(),
         workflow_id: id.into(),
         success,
         error: (!success).then(|| "tests failed".to_owned()),
         duration_ms: None,
         agents_executed: vec![],
-    });
+    }));
 }
 
 /// Three finished workflows and one running:
@@ -245,74 +249,74 @@ fn the_breakdown_measures_queue_lock_signal_and_approval_waits() {
     }
     // Queue: claimed after 2 and 4 minutes.
     for title in ["t1", "t2"] {
-        fleet.run(Command::Enqueue {
+        fleet.run(Command::Enqueue(Enqueue {
             agent: "a".into(),
             spec: TaskSpec {
                 workflow_id: Some("wf-x".into()),
                 ..TaskSpec::new(title)
             },
-        });
+        }));
     }
     fleet.advance_ms(2 * MINUTE);
-    fleet.run(Command::Claim {
+    fleet.run(Command::Claim(Claim {
         agent: "b".into(),
         tags: vec![],
         tag_match: Default::default(),
         task: None,
         lease_ttl_ms: 3_600_000,
         wait_ms: None,
-    });
+    }));
     fleet.advance_ms(2 * MINUTE);
-    fleet.run(Command::Claim {
+    fleet.run(Command::Claim(Claim {
         agent: "b".into(),
         tags: vec![],
         tag_match: Default::default(),
         task: None,
         lease_ttl_ms: 3_600_000,
         wait_ms: None,
-    });
+    }));
     // Lock: b waits 3 minutes for a's release.
-    let token = match fleet.run(Command::AcquireLock {
+    let token = match fleet.run(Command::AcquireLock(AcquireLock {
         slots: None,
         agent: "a".into(),
         resource: "db".into(),
         ttl_ms: 3_600_000,
         intent: String::new(),
         wait_ms: None,
-    }) {
+    })) {
         Outcome::Lock { lock } => lock.token,
         other => panic!("{other:?}"),
     };
     let waiting = fleet
         .coordinator
-        .submit(Command::AcquireLock {
+        .submit(Command::AcquireLock(AcquireLock {
             slots: None,
             agent: "b".into(),
             resource: "db".into(),
             ttl_ms: 3_600_000,
             intent: String::new(),
             wait_ms: Some(3_600_000),
-        })
+        }))
         .expect("queued");
     fleet.coordinator.sync().expect("parked");
     fleet.advance_ms(3 * MINUTE);
-    fleet.run(Command::ReleaseLock {
+    fleet.run(Command::ReleaseLock(ReleaseLock {
         agent: "a".into(),
         resource: "db".into(),
         token,
-    });
+    }));
     waiting.wait().expect("granted");
     // Signal: consumed a minute after it was sent. Approval: decided after 7 minutes.
-    fleet.run(Command::SendSignal {
+    fleet.run(Command::SendSignal(SendSignal {
         agent: "a".into(),
         kind: "ping".into(),
         target: fleetlog_ledger::SignalTarget::Agent("b".into()),
         payload: Json::null(),
         ttl_ms: 3_600_000,
         correlation_id: None,
-    });
+    }));
     fleet.advance_ms(MINUTE);
-    fleet.run(Command::ReceiveSignal {
+    fleet.run(Command::ReceiveSignal(ReceiveSignal {
         ack_ms: None,
         agent: "b".into(),
         filter: fleetlog_projections::signals::SignalFilter {
@@ -321,24 +325,24 @@ fn the_breakdown_measures_queue_lock_signal_and_approval_waits() {
         },
         consume: true,
         wait_ms: None,
-    });
-    let approval = match fleet.run(Command::RequestApproval {
+    }));
+    let approval = match fleet.run(Command::RequestApproval(RequestApproval {
         agent: "a".into(),
         action: "ship".into(),
         context: Json::null(),
         approvers: vec![],
         timeout_ms: 3_600_000,
-    }) {
+    })) {
         Outcome::Appended { seq } => seq,
         other => panic!("{other:?}"),
     };
     fleet.advance_ms(7 * MINUTE);
-    fleet.run(Command::Decide {
+    fleet.run(Command::Decide(DecideApproval {
         agent: "b".into(),
         approval,
         approved: true,
         reason: String::new(),
-    });
+    }));
 
     let report = analytics::overhead(&fleet.coordinator.state(), &Window::default());
     assert_eq!(report.queue_wait_ms.fleet.count, 2);
@@ -378,10 +382,10 @@ fn history(fleet: &TestFleet, now: Timestamp, agent: &str, runs: &[(u64, Work, &
             occurred_at: Some(now.minus_millis(days_ago * 24 * 60 * MINUTE)),
         })
         .collect();
-    fleet.run(Command::ImportTelemetry {
+    fleet.run(Command::ImportTelemetry(ImportTelemetry {
         agent: "importer".into(),
         events,
-    });
+    }));
 }
 
 #[test]
@@ -506,11 +510,11 @@ fn the_best_agent_is_ranked_by_relevant_successful_experience() {
 #[test]
 fn costs_sum_by_workflow_agent_tier_and_day_with_budget_status() {
     let fleet = workflows();
-    fleet.run(Command::SetBudget {
+    fleet.run(Command::SetBudget(SetBudget {
         agent: "orch".into(),
         workflow_id: "wf-d".into(),
         limit_usd: 1.0,
-    });
+    }));
     let state = fleet.coordinator.state();
     let costs = analytics::costs(&state, &Window::default(), fleet.now());
     assert!((costs.total.cost_usd - 4.0).abs() < 1e-12);
@@ -579,15 +583,15 @@ fn imported_telemetry_must_be_workflow_history_and_is_imported_once() {
         session_id: None,
         occurred_at: Some(fleet.now()),
     };
-    fleet.run(Command::ImportTelemetry {
+    fleet.run(Command::ImportTelemetry(ImportTelemetry {
         agent: "importer".into(),
         events: vec![started.clone()],
-    });
+    }));
     assert!(matches!(
-        fleet.refused(Command::ImportTelemetry {
+        fleet.refused(Command::ImportTelemetry(ImportTelemetry {
             agent: "importer".into(),
             events: vec![started]
-        }),
+        })),
         fleetlog_projections::CommandError::Invalid { .. }
     ));
     let lock = Event::LockReleased {
@@ -595,10 +599,10 @@ fn imported_telemetry_must_be_workflow_history_and_is_imported_once() {
         token: 1,
     };
     assert!(matches!(
-        fleet.refused(Command::ImportTelemetry {
+        fleet.refused(Command::ImportTelemetry(ImportTelemetry {
             agent: "importer".into(),
             events: vec![lock]
-        }),
+        })),
         fleetlog_projections::CommandError::Invalid { .. }
     ));
 }

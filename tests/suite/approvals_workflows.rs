@@ -4,6 +4,11 @@
 
 use fleetlog_ledger::{Json, Outcome as Work};
 use fleetlog_projections::approvals::ApprovalState;
+use fleetlog_projections::commands::{
+    AwaitApproval, CancelWorkflow, Checkpoint, CompleteStage, CompleteWorkflow, DecideApproval,
+    Heartbeat, LogDecision, PostThread, RecordHandoff, ReplyToThread, RequestApproval, SetBudget,
+    SetSpendLimit, StartStage, StartWorkflow,
+};
 use fleetlog_projections::decisions::DecisionQuery;
 use fleetlog_projections::workflows::WorkflowStatus;
 use fleetlog_projections::{Command, CommandError, Outcome, StageReport};
@@ -25,22 +30,22 @@ fn seq(outcome: Outcome) -> u64 {
 }
 
 fn request(fleet: &TestFleet, approvers: &[&str], timeout_ms: u64) -> u64 {
-    seq(fleet.run(Command::RequestApproval {
+    seq(fleet.run(Command::RequestApproval(RequestApproval {
         agent: "deployer".to_owned(),
         action: "deploy to production".to_owned(),
         context: Json::from_value(&serde_json::json!({"version": "1.4.2"})),
         approvers: approvers.iter().map(|a| (*a).to_owned()).collect(),
         timeout_ms,
-    }))
+    })))
 }
 
 fn decide(agent: &str, approval: u64, approved: bool) -> Command {
-    Command::Decide {
+    Command::Decide(DecideApproval {
         agent: agent.to_owned(),
         approval,
         approved,
         reason: "reviewed".to_owned(),
-    }
+    })
 }
 
 #[test]
@@ -72,11 +77,11 @@ fn a_waiting_requester_is_woken_by_the_decision() {
     let approval = request(&fleet, &[], 600_000);
     let waiting = fleet
         .coordinator
-        .submit(Command::AwaitApproval {
+        .submit(Command::AwaitApproval(AwaitApproval {
             agent: "deployer".to_owned(),
             approval,
             wait_ms: 600_000,
-        })
+        }))
         .expect("queued");
     fleet.coordinator.sync().expect("parked");
     fleet.run(decide("lead", approval, false));
@@ -92,11 +97,11 @@ fn an_undecided_approval_expires_and_the_expiry_is_recorded() {
     let approval = request(&fleet, &["lead"], 10_000);
     let waiting = fleet
         .coordinator
-        .submit(Command::AwaitApproval {
+        .submit(Command::AwaitApproval(AwaitApproval {
             agent: "deployer".to_owned(),
             approval,
             wait_ms: 600_000,
-        })
+        }))
         .expect("queued");
     fleet.advance_ms(10_000);
     assert_eq!(fleet.kinds().last(), Some(&"approval_expired"));
@@ -113,23 +118,23 @@ fn an_undecided_approval_expires_and_the_expiry_is_recorded() {
 #[test]
 fn board_threads_collect_replies_and_decisions_are_queryable() {
     let fleet = fleet(&["a", "b"]);
-    let thread = seq(fleet.run(Command::Post {
+    let thread = seq(fleet.run(Command::Post(PostThread {
         agent: "a".to_owned(),
         title: "Schema change".to_owned(),
         message: "Renaming users.name".to_owned(),
         priority: 1,
-    }));
-    fleet.run(Command::Reply {
+    })));
+    fleet.run(Command::Reply(ReplyToThread {
         agent: "b".to_owned(),
         thread,
         message: "Fine by me".to_owned(),
-    });
+    }));
     assert!(matches!(
-        fleet.refused(Command::Reply {
+        fleet.refused(Command::Reply(ReplyToThread {
             agent: "b".into(),
             thread: thread + 100,
             message: "?".into()
-        }),
+        })),
         CommandError::UnknownThread { .. }
     ));
     for (agent, kind) in [
@@ -137,14 +142,14 @@ fn board_threads_collect_replies_and_decisions_are_queryable() {
         ("b", "architecture"),
         ("a", "tooling"),
     ] {
-        fleet.run(Command::LogDecision {
+        fleet.run(Command::LogDecision(LogDecision {
             agent: agent.to_owned(),
             decision_type: kind.to_owned(),
             context: "storage".to_owned(),
             reason: "embedded is simpler".to_owned(),
             alternatives: vec!["redis".to_owned()],
             metadata: Json::null(),
-        });
+        }));
         fleet.advance_ms(1_000);
     }
     let state = fleet.coordinator.state();
@@ -193,45 +198,47 @@ fn stage(agent: &str, name: &str, cost_usd: f64) -> StageReport {
 #[test]
 fn a_workflow_runs_stages_keeps_its_latest_checkpoint_and_refuses_work_once_finished() {
     let fleet = fleet(&["orchestrator", "planner", "coder"]);
-    let start = |id: &str| Command::StartWorkflow {
-        agent: "orchestrator".to_owned(),
-        workflow_id: id.to_owned(),
-        project: "shop".to_owned(),
-        agent_plan: vec!["planner".to_owned(), "coder".to_owned()],
-        estimated_duration_ms: Some(3_600_000),
+    let start = |id: &str| {
+        Command::StartWorkflow(StartWorkflow {
+            agent: "orchestrator".to_owned(),
+            workflow_id: id.to_owned(),
+            project: "shop".to_owned(),
+            agent_plan: vec!["planner".to_owned(), "coder".to_owned()],
+            estimated_duration_ms: Some(3_600_000),
+        })
     };
     fleet.run(start("wf-1"));
     assert!(matches!(
         fleet.refused(start("wf-1")),
         CommandError::WorkflowExists { .. }
     ));
-    fleet.run(Command::StartStage {
+    fleet.run(Command::StartStage(StartStage {
         agent: "orchestrator".into(),
         workflow_id: "wf-1".into(),
         stage: "plan".into(),
         stage_agent: "planner".into(),
         tier: "premium".into(),
-    });
-    fleet.run(Command::CompleteStage {
+    }));
+    fleet.run(Command::CompleteStage(CompleteStage {
         agent: "orchestrator".into(),
         workflow_id: "wf-1".into(),
         report: stage("planner", "plan", 0.5),
-    });
+    }));
     for step in [1, 2] {
-        fleet.run(Command::Checkpoint {
+        fleet.run(Command::Checkpoint(Checkpoint {
             agent: "coder".into(),
             workflow_id: "wf-1".into(),
             stage: "code".into(),
             state: Json::from_value(&serde_json::json!({"step": step})),
-        });
+        }));
     }
-    fleet.run(Command::Handoff {
+    fleet.run(Command::Handoff(RecordHandoff {
         agent: "orchestrator".into(),
         workflow_id: "wf-1".into(),
         from_agent: "planner".into(),
         to_agent: "coder".into(),
         artifacts: vec!["plan.md".into()],
-    });
+    }));
     {
         let state = fleet.coordinator.state();
         let workflow = state.workflows.get("wf-1").expect("started");
@@ -245,14 +252,14 @@ fn a_workflow_runs_stages_keeps_its_latest_checkpoint_and_refuses_work_once_fini
         );
         assert_eq!(workflow.timeline.len(), 6);
     }
-    fleet.run(Command::CompleteWorkflow {
+    fleet.run(Command::CompleteWorkflow(CompleteWorkflow {
         agent: "orchestrator".into(),
         workflow_id: "wf-1".into(),
         success: true,
         error: None,
         duration_ms: None,
         agents_executed: vec![],
-    });
+    }));
     assert_eq!(
         fleet
             .coordinator
@@ -273,20 +280,20 @@ fn a_workflow_runs_stages_keeps_its_latest_checkpoint_and_refuses_work_once_fini
         Some(WorkflowStatus::Completed)
     );
     assert!(matches!(
-        fleet.refused(Command::Checkpoint {
+        fleet.refused(Command::Checkpoint(Checkpoint {
             agent: "coder".into(),
             workflow_id: "wf-1".into(),
             stage: "x".into(),
             state: Json::null()
-        }),
+        })),
         CommandError::WorkflowFinished { .. }
     ));
     assert!(matches!(
-        fleet.refused(Command::CancelWorkflow {
+        fleet.refused(Command::CancelWorkflow(CancelWorkflow {
             agent: "orchestrator".into(),
             workflow_id: "nope".into(),
             reason: String::new()
-        }),
+        })),
         CommandError::UnknownWorkflow { .. }
     ));
 }
@@ -294,37 +301,41 @@ fn a_workflow_runs_stages_keeps_its_latest_checkpoint_and_refuses_work_once_fini
 #[test]
 fn a_stage_past_the_budget_records_it_and_further_stages_wait_for_a_raise() {
     let fleet = fleet(&["orchestrator", "coder"]);
-    fleet.run(Command::StartWorkflow {
+    fleet.run(Command::StartWorkflow(StartWorkflow {
         agent: "orchestrator".into(),
         workflow_id: "wf".into(),
         project: "shop".into(),
         agent_plan: vec![],
         estimated_duration_ms: None,
-    });
-    let budget = |limit_usd: f64| Command::SetBudget {
-        agent: "orchestrator".into(),
-        workflow_id: "wf".into(),
-        limit_usd,
+    }));
+    let budget = |limit_usd: f64| {
+        Command::SetBudget(SetBudget {
+            agent: "orchestrator".into(),
+            workflow_id: "wf".into(),
+            limit_usd,
+        })
     };
-    let start_stage = || Command::StartStage {
-        agent: "orchestrator".into(),
-        workflow_id: "wf".into(),
-        stage: "code".into(),
-        stage_agent: "coder".into(),
-        tier: "standard".into(),
+    let start_stage = || {
+        Command::StartStage(StartStage {
+            agent: "orchestrator".into(),
+            workflow_id: "wf".into(),
+            stage: "code".into(),
+            stage_agent: "coder".into(),
+            tier: "standard".into(),
+        })
     };
     fleet.run(budget(1.0));
-    fleet.run(Command::CompleteStage {
+    fleet.run(Command::CompleteStage(CompleteStage {
         agent: "orchestrator".into(),
         workflow_id: "wf".into(),
         report: stage("coder", "code", 0.75),
-    });
+    }));
     fleet.run(start_stage());
-    fleet.run(Command::CompleteStage {
+    fleet.run(Command::CompleteStage(CompleteStage {
         agent: "orchestrator".into(),
         workflow_id: "wf".into(),
         report: stage("coder", "code", 0.5),
-    });
+    }));
     assert_eq!(fleet.kinds().last(), Some(&"budget_exceeded"));
     assert!(matches!(
         fleet.refused(start_stage()),
@@ -337,22 +348,24 @@ fn a_stage_past_the_budget_records_it_and_further_stages_wait_for_a_raise() {
 #[test]
 fn every_path_that_adds_cost_passes_the_budget_breaker() {
     let fleet = fleet(&["orchestrator", "coder"]);
-    fleet.run(Command::StartWorkflow {
+    fleet.run(Command::StartWorkflow(StartWorkflow {
         agent: "orchestrator".into(),
         workflow_id: "wf".into(),
         project: "p".into(),
         agent_plan: vec![],
         estimated_duration_ms: None,
-    });
-    fleet.run(Command::SetBudget {
+    }));
+    fleet.run(Command::SetBudget(SetBudget {
         agent: "orchestrator".into(),
         workflow_id: "wf".into(),
         limit_usd: 1.0,
-    });
-    let complete = |cost: f64| Command::CompleteStage {
-        agent: "orchestrator".into(),
-        workflow_id: "wf".into(),
-        report: stage("coder", "code", cost),
+    }));
+    let complete = |cost: f64| {
+        Command::CompleteStage(CompleteStage {
+            agent: "orchestrator".into(),
+            workflow_id: "wf".into(),
+            report: stage("coder", "code", cost),
+        })
     };
     // A completed stage that was never started trips the breaker like any other.
     fleet.run(complete(1.5));
@@ -378,50 +391,50 @@ fn every_path_that_adds_cost_passes_the_budget_breaker() {
 #[test]
 fn a_workflow_completed_with_its_measured_duration_keeps_it() {
     let fleet = fleet(&["orchestrator"]);
-    fleet.run(Command::StartWorkflow {
+    fleet.run(Command::StartWorkflow(StartWorkflow {
         agent: "orchestrator".into(),
         workflow_id: "wf".into(),
         project: "p".into(),
         agent_plan: vec![],
         estimated_duration_ms: None,
-    });
-    fleet.run(Command::CompleteWorkflow {
+    }));
+    fleet.run(Command::CompleteWorkflow(CompleteWorkflow {
         agent: "orchestrator".into(),
         workflow_id: "wf".into(),
         success: true,
         error: None,
         agents_executed: vec![],
         duration_ms: Some(90_000),
-    });
+    }));
     let state = fleet.coordinator.state();
     let workflow = state.workflows.get("wf").expect("wf");
     assert_eq!(workflow.duration_ms, Some(90_000));
 }
 
 fn workflow(fleet: &TestFleet, id: &str) {
-    fleet.run(Command::StartWorkflow {
+    fleet.run(Command::StartWorkflow(StartWorkflow {
         agent: "orchestrator".into(),
         workflow_id: id.into(),
         project: "p".into(),
         agent_plan: vec![],
         estimated_duration_ms: None,
-    });
+    }));
 }
 
 fn complete_in(id: &str, agent: &str, cost: f64) -> Command {
-    Command::CompleteStage {
+    Command::CompleteStage(CompleteStage {
         agent: "orchestrator".into(),
         workflow_id: id.into(),
         report: stage(agent, "code", cost),
-    }
+    })
 }
 
 fn spend_limit(spender: Option<&str>, limit_usd: Option<f64>) -> Command {
-    Command::SetSpendLimit {
+    Command::SetSpendLimit(SetSpendLimit {
         agent: "orchestrator".into(),
         spender: spender.map(str::to_owned),
         limit_usd,
-    }
+    })
 }
 
 #[test]
@@ -447,27 +460,27 @@ fn an_agents_daily_spend_limit_holds_across_workflows_and_resets_the_next_day() 
         other => panic!("{other:?}"),
     }
     assert!(matches!(
-        fleet.refused(Command::StartStage {
+        fleet.refused(Command::StartStage(StartStage {
             agent: "orchestrator".into(),
             workflow_id: "wf-2".into(),
             stage: "more".into(),
             stage_agent: "coder".into(),
             tier: "standard".into(),
-        }),
+        })),
         CommandError::OverSpendLimit { .. }
     ));
     // Another agent is not held back by coder's limit.
     fleet.run(complete_in("wf-1", "tester", 5.0));
     // A new UTC day starts from zero.
     fleet.advance_ms(24 * 3_600_000);
-    fleet.run(Command::Heartbeat {
+    fleet.run(Command::Heartbeat(Heartbeat {
         agent: "orchestrator".into(),
         status: None,
         progress: None,
         current_task: None,
         metadata: None,
         ttl_ms: 30_000,
-    });
+    }));
     fleet.run(complete_in("wf-1", "coder", 0.5));
 }
 

@@ -3,6 +3,7 @@
 //! reopening finds every acknowledged event and nothing else.
 
 use fleetlog_ledger::{Error, Ledger, Next, Receipt};
+use fleetlog_projections::commands::{AcquireLock, Register};
 use fleetlog_suite::{TempLedger, custom};
 
 #[test]
@@ -80,21 +81,25 @@ fn a_failed_commit_leaves_nothing_from_its_batch_in_the_coordination_state() {
     let (coordinator, faults) =
         Coordinator::create_with_faults(temp.path(), CoordinatorOptions::default())
             .expect("create");
-    let register = |agent: &str| Command::Register {
-        agent: agent.to_owned(),
-        role: "worker".to_owned(),
-        name: agent.to_owned(),
-        working_on: String::new(),
-        capabilities: vec![],
-        metadata: fleetlog_ledger::Json::null(),
+    let register = |agent: &str| {
+        Command::Register(Register {
+            agent: agent.to_owned(),
+            role: "worker".to_owned(),
+            name: agent.to_owned(),
+            working_on: String::new(),
+            capabilities: vec![],
+            metadata: fleetlog_ledger::Json::null(),
+        })
     };
-    let acquire = |agent: &str| Command::AcquireLock {
-        slots: None,
-        agent: agent.to_owned(),
-        resource: "db".to_owned(),
-        ttl_ms: 60_000,
-        intent: "migrate".to_owned(),
-        wait_ms: None,
+    let acquire = |agent: &str| {
+        Command::AcquireLock(AcquireLock {
+            slots: None,
+            agent: agent.to_owned(),
+            resource: "db".to_owned(),
+            ttl_ms: 60_000,
+            intent: "migrate".to_owned(),
+            wait_ms: None,
+        })
     };
     coordinator.execute(register("a")).expect("register a");
     coordinator.execute(register("b")).expect("register b");

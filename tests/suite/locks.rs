@@ -1,26 +1,27 @@
 //! Guards locks: fencing tokens, holder-only release and renewal, recorded expiry and takeover,
 //! FIFO waiting woken by the release itself, and refusals that append nothing.
 
+use fleetlog_projections::commands::{AcquireLock, Heartbeat, ReleaseLock, RenewLock};
 use fleetlog_projections::{Command, CommandError, Outcome};
 use fleetlog_suite::TestFleet;
 
 fn acquire(agent: &str, resource: &str, ttl_ms: u64, wait_ms: Option<u64>) -> Command {
-    Command::AcquireLock {
+    Command::AcquireLock(AcquireLock {
         slots: None,
         agent: agent.to_owned(),
         resource: resource.to_owned(),
         ttl_ms,
         intent: "edit".to_owned(),
         wait_ms,
-    }
+    })
 }
 
 fn release(agent: &str, resource: &str, token: u64) -> Command {
-    Command::ReleaseLock {
+    Command::ReleaseLock(ReleaseLock {
         agent: agent.to_owned(),
         resource: resource.to_owned(),
         token,
-    }
+    })
 }
 
 fn token(outcome: Outcome) -> u64 {
@@ -102,24 +103,24 @@ fn an_expired_lock_is_recorded_and_the_next_grant_records_the_takeover() {
     fleet.register("a");
     fleet.register("b");
     let old = token(fleet.run(acquire("a", "db", 5_000, None)));
-    fleet.run(Command::Heartbeat {
+    fleet.run(Command::Heartbeat(Heartbeat {
         agent: "a".to_owned(),
         status: Some("busy".into()),
         progress: None,
         current_task: None,
         metadata: Default::default(),
         ttl_ms: 600_000,
-    });
+    }));
     fleet.advance_ms(5_001);
     assert_eq!(fleet.kinds().last(), Some(&"lock_expired"));
     // The old holder's token is no longer good for anything.
     assert!(matches!(
-        fleet.refused(Command::RenewLock {
+        fleet.refused(Command::RenewLock(RenewLock {
             agent: "a".to_owned(),
             resource: "db".to_owned(),
             token: old,
             ttl_ms: 5_000
-        }),
+        })),
         CommandError::NotLocked { .. }
     ));
     fleet.run(acquire("b", "db", 5_000, None));
@@ -142,12 +143,12 @@ fn renewal_extends_a_lock_past_its_original_deadline() {
     fleet.register("a");
     let held = token(fleet.run(acquire("a", "db", 5_000, None)));
     fleet.advance_ms(4_000);
-    fleet.run(Command::RenewLock {
+    fleet.run(Command::RenewLock(RenewLock {
         agent: "a".to_owned(),
         resource: "db".to_owned(),
         token: held,
         ttl_ms: 5_000,
-    });
+    }));
     fleet.advance_ms(4_000);
     assert!(
         fleet
@@ -278,14 +279,14 @@ fn wall_clock_steps_neither_freeze_nor_mass_expire_ttls() {
 }
 
 fn take_slot(agent: &str, ttl_ms: u64, wait_ms: Option<u64>) -> Command {
-    Command::AcquireLock {
+    Command::AcquireLock(AcquireLock {
         slots: Some(2),
         agent: agent.to_owned(),
         resource: "llm".to_owned(),
         ttl_ms,
         intent: "completion".to_owned(),
         wait_ms,
-    }
+    })
 }
 
 fn granted(outcome: Outcome) -> (String, u64) {
@@ -360,7 +361,7 @@ fn a_semaphore_refuses_a_slot_count_outside_its_bounds_and_a_slot_name_as_its_na
     let fleet = TestFleet::new();
     fleet.register("a");
     let mut zero = take_slot("a", 1_000, None);
-    if let Command::AcquireLock { slots, .. } = &mut zero {
+    if let Command::AcquireLock(AcquireLock { slots, .. }) = &mut zero {
         *slots = Some(0);
     }
     assert!(matches!(
@@ -368,7 +369,7 @@ fn a_semaphore_refuses_a_slot_count_outside_its_bounds_and_a_slot_name_as_its_na
         CommandError::Invalid { field: "slots", .. }
     ));
     let mut nested = take_slot("a", 1_000, None);
-    if let Command::AcquireLock { resource, .. } = &mut nested {
+    if let Command::AcquireLock(AcquireLock { resource, .. }) = &mut nested {
         *resource = "llm/slot-1".to_owned();
     }
     assert!(matches!(

@@ -3,6 +3,10 @@
 //! dependents, cancellation, double completion, and claims woken by an enqueue.
 
 use fleetlog_ledger::Json;
+use fleetlog_projections::commands::{
+    CancelTask, Claim, CompleteTask, DeadLetterTask, Enqueue, EscalateTask, FailTask, Register,
+    ReleaseTask, TaskProgress,
+};
 use fleetlog_projections::queue::TaskState;
 use fleetlog_projections::{Command, CommandError, Outcome, TaskSpec};
 use fleetlog_suite::TestFleet;
@@ -17,24 +21,24 @@ fn fleet() -> TestFleet {
 }
 
 fn enqueue(fleet: &TestFleet, spec: TaskSpec) -> u64 {
-    match fleet.run(Command::Enqueue {
+    match fleet.run(Command::Enqueue(Enqueue {
         agent: "boss".to_owned(),
         spec,
-    }) {
+    })) {
         Outcome::Appended { seq } => seq,
         other => panic!("{other:?}"),
     }
 }
 
 fn claim_command(agent: &str, tags: &[&str], wait_ms: Option<u64>) -> Command {
-    Command::Claim {
+    Command::Claim(Claim {
         agent: agent.to_owned(),
         tags: tags.iter().map(|tag| (*tag).to_owned()).collect(),
         tag_match: Default::default(),
         task: None,
         lease_ttl_ms: 30_000,
         wait_ms,
-    }
+    })
 }
 
 fn claim(fleet: &TestFleet, agent: &str, tags: &[&str]) -> Option<u64> {
@@ -45,20 +49,20 @@ fn claim(fleet: &TestFleet, agent: &str, tags: &[&str]) -> Option<u64> {
 }
 
 fn complete(agent: &str, task: u64) -> Command {
-    Command::Complete {
+    Command::Complete(CompleteTask {
         agent: agent.to_owned(),
         task,
         result: Json::null(),
-    }
+    })
 }
 
 fn fail(agent: &str, task: u64, retryable: bool) -> Command {
-    Command::Fail {
+    Command::Fail(FailTask {
         agent: agent.to_owned(),
         task,
         error: "boom".to_owned(),
         retryable,
-    }
+    })
 }
 
 fn state_of(fleet: &TestFleet, task: u64) -> TaskState {
@@ -133,13 +137,13 @@ fn a_task_waits_for_its_dependencies_and_matching_tags() {
     fleet.run(complete("w2", schema));
     assert_eq!(claim(&fleet, "w1", &["backend"]), Some(api));
     assert!(matches!(
-        fleet.refused(Command::Enqueue {
+        fleet.refused(Command::Enqueue(Enqueue {
             agent: "boss".into(),
             spec: TaskSpec {
                 depends_on: vec![9_999],
                 ..TaskSpec::new("x")
             }
-        }),
+        })),
         CommandError::UnknownTask { task: 9_999 }
     ));
 }
@@ -272,11 +276,11 @@ fn completion_is_exactly_once_and_only_by_the_holder() {
         CommandError::AlreadyCompleted { .. }
     ));
     assert!(matches!(
-        fleet.refused(Command::Cancel {
+        fleet.refused(Command::Cancel(CancelTask {
             agent: "boss".into(),
             task,
             reason: "late".into()
-        }),
+        })),
         CommandError::AlreadyCompleted { .. }
     ));
     assert!(matches!(
@@ -303,11 +307,11 @@ fn cancelling_a_task_skips_everything_that_depends_on_it() {
             ..TaskSpec::new("grandchild")
         },
     );
-    fleet.run(Command::Cancel {
+    fleet.run(Command::Cancel(CancelTask {
         agent: "boss".into(),
         task: root,
         reason: "obsolete".into(),
-    });
+    }));
     assert_eq!(state_of(&fleet, root), TaskState::Cancelled);
     assert_eq!(state_of(&fleet, child), TaskState::Skipped);
     assert_eq!(state_of(&fleet, grandchild), TaskState::Skipped);
@@ -395,20 +399,20 @@ fn releasing_a_claimed_task_requeues_it_without_counting_the_attempt() {
     let id = enqueue(&fleet, TaskSpec::new("t"));
     assert_eq!(claim(&fleet, "w1", &[]), Some(id));
     assert_eq!(task(&fleet, id).attempts, 1);
-    let release = Command::ReleaseTask {
+    let release = Command::ReleaseTask(ReleaseTask {
         agent: "w2".into(),
         task: id,
         reason: "not mine".into(),
-    };
+    });
     assert!(matches!(
         fleet.refused(release),
         CommandError::NotYourTask { .. }
     ));
-    fleet.run(Command::ReleaseTask {
+    fleet.run(Command::ReleaseTask(ReleaseTask {
         agent: "w1".into(),
         task: id,
         reason: "shutting down".into(),
-    });
+    }));
     let released = task(&fleet, id);
     assert_eq!((released.state, released.attempts), (TaskState::Pending, 0));
     assert_eq!(released.holder, None);
@@ -426,26 +430,26 @@ fn a_task_can_be_claimed_by_id_even_when_others_come_first() {
     urgent.priority = 9;
     enqueue(&fleet, urgent);
     let wanted = enqueue(&fleet, TaskSpec::new("wanted"));
-    let Outcome::Task { task: Some(got) } = fleet.run(Command::Claim {
+    let Outcome::Task { task: Some(got) } = fleet.run(Command::Claim(Claim {
         agent: "w1".into(),
         tags: vec![],
         tag_match: Default::default(),
         task: Some(wanted),
         lease_ttl_ms: 30_000,
         wait_ms: None,
-    }) else {
+    })) else {
         panic!("claimed by id");
     };
     assert_eq!(got.id, wanted);
     // Already claimed: nothing for the next caller naming it.
-    let Outcome::Task { task: None } = fleet.run(Command::Claim {
+    let Outcome::Task { task: None } = fleet.run(Command::Claim(Claim {
         agent: "w2".into(),
         tags: vec![],
         tag_match: Default::default(),
         task: Some(wanted),
         lease_ttl_ms: 30_000,
         wait_ms: None,
-    }) else {
+    })) else {
         panic!("a claimed task is not claimable again");
     };
 }
@@ -457,14 +461,14 @@ fn tag_match_any_claims_a_task_with_one_of_the_tags_and_all_needs_every_one() {
     spec.tags = vec!["frontend".into()];
     let id = enqueue(&fleet, spec);
     assert_eq!(claim(&fleet, "w1", &["frontend", "backend"]), None, "all");
-    let Outcome::Task { task: Some(got) } = fleet.run(Command::Claim {
+    let Outcome::Task { task: Some(got) } = fleet.run(Command::Claim(Claim {
         agent: "w1".into(),
         tags: vec!["backend".into(), "frontend".into()],
         tag_match: fleetlog_projections::queue::TagMatch::Any,
         task: None,
         lease_ttl_ms: 30_000,
         wait_ms: None,
-    }) else {
+    })) else {
         panic!("any one tag suffices");
     };
     assert_eq!(got.id, id);
@@ -475,22 +479,22 @@ fn the_holder_reports_progress_and_status_on_a_claimed_task() {
     let fleet = fleet();
     let id = enqueue(&fleet, TaskSpec::new("t"));
     claim(&fleet, "w1", &[]);
-    fleet.run(Command::TaskProgress {
+    fleet.run(Command::TaskProgress(TaskProgress {
         agent: "w1".into(),
         task: id,
         progress: Some(0.4),
         status: "compiling".into(),
-    });
+    }));
     let reported = task(&fleet, id);
     assert_eq!(reported.progress, Some(0.4));
     assert_eq!(reported.status.as_deref(), Some("compiling"));
     assert!(matches!(
-        fleet.refused(Command::TaskProgress {
+        fleet.refused(Command::TaskProgress(TaskProgress {
             agent: "w2".into(),
             task: id,
             progress: Some(0.9),
             status: String::new(),
-        }),
+        })),
         CommandError::NotYourTask { .. }
     ));
 }
@@ -514,18 +518,18 @@ fn escalation_parks_a_task_for_a_decision_and_can_be_the_exhaustion_policy() {
         "an escalated task is not claimable"
     );
     // Someone decides: requeue it.
-    fleet.run(Command::ReleaseTask {
+    fleet.run(Command::ReleaseTask(ReleaseTask {
         agent: "boss".into(),
         task: id,
         reason: "retry after the fix".into(),
-    });
+    }));
     assert_eq!(claim(&fleet, "w2", &[]), Some(id));
     // By hand, with a reason.
-    fleet.run(Command::EscalateTask {
+    fleet.run(Command::EscalateTask(EscalateTask {
         agent: "w2".into(),
         task: id,
         reason: "needs a human".into(),
-    });
+    }));
     assert_eq!(task(&fleet, id).state, TaskState::Escalated);
 }
 
@@ -537,19 +541,19 @@ fn anyone_may_dead_letter_an_unfinished_task_on_request() {
     after.depends_on = vec![id];
     let dependent = enqueue(&fleet, after);
     claim(&fleet, "w1", &[]);
-    fleet.run(Command::DeadLetterTask {
+    fleet.run(Command::DeadLetterTask(DeadLetterTask {
         agent: "boss".into(),
         task: id,
         reason: "poison input".into(),
-    });
+    }));
     assert_eq!(task(&fleet, id).state, TaskState::DeadLettered);
     assert_eq!(task(&fleet, dependent).state, TaskState::Skipped);
     assert!(matches!(
-        fleet.refused(Command::DeadLetterTask {
+        fleet.refused(Command::DeadLetterTask(DeadLetterTask {
             agent: "boss".into(),
             task: id,
             reason: "again".into(),
-        }),
+        })),
         CommandError::TaskFinished { .. }
     ));
 }
@@ -569,10 +573,10 @@ fn a_task_key_is_the_callers_unique_id_for_it() {
             .map(|task| task.id),
         Some(id)
     );
-    match fleet.refused(Command::Enqueue {
+    match fleet.refused(Command::Enqueue(Enqueue {
         agent: "boss".into(),
         spec,
-    }) {
+    })) {
         CommandError::TaskKeyExists { key, task } => {
             assert_eq!((key.as_str(), task), ("JIRA-7", id))
         }
@@ -583,26 +587,26 @@ fn a_task_key_is_the_callers_unique_id_for_it() {
 #[test]
 fn a_task_requiring_capabilities_goes_only_to_a_capable_agent() {
     let fleet = fleet();
-    fleet.run(Command::Register {
+    fleet.run(Command::Register(Register {
         agent: "rustacean".into(),
         role: "worker".into(),
         name: "r".into(),
         working_on: String::new(),
         capabilities: vec!["rust".into(), "backend-development".into()],
         metadata: Json::null(),
-    });
+    }));
     let mut spec = TaskSpec::new("port the parser");
     spec.required_capabilities = vec!["rust".into()];
     let id = enqueue(&fleet, spec);
     assert_eq!(claim(&fleet, "w1", &[]), None, "w1 has no capabilities");
-    match fleet.refused(Command::Claim {
+    match fleet.refused(Command::Claim(Claim {
         agent: "w1".into(),
         tags: vec![],
         tag_match: Default::default(),
         task: Some(id),
         lease_ttl_ms: 30_000,
         wait_ms: None,
-    }) {
+    })) {
         CommandError::NotCapable { missing, .. } => assert_eq!(missing, vec!["rust".to_owned()]),
         other => panic!("{other:?}"),
     }

@@ -2,6 +2,7 @@
 //! queue through the writer's sequence; nobody overlaps, every task completes exactly once, and
 //! the whole log passes the invariant checkers.
 
+use fleetlog_projections::commands::{AcquireLock, Claim, CompleteTask, Enqueue, ReleaseLock};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use fleetlog_ledger::Json;
@@ -35,14 +36,14 @@ fn eight_threads_contending_for_one_lock_never_overlap() {
                 let agent = format!("w{thread}");
                 register(coordinator, &agent);
                 for _ in 0..ROUNDS {
-                    let lock = match coordinator.execute(Command::AcquireLock {
+                    let lock = match coordinator.execute(Command::AcquireLock(AcquireLock {
                         slots: None,
                         agent: agent.clone(),
                         resource: "counter".to_owned(),
                         ttl_ms: 60_000,
                         intent: "increment".to_owned(),
                         wait_ms: Some(60_000),
-                    }) {
+                    })) {
                         Ok(Outcome::Lock { lock }) => lock,
                         other => panic!("{agent}: {other:?}"),
                     };
@@ -57,11 +58,11 @@ fn eight_threads_contending_for_one_lock_never_overlap() {
                     counter.store(value + 1, Ordering::SeqCst);
                     inside.fetch_sub(1, Ordering::SeqCst);
                     coordinator
-                        .execute(Command::ReleaseLock {
+                        .execute(Command::ReleaseLock(ReleaseLock {
                             agent: agent.clone(),
                             resource: "counter".to_owned(),
                             token: lock.token,
-                        })
+                        }))
                         .expect("release");
                 }
             });
@@ -80,13 +81,13 @@ fn eight_threads_draining_one_queue_complete_each_task_exactly_once() {
     let pending: Vec<_> = (0..TASKS)
         .map(|n| {
             coordinator
-                .submit(Command::Enqueue {
+                .submit(Command::Enqueue(Enqueue {
                     agent: "boss".to_owned(),
                     spec: TaskSpec {
                         priority: (n % 3) as i32,
                         ..TaskSpec::new(format!("task {n}"))
                     },
-                })
+                }))
                 .expect("queued")
         })
         .collect();
@@ -101,23 +102,23 @@ fn eight_threads_draining_one_queue_complete_each_task_exactly_once() {
                 let agent = format!("w{thread}");
                 register(coordinator, &agent);
                 loop {
-                    let task = match coordinator.execute(Command::Claim {
+                    let task = match coordinator.execute(Command::Claim(Claim {
                         agent: agent.clone(),
                         tags: vec![],
                         tag_match: Default::default(),
                         task: None,
                         lease_ttl_ms: 60_000,
                         wait_ms: None,
-                    }) {
+                    })) {
                         Ok(Outcome::Task { task: Some(task) }) => task,
                         Ok(Outcome::Task { task: None }) => break,
                         other => panic!("{agent}: {other:?}"),
                     };
-                    match coordinator.execute(Command::Complete {
+                    match coordinator.execute(Command::Complete(CompleteTask {
                         agent: agent.clone(),
                         task: task.id,
                         result: Json::null(),
-                    }) {
+                    })) {
                         Ok(_) => {
                             completed.fetch_add(1, Ordering::SeqCst);
                         }

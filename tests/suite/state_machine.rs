@@ -4,6 +4,11 @@
 //! whole log passes the invariant checkers.
 
 use fleetlog_ledger::{Json, SignalTarget};
+use fleetlog_projections::commands::{
+    AckSignal, AcquireLock, CancelTask, Claim, CompleteTask, CustomEvent, DecideApproval,
+    Deregister, Enqueue, EscalateTask, FailTask, Heartbeat, ReceiveSignal, Register, ReleaseLock,
+    ReleaseTask, RequestApproval, SendSignal, TaskProgress,
+};
 use fleetlog_projections::queue::TaskState;
 use fleetlog_projections::signals::SignalFilter;
 use fleetlog_projections::{Command, Projection, State, TaskSpec, rebuild, replay_range};
@@ -75,35 +80,35 @@ fn name(agent: u8) -> String {
 fn command(op: &Op, state: &State) -> Option<Command> {
     let task_of = |agent: &str| state.queue.claimed_by(agent).map(|task| task.id).next();
     Some(match op.clone() {
-        Op::Register(a) => Command::Register {
+        Op::Register(a) => Command::Register(Register {
             agent: name(a),
             role: "worker".into(),
             name: name(a),
             working_on: String::new(),
             capabilities: vec![],
             metadata: Json::null(),
-        },
-        Op::Heartbeat(a, ttl) => Command::Heartbeat {
+        }),
+        Op::Heartbeat(a, ttl) => Command::Heartbeat(Heartbeat {
             agent: name(a),
             status: Some("ok".into()),
             progress: Some(f64::from(ttl % 10) / 10.0),
             current_task: None,
             metadata: None,
             ttl_ms: u64::from(ttl),
-        },
-        Op::Deregister(a) => Command::Deregister {
+        }),
+        Op::Deregister(a) => Command::Deregister(Deregister {
             agent: name(a),
             reason: "done".into(),
-        },
-        Op::Send(a, to) => Command::SendSignal {
+        }),
+        Op::Send(a, to) => Command::SendSignal(SendSignal {
             agent: name(a),
             kind: "ping".into(),
             target: to.map_or(SignalTarget::Broadcast, |to| SignalTarget::Agent(name(to))),
             payload: Json::from_value(&serde_json::json!(a)),
             ttl_ms: 10_000,
             correlation_id: None,
-        },
-        Op::Receive(a, consume, ack) => Command::ReceiveSignal {
+        }),
+        Op::Receive(a, consume, ack) => Command::ReceiveSignal(ReceiveSignal {
             ack_ms: ack.then_some(8_000),
             agent: name(a),
             filter: SignalFilter {
@@ -112,7 +117,7 @@ fn command(op: &Op, state: &State) -> Option<Command> {
             },
             consume,
             wait_ms: None,
-        },
+        }),
         Op::Ack(a) => {
             let signal = state
                 .signals
@@ -121,20 +126,20 @@ fn command(op: &Op, state: &State) -> Option<Command> {
                 .copied()
                 .find(|id| state.signals.delivered(*id).any(|(to, _)| *to == name(a)))
                 .unwrap_or(1);
-            Command::AckSignal {
+            Command::AckSignal(AckSignal {
                 agent: name(a),
                 signal,
-            }
+            })
         }
         // Odd resources are two-slot semaphores.
-        Op::Acquire(a, r, ttl) => Command::AcquireLock {
+        Op::Acquire(a, r, ttl) => Command::AcquireLock(AcquireLock {
             slots: (r % 2 == 1).then_some(2),
             agent: name(a),
             resource: format!("r{r}"),
             ttl_ms: u64::from(ttl),
             intent: "edit".into(),
             wait_ms: None,
-        },
+        }),
         Op::Release(a, r) => {
             let resource = match r % 2 {
                 0 => format!("r{r}"),
@@ -150,11 +155,11 @@ fn command(op: &Op, state: &State) -> Option<Command> {
                     .unwrap_or_else(|| format!("r{r}/slot-0")),
             };
             let token = state.locks.held.get(&resource).map_or(1, |lock| lock.token);
-            Command::ReleaseLock {
+            Command::ReleaseLock(ReleaseLock {
                 agent: name(a),
                 resource,
                 token,
-            }
+            })
         }
         Op::Enqueue(a, priority, dep) => {
             let depends_on = match dep {
@@ -168,7 +173,7 @@ fn command(op: &Op, state: &State) -> Option<Command> {
                     .collect(),
                 false => vec![],
             };
-            Command::Enqueue {
+            Command::Enqueue(Enqueue {
                 agent: name(a),
                 spec: TaskSpec {
                     priority: i32::from(priority),
@@ -177,27 +182,27 @@ fn command(op: &Op, state: &State) -> Option<Command> {
                     escalate_when_exhausted: priority > 0,
                     ..TaskSpec::new("work")
                 },
-            }
+            })
         }
-        Op::Claim(a) => Command::Claim {
+        Op::Claim(a) => Command::Claim(Claim {
             agent: name(a),
             tags: vec![],
             tag_match: Default::default(),
             task: None,
             lease_ttl_ms: 15_000,
             wait_ms: None,
-        },
-        Op::Complete(a) => Command::Complete {
+        }),
+        Op::Complete(a) => Command::Complete(CompleteTask {
             agent: name(a),
             task: task_of(&name(a))?,
             result: Json::null(),
-        },
-        Op::Fail(a, retryable) => Command::Fail {
+        }),
+        Op::Fail(a, retryable) => Command::Fail(FailTask {
             agent: name(a),
             task: task_of(&name(a))?,
             error: "boom".into(),
             retryable,
-        },
+        }),
         Op::Cancel(a) => {
             let task = state
                 .queue
@@ -205,11 +210,11 @@ fn command(op: &Op, state: &State) -> Option<Command> {
                 .values()
                 .find(|task| task.state == TaskState::Pending)?
                 .id;
-            Command::Cancel {
+            Command::Cancel(CancelTask {
                 agent: name(a),
                 task,
                 reason: "no longer needed".into(),
-            }
+            })
         }
         Op::ReleaseTask(a) => {
             let escalated = state
@@ -218,38 +223,38 @@ fn command(op: &Op, state: &State) -> Option<Command> {
                 .values()
                 .find(|task| task.state == TaskState::Escalated)
                 .map(|task| task.id);
-            Command::ReleaseTask {
+            Command::ReleaseTask(ReleaseTask {
                 agent: name(a),
                 task: task_of(&name(a)).or(escalated)?,
                 reason: "later".into(),
-            }
+            })
         }
-        Op::Escalate(a) => Command::EscalateTask {
+        Op::Escalate(a) => Command::EscalateTask(EscalateTask {
             agent: name(a),
             task: task_of(&name(a))?,
             reason: "stuck".into(),
-        },
-        Op::Progress(a) => Command::TaskProgress {
+        }),
+        Op::Progress(a) => Command::TaskProgress(TaskProgress {
             agent: name(a),
             task: task_of(&name(a))?,
             progress: Some(0.5),
             status: "halfway".into(),
-        },
-        Op::Request(a) => Command::RequestApproval {
+        }),
+        Op::Request(a) => Command::RequestApproval(RequestApproval {
             agent: name(a),
             action: "deploy".into(),
             context: Json::null(),
             approvers: vec![],
             timeout_ms: 20_000,
-        },
+        }),
         Op::Decide(a, approved) => {
             let approval = state.approvals.by_id.keys().last().copied()?;
-            Command::Decide {
+            Command::Decide(DecideApproval {
                 agent: name(a),
                 approval,
                 approved,
                 reason: String::new(),
-            }
+            })
         }
         Op::Advance(_) => return None,
     })
@@ -327,14 +332,14 @@ fn state_as_of_a_seq_or_time_equals_the_fold_of_that_prefix() {
     for agent in 0..3 {
         fleet.register(&name(agent));
         fleet.advance_ms(1_000);
-        fleet.run(Command::AcquireLock {
+        fleet.run(Command::AcquireLock(AcquireLock {
             slots: None,
             agent: name(agent),
             resource: format!("r{agent}"),
             ttl_ms: 2_500,
             intent: "x".into(),
             wait_ms: None,
-        });
+        }));
     }
     fleet.advance_ms(10_000);
     let reader = fleet.coordinator.ledger().reader();
@@ -373,11 +378,11 @@ fn time_travel_is_exact_across_pruned_snapshots_and_few_are_kept() {
         let agent = name(round % 3);
         fleet.register(&agent);
         fleet.advance_ms(500);
-        fleet.run(Command::Custom {
+        fleet.run(Command::Custom(CustomEvent {
             agent,
             kind: "tick".into(),
             payload: fleetlog_ledger::Json::null(),
-        });
+        }));
     }
     let reader = fleet.coordinator.ledger().reader();
     let last = reader.last_seq().expect("last");

@@ -3,6 +3,7 @@
 //! span contains them; success metrics override outcomes; bad lines are named by file and line,
 //! and an import with bad lines writes nothing.
 
+use fleetlog_projections::commands::ImportTelemetry;
 use std::path::Path;
 
 use fleetlog_ledger::{Event, Outcome, Timestamp};
@@ -123,10 +124,10 @@ fn imported_telemetry_is_analysed_by_occurrence_time() {
     let fleet = TestFleet::new();
     fleet.register_long_lived("importer");
     let (events, _) = telemetry::parse(&fixtures());
-    fleet.run(Command::ImportTelemetry {
+    fleet.run(Command::ImportTelemetry(ImportTelemetry {
         agent: "importer".into(),
         events,
-    });
+    }));
     let state = fleet.coordinator.state();
     let wf = state.workflows.get("wf-100").expect("imported");
     assert_eq!(wf.status, WorkflowStatus::Completed);
@@ -192,15 +193,15 @@ fn telemetry_importing_a_known_workflow_twice_is_refused_whole() {
     let fleet = TestFleet::new();
     fleet.register_long_lived("importer");
     let (events, _) = telemetry::parse(&fixtures());
-    fleet.run(Command::ImportTelemetry {
+    fleet.run(Command::ImportTelemetry(ImportTelemetry {
         agent: "importer".into(),
         events: events.clone(),
-    });
+    }));
     assert!(matches!(
-        fleet.refused(Command::ImportTelemetry {
+        fleet.refused(Command::ImportTelemetry(ImportTelemetry {
             agent: "importer".into(),
             events
-        }),
+        })),
         CommandError::Invalid { .. }
     ));
 }
@@ -302,10 +303,10 @@ fn analytics_as_of_a_past_moment_see_history_imported_later() {
         duration_ms: None,
         occurred_at: Some(at("2026-11-05T00:00:00Z")),
     });
-    fleet.run(Command::ImportTelemetry {
+    fleet.run(Command::ImportTelemetry(ImportTelemetry {
         agent: "importer".into(),
         events,
-    });
+    }));
 
     let as_of = at("2026-10-31T00:00:00Z");
     let past = fleet

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use fleetlog_ledger::{Event, Json, Ledger, Outcome, SignalTarget, Timestamp};
+use fleetlog_projections::commands::{Heartbeat, Register};
 
 /// A ledger in its own temporary directory, removed on drop.
 pub struct TempLedger {
@@ -422,26 +423,26 @@ pub fn append_numbered(
 
 /// `register` for a worker named after its id.
 pub fn register(agent: &str) -> fleetlog_projections::Command {
-    fleetlog_projections::Command::Register {
+    fleetlog_projections::Command::Register(Register {
         agent: agent.to_owned(),
         role: "worker".to_owned(),
         name: agent.to_owned(),
         working_on: String::new(),
         capabilities: Vec::new(),
         metadata: Json::null(),
-    }
+    })
 }
 
 /// A heartbeat with status "ok" and the given TTL.
 pub fn heartbeat(agent: &str, ttl_ms: u64) -> fleetlog_projections::Command {
-    fleetlog_projections::Command::Heartbeat {
+    fleetlog_projections::Command::Heartbeat(Heartbeat {
         agent: agent.to_owned(),
         status: Some("ok".into()),
         progress: None,
         current_task: None,
         metadata: None,
         ttl_ms,
-    }
+    })
 }
 
 /// A coordinator on a temporary ledger with a manual clock: time passes only when a test says.

@@ -4,6 +4,10 @@
 //! bytes on disk per event. Every acknowledged op is durable. With the `redis` feature the same
 //! workloads run against `redis-server` with `appendfsync always` (see `redis_compare`).
 
+use fleetlog_projections::commands::{
+    AcquireLock, Claim, CompleteTask, CustomEvent, Enqueue, Heartbeat, ReceiveSignal, Register,
+    ReleaseLock, SendSignal,
+};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -210,30 +214,30 @@ impl Commands for Remote {
 /// `None` for ops whose second command needs the first one's answer (lock token, task id).
 fn batchable(agent: &str, workload: Workload, op: u64) -> Option<Vec<Command>> {
     Some(match workload.pick(op) {
-        Workload::Append | Workload::Mixed => vec![Command::Custom {
+        Workload::Append | Workload::Mixed => vec![Command::Custom(CustomEvent {
             agent: agent.into(),
             kind: "bench".into(),
             payload: Json::from_value(&serde_json::json!(op)),
-        }],
-        Workload::Heartbeat => vec![Command::Heartbeat {
+        })],
+        Workload::Heartbeat => vec![Command::Heartbeat(Heartbeat {
             agent: agent.into(),
             status: Some("ok".into()),
             progress: None,
             current_task: None,
             metadata: None,
             ttl_ms: 600_000,
-        }],
+        })],
         // The writer runs a batch in order, so the consume sees the send before it.
         Workload::Signal => vec![
-            Command::SendSignal {
+            Command::SendSignal(SendSignal {
                 agent: agent.into(),
                 kind: "bench".into(),
                 target: SignalTarget::Agent(agent.into()),
                 payload: Json::null(),
                 ttl_ms: 60_000,
                 correlation_id: None,
-            },
-            Command::ReceiveSignal {
+            }),
+            Command::ReceiveSignal(ReceiveSignal {
                 ack_ms: None,
                 agent: agent.into(),
                 filter: SignalFilter {
@@ -242,7 +246,7 @@ fn batchable(agent: &str, workload: Workload, op: u64) -> Option<Vec<Command>> {
                 },
                 consume: true,
                 wait_ms: None,
-            },
+            }),
         ],
         Workload::Lock | Workload::Queue => return None,
     })
@@ -293,47 +297,47 @@ impl<C: Commands> Target for C {
         match workload.pick(op) {
             Workload::Lock => {
                 let resource = format!("bench/{agent}");
-                let token = match run(Command::AcquireLock {
+                let token = match run(Command::AcquireLock(AcquireLock {
                     slots: None,
                     agent: agent.into(),
                     resource: resource.clone(),
                     ttl_ms: 30_000,
                     intent: "bench".into(),
                     wait_ms: Some(30_000),
-                })? {
+                }))? {
                     Outcome::Lock { lock } => lock.token,
                     other => return Err(Error::Config(format!("unexpected {other:?}"))),
                 };
-                run(Command::ReleaseLock {
+                run(Command::ReleaseLock(ReleaseLock {
                     agent: agent.into(),
                     resource,
                     token,
-                })?;
+                }))?;
             }
             Workload::Queue => {
-                run(Command::Enqueue {
+                run(Command::Enqueue(Enqueue {
                     agent: agent.into(),
                     spec: TaskSpec {
                         tags: vec![agent.into()],
                         ..TaskSpec::new("bench task")
                     },
-                })?;
-                let task = match run(Command::Claim {
+                }))?;
+                let task = match run(Command::Claim(Claim {
                     agent: agent.into(),
                     tags: vec![agent.into()],
                     tag_match: Default::default(),
                     task: None,
                     lease_ttl_ms: 60_000,
                     wait_ms: None,
-                })? {
+                }))? {
                     Outcome::Task { task: Some(task) } => task.id,
                     other => return Err(Error::Config(format!("unexpected {other:?}"))),
                 };
-                run(Command::Complete {
+                run(Command::Complete(CompleteTask {
                     agent: agent.into(),
                     task,
                     result: Json::null(),
-                })?;
+                }))?;
             }
             // Append, heartbeat, signal: the commands a batch would carry, one at a time.
             single => {
@@ -347,14 +351,14 @@ impl<C: Commands> Target for C {
 }
 
 fn register(agent: &str) -> Command {
-    Command::Register {
+    Command::Register(Register {
         agent: agent.into(),
         role: "bench".into(),
         name: agent.into(),
         working_on: String::new(),
         capabilities: vec![],
         metadata: Json::null(),
-    }
+    })
 }
 
 /// Runs `clients` threads until `stop`, recording each op's latency.

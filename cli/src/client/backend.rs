@@ -2,6 +2,7 @@
 //! socket, or on the file itself (embedded). Both take the same commands and queries and give
 //! the same answers.
 
+use fleetlog_projections::commands::Register;
 use std::path::{Path, PathBuf};
 
 use fleetlog_projections::{Command, Coordinator, CoordinatorOptions, Outcome};
@@ -257,7 +258,9 @@ impl Embedded {
             keys.check(&coordinator.state(), command, credential.as_deref())?;
         }
         let outcome = coordinator.execute(command.clone())?;
-        if let (Command::Register { agent, .. }, Outcome::Appended { seq }) = (command, &outcome) {
+        if let (Command::Register(Register { agent, .. }), Outcome::Appended { seq }) =
+            (command, &outcome)
+        {
             let credential = keys.agent_credential(agent, *seq);
             identity::store_agent_credential(&self.db, agent, &credential)?;
         }

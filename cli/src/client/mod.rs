@@ -5,6 +5,7 @@
 pub mod backend;
 pub mod spawn;
 
+use fleetlog_projections::commands::Register;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -224,7 +225,7 @@ impl Client {
         let value = self
             .request_with(Method::POST, "/v1/commands", Some(&body), &headers)
             .await?;
-        if let Command::Register { agent, .. } = command {
+        if let Command::Register(Register { agent, .. }) = command {
             self.credentials.issued(agent, &value);
         }
         Ok((outcome(value.clone())?, value))
@@ -255,7 +256,7 @@ impl Client {
             .await?;
         let results = value["results"].as_array().cloned().unwrap_or_default();
         for (command, result) in commands.iter().zip(&results) {
-            if let Command::Register { agent, .. } = command {
+            if let Command::Register(Register { agent, .. }) = command {
                 self.credentials.issued(agent, result);
             }
         }

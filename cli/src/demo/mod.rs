@@ -2,6 +2,11 @@
 //! the coordination patterns fleets rely on, checks each one, shows live progress, then prints
 //! the analytics, the chain's verification and how to inspect what happened.
 
+use fleetlog_projections::commands::{
+    AcquireLock, AwaitApproval, Checkpoint, Claim, CompleteStage, CompleteTask, CompleteWorkflow,
+    DecideApproval, Enqueue, Heartbeat, ReceiveSignal, RecordHandoff, Register, ReleaseLock,
+    RequestApproval, SendSignal, SetBudget, StartWorkflow,
+};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -73,22 +78,22 @@ impl Daemon {
 }
 
 fn register(client: &BlockingClient, agent: &str, role: &str) -> Result<(), Error> {
-    client.execute(&Command::Register {
+    client.execute(&Command::Register(Register {
         agent: agent.into(),
         role: role.into(),
         name: agent.into(),
         working_on: String::new(),
         capabilities: vec![],
         metadata: Json::null(),
-    })?;
-    client.execute(&Command::Heartbeat {
+    }))?;
+    client.execute(&Command::Heartbeat(Heartbeat {
         agent: agent.into(),
         status: Some("ready".into()),
         progress: None,
         current_task: None,
         metadata: None,
         ttl_ms: 60_000,
-    })?;
+    }))?;
     Ok(())
 }
 
@@ -99,14 +104,14 @@ fn send(
     kind: &str,
     payload: Value,
 ) -> Result<u64, Error> {
-    match client.execute(&Command::SendSignal {
+    match client.execute(&Command::SendSignal(SendSignal {
         agent: from.into(),
         kind: kind.into(),
         target: to.map_or(SignalTarget::Broadcast, |to| SignalTarget::Agent(to.into())),
         payload: Json::from_value(&payload),
         ttl_ms: 60_000,
         correlation_id: None,
-    })? {
+    }))? {
         Outcome::Appended { seq } => Ok(seq),
         other => Err(Error::Config(format!("unexpected answer {other:?}"))),
     }
@@ -118,7 +123,7 @@ fn wait_for(
     kind: &str,
     wait_ms: u64,
 ) -> Result<Option<Value>, Error> {
-    match client.execute(&Command::ReceiveSignal {
+    match client.execute(&Command::ReceiveSignal(ReceiveSignal {
         ack_ms: None,
         agent: agent.into(),
         filter: SignalFilter {
@@ -127,7 +132,7 @@ fn wait_for(
         },
         consume: true,
         wait_ms: Some(wait_ms),
-    }) {
+    })) {
         Ok(Outcome::Signal { signal }) => Ok(signal.map(|s| s.payload.to_value())),
         Err(error) if error.code() == Some("timed_out") => Ok(None),
         Err(error) => Err(error),
@@ -269,18 +274,18 @@ fn task_graph(daemon: &Daemon, size: DemoSize) -> Result<Check, Error> {
     let mut task_ids = Vec::new();
     for feature in 0..features {
         let workflow = format!("feature-{feature}");
-        client.execute(&Command::StartWorkflow {
+        client.execute(&Command::StartWorkflow(StartWorkflow {
             agent: "lead".into(),
             workflow_id: workflow.clone(),
             project: "shop".into(),
             agent_plan: vec!["planner".into(), "coder".into(), "reviewer".into()],
             estimated_duration_ms: Some(2_000),
-        })?;
-        client.execute(&Command::SetBudget {
+        }))?;
+        client.execute(&Command::SetBudget(SetBudget {
             agent: "lead".into(),
             workflow_id: workflow.clone(),
             limit_usd: 5.0,
-        })?;
+        }))?;
         // Ten tasks per feature: a plan, then code tasks that need it, then a review of them.
         let plan = enqueue(&client, &workflow, "plan", "Plan the API", vec![])?;
         let code: Vec<u64> = (0..8)
@@ -307,14 +312,14 @@ fn task_graph(daemon: &Daemon, size: DemoSize) -> Result<Check, Error> {
     }
     // The victim claims one task and dies holding it: no completion, no heartbeat.
     register(&client, "victim", "worker")?;
-    let victim_task = match client.execute(&Command::Claim {
+    let victim_task = match client.execute(&Command::Claim(Claim {
         agent: "victim".into(),
         tags: vec![],
         tag_match: Default::default(),
         task: None,
         lease_ttl_ms: size.lease_ms,
         wait_ms: None,
-    })? {
+    }))? {
         Outcome::Task { task: Some(task) } => task.id,
         other => {
             return Err(Error::Config(format!(
@@ -337,21 +342,21 @@ fn task_graph(daemon: &Daemon, size: DemoSize) -> Result<Check, Error> {
         .sum();
     for feature in 0..features {
         let workflow = format!("feature-{feature}");
-        client.execute(&Command::Handoff {
+        client.execute(&Command::Handoff(RecordHandoff {
             agent: "lead".into(),
             workflow_id: workflow.clone(),
             from_agent: "coder".into(),
             to_agent: "reviewer".into(),
             artifacts: vec![format!("{workflow}.diff")],
-        })?;
-        client.execute(&Command::CompleteWorkflow {
+        }))?;
+        client.execute(&Command::CompleteWorkflow(CompleteWorkflow {
             agent: "lead".into(),
             workflow_id: workflow,
             success: true,
             error: None,
             duration_ms: None,
             agents_executed: vec![],
-        })?;
+        }))?;
     }
     let stats = client.query(&Query::QueueStats)?;
     let completed = stats["by_state"]["completed"].as_u64().unwrap_or(0);
@@ -380,7 +385,7 @@ fn enqueue(
     title: &str,
     depends_on: Vec<u64>,
 ) -> Result<u64, Error> {
-    match client.execute(&Command::Enqueue {
+    match client.execute(&Command::Enqueue(Enqueue {
         agent: "lead".into(),
         spec: TaskSpec {
             tags: vec![stage.into()],
@@ -389,7 +394,7 @@ fn enqueue(
             workflow_id: Some(workflow.into()),
             ..TaskSpec::new(title)
         },
-    })? {
+    }))? {
         Outcome::Appended { seq } => Ok(seq),
         other => Err(Error::Config(format!("unexpected answer {other:?}"))),
     }
@@ -401,14 +406,14 @@ fn work(client: &BlockingClient, agent: &str, lease_ms: u64) -> Result<u64, Erro
     register(client, agent, "worker")?;
     let mut completed = 0;
     loop {
-        let task = match client.execute(&Command::Claim {
+        let task = match client.execute(&Command::Claim(Claim {
             agent: agent.into(),
             tags: vec![],
             tag_match: Default::default(),
             task: None,
             lease_ttl_ms: lease_ms,
             wait_ms: Some(lease_ms),
-        }) {
+        })) {
             Ok(Outcome::Task { task: Some(task) }) => task,
             Ok(_) => return Ok(completed),
             Err(error) if error.code() == Some("timed_out") => return Ok(completed),
@@ -419,29 +424,29 @@ fn work(client: &BlockingClient, agent: &str, lease_ms: u64) -> Result<u64, Erro
         let stage = payload["stage"].as_str().unwrap_or("code").to_owned();
         let started = Instant::now();
         let file = format!("src/{}.rs", task.id % 5);
-        let lock = match client.execute(&Command::AcquireLock {
+        let lock = match client.execute(&Command::AcquireLock(AcquireLock {
             slots: None,
             agent: agent.into(),
             resource: file.clone(),
             ttl_ms: 10_000,
             intent: task.title.clone(),
             wait_ms: Some(10_000),
-        })? {
+        }))? {
             Outcome::Lock { lock } => lock,
             other => return Err(Error::Config(format!("unexpected answer {other:?}"))),
         };
-        client.execute(&Command::Checkpoint {
+        client.execute(&Command::Checkpoint(Checkpoint {
             agent: agent.into(),
             workflow_id: workflow.clone(),
             stage: stage.clone(),
             state: Json::from_value(&json!({"task": task.id, "file": file})),
-        })?;
+        }))?;
         std::thread::sleep(Duration::from_millis(5 + task.id % 7));
-        client.execute(&Command::ReleaseLock {
+        client.execute(&Command::ReleaseLock(ReleaseLock {
             agent: agent.into(),
             resource: file,
             token: lock.token,
-        })?;
+        }))?;
         let report = StageReport {
             stage: stage.clone(),
             agent: agent.into(),
@@ -458,16 +463,16 @@ fn work(client: &BlockingClient, agent: &str, lease_ms: u64) -> Result<u64, Erro
             tags: vec![stage.clone(), "backend".into()],
             quality: None,
         };
-        client.execute(&Command::CompleteStage {
+        client.execute(&Command::CompleteStage(CompleteStage {
             agent: agent.into(),
             workflow_id: workflow,
             report,
-        })?;
-        client.execute(&Command::Complete {
+        }))?;
+        client.execute(&Command::Complete(CompleteTask {
             agent: agent.into(),
             task: task.id,
             result: Json::null(),
-        })?;
+        }))?;
         completed += 1;
     }
 }
@@ -479,21 +484,21 @@ fn approval_gate(daemon: &Daemon) -> Result<Check, Error> {
     let reviewer = agent_thread(daemon, |client| {
         let request = wait_for(&client, "reviewer", "review_requested", 30_000)?;
         let approval = request.and_then(|r| r["approval"].as_u64()).unwrap_or(0);
-        client.execute(&Command::Decide {
+        client.execute(&Command::Decide(DecideApproval {
             agent: "reviewer".into(),
             approval,
             approved: true,
             reason: "tests green, diff reviewed".into(),
-        })?;
+        }))?;
         Ok(approval)
     });
-    let approval = match client.execute(&Command::RequestApproval {
+    let approval = match client.execute(&Command::RequestApproval(RequestApproval {
         agent: "deployer".into(),
         action: "deploy shop to production".into(),
         context: Json::from_value(&json!({"version": "1.4.2"})),
         approvers: vec!["reviewer".into()],
         timeout_ms: 30_000,
-    })? {
+    }))? {
         Outcome::Appended { seq } => seq,
         other => return Err(Error::Config(format!("unexpected answer {other:?}"))),
     };
@@ -504,11 +509,11 @@ fn approval_gate(daemon: &Daemon) -> Result<Check, Error> {
         "review_requested",
         json!({"approval": approval}),
     )?;
-    let decided = client.execute(&Command::AwaitApproval {
+    let decided = client.execute(&Command::AwaitApproval(AwaitApproval {
         agent: "deployer".into(),
         approval,
         wait_ms: 30_000,
-    })?;
+    }))?;
     joined(reviewer)?;
     let state = match decided {
         Outcome::Approval { approval } => format!("{:?}", approval.state).to_lowercase(),

@@ -6,6 +6,9 @@ pub mod openapi;
 pub mod routes;
 pub mod views;
 
+use fleetlog_projections::commands::{
+    Enqueue, LogDecision, PostThread, Register, RequestApproval, SendSignal, StartWorkflow,
+};
 use std::path::{Path, PathBuf};
 
 use fleetlog_ledger::Timestamp;
@@ -35,7 +38,7 @@ pub fn socket_path(db: &Path) -> PathBuf {
 /// committed (absent if it is already gone again, e.g. a signal consumed in the same batch).
 pub fn created(state: &State, now: Timestamp, command: &Command, seq: u64) -> Option<Value> {
     let (kind, id, object) = match command {
-        Command::Register { agent, .. } => (
+        Command::Register(Register { agent, .. }) => (
             "agent",
             json!(agent),
             state
@@ -43,23 +46,23 @@ pub fn created(state: &State, now: Timestamp, command: &Command, seq: u64) -> Op
                 .get(agent)
                 .map(|a| agent_view(a, &state.workflows, now)),
         ),
-        Command::SendSignal { .. } => (
+        Command::SendSignal(SendSignal { .. }) => (
             "signal",
             json!(seq),
             state.signals.live.get(&seq).map(to_json),
         ),
-        Command::Enqueue { .. } => ("task", json!(seq), state.queue.get(seq).map(to_json)),
-        Command::RequestApproval { .. } => (
+        Command::Enqueue(Enqueue { .. }) => ("task", json!(seq), state.queue.get(seq).map(to_json)),
+        Command::RequestApproval(RequestApproval { .. }) => (
             "approval",
             json!(seq),
             state.approvals.get(seq).map(|a| approval_view(a, now)),
         ),
-        Command::Post { .. } => (
+        Command::Post(PostThread { .. }) => (
             "thread",
             json!(seq),
             state.board.threads.get(&seq).map(to_json),
         ),
-        Command::LogDecision { .. } => {
+        Command::LogDecision(LogDecision { .. }) => {
             let decisions = &state.decisions.all;
             let found = decisions
                 .binary_search_by_key(&seq, |decision| decision.seq)
@@ -67,7 +70,7 @@ pub fn created(state: &State, now: Timestamp, command: &Command, seq: u64) -> Op
                 .map(|at| to_json(&decisions[at]));
             ("decision", json!(seq), found)
         }
-        Command::StartWorkflow { workflow_id, .. } => (
+        Command::StartWorkflow(StartWorkflow { workflow_id, .. }) => (
             "workflow",
             json!(workflow_id),
             state.workflows.get(workflow_id).map(to_json),
@@ -91,7 +94,7 @@ pub fn created_with_credential(
     keys: &crate::identity::Keys,
 ) -> Option<Value> {
     let mut answer = created(state, now, command, seq)?;
-    if let Command::Register { agent, .. } = command {
+    if let Command::Register(Register { agent, .. }) = command {
         answer["credential"] = json!(keys.agent_credential(agent, seq));
     }
     Some(answer)

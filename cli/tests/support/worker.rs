@@ -5,6 +5,9 @@
 //! `append SOCKET AGENT` appends custom events until the daemon goes away, printing each
 //! acknowledged seq.
 
+use fleetlog_projections::commands::{
+    AcquireLock, Claim, CompleteTask, CustomEvent, Heartbeat, Register, ReleaseLock,
+};
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -48,36 +51,36 @@ fn main() {
 
 fn register(client: &BlockingClient, agent: &str) {
     for command in [
-        Command::Register {
+        Command::Register(Register {
             agent: agent.to_owned(),
             role: "worker".to_owned(),
             name: agent.to_owned(),
             working_on: String::new(),
             capabilities: vec![],
             metadata: Json::null(),
-        },
-        Command::Heartbeat {
+        }),
+        Command::Heartbeat(Heartbeat {
             agent: agent.to_owned(),
             status: Some("ok".into()),
             progress: None,
             current_task: None,
             metadata: None,
             ttl_ms: 600_000,
-        },
+        }),
     ] {
         client.execute(&command).expect("register");
     }
 }
 
 fn lock_and_increment(client: &BlockingClient, agent: &str, file: &str) {
-    let acquire = Command::AcquireLock {
+    let acquire = Command::AcquireLock(AcquireLock {
         slots: None,
         agent: agent.to_owned(),
         resource: "counter".to_owned(),
         ttl_ms: 60_000,
         intent: "increment".to_owned(),
         wait_ms: Some(120_000),
-    };
+    });
     let token = match client.execute(&acquire).expect("acquire") {
         Outcome::Lock { lock } => lock.token,
         other => panic!("expected a lock, got {other:?}"),
@@ -89,25 +92,25 @@ fn lock_and_increment(client: &BlockingClient, agent: &str, file: &str) {
         .parse()
         .expect("a number");
     std::fs::write(file, (value + 1).to_string()).expect("write counter");
-    let release = Command::ReleaseLock {
+    let release = Command::ReleaseLock(ReleaseLock {
         agent: agent.to_owned(),
         resource: "counter".to_owned(),
         token,
-    };
+    });
     client.execute(&release).expect("release");
 }
 
 fn drain(client: &BlockingClient, agent: &str, hang_after: u64) {
     let mut done = 0u64;
     loop {
-        let claim = Command::Claim {
+        let claim = Command::Claim(Claim {
             agent: agent.to_owned(),
             tags: vec![],
             tag_match: Default::default(),
             task: None,
             lease_ttl_ms: 2_000,
             wait_ms: Some(5_000),
-        };
+        });
         let task = match client.execute(&claim) {
             Ok(Outcome::Task { task: Some(task) }) => task,
             Ok(Outcome::Task { task: None }) => return,
@@ -121,11 +124,11 @@ fn drain(client: &BlockingClient, agent: &str, hang_after: u64) {
                 std::thread::park();
             }
         }
-        let complete = Command::Complete {
+        let complete = Command::Complete(CompleteTask {
             agent: agent.to_owned(),
             task: task.id,
             result: Json::null(),
-        };
+        });
         client.execute(&complete).expect("complete");
         println!("completed {}", task.id);
         done += 1;
@@ -136,11 +139,11 @@ fn append_until_gone(client: &BlockingClient, agent: &str) {
     println!("ready");
     std::io::stdout().flush().expect("stdout");
     for n in 0u64.. {
-        let command = Command::Custom {
+        let command = Command::Custom(CustomEvent {
             agent: agent.to_owned(),
             kind: "probe".to_owned(),
             payload: Json::from_value(&serde_json::json!(n)),
-        };
+        });
         match client.execute(&command) {
             Ok(Outcome::Appended { seq }) => {
                 let mut stdout = std::io::stdout().lock();

@@ -7,12 +7,17 @@
 //! readers only ever see `committed`, which is updated from committed records. If a commit
 //! fails, the ledger's writer is poisoned and this working state is never used again.
 
-mod domain;
+mod agents;
+mod approvals;
 mod expiry;
+mod journal;
+mod locks;
 mod reply;
 mod sequencer;
 mod settle;
+mod signals;
 mod tasks;
+mod workflows;
 
 pub use reply::Reply;
 use reply::Touched;
@@ -20,14 +25,13 @@ use reply::Touched;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use fleetlog_ledger::{Batch, Event, Record, SignalTarget, Timestamp};
+use fleetlog_ledger::{Batch, Error as LedgerError, Event, Record, Timestamp};
 
-use crate::approvals::ApprovalState;
-use crate::command::{Command, CommandError, Outcome};
+use crate::command::{Command, CommandError, Outcome, invalid};
 use crate::published::{Published, Publisher};
-use crate::queue::TaskState;
+use crate::replay::Projection;
 use crate::state::State;
-use crate::waits::{ApprovalWant, ClaimWant, LockWant, Refused, SignalWant, Waits};
+use crate::waits::{Refused, Waits};
 
 /// The actor of events the machine records on its own (expiries).
 pub const SYSTEM_ACTOR: &str = "fleetlog";
@@ -99,13 +103,6 @@ fn respond(batch: &mut Batch<'_, '_>, mut reply: Reply, result: Result<Outcome, 
 fn appended(records: &[Record]) -> Outcome {
     Outcome::Appended {
         seq: records.first().map_or(0, |record| record.seq),
-    }
-}
-
-fn invalid(field: &'static str, problem: impl Into<String>) -> CommandError {
-    CommandError::Invalid {
-        field,
-        problem: problem.into(),
     }
 }
 
@@ -228,8 +225,40 @@ impl Machine {
         agent: &str,
         event: Event,
     ) -> Result<Step, CommandError> {
-        let records = self.stage(batch, agent, vec![event])?;
+        self.record_all(batch, agent, vec![event])
+    }
+
+    /// Stages a command's events, its primary one first, and answers with that one's seq.
+    fn record_all(
+        &mut self,
+        batch: &mut Batch<'_, '_>,
+        agent: &str,
+        events: Vec<Event>,
+    ) -> Result<Step, CommandError> {
+        let records = self.stage(batch, agent, events)?;
         Ok(done_with(appended(&records)))
+    }
+
+    /// Stages events, each with its own actor (all or none).
+    fn stage_as(
+        &mut self,
+        batch: &mut Batch<'_, '_>,
+        events: Vec<(String, Event)>,
+    ) -> Result<Vec<Record>, CommandError> {
+        let records = batch.append(events).map_err(|error| match error {
+            LedgerError::EventTooLarge { .. } | LedgerError::RequestTooLarge { .. } => {
+                CommandError::TooLarge(error.to_string())
+            }
+            other if other.is_bad_input() => CommandError::Rejected(other.to_string()),
+            other => CommandError::NotDurable {
+                cause: other.to_string(),
+            },
+        })?;
+        for record in &records {
+            self.touched.note(record);
+            self.state.apply(record);
+        }
+        Ok(records)
     }
 
     fn require_member(&self, agent: &str) -> Result<(), CommandError> {
@@ -254,6 +283,8 @@ impl Machine {
         }
     }
 
+    /// Checks the actor, then hands the command to its domain. Commands that only record what
+    /// they were given are built here; the rest decide in their domain's file.
     fn decide(
         &mut self,
         command: Command,
@@ -262,539 +293,55 @@ impl Machine {
     ) -> Result<Step, CommandError> {
         let now = batch.now();
         match &command {
-            Command::Register { .. } => {}
+            Command::Register(_) => {}
             // A heartbeat is how an expired agent comes back.
-            Command::Heartbeat { agent, .. } => self.require_member(agent)?,
+            Command::Heartbeat(heartbeat) => self.require_member(&heartbeat.agent)?,
             other => self.require_alive(other.agent(), now)?,
         }
-        let done = |records: Vec<Record>| Ok(done_with(appended(&records)));
+        let actor = command.agent().to_owned();
         match command {
-            Command::Register {
-                agent,
-                role,
-                name,
-                working_on,
-                capabilities,
-                metadata,
-            } => {
-                if agent == SYSTEM_ACTOR {
-                    return Err(invalid(
-                        "agent",
-                        format!("{SYSTEM_ACTOR:?} is reserved for fleetlog itself"),
-                    ));
-                }
-                let event = Event::AgentRegistered {
-                    role,
-                    name,
-                    working_on,
-                    capabilities,
-                    metadata,
-                };
-                self.record_one(batch, &agent, event)
+            Command::Register(c) => self.register(batch, c),
+            Command::Heartbeat(c) => self.heartbeat(batch, c),
+            Command::Deregister(c) => self.deregister(batch, c),
+            Command::SendSignal(c) => self.send_signal(batch, c),
+            Command::ReceiveSignal(c) => self.receive_signal(batch, reply, c),
+            Command::AckSignal(c) => self.ack_signal(batch, c),
+            Command::AcquireLock(c) => self.acquire(batch, reply, c),
+            Command::RenewLock(c) => self.renew_lock(batch, c),
+            Command::ReleaseLock(c) => self.release_lock(batch, c),
+            Command::Enqueue(c) => self.enqueue(batch, c),
+            Command::Claim(c) => self.claim(batch, reply, c),
+            Command::RenewLease(c) => self.record_all(batch, &actor, self.renew_lease(c)?),
+            Command::Complete(c) => self.record_all(batch, &actor, self.complete_task(c)?),
+            Command::Fail(c) => self.record_all(batch, &actor, self.fail_task(c, now)?),
+            Command::ReleaseTask(c) => self.record_all(batch, &actor, self.release_task(c)?),
+            Command::TaskProgress(c) => self.record_all(batch, &actor, self.task_progress(c)?),
+            Command::EscalateTask(c) => self.record_all(batch, &actor, self.escalate_task(c)?),
+            Command::DeadLetterTask(c) => self.record_all(batch, &actor, self.dead_letter_task(c)?),
+            Command::Cancel(c) => self.record_all(batch, &actor, self.cancel_task(c)?),
+            Command::RequestApproval(c) => self.request_approval(batch, c),
+            Command::Decide(c) => self.decide_approval(batch, c),
+            Command::AwaitApproval(c) => self.await_approval(batch, reply, c),
+            Command::Post(c) => self.record_one(batch, &actor, c.into_event()),
+            Command::Reply(c) => self.record_one(batch, &actor, self.reply_to_thread(c)?),
+            Command::LogDecision(c) => self.record_one(batch, &actor, c.into_event()),
+            Command::StartWorkflow(c) => self.record_one(batch, &actor, self.start_workflow(c)?),
+            Command::StartStage(c) => self.record_one(batch, &actor, self.start_stage(c, now)?),
+            Command::CompleteStage(c) => {
+                self.record_all(batch, &actor, self.complete_stage(c, now)?)
             }
-            Command::Heartbeat {
-                agent,
-                status,
-                progress,
-                current_task,
-                metadata,
-                ttl_ms,
-            } => {
-                positive("ttl_ms", ttl_ms)?;
-                let event =
-                    self.heartbeat(&agent, status, progress, current_task, metadata, ttl_ms);
-                self.record_one(batch, &agent, event)
+            Command::Handoff(c) => self.record_one(batch, &actor, self.handoff(c)?),
+            Command::Checkpoint(c) => self.record_one(batch, &actor, self.checkpoint(c)?),
+            Command::CompleteWorkflow(c) => {
+                self.record_one(batch, &actor, self.complete_workflow(c)?)
             }
-            Command::Deregister { agent, reason } => {
-                // Leaving releases what the agent holds, each recorded, as expiry would.
-                let mut events = self.release_everything_of(&agent, now);
-                events.insert(0, Event::AgentDeregistered { reason });
-                done(self.stage(batch, &agent, events)?)
-            }
-            Command::SendSignal {
-                agent,
-                kind,
-                target,
-                payload,
-                ttl_ms,
-                correlation_id,
-            } => {
-                if kind.trim().is_empty() {
-                    return Err(invalid(
-                        "kind",
-                        "a signal needs a kind (what receivers filter on)",
-                    ));
-                }
-                if let SignalTarget::Agent(target) = &target {
-                    self.require_member(target)?;
-                }
-                positive("ttl_ms", ttl_ms)?;
-                if let SignalTarget::Agent(target) = &target {
-                    let live = self.state.signals.inbox_len(target);
-                    if live >= INBOX_SIGNALS_MAX {
-                        return Err(CommandError::InboxFull {
-                            agent: target.clone(),
-                            limit: INBOX_SIGNALS_MAX,
-                        });
-                    }
-                }
-                let event = Event::SignalSent {
-                    kind,
-                    target,
-                    payload,
-                    ttl_ms,
-                    correlation_id,
-                };
-                self.record_one(batch, &agent, event)
-            }
-            Command::ReceiveSignal {
-                agent,
-                filter,
-                consume,
-                wait_ms,
-                ack_ms,
-            } => {
-                if let Some(ack_ms) = ack_ms {
-                    positive("ack_ms", ack_ms)?;
-                }
-                let wants = SignalWant {
-                    filter,
-                    consume: consume || ack_ms.is_some(),
-                    ack_ms,
-                };
-                if let Some(signal) = self.take_signal(batch, &agent, &wants)? {
-                    return Ok(done_with(Outcome::Signal {
-                        signal: Some(signal),
-                    }));
-                }
-                match wait_ms {
-                    None => Ok(done_with(Outcome::Signal { signal: None })),
-                    Some(wait_ms) => {
-                        let reply = take_reply(reply);
-                        self.park(|waits| {
-                            waits.park(agent.clone(), agent, now, wait_ms, reply, wants)
-                        })
-                    }
-                }
-            }
-            Command::AckSignal { agent, signal } => {
-                let awaiting = self
-                    .state
-                    .signals
-                    .delivered(signal)
-                    .any(|(recipient, _)| *recipient == agent);
-                if !awaiting {
-                    return Err(CommandError::NotDelivered { signal });
-                }
-                self.record_one(batch, &agent, Event::SignalAcked { signal })
-            }
-            Command::AcquireLock {
-                agent,
-                resource,
-                ttl_ms,
-                intent,
-                wait_ms,
-                slots,
-            } => {
-                positive("ttl_ms", ttl_ms)?;
-                if resource.is_empty() {
-                    return Err(invalid("resource", "must not be empty"));
-                }
-                let wants = LockWant {
-                    ttl_ms,
-                    intent,
-                    slots,
-                };
-                match slots {
-                    Some(slots) => {
-                        self.acquire_slot(batch, reply, agent, resource, slots, wait_ms, wants)
-                    }
-                    None => self.acquire_lock(batch, reply, agent, resource, wait_ms, wants),
-                }
-            }
-            Command::RenewLock {
-                agent,
-                resource,
-                token,
-                ttl_ms,
-            } => {
-                positive("ttl_ms", ttl_ms)?;
-                self.check_holder(&agent, &resource, token, now)?;
-                let event = Event::LockRenewed {
-                    resource,
-                    token,
-                    ttl_ms,
-                };
-                self.record_one(batch, &agent, event)
-            }
-            Command::ReleaseLock {
-                agent,
-                resource,
-                token,
-            } => {
-                self.check_holder(&agent, &resource, token, now)?;
-                done(self.stage(batch, &agent, vec![Event::LockReleased { resource, token }])?)
-            }
-            Command::Enqueue { agent, spec } => done(self.enqueue(batch, &agent, spec)?),
-            Command::Claim {
-                agent,
-                tags,
-                tag_match,
-                task,
-                lease_ttl_ms,
-                wait_ms,
-            } => {
-                positive("lease_ttl_ms", lease_ttl_ms)?;
-                let wants = ClaimWant {
-                    tags,
-                    tag_match,
-                    task,
-                    lease_ttl_ms,
-                };
-                if let Some(task) = self.claim(batch, &agent, &wants)? {
-                    return Ok(done_with(Outcome::Task { task: Some(task) }));
-                }
-                match wait_ms {
-                    None => Ok(done_with(Outcome::Task { task: None })),
-                    Some(wait_ms) => {
-                        let reply = take_reply(reply);
-                        self.park(|waits| waits.park((), agent, now, wait_ms, reply, wants))
-                    }
-                }
-            }
-            Command::RenewLease {
-                agent,
-                task,
-                lease_ttl_ms,
-            } => {
-                positive("lease_ttl_ms", lease_ttl_ms)?;
-                self.check_lease(&agent, task)?;
-                done(self.stage(
-                    batch,
-                    &agent,
-                    vec![Event::TaskLeaseRenewed { task, lease_ttl_ms }],
-                )?)
-            }
-            Command::Complete {
-                agent,
-                task,
-                result,
-            } => {
-                self.check_lease(&agent, task)?;
-                done(self.stage(batch, &agent, vec![Event::TaskCompleted { task, result }])?)
-            }
-            Command::Fail {
-                agent,
-                task,
-                error,
-                retryable,
-            } => {
-                let events = self.fail_task(&agent, task, error, retryable, now)?;
-                done(self.stage(batch, &agent, events)?)
-            }
-            Command::ReleaseTask {
-                agent,
-                task,
-                reason,
-            } => {
-                let events = self.release_task(&agent, task, reason)?;
-                done(self.stage(batch, &agent, events)?)
-            }
-            Command::TaskProgress {
-                agent,
-                task,
-                progress,
-                status,
-            } => {
-                let events = self.task_progress(&agent, task, progress, status)?;
-                done(self.stage(batch, &agent, events)?)
-            }
-            Command::EscalateTask {
-                agent,
-                task,
-                reason,
-            } => {
-                let events = self.escalate_task(&agent, task, reason)?;
-                done(self.stage(batch, &agent, events)?)
-            }
-            Command::DeadLetterTask {
-                agent,
-                task,
-                reason,
-            } => {
-                let events = self.dead_letter_task(task, reason)?;
-                done(self.stage(batch, &agent, events)?)
-            }
-            Command::Cancel {
-                agent,
-                task,
-                reason,
-            } => {
-                let events = self.cancel_task(task, reason)?;
-                done(self.stage(batch, &agent, events)?)
-            }
-            Command::RequestApproval {
-                agent,
-                action,
-                context,
-                approvers,
-                timeout_ms,
-            } => {
-                positive("timeout_ms", timeout_ms)?;
-                let event = Event::ApprovalRequested {
-                    action,
-                    context,
-                    approvers,
-                    timeout_ms,
-                };
-                self.record_one(batch, &agent, event)
-            }
-            Command::Decide {
-                agent,
-                approval,
-                approved,
-                reason,
-            } => {
-                self.check_decider(&agent, approval, now)?;
-                let event = Event::ApprovalDecided {
-                    approval,
-                    approved,
-                    reason,
-                };
-                self.record_one(batch, &agent, event)
-            }
-            Command::AwaitApproval {
-                agent,
-                approval,
-                wait_ms,
-            } => {
-                let found = self
-                    .state
-                    .approvals
-                    .get(approval)
-                    .ok_or(CommandError::UnknownApproval { approval })?;
-                if found.state_at(now) != ApprovalState::Pending {
-                    let mut view = found.clone();
-                    view.state = found.state_at(now);
-                    return Ok(done_with(Outcome::Approval { approval: view }));
-                }
-                let reply = take_reply(reply);
-                self.park(|waits| waits.park(approval, agent, now, wait_ms, reply, ApprovalWant))
-            }
-            Command::Post {
-                agent,
-                title,
-                message,
-                priority,
-            } => {
-                let event = Event::ThreadPosted {
-                    title,
-                    message,
-                    priority,
-                };
-                self.record_one(batch, &agent, event)
-            }
-            Command::Reply {
-                agent,
-                thread,
-                message,
-            } => {
-                if !self.state.board.threads.contains_key(&thread) {
-                    return Err(CommandError::UnknownThread { thread });
-                }
-                done(self.stage(
-                    batch,
-                    &agent,
-                    vec![Event::ThreadReplied { thread, message }],
-                )?)
-            }
-            Command::LogDecision {
-                agent,
-                decision_type,
-                context,
-                reason,
-                alternatives,
-                metadata,
-            } => {
-                let event = Event::DecisionLogged {
-                    decision_type,
-                    context,
-                    reason,
-                    alternatives,
-                    metadata,
-                };
-                self.record_one(batch, &agent, event)
-            }
-            Command::StartWorkflow {
-                agent,
-                workflow_id,
-                project,
-                agent_plan,
-                estimated_duration_ms,
-            } => {
-                if workflow_id.is_empty() {
-                    return Err(invalid("workflow_id", "must not be empty"));
-                }
-                if self.state.workflows.get(&workflow_id).is_some() {
-                    return Err(CommandError::WorkflowExists { workflow_id });
-                }
-                let event = Event::WorkflowStarted {
-                    workflow_id,
-                    project,
-                    agent_plan,
-                    estimated_duration_ms,
-                    session_id: None,
-                    occurred_at: None,
-                };
-                self.record_one(batch, &agent, event)
-            }
-            Command::StartStage {
-                agent,
-                workflow_id,
-                stage,
-                stage_agent,
-                tier,
-            } => {
-                let workflow = self.running_workflow(&workflow_id)?;
-                if workflow.over_budget() {
-                    return Err(CommandError::OverBudget {
-                        limit_usd: workflow.budget_usd.unwrap_or_default(),
-                        spent_usd: workflow.spent_usd,
-                        workflow_id,
-                    });
-                }
-                self.check_spend_limits(&stage_agent, now)?;
-                let event = Event::StageStarted {
-                    workflow_id,
-                    stage,
-                    agent: stage_agent,
-                    tier,
-                    occurred_at: None,
-                };
-                self.record_one(batch, &agent, event)
-            }
-            Command::CompleteStage {
-                agent,
-                workflow_id,
-                report,
-            } => {
-                let events = self.complete_stage(&workflow_id, report, now)?;
-                done(self.stage(batch, &agent, events)?)
-            }
-            Command::Handoff {
-                agent,
-                workflow_id,
-                from_agent,
-                to_agent,
-                artifacts,
-            } => {
-                self.running_workflow(&workflow_id)?;
-                let event = Event::Handoff {
-                    workflow_id,
-                    from_agent,
-                    to_agent,
-                    artifacts,
-                    occurred_at: None,
-                };
-                self.record_one(batch, &agent, event)
-            }
-            Command::Checkpoint {
-                agent,
-                workflow_id,
-                stage,
-                state,
-            } => {
-                self.running_workflow(&workflow_id)?;
-                let event = Event::Checkpoint {
-                    workflow_id,
-                    stage,
-                    state,
-                };
-                self.record_one(batch, &agent, event)
-            }
-            Command::CompleteWorkflow {
-                agent,
-                workflow_id,
-                success,
-                error,
-                agents_executed,
-                duration_ms,
-            } => {
-                let workflow = self.running_workflow(&workflow_id)?;
-                let agents_executed = match agents_executed.is_empty() {
-                    true => workflow.agents_executed.clone(),
-                    false => agents_executed,
-                };
-                let event = Event::WorkflowCompleted {
-                    agents_executed,
-                    workflow_id,
-                    success,
-                    error,
-                    duration_ms,
-                    occurred_at: None,
-                };
-                self.record_one(batch, &agent, event)
-            }
-            Command::CancelWorkflow {
-                agent,
-                workflow_id,
-                reason,
-            } => {
-                self.running_workflow(&workflow_id)?;
-                let event = Event::WorkflowCancelled {
-                    workflow_id,
-                    reason,
-                };
-                self.record_one(batch, &agent, event)
-            }
-            Command::SetBudget {
-                agent,
-                workflow_id,
-                limit_usd,
-            } => {
-                self.running_workflow(&workflow_id)?;
-                let event = Event::BudgetSet {
-                    workflow_id,
-                    limit_usd,
-                };
-                self.record_one(batch, &agent, event)
-            }
-            Command::SetSpendLimit {
-                agent,
-                spender,
-                limit_usd,
-            } => {
-                if let Some(spender) = &spender {
-                    self.require_member(spender)?;
-                }
-                if limit_usd.is_some_and(|limit| !limit.is_finite() || limit < 0.0) {
-                    return Err(invalid(
-                        "limit_usd",
-                        "must be a finite amount ≥ 0, or null to remove the limit",
-                    ));
-                }
-                let event = Event::SpendLimitSet { spender, limit_usd };
-                self.record_one(batch, &agent, event)
-            }
-            Command::Custom {
-                agent,
-                kind,
-                payload,
-            } => self.record_one(batch, &agent, Event::Custom { kind, payload }),
-            Command::ImportTelemetry { agent, events } => {
-                self.check_telemetry(&events)?;
-                done(self.stage(batch, &agent, events)?)
+            Command::CancelWorkflow(c) => self.record_one(batch, &actor, self.cancel_workflow(c)?),
+            Command::SetBudget(c) => self.record_one(batch, &actor, self.set_budget(c)?),
+            Command::SetSpendLimit(c) => self.record_one(batch, &actor, self.set_spend_limit(c)?),
+            Command::Custom(c) => self.record_one(batch, &actor, c.into_event()),
+            Command::ImportTelemetry(c) => {
+                self.record_all(batch, &actor, self.import_telemetry(c)?)
             }
         }
-    }
-}
-
-fn finished(task: u64, state: TaskState) -> CommandError {
-    match state {
-        TaskState::Completed => CommandError::AlreadyCompleted { task },
-        other => CommandError::TaskFinished {
-            task,
-            state: other.name(),
-        },
     }
 }

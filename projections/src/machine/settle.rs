@@ -147,7 +147,7 @@ impl Machine {
             }
             let claimed = self
                 .require_member(&waiter.agent)
-                .and_then(|()| self.claim(batch, &waiter.agent, &waiter.wants));
+                .and_then(|()| self.claim_now(batch, &waiter.agent, &waiter.wants));
             match claimed {
                 Ok(None) => kept.push_back(waiter),
                 Ok(Some(task)) => {

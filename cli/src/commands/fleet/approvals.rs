@@ -4,6 +4,7 @@ use anyhow::Result;
 use clap::Subcommand;
 use fleetlog::wire::views;
 use fleetlog_projections::Command;
+use fleetlog_projections::commands::{AwaitApproval, DecideApproval, RequestApproval};
 
 use crate::commands::output::table;
 
@@ -115,35 +116,35 @@ pub(super) fn run(backend: &Backend, command: ApprovalCommand, out: &Output) -> 
             context,
             approvers,
             timeout_ms,
-        } => Command::RequestApproval {
+        } => Command::RequestApproval(RequestApproval {
             agent: agent.agent,
             action,
             context: json_arg("--context", &context)?,
             approvers,
             timeout_ms,
-        },
-        ApprovalCommand::Approve { agent, id, reason } => Command::Decide {
+        }),
+        ApprovalCommand::Approve { agent, id, reason } => Command::Decide(DecideApproval {
             agent: agent.agent,
             approval: id,
             approved: true,
             reason,
-        },
-        ApprovalCommand::Reject { agent, id, reason } => Command::Decide {
+        }),
+        ApprovalCommand::Reject { agent, id, reason } => Command::Decide(DecideApproval {
             agent: agent.agent,
             approval: id,
             approved: false,
             reason,
-        },
+        }),
         ApprovalCommand::Wait {
             agent,
             id,
             timeout_ms,
         } => {
-            let command = Command::AwaitApproval {
+            let command = Command::AwaitApproval(AwaitApproval {
                 agent: agent.agent,
                 approval: id,
                 wait_ms: timeout_ms,
-            };
+            });
             let outcome = match backend.execute(&command) {
                 Err(error) if error.code() == Some("timed_out") => {
                     out.emit(

@@ -2,6 +2,7 @@
 
 use clap::Subcommand;
 use fleetlog::wire::views;
+use fleetlog_projections::commands::{PostThread, ReplyToThread};
 
 use crate::commands::output::table;
 
@@ -97,21 +98,21 @@ pub(super) fn run(backend: &Backend, command: BoardCommand, out: &Output) -> Res
             priority,
         } => run_command(
             backend,
-            Command::Post {
+            Command::Post(PostThread {
                 agent: agent.agent,
                 title,
                 message,
                 priority,
-            },
+            }),
             out,
         ),
         BoardCommand::Reply { agent, id, message } => run_command(
             backend,
-            Command::Reply {
+            Command::Reply(ReplyToThread {
                 agent: agent.agent,
                 thread: id,
                 message,
-            },
+            }),
             out,
         ),
     }

@@ -2,6 +2,7 @@
 
 use clap::Subcommand;
 use fleetlog::wire::views;
+use fleetlog_projections::commands::LogDecision;
 
 use crate::commands::output::table;
 
@@ -71,14 +72,14 @@ pub(super) fn run(backend: &Backend, command: DecisionCommand, out: &Output) -> 
             alternatives,
         } => run_command(
             backend,
-            Command::LogDecision {
+            Command::LogDecision(LogDecision {
                 agent: agent.agent,
                 decision_type,
                 context,
                 reason,
                 alternatives,
                 metadata: Json::null(),
-            },
+            }),
             out,
         ),
         DecisionCommand::List {

@@ -1,5 +1,6 @@
 //! The log itself: `tail`, `replay`, and importing oak telemetry.
 
+use fleetlog_projections::commands::{ImportTelemetry, Register};
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -41,19 +42,19 @@ pub fn import_telemetry(
     }
     let backend = Backend::connect(db, as_operator)?;
     // The importer is an agent like any other: register it (again) so the import is attributed.
-    backend.execute(&Command::Register {
+    backend.execute(&Command::Register(Register {
         agent: agent.to_owned(),
         role: "importer".to_owned(),
         name: agent.to_owned(),
         working_on: String::new(),
         capabilities: vec![],
         metadata: Json::null(),
-    })?;
+    }))?;
     let count = events.len();
-    let outcome = backend.execute(&Command::ImportTelemetry {
+    let outcome = backend.execute(&Command::ImportTelemetry(ImportTelemetry {
         agent: agent.to_owned(),
         events,
-    })?;
+    }))?;
     let value =
         serde_json::json!({ "imported": count, "skipped_lines": errors.len(), "outcome": outcome });
     out.emit(&value, || {

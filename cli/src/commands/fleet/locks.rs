@@ -3,6 +3,7 @@
 use clap::Subcommand;
 use fleetlog::wire::views;
 use fleetlog_projections::Command;
+use fleetlog_projections::commands::{AcquireLock, ReleaseLock, RenewLock};
 
 use crate::commands::output::table;
 
@@ -134,34 +135,34 @@ pub(super) fn run(backend: &Backend, command: LockCommand, out: &Output) -> Resu
             intent,
             wait_ms,
             slots,
-        } => Command::AcquireLock {
+        } => Command::AcquireLock(AcquireLock {
             slots,
             agent: agent.agent,
             resource,
             ttl_ms,
             intent,
             wait_ms,
-        },
+        }),
         LockCommand::Renew {
             agent,
             resource,
             token,
             ttl_ms,
-        } => Command::RenewLock {
+        } => Command::RenewLock(RenewLock {
             agent: agent.agent,
             resource,
             token,
             ttl_ms,
-        },
+        }),
         LockCommand::Release {
             agent,
             resource,
             token,
-        } => Command::ReleaseLock {
+        } => Command::ReleaseLock(ReleaseLock {
             agent: agent.agent,
             resource,
             token,
-        },
+        }),
     };
     run_command(backend, command, out)
 }

@@ -13,6 +13,7 @@ mod signals;
 mod tasks;
 mod workflows;
 
+use fleetlog_projections::commands::{CustomEvent, Deregister, Heartbeat, Register, SetSpendLimit};
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -337,23 +338,23 @@ pub fn run(db: &Path, as_operator: bool, command: FleetCommand, out: &Output) ->
             let metadata = registration_metadata(metadata.as_deref(), max_concurrent_tasks)?;
             run_command(
                 &backend,
-                Command::Register {
+                Command::Register(Register {
                     agent: agent.agent,
                     role,
                     name,
                     working_on,
                     capabilities,
                     metadata,
-                },
+                }),
                 out,
             )
         }
         FleetCommand::Deregister { agent, reason } => run_command(
             &backend,
-            Command::Deregister {
+            Command::Deregister(Deregister {
                 agent: agent.agent,
                 reason,
-            },
+            }),
             out,
         ),
         FleetCommand::Heartbeat {
@@ -364,14 +365,14 @@ pub fn run(db: &Path, as_operator: bool, command: FleetCommand, out: &Output) ->
             ttl_ms,
         } => run_command(
             &backend,
-            Command::Heartbeat {
+            Command::Heartbeat(Heartbeat {
                 agent: agent.agent,
                 status,
                 progress,
                 current_task: task,
                 metadata: None,
                 ttl_ms,
-            },
+            }),
             out,
         ),
         FleetCommand::Signal(command) => signals::run(&backend, command, out),
@@ -388,11 +389,11 @@ pub fn run(db: &Path, as_operator: bool, command: FleetCommand, out: &Output) ->
             payload,
         } => run_command(
             &backend,
-            Command::Custom {
+            Command::Custom(CustomEvent {
                 agent: agent.agent,
                 kind,
                 payload: json_arg("--payload", &payload)?,
-            },
+            }),
             out,
         ),
         FleetCommand::Workflows(WorkflowsCommand::Stats { window, top }) => {
@@ -444,11 +445,11 @@ pub fn run(db: &Path, as_operator: bool, command: FleetCommand, out: &Output) ->
             remove: _,
         } => run_command(
             &backend,
-            Command::SetSpendLimit {
+            Command::SetSpendLimit(SetSpendLimit {
                 agent: agent.agent,
                 spender,
                 limit_usd,
-            },
+            }),
             out,
         ),
         FleetCommand::Staff {

@@ -5,6 +5,7 @@ use clap::Subcommand;
 use fleetlog::wire::views;
 use fleetlog_ledger::SignalTarget;
 use fleetlog_projections::Command;
+use fleetlog_projections::commands::{AckSignal, ReceiveSignal, SendSignal};
 use fleetlog_projections::signals::SignalFilter;
 
 use crate::commands::output::table;
@@ -111,27 +112,27 @@ pub(super) fn run(backend: &Backend, command: SignalCommand, out: &Output) -> Re
             payload,
             ttl_ms,
             reply_to,
-        } => Command::SendSignal {
+        } => Command::SendSignal(SendSignal {
             agent: agent.agent,
             kind,
             target: to.map_or(SignalTarget::Broadcast, SignalTarget::Agent),
             payload: json_arg("--payload", &payload)?,
             ttl_ms,
             correlation_id: reply_to,
-        },
+        }),
         SignalCommand::Check {
             agent,
             kind,
             from,
             peek,
             ack_ms,
-        } => Command::ReceiveSignal {
+        } => Command::ReceiveSignal(ReceiveSignal {
             agent: agent.agent,
             filter: filter(kind, from, None),
             consume: !peek,
             wait_ms: None,
             ack_ms,
-        },
+        }),
         SignalCommand::List { agent } => {
             if let Err(error) = backend.query(&Query::Agent {
                 id: agent.agent.clone(),
@@ -150,10 +151,10 @@ pub(super) fn run(backend: &Backend, command: SignalCommand, out: &Output) -> Re
                 signals_text,
             );
         }
-        SignalCommand::Ack { agent, signal } => Command::AckSignal {
+        SignalCommand::Ack { agent, signal } => Command::AckSignal(AckSignal {
             agent: agent.agent,
             signal,
-        },
+        }),
         SignalCommand::Wait {
             agent,
             kind,
@@ -162,13 +163,13 @@ pub(super) fn run(backend: &Backend, command: SignalCommand, out: &Output) -> Re
             timeout_ms,
             peek,
             ack_ms,
-        } => Command::ReceiveSignal {
+        } => Command::ReceiveSignal(ReceiveSignal {
             agent: agent.agent,
             filter: filter(kind, from, reply_to),
             consume: !peek,
             wait_ms: Some(timeout_ms),
             ack_ms,
-        },
+        }),
     };
     run_command(backend, command, out)
 }

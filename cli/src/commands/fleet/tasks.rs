@@ -3,6 +3,10 @@
 use anyhow::Result;
 use clap::Subcommand;
 use fleetlog::wire::views;
+use fleetlog_projections::commands::{
+    CancelTask, Claim, CompleteTask, DeadLetterTask, Enqueue, EscalateTask, FailTask, ReleaseTask,
+    RenewLease, TaskProgress,
+};
 use fleetlog_projections::queue::TagMatch;
 use fleetlog_projections::{Command, TaskSpec};
 
@@ -242,7 +246,7 @@ pub(super) fn run(backend: &Backend, command: TaskCommand, out: &Output) -> Resu
             key,
             required_capabilities,
             escalate_when_exhausted,
-        } => Command::Enqueue {
+        } => Command::Enqueue(Enqueue {
             agent: agent.agent,
             spec: TaskSpec {
                 title,
@@ -260,7 +264,7 @@ pub(super) fn run(backend: &Backend, command: TaskCommand, out: &Output) -> Resu
                 required_capabilities,
                 escalate_when_exhausted,
             },
-        },
+        }),
         TaskCommand::Claim {
             agent,
             tags,
@@ -268,7 +272,7 @@ pub(super) fn run(backend: &Backend, command: TaskCommand, out: &Output) -> Resu
             id,
             lease_ms,
             wait_ms,
-        } => Command::Claim {
+        } => Command::Claim(Claim {
             agent: agent.agent,
             tags,
             tag_match: match tag_match {
@@ -278,63 +282,63 @@ pub(super) fn run(backend: &Backend, command: TaskCommand, out: &Output) -> Resu
             task: id,
             lease_ttl_ms: lease_ms,
             wait_ms,
-        },
-        TaskCommand::Release { agent, id, reason } => Command::ReleaseTask {
+        }),
+        TaskCommand::Release { agent, id, reason } => Command::ReleaseTask(ReleaseTask {
             agent: agent.agent,
             task: id,
             reason,
-        },
+        }),
         TaskCommand::Progress {
             agent,
             id,
             progress,
             status,
-        } => Command::TaskProgress {
+        } => Command::TaskProgress(TaskProgress {
             agent: agent.agent,
             task: id,
             progress,
             status,
-        },
-        TaskCommand::Escalate { agent, id, reason } => Command::EscalateTask {
+        }),
+        TaskCommand::Escalate { agent, id, reason } => Command::EscalateTask(EscalateTask {
             agent: agent.agent,
             task: id,
             reason,
-        },
-        TaskCommand::DeadLetter { agent, id, reason } => Command::DeadLetterTask {
+        }),
+        TaskCommand::DeadLetter { agent, id, reason } => Command::DeadLetterTask(DeadLetterTask {
             agent: agent.agent,
             task: id,
             reason,
-        },
+        }),
         TaskCommand::Renew {
             agent,
             id,
             lease_ms,
-        } => Command::RenewLease {
+        } => Command::RenewLease(RenewLease {
             agent: agent.agent,
             task: id,
             lease_ttl_ms: lease_ms,
-        },
-        TaskCommand::Complete { agent, id, result } => Command::Complete {
+        }),
+        TaskCommand::Complete { agent, id, result } => Command::Complete(CompleteTask {
             agent: agent.agent,
             task: id,
             result: json_arg("--result", &result)?,
-        },
+        }),
         TaskCommand::Fail {
             agent,
             id,
             error,
             fatal,
-        } => Command::Fail {
+        } => Command::Fail(FailTask {
             agent: agent.agent,
             task: id,
             error,
             retryable: !fatal,
-        },
-        TaskCommand::Cancel { agent, id, reason } => Command::Cancel {
+        }),
+        TaskCommand::Cancel { agent, id, reason } => Command::Cancel(CancelTask {
             agent: agent.agent,
             task: id,
             reason,
-        },
+        }),
     };
     run_command(backend, command, out)
 }

@@ -4,6 +4,10 @@ use anyhow::{Context, Result};
 use clap::Subcommand;
 use fleetlog::wire::views;
 use fleetlog_ledger::Outcome as Work;
+use fleetlog_projections::commands::{
+    CancelWorkflow, Checkpoint, CompleteStage, CompleteWorkflow, RecordHandoff, SetBudget,
+    StartStage, StartWorkflow,
+};
 use fleetlog_projections::{Command, StageReport};
 use serde_json::Value;
 
@@ -183,13 +187,13 @@ pub(super) fn run(backend: &Backend, command: WorkflowCommand, out: &Output) -> 
             project,
             plan,
             estimate_ms,
-        } => Command::StartWorkflow {
+        } => Command::StartWorkflow(StartWorkflow {
             agent: agent.agent,
             workflow_id: id,
             project,
             agent_plan: plan,
             estimated_duration_ms: estimate_ms,
-        },
+        }),
         WorkflowCommand::Stage {
             agent,
             id,
@@ -204,8 +208,8 @@ pub(super) fn run(backend: &Backend, command: WorkflowCommand, out: &Output) -> 
         } => {
             let stage_agent = by.unwrap_or_else(|| agent.agent.clone());
             match done {
-                false => Command::StartStage { agent: agent.agent, workflow_id: id, stage, stage_agent, tier },
-                true => Command::CompleteStage {
+                false => Command::StartStage(StartStage { agent: agent.agent, workflow_id: id, stage, stage_agent, tier }),
+                true => Command::CompleteStage(CompleteStage {
                     agent: agent.agent,
                     workflow_id: id,
                     report: StageReport {
@@ -221,7 +225,7 @@ pub(super) fn run(backend: &Backend, command: WorkflowCommand, out: &Output) -> 
                         tags: vec![],
                         quality: None,
                     },
-                },
+                }),
             }
         }
         WorkflowCommand::Handoff {
@@ -230,51 +234,51 @@ pub(super) fn run(backend: &Backend, command: WorkflowCommand, out: &Output) -> 
             from,
             to,
             artifacts,
-        } => Command::Handoff {
+        } => Command::Handoff(RecordHandoff {
             agent: agent.agent,
             workflow_id: id,
             from_agent: from,
             to_agent: to,
             artifacts,
-        },
+        }),
         WorkflowCommand::Checkpoint {
             agent,
             id,
             stage,
             state,
-        } => Command::Checkpoint {
+        } => Command::Checkpoint(Checkpoint {
             agent: agent.agent,
             workflow_id: id,
             stage,
             state: json_arg("--state", &state)?,
-        },
+        }),
         WorkflowCommand::Complete {
             agent,
             id,
             failed,
             duration_ms,
-        } => Command::CompleteWorkflow {
+        } => Command::CompleteWorkflow(CompleteWorkflow {
             agent: agent.agent,
             workflow_id: id,
             success: failed.is_none(),
             error: failed,
             duration_ms,
             agents_executed: vec![],
-        },
-        WorkflowCommand::Cancel { agent, id, reason } => Command::CancelWorkflow {
+        }),
+        WorkflowCommand::Cancel { agent, id, reason } => Command::CancelWorkflow(CancelWorkflow {
             agent: agent.agent,
             workflow_id: id,
             reason,
-        },
+        }),
         WorkflowCommand::Budget {
             agent,
             id,
             limit_usd,
-        } => Command::SetBudget {
+        } => Command::SetBudget(SetBudget {
             agent: agent.agent,
             workflow_id: id,
             limit_usd,
-        },
+        }),
     };
     run_command(backend, command, out)
 }
