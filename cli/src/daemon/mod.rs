@@ -277,10 +277,33 @@ type Shared = Arc<App>;
 
 /// Runs the daemon until `stop` resolves, then stops accepting, lets the batch in flight
 /// finish, answers parked waits with `closing`, and closes the ledger.
-pub async fn serve(
-    config: ServerConfig,
-    stop: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), Error> {
+/// The routes for each listener: the socket's, and TCP's, which also require the token when
+/// one is set. Checked first on both: the Origin, the Host (TCP) and JSON on writes.
+fn guarded_routes(app: &Arc<App>, tcp_address: SocketAddr) -> (axum::Router, axum::Router) {
+    let routes = router(Arc::clone(app));
+    let tcp_routes = match &app.token {
+        Some(_) => routes.clone().layer(middleware::from_fn_with_state(
+            Arc::clone(app),
+            require_token,
+        )),
+        None => routes.clone(),
+    };
+    let tcp_routes = tcp_routes.layer(middleware::from_fn_with_state(
+        guard::Served {
+            tcp: Some(tcp_address),
+        },
+        guard::check,
+    ));
+    let routes = routes.layer(middleware::from_fn_with_state(
+        guard::Served { tcp: None },
+        guard::check,
+    ));
+    (routes, tcp_routes)
+}
+
+/// Refuses a configuration that would expose the fleet, and picks the auth mode: trusted-host on
+/// loopback, per-agent credentials beyond it.
+fn checked_auth(config: &ServerConfig) -> Result<AuthMode, Error> {
     if config
         .token
         .as_deref()
@@ -307,21 +330,12 @@ pub async fn serve(
             config.listen
         )));
     }
-    let tls = config.tls.as_ref().map(TlsFiles::acceptor).transpose()?;
-    let took_over = match config.idle_exit {
-        None => take_over_from_on_demand(&config.socket).await?,
-        Some(_) => None,
-    };
-    // The address first: a taken port must not leave a new database or a socket behind.
-    let tcp = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|error| {
-            Error::Config(format!(
-                "cannot listen on {}: {error} (is another daemon or program using it? choose another with --listen)",
-                config.listen
-            ))
-        })?;
-    let verifying = std::time::Instant::now();
+    Ok(auth)
+}
+
+/// Opens the ledger. A daemon started on demand retries a file that an idle one, exiting, still
+/// holds; one started by hand is told at once.
+async fn open_coordinator(config: &ServerConfig) -> Result<Coordinator, Error> {
     let open = || {
         Coordinator::open(
             &config.db,
@@ -334,8 +348,6 @@ pub async fn serve(
     };
     let mut opened = open();
     if config.idle_exit.is_some() {
-        // Started on demand just as an idle one exits: that one may still be closing the file.
-        // A daemon started by hand is told at once instead.
         let deadline = std::time::Instant::now() + ON_DEMAND_OPEN_PATIENCE;
         while matches!(
             opened,
@@ -348,62 +360,20 @@ pub async fn serve(
             opened = open();
         }
     }
-    let coordinator = opened?;
-    let keys = crate::identity::Keys::load_or_create(&config.db)
-        .map_err(|error| Error::Config(error.to_string()))?;
-    let open_ms = verifying.elapsed().as_secs_f64() * 1e3;
-    let (live_tx, live) = watch::channel(coordinator.ledger().head()?.seq);
-    let fanout = spawn_fanout(&coordinator, live_tx)?;
-    let (shutdown_tx, shutdown) = watch::channel(false);
-    let metrics = Arc::new(Metrics::default());
-    let app = Arc::new(App {
-        coordinator,
-        token: config.token.clone(),
-        keys,
-        trusted_host: auth == AuthMode::TrustedHost,
-        on_demand: config.idle_exit.is_some(),
-        live,
-        shutdown_grace: config.shutdown_grace,
-        sse_permits: Arc::new(Semaphore::new(SSE_SUBSCRIBERS_MAX)),
-        metrics: Arc::clone(&metrics),
-        shutdown,
-        refusal_logged: std::sync::atomic::AtomicBool::new(false),
-    });
+    Ok(opened?)
+}
 
-    let unix = bind_socket(&config.socket)?;
-    // Which socket file is ours: at exit only that one is removed, never a successor's.
-    let our_socket = socket_inode(&config.socket);
-    let connections_max = crate::daemon::listen::connection_bound(2);
-    metrics
-        .connections_max
-        .store(connections_max as u64, Ordering::Relaxed);
-    let limits = |tls: Option<tokio_rustls::TlsAcceptor>| crate::daemon::listen::Limits {
-        connections_max,
-        header_read_timeout: HEADER_READ_TIMEOUT,
-        shutdown_grace: config.shutdown_grace,
-        tls,
-    };
-    let routes = router(Arc::clone(&app));
-    let tcp_routes = match &config.token {
-        Some(_) => routes.clone().layer(middleware::from_fn_with_state(
-            Arc::clone(&app),
-            require_token,
-        )),
-        None => routes.clone(),
-    };
-    // Checked first on both listeners: the Origin, the Host (TCP) and JSON on writes.
-    let tcp_routes = tcp_routes.layer(middleware::from_fn_with_state(
-        guard::Served {
-            tcp: Some(tcp.local_addr()?),
-        },
-        guard::check,
-    ));
-    let routes = routes.layer(middleware::from_fn_with_state(
-        guard::Served { tcp: None },
-        guard::check,
-    ));
-    let tcp_address = tcp.local_addr()?;
-    // The first line on stderr, whatever the log format: scripts and tests read the address.
+/// The first line on stderr (scripts and tests read the address from it), then the log lines
+/// that say how the daemon serves and what to watch out for.
+fn announce(
+    config: &ServerConfig,
+    app: &App,
+    auth: AuthMode,
+    tcp_address: SocketAddr,
+    connections_max: usize,
+    open_ms: f64,
+    took_over: Option<i32>,
+) -> Result<(), Error> {
     eprintln!(
         "fleetlog serving {} on {}://{} and unix:{}",
         config.db.display(),
@@ -447,6 +417,76 @@ pub async fn serve(
     if let Some(ahead) = crate::client::backend::clock_warning(app.coordinator.ledger()) {
         tracing::warn!("{ahead}");
     }
+
+    Ok(())
+}
+
+pub async fn serve(
+    config: ServerConfig,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let auth = checked_auth(&config)?;
+    let tls = config.tls.as_ref().map(TlsFiles::acceptor).transpose()?;
+    let took_over = match config.idle_exit {
+        None => take_over_from_on_demand(&config.socket).await?,
+        Some(_) => None,
+    };
+    // The address first: a taken port must not leave a new database or a socket behind.
+    let tcp = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|error| {
+            Error::Config(format!(
+                "cannot listen on {}: {error} (is another daemon or program using it? choose another with --listen)",
+                config.listen
+            ))
+        })?;
+    let verifying = std::time::Instant::now();
+    let coordinator = open_coordinator(&config).await?;
+    let keys = crate::identity::Keys::load_or_create(&config.db)
+        .map_err(|error| Error::Config(error.to_string()))?;
+    let open_ms = verifying.elapsed().as_secs_f64() * 1e3;
+    let (live_tx, live) = watch::channel(coordinator.ledger().head()?.seq);
+    let fanout = spawn_fanout(&coordinator, live_tx)?;
+    let (shutdown_tx, shutdown) = watch::channel(false);
+    let metrics = Arc::new(Metrics::default());
+    let app = Arc::new(App {
+        coordinator,
+        token: config.token.clone(),
+        keys,
+        trusted_host: auth == AuthMode::TrustedHost,
+        on_demand: config.idle_exit.is_some(),
+        live,
+        shutdown_grace: config.shutdown_grace,
+        sse_permits: Arc::new(Semaphore::new(SSE_SUBSCRIBERS_MAX)),
+        metrics: Arc::clone(&metrics),
+        shutdown,
+        refusal_logged: std::sync::atomic::AtomicBool::new(false),
+    });
+
+    let unix = bind_socket(&config.socket)?;
+    // Which socket file is ours: at exit only that one is removed, never a successor's.
+    let our_socket = socket_inode(&config.socket);
+    let connections_max = crate::daemon::listen::connection_bound(2);
+    metrics
+        .connections_max
+        .store(connections_max as u64, Ordering::Relaxed);
+    let limits = |tls: Option<tokio_rustls::TlsAcceptor>| crate::daemon::listen::Limits {
+        connections_max,
+        header_read_timeout: HEADER_READ_TIMEOUT,
+        shutdown_grace: config.shutdown_grace,
+        tls,
+    };
+    let tcp_address = tcp.local_addr()?;
+    let (routes, tcp_routes) = guarded_routes(&app, tcp_address);
+    announce(
+        &config,
+        &app,
+        auth,
+        tcp_address,
+        connections_max,
+        open_ms,
+        took_over,
+    )?;
 
     let watching = shutdown_tx.subscribe();
     let idle = idle_exit(Arc::clone(&app), config.idle_exit);
