@@ -1,19 +1,23 @@
-//! The Model Context Protocol (JSON-RPC 2.0), so coding agents (Claude Code, Codex, Gemini CLI)
-//! coordinate through fleetlog with tools: over stdio (`fleetlog mcp`, one message per line,
-//! each tool run on the daemon serving the ledger, started on demand) and over HTTP (the
-//! daemon's `/mcp`, Streamable HTTP answering each message with JSON). A session acts as one
-//! agent; each tool is one command or query, so its answers and refusals are the daemon's.
+//! The Model Context Protocol, so coding agents (Claude Code, Codex, Gemini CLI) coordinate
+//! through fleetlog with tools: over stdio (`fleetlog mcp`, each tool run on the daemon serving
+//! the ledger, started on demand) and over HTTP (the daemon's `/mcp`, Streamable HTTP). The
+//! protocol — handshake, framing, version negotiation, errors — is the official Rust SDK's
+//! (`rmcp`, pinned); this module is the tool set. A session acts as one agent; each tool is one
+//! command or query, so its answers and refusals are the daemon's.
 
-use std::io::{BufRead, Write};
+use std::sync::Arc;
 
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
+    InitializeResult, JsonObject, ListToolsResult, PaginatedRequestParams, ServerCapabilities,
+};
+use rmcp::service::{RequestContext, RoleServer};
+use rmcp::{ErrorData, ServerHandler, ServiceExt};
 use serde_json::{Value, json};
 
 use crate::client::backend::Backend;
 use crate::error::Error;
 use crate::wire::Query;
-
-/// The protocol revision this server speaks when the client asks for none it knows.
-pub const PROTOCOL_VERSION: &str = "2025-06-18";
 
 /// What a tool does when called.
 enum Action {
@@ -176,8 +180,8 @@ fn tools() -> Vec<Tool> {
 }
 
 /// Where tools run: a command's answer as the HTTP API gives it (errors as `code: message`, a
-/// timed-out wait as `{"timed_out": true}`), or a query's.
-pub trait Fleet {
+/// timed-out wait as `{"timed_out": true}`), or a query's. Called from a blocking thread.
+pub trait Fleet: Send + Sync + 'static {
     fn command(&self, command: &fleetlog_projections::Command) -> Result<Value, String>;
     fn query(&self, query: &Query) -> Result<Value, String>;
 }
@@ -199,109 +203,113 @@ impl Fleet for Backend {
     }
 }
 
-/// Answers one JSON-RPC message (`None` for a notification, which gets no answer).
-pub fn answer(fleet: &dyn Fleet, agent: &str, message: &Value) -> Option<Value> {
-    handle(fleet, agent, &tools(), message)
+/// One MCP session's server: it acts as `agent` and runs its tools on `fleet`.
+pub struct FleetServer<F> {
+    fleet: Arc<F>,
+    agent: String,
 }
 
-/// A JSON-RPC error answer to a message that could not be read.
-pub fn parse_failure(problem: &str) -> Value {
-    failure(Value::Null, -32700, problem)
-}
-
-/// Serves MCP on `input`/`output` as `agent` until `input` ends.
-pub fn serve(
-    backend: &Backend,
-    agent: &str,
-    input: impl BufRead,
-    mut output: impl Write,
-) -> Result<(), Error> {
-    let tools = tools();
-    for line in input.lines() {
-        let line = line?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let reply = match serde_json::from_str::<Value>(&line) {
-            Err(error) => Some(failure(Value::Null, -32700, &format!("not JSON: {error}"))),
-            Ok(message) => handle(backend as &dyn Fleet, agent, &tools, &message),
-        };
-        if let Some(reply) = reply {
-            writeln!(output, "{reply}")?;
-            output.flush()?;
+impl<F: Fleet> FleetServer<F> {
+    pub fn new(fleet: Arc<F>, agent: impl Into<String>) -> Self {
+        FleetServer {
+            fleet,
+            agent: agent.into(),
         }
     }
-    Ok(())
 }
 
-fn handle(backend: &dyn Fleet, agent: &str, tools: &[Tool], message: &Value) -> Option<Value> {
-    let id = message.get("id").cloned();
-    let method = message["method"].as_str().unwrap_or_default();
-    // Notifications (no id) get no answer.
-    let id = id?;
-    let params = &message["params"];
-    let result = match method {
-        "initialize" => Ok(json!({
-            "protocolVersion": params["protocolVersion"].as_str().unwrap_or(PROTOCOL_VERSION),
-            "capabilities": {"tools": {"listChanged": false}},
-            "serverInfo": {"name": "fleetlog", "version": env!("CARGO_PKG_VERSION")},
-            "instructions": format!("You are agent {agent:?} in a fleet coordinated by fleetlog. Register first, heartbeat while working, lock files before editing them, and log decisions."),
-        })),
-        "ping" => Ok(json!({})),
-        "tools/list" => Ok(json!({
-            "tools": tools.iter().map(|tool| json!({
-                "name": tool.name,
-                "description": tool.description,
-                "inputSchema": {
-                    "type": "object",
-                    "properties": (tool.properties)(),
-                    "required": tool.required,
-                    "additionalProperties": false,
-                },
-            })).collect::<Vec<_>>(),
-        })),
-        "tools/call" => Ok(call(backend, agent, tools, params)),
-        other => Err((-32601, format!("method {other:?} is not supported"))),
-    };
-    Some(match result {
-        Ok(result) => json!({"jsonrpc": "2.0", "id": id, "result": result}),
-        Err((code, text)) => failure(id, code, &text),
+impl<F: Fleet> ServerHandler for FleetServer<F> {
+    fn get_info(&self) -> InitializeResult {
+        let agent = &self.agent;
+        InitializeResult::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("fleetlog", env!("CARGO_PKG_VERSION")))
+            .with_instructions(format!(
+                "You are agent {agent:?} in a fleet coordinated by fleetlog. Register first, heartbeat while working, lock files before editing them, and log decisions."
+            ))
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        Ok(ListToolsResult::with_all_items(
+            tools().iter().map(Tool::definition).collect(),
+        ))
+    }
+
+    /// A refusal is a result with `isError` (so the model reads what was wrong and can act on
+    /// it), not a protocol error.
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let Some(tool) = tools().into_iter().find(|tool| tool.name == request.name) else {
+            let name = request.name;
+            return Ok(refused(format!(
+                "no tool named {name:?}; tools/list names them"
+            )));
+        };
+        let (fleet, agent) = (Arc::clone(&self.fleet), self.agent.clone());
+        let arguments = request.arguments.unwrap_or_default();
+        let answer = tokio::task::spawn_blocking(move || run(&*fleet, &agent, &tool, arguments))
+            .await
+            .map_err(|error| ErrorData::internal_error(error.to_string(), None))?;
+        Ok(match answer {
+            Ok(value) => {
+                let mut result = CallToolResult::structured(value);
+                // Said outright: some clients treat an absent isError as unknown.
+                result.is_error = Some(false);
+                result.into()
+            }
+            Err(message) => refused(message),
+        })
+    }
+}
+
+fn refused(message: String) -> CallToolResponse {
+    CallToolResult::error(vec![ContentBlock::text(message)]).into()
+}
+
+impl Tool {
+    fn definition(&self) -> rmcp::model::Tool {
+        let schema = JsonObject::from_iter([
+            ("type".to_owned(), json!("object")),
+            ("properties".to_owned(), (self.properties)()),
+            ("required".to_owned(), json!(self.required)),
+            ("additionalProperties".to_owned(), json!(false)),
+        ]);
+        rmcp::model::Tool::new(self.name, self.description, Arc::new(schema))
+    }
+}
+
+/// Serves MCP on stdin/stdout as `agent` until the client closes stdin.
+pub fn serve_stdio(backend: Backend, agent: &str) -> Result<(), Error> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let server = FleetServer::new(Arc::new(backend), agent);
+    runtime.block_on(async move {
+        let session = server
+            .serve(rmcp::transport::stdio())
+            .await
+            .map_err(|error| Error::Config(format!("MCP session did not start: {error}")))?;
+        session
+            .waiting()
+            .await
+            .map_err(|error| Error::Config(format!("MCP session failed: {error}")))?;
+        Ok(())
     })
 }
 
-fn failure(id: Value, code: i64, message: &str) -> Value {
-    json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})
-}
-
-/// A tool's result: the answer as JSON text, or the refusal with `isError` (so the model sees
-/// what was wrong and can act on it).
-fn call(backend: &dyn Fleet, agent: &str, tools: &[Tool], params: &Value) -> Value {
-    let name = params["name"].as_str().unwrap_or_default();
-    let arguments = params
-        .get("arguments")
-        .cloned()
-        .unwrap_or_else(|| json!({}));
-    let answer = match tools.iter().find(|tool| tool.name == name) {
-        None => Err(format!("no tool named {name:?}; tools/list names them")),
-        Some(tool) => run(backend, agent, tool, arguments),
-    };
-    match answer {
-        Ok(value) => json!({
-            "content": [{"type": "text", "text": value.to_string()}],
-            "structuredContent": value,
-            "isError": false,
-        }),
-        Err(message) => json!({
-            "content": [{"type": "text", "text": message}],
-            "isError": true,
-        }),
-    }
-}
-
-fn run(backend: &dyn Fleet, agent: &str, tool: &Tool, arguments: Value) -> Result<Value, String> {
-    let Value::Object(mut fields) = arguments else {
-        return Err("arguments must be a JSON object".to_owned());
-    };
+fn run(
+    backend: &dyn Fleet,
+    agent: &str,
+    tool: &Tool,
+    mut fields: JsonObject,
+) -> Result<Value, String> {
     if let Some(unknown) = fields
         .keys()
         .find(|key| (tool.properties)().get(key.as_str()).is_none())

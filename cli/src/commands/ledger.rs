@@ -91,8 +91,7 @@ pub fn run(
                 },
             }
             let backend = fleetlog::client::backend::Backend::connect(db, as_operator)?;
-            let stdin = std::io::stdin();
-            fleetlog::mcp::serve(&backend, &agent, stdin.lock(), std::io::stdout().lock())?;
+            fleetlog::mcp::serve_stdio(backend, &agent)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve {
