@@ -429,10 +429,10 @@ impl Writer {
         }
         let finish = || -> Result<(), Error> {
             if let Some(sequencer) = self.sequencer.as_mut()
-                && let Some(snapshot) = sequencer.snapshot(head.seq)
+                && let Some((at, snapshot)) = sequencer.snapshot(head.seq)
             {
                 let mut snapshots = txn.open_table(SNAPSHOTS)?;
-                snapshots.insert(head.seq, snapshot.as_slice())?;
+                snapshots.insert(at, snapshot.as_slice())?;
                 // Log-spaced: what time travel needs, not one whole state per interval forever.
                 storage::prune_snapshots(&mut snapshots)?;
             }

@@ -94,6 +94,11 @@ impl Publisher {
     }
 
     /// Publishes the state after `records` (a committed batch).
+    /// The state as of the newest committed batch (immutable: any thread may read it).
+    pub fn current(&self) -> Arc<State> {
+        self.slot.get()
+    }
+
     pub fn publish(&mut self, records: &[Record]) {
         if records.is_empty() {
             return;
