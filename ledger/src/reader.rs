@@ -10,6 +10,7 @@ use redb::{ReadableTable, ReadableTableMetadata};
 use crate::codec::{Record, RecordView};
 use crate::error::Error;
 use crate::event::Timestamp;
+use crate::snapshots::SnapshotStore;
 use crate::storage::{self, EVENTS, Meta, SNAPSHOTS, Store};
 
 /// A cheap, cloneable handle for reading one ledger file.
@@ -178,23 +179,37 @@ impl Reader {
         })
     }
 
-    /// The newest snapshot taken at or before `seq`.
-    /// The seqs of every stored snapshot, ascending.
+    /// Where this ledger's snapshots are stored (see [`SnapshotStore`]).
+    pub fn snapshot_store(&self) -> Result<SnapshotStore, Error> {
+        Ok(SnapshotStore::new(&self.path, self.meta()?.ledger_id))
+    }
+
+    /// The seqs of every stored snapshot, ascending: the files, and any a ledger written
+    /// before snapshots moved out of the redb file kept in its `snapshots` table.
     pub fn snapshot_seqs(&self) -> Result<Vec<u64>, Error> {
+        let mut seqs = self.snapshot_store()?.seqs()?;
         let txn = self.store.begin_read()?;
         let snapshots = txn.open_table(SNAPSHOTS)?;
-        let mut seqs = Vec::new();
         for entry in snapshots.iter()? {
             seqs.push(entry?.0.value());
         }
+        seqs.sort_unstable();
+        seqs.dedup();
         Ok(seqs)
     }
 
+    /// The newest intact snapshot at or before `seq`: its seq and bytes.
     pub fn snapshot_at_or_before(&self, seq: u64) -> Result<Option<(u64, Vec<u8>)>, Error> {
+        let from_file = self.snapshot_store()?.at_or_before(seq)?;
         let txn = self.store.begin_read()?;
         let snapshots = txn.open_table(SNAPSHOTS)?;
-        let newest = snapshots.range(..=seq)?.next_back().transpose()?;
-        Ok(newest.map(|(at, bytes)| (at.value(), bytes.value().to_vec())))
+        let legacy = snapshots.range(..=seq)?.next_back().transpose()?;
+        let legacy = legacy.map(|(at, bytes)| (at.value(), bytes.value().to_vec()));
+        Ok(match (from_file, legacy) {
+            (Some(file), Some(old)) if old.0 > file.0 => Some(old),
+            (Some(file), _) => Some(file),
+            (None, old) => old,
+        })
     }
 }
 

@@ -38,11 +38,6 @@ pub trait Sequencer: Send + 'static {
     /// A batch committed durably: its records may now be shown to readers.
     fn committed(&mut self, records: &[Record]);
 
-    /// A snapshot to store, if one is ready: the seq of the state it holds (committed, so at
-    /// most `seq`, the last record staged) and its bytes. Written in the transaction of the batch
-    /// ending at `seq`, so it is never stored ahead of the records it covers.
-    fn snapshot(&mut self, seq: u64) -> Option<(u64, Vec<u8>)>;
-
     /// The writer is stopping: answer every request still waiting.
     fn shutdown(&mut self);
 

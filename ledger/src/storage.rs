@@ -395,23 +395,6 @@ pub(crate) fn snapshots_to_keep(seqs: &[u64]) -> Vec<u64> {
     kept
 }
 
-/// Deletes the snapshots [`snapshots_to_keep`] does not keep; returns how many it deleted.
-pub(crate) fn prune_snapshots(
-    table: &mut redb::Table<'_, u64, &'static [u8]>,
-) -> Result<usize, Error> {
-    let mut seqs = Vec::new();
-    for entry in table.iter()? {
-        seqs.push(entry?.0.value());
-    }
-    let kept = snapshots_to_keep(&seqs);
-    let mut deleted = 0;
-    for seq in seqs.iter().filter(|seq| kept.binary_search(seq).is_err()) {
-        table.remove(*seq)?;
-        deleted += 1;
-    }
-    Ok(deleted)
-}
-
 #[cfg(test)]
 mod snapshot_pruning {
     use super::snapshots_to_keep;

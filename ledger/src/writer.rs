@@ -27,8 +27,8 @@ use crate::event::Timestamp;
 use crate::limits::{BATCH_BYTES_MAX, BATCH_EVENTS_MAX, IDEMPOTENCY_KEY_BYTES_MAX};
 use crate::sequencer::{AfterCommit, Batch, Job, Sequencer};
 use crate::storage::{
-    self, COMMAND_KEYS, COMMAND_KEYS_BY_TIME, EVENTS, Head, IDEMPOTENCY, META, META_HEAD,
-    SNAPSHOTS, begin_durable_write, encode_head,
+    COMMAND_KEYS, COMMAND_KEYS_BY_TIME, EVENTS, Head, IDEMPOTENCY, META, META_HEAD,
+    begin_durable_write, encode_head,
 };
 use crate::tail::HeadWatch;
 
@@ -428,14 +428,6 @@ impl Writer {
             };
         }
         let finish = || -> Result<(), Error> {
-            if let Some(sequencer) = self.sequencer.as_mut()
-                && let Some((at, snapshot)) = sequencer.snapshot(head.seq)
-            {
-                let mut snapshots = txn.open_table(SNAPSHOTS)?;
-                snapshots.insert(at, snapshot.as_slice())?;
-                // Log-spaced: what time travel needs, not one whole state per interval forever.
-                storage::prune_snapshots(&mut snapshots)?;
-            }
             txn.open_table(META)?
                 .insert(META_HEAD, encode_head(&head).as_slice())?;
             let started = Instant::now();

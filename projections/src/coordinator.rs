@@ -377,7 +377,13 @@ fn machine_factory(
     let make = move |reader: &Reader, head: Head| {
         let state = rebuild(reader, head.seq)?;
         shared.replace(state.clone());
-        Ok(Machine::new(state, shared, counter, snapshot_every_events))
+        Ok(Machine::new(
+            state,
+            shared,
+            counter,
+            reader.snapshot_store().ok(),
+            snapshot_every_events,
+        ))
     };
     (committed, waiting, make)
 }

@@ -16,6 +16,7 @@ mod reply;
 mod sequencer;
 mod settle;
 mod signals;
+mod snapshots;
 mod tasks;
 mod workflows;
 
@@ -67,10 +68,7 @@ pub struct Machine {
     touched: Touched,
     /// How many requests are parked now, for readers (`Coordinator::waiting`).
     waiting: Arc<AtomicU64>,
-    snapshot_every_events: u64,
-    last_snapshot_seq: u64,
-    /// A snapshot being encoded off the writer thread: the seq of its state, and its bytes.
-    snapshot_in_flight: Option<(u64, std::sync::mpsc::Receiver<Vec<u8>>)>,
+    snapshots: snapshots::Snapshots,
 }
 
 fn respond(batch: &mut Batch<'_, '_>, mut reply: Reply, result: Result<Outcome, CommandError>) {
@@ -126,18 +124,17 @@ impl Machine {
         state: State,
         committed: Arc<Published>,
         waiting: Arc<AtomicU64>,
+        snapshots: Option<fleetlog_ledger::SnapshotStore>,
         snapshot_every_events: u64,
     ) -> Self {
-        let last_snapshot_seq = state.seq;
+        let snapshots = snapshots::Snapshots::new(snapshots, snapshot_every_events, state.seq);
         Machine {
             state,
             publisher: Publisher::new(committed),
             waiting,
             waits: Waits::default(),
             touched: Touched::default(),
-            snapshot_every_events,
-            last_snapshot_seq,
-            snapshot_in_flight: None,
+            snapshots,
         }
     }
 
@@ -200,23 +197,6 @@ impl Machine {
         }
         self.settle(batch);
         self.publish_waiting();
-    }
-
-    /// The snapshot encoded off the writer thread, if it is done (`wait`: once it is).
-    fn encoded_snapshot(&mut self, wait: bool) -> Option<(u64, Vec<u8>)> {
-        let (at, receiver) = self.snapshot_in_flight.as_ref()?;
-        let bytes = match wait {
-            true => receiver.recv().ok(),
-            false => match receiver.try_recv() {
-                Ok(bytes) => Some(bytes),
-                Err(std::sync::mpsc::TryRecvError::Empty) => return None,
-                // The encoder died: nothing to store; the next interval tries again.
-                Err(std::sync::mpsc::TryRecvError::Disconnected) => None,
-            },
-        };
-        let at = *at;
-        self.snapshot_in_flight = None;
-        bytes.map(|bytes| (at, bytes))
     }
 
     fn publish_waiting(&self) {

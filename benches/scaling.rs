@@ -1,0 +1,243 @@
+//! Cost against history: does a fleet that has run for months cost more than one that started
+//! today, with the same live set? Runs N finished tasks (enqueue, claim, complete: 3 events each)
+//! through an embedded coordinator with snapshots on (the default interval), for two N, and
+//! prints side by side:
+//!
+//! - bytes on disk per event, and with snapshots off (the records alone);
+//! - the newest snapshot's size (the hot state, encoded);
+//! - reopening: time, and the RSS of a fresh process that opened it (measured in a child, so
+//!   the bench's own allocations do not count);
+//! - the p50/p99/max of a probe append taken between windows, with snapshots on and off (the
+//!   cost of snapshots to appends).
+//!
+//! `cargo bench --bench scaling` runs 10k and 100k tasks (`FLEETLOG_SCALING_TASKS=a,b` for
+//! others); under `cargo test` it runs 500 and 2,000 as a smoke test and checks the figures are
+//! sane. Not criterion: these are sizes, not one timed operation.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use fleetlog_ledger::Json;
+use fleetlog_projections::commands::{Claim, CompleteTask, CustomEvent, Enqueue};
+use fleetlog_projections::{
+    Command, Coordinator, CoordinatorOptions, Outcome, PendingCommand,
+    SNAPSHOT_EVERY_EVENTS_DEFAULT, TaskSpec,
+};
+use fleetlog_suite::{Latencies, TempLedger, register};
+
+/// Commands submitted together, so the writer commits them in a few batches.
+const WINDOW: usize = 256;
+const AGENT: &str = "worker";
+/// Set in the child that measures a reopen: the ledger to open.
+const OPEN_ENV: &str = "FLEETLOG_SCALING_OPEN";
+
+struct Run {
+    tasks: u64,
+    events: u64,
+    file_bytes: u64,
+    snapshot_bytes: u64,
+    probes: Latencies,
+}
+
+fn wait_all(pending: Vec<PendingCommand>) -> Vec<Outcome> {
+    pending
+        .into_iter()
+        .map(|command| command.wait().expect("the command is accepted"))
+        .collect()
+}
+
+fn submit_all(fleet: &Coordinator, commands: impl Iterator<Item = Command>) -> Vec<Outcome> {
+    let pending = commands
+        .map(|command| fleet.submit(command).expect("submitted"))
+        .collect();
+    wait_all(pending)
+}
+
+fn task_id(outcome: &Outcome) -> u64 {
+    match outcome {
+        Outcome::Task { task: Some(task) } => task.id,
+        Outcome::Appended { seq } => *seq,
+        other => panic!("unexpected outcome {other:?}"),
+    }
+}
+
+/// N tasks run to completion, a window at a time, with one probe append timed per window.
+fn run(ledger: &TempLedger, tasks: u64, snapshots: bool) -> Run {
+    let options = CoordinatorOptions {
+        snapshot_every_events: if snapshots {
+            SNAPSHOT_EVERY_EVENTS_DEFAULT
+        } else {
+            0
+        },
+        ..CoordinatorOptions::default()
+    };
+    let fleet = Coordinator::open(&ledger.path, options).expect("opens");
+    fleet.execute(register(AGENT)).expect("registers");
+    let mut probes = Latencies::default();
+    let mut done = 0;
+    while done < tasks {
+        let window = (tasks - done).min(WINDOW as u64);
+        let enqueued = submit_all(
+            &fleet,
+            (0..window).map(|i| {
+                Command::Enqueue(Enqueue {
+                    agent: AGENT.into(),
+                    spec: TaskSpec::new(format!("task {}", done + i)),
+                })
+            }),
+        );
+        let ids: Vec<u64> = enqueued.iter().map(task_id).collect();
+        submit_all(
+            &fleet,
+            ids.iter().map(|id| {
+                Command::Claim(Claim {
+                    agent: AGENT.into(),
+                    tags: Vec::new(),
+                    tag_match: Default::default(),
+                    task: Some(*id),
+                    lease_ttl_ms: 600_000,
+                    wait_ms: None,
+                })
+            }),
+        );
+        submit_all(
+            &fleet,
+            ids.iter().map(|id| {
+                Command::Complete(CompleteTask {
+                    agent: AGENT.into(),
+                    task: *id,
+                    result: Json::null(),
+                })
+            }),
+        );
+        probes.time(1, || {
+            fleet
+                .execute(Command::Custom(CustomEvent {
+                    agent: AGENT.into(),
+                    kind: "probe".into(),
+                    payload: Json::null(),
+                }))
+                .expect("probe");
+        });
+        done += window;
+    }
+    let reader = fleet.ledger().reader();
+    let events = reader.last_seq().expect("head");
+    let snapshot_bytes = reader
+        .snapshot_at_or_before(events)
+        .expect("snapshots read")
+        .map_or(0, |(_, bytes)| bytes.len() as u64);
+    drop(fleet);
+    let file_bytes = std::fs::metadata(&ledger.path).expect("file").len();
+    Run {
+        tasks,
+        events,
+        file_bytes,
+        snapshot_bytes,
+        probes,
+    }
+}
+
+/// Opens `path` in a child process: (open time, its RSS after opening).
+fn reopen(path: &Path) -> (Duration, u64) {
+    let output = std::process::Command::new(std::env::current_exe().expect("this bench"))
+        .env(OPEN_ENV, path)
+        .output()
+        .expect("the child runs");
+    assert!(output.status.success(), "{output:?}");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let mut fields = text.split_whitespace();
+    let micros: u64 = fields.next().and_then(|f| f.parse().ok()).expect("open µs");
+    let rss: u64 = fields.next().and_then(|f| f.parse().ok()).expect("rss kB");
+    (Duration::from_micros(micros), rss * 1024)
+}
+
+/// The child's half of [`reopen`].
+fn open_and_report(path: &str) {
+    let started = Instant::now();
+    let fleet = Coordinator::open(path, CoordinatorOptions::default()).expect("reopens");
+    let took = started.elapsed();
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let rss_kb = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.split_whitespace().next())
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(fleet.state().queue.stats(fleet.now()).by_state.len() <= 4);
+    println!("{} {rss_kb}", took.as_micros());
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+fn main() {
+    if let Ok(path) = std::env::var(OPEN_ENV) {
+        return open_and_report(&path);
+    }
+    let benchmarking = std::env::args().any(|arg| arg == "--bench");
+    let sizes: Vec<u64> = match std::env::var("FLEETLOG_SCALING_TASKS") {
+        Ok(list) => list
+            .split(',')
+            .filter_map(|n| n.trim().parse().ok())
+            .collect(),
+        Err(_) if benchmarking => vec![10_000, 100_000],
+        Err(_) => vec![500, 2_000],
+    };
+    println!(
+        "{:>8} {:>9} {:>9} {:>9} {:>10} {:>9} {:>9} {:>24} {:>24}",
+        "tasks",
+        "events",
+        "B/event",
+        "B/ev bare",
+        "snapshot",
+        "open ms",
+        "RSS MiB",
+        "probe p50/p99/max ms",
+        "no snapshots p50/p99/max"
+    );
+    let mut rows = Vec::new();
+    for tasks in sizes {
+        let with = TempLedger::new();
+        let bare = TempLedger::new();
+        let mut snapshotted = run(&with, tasks, true);
+        let mut plain = run(&bare, tasks, false);
+        let (open, rss) = reopen(&with.path);
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let quantiles = |l: &mut Latencies| {
+            format!(
+                "{:.2}/{:.2}/{:.2}",
+                ms(l.quantile(0.5)),
+                ms(l.quantile(0.99)),
+                ms(l.quantile(1.0))
+            )
+        };
+        println!(
+            "{:>8} {:>9} {:>9.0} {:>9.0} {:>8.1}MiB {:>9.1} {:>9.1} {:>24} {:>24}",
+            snapshotted.tasks,
+            snapshotted.events,
+            snapshotted.file_bytes as f64 / snapshotted.events as f64,
+            plain.file_bytes as f64 / plain.events as f64,
+            mib(snapshotted.snapshot_bytes),
+            ms(open),
+            mib(rss),
+            quantiles(&mut snapshotted.probes),
+            quantiles(&mut plain.probes),
+        );
+        assert_eq!(
+            snapshotted.events, plain.events,
+            "the same history both ways"
+        );
+        assert_eq!(
+            snapshotted.events,
+            1 + tasks * 3 + tasks.div_ceil(WINDOW as u64)
+        );
+        rows.push((snapshotted, rss));
+    }
+    if !benchmarking && let [(small, _), (large, _)] = rows.as_slice() {
+        // Sanity, not speed: the figures are real measurements of a real run.
+        assert!(large.file_bytes > small.file_bytes);
+        assert!(large.snapshot_bytes > 0 || large.events < SNAPSHOT_EVERY_EVENTS_DEFAULT);
+    }
+}
