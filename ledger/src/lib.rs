@@ -8,6 +8,8 @@
 //!   `Durability::Immediate`; one writer thread owns every write transaction.
 //! - nothing is ever rewritten or deleted; a failed commit poisons the writer until reopen.
 //! - only this crate touches redb, and only `codec` knows the byte layout of a record.
+//! - projection snapshots are derived data, kept in files beside the ledger (`snapshots`), outside
+//!   the chain and the writer's transactions: pruned freely, never trusted unless whole and ours.
 
 mod chain;
 mod clock;
