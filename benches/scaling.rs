@@ -3,7 +3,8 @@
 //! through an embedded coordinator with snapshots on (the default interval), for two N, and
 //! prints side by side:
 //!
-//! - bytes on disk per event, and with snapshots off (the records alone);
+//! - bytes on disk per event: the ledger file, with the snapshot files too, and with snapshots
+//!   off (the records alone);
 //! - the newest snapshot's size (the hot state, encoded);
 //! - reopening: time, and the RSS of a fresh process that opened it (measured in a child, so
 //!   the bench's own allocations do not count);
@@ -35,6 +36,8 @@ struct Run {
     tasks: u64,
     events: u64,
     file_bytes: u64,
+    /// Every snapshot file kept, together.
+    snapshot_dir_bytes: u64,
     snapshot_bytes: u64,
     probes: Latencies,
 }
@@ -129,10 +132,19 @@ fn run(ledger: &TempLedger, tasks: u64, snapshots: bool) -> Run {
         .map_or(0, |(_, bytes)| bytes.len() as u64);
     drop(fleet);
     let file_bytes = std::fs::metadata(&ledger.path).expect("file").len();
+    let snapshot_dir_bytes = std::fs::read_dir(fleetlog_ledger::snapshot_dir(&ledger.path))
+        .map(|entries| {
+            entries
+                .filter_map(|entry| entry.ok()?.metadata().ok())
+                .map(|meta| meta.len())
+                .sum()
+        })
+        .unwrap_or(0);
     Run {
         tasks,
         events,
         file_bytes,
+        snapshot_dir_bytes,
         snapshot_bytes,
         probes,
     }
@@ -186,10 +198,11 @@ fn main() {
         Err(_) => vec![500, 2_000],
     };
     println!(
-        "{:>8} {:>9} {:>9} {:>9} {:>10} {:>9} {:>9} {:>24} {:>24}",
+        "{:>8} {:>9} {:>9} {:>9} {:>9} {:>10} {:>9} {:>9} {:>24} {:>24}",
         "tasks",
         "events",
         "B/event",
+        "+snaps",
         "B/ev bare",
         "snapshot",
         "open ms",
@@ -214,10 +227,12 @@ fn main() {
             )
         };
         println!(
-            "{:>8} {:>9} {:>9.0} {:>9.0} {:>8.1}MiB {:>9.1} {:>9.1} {:>24} {:>24}",
+            "{:>8} {:>9} {:>9.0} {:>9.0} {:>9.0} {:>8.1}MiB {:>9.1} {:>9.1} {:>24} {:>24}",
             snapshotted.tasks,
             snapshotted.events,
             snapshotted.file_bytes as f64 / snapshotted.events as f64,
+            (snapshotted.file_bytes + snapshotted.snapshot_dir_bytes) as f64
+                / snapshotted.events as f64,
             plain.file_bytes as f64 / plain.events as f64,
             mib(snapshotted.snapshot_bytes),
             ms(open),

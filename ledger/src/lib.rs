@@ -22,6 +22,7 @@ mod fault;
 mod fields;
 mod json;
 pub mod limits;
+pub mod priority;
 mod reader;
 mod sequencer;
 mod snapshots;

@@ -155,6 +155,7 @@ impl Publisher {
         let spawned = std::thread::Builder::new()
             .name("fleetlog-state-copy".to_owned())
             .spawn(move || {
+                fleetlog_ledger::priority::yield_cpu_to_the_writer();
                 let _ = sender.send(State::clone(&source));
             });
         // Without a thread the writer clones when it must, as before: slower, never wrong.

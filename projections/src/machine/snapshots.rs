@@ -49,6 +49,7 @@ impl Snapshots {
         let spawned = std::thread::Builder::new()
             .name("fleetlog-snapshot".to_owned())
             .spawn(move || {
+                fleetlog_ledger::priority::yield_cpu_to_the_writer();
                 let bytes = crate::snapshot::encode(&committed);
                 // A snapshot is derived data: if it cannot be written (disk full, permissions)
                 // opening replays a longer tail instead, and the next interval tries again.
