@@ -199,6 +199,8 @@ pub struct Queue {
     /// (holder, task) of every claimed task: what an agent holds, without a scan of history
     /// (an agent's expiry and staffing ask it).
     claimed: BTreeSet<(String, u64)>,
+    /// How many tasks are in each state: the status counts without a scan of history.
+    by_state: BTreeMap<TaskState, u64>,
 }
 
 impl Queue {
@@ -253,6 +255,7 @@ impl Queue {
                         escalation: None,
                     },
                 );
+                *self.by_state.entry(TaskState::Pending).or_default() += 1;
             }
             Event::TaskOptions {
                 task,
@@ -352,7 +355,14 @@ impl Queue {
                 self.claimed.remove(&(holder.clone(), id));
                 task.holder = Some(holder);
             }
+            let before = task.state;
             change(task);
+            if task.state != before {
+                if let Some(count) = self.by_state.get_mut(&before) {
+                    *count -= 1;
+                }
+                *self.by_state.entry(task.state).or_default() += 1;
+            }
             let key = (Reverse(task.priority), id);
             match task.state {
                 TaskState::Pending => self.pending.insert(key),
@@ -456,23 +466,23 @@ impl Queue {
             .filter_map(|(_, id)| self.tasks.get(id))
     }
 
+    /// Counts by state, pending tasks by tag and the oldest pending task's age: from the
+    /// counters and the pending index, so the cost is the live queue's, not history's.
     pub fn stats(&self, now: Timestamp) -> QueueStats {
         let mut stats = QueueStats::default();
-        for task in self.tasks.values() {
-            *stats
-                .by_state
-                .entry(task.state.name().to_owned())
-                .or_default() += 1;
-            if task.state == TaskState::Pending {
-                for tag in &task.tags {
-                    *stats.pending_by_tag.entry(tag.clone()).or_default() += 1;
-                }
-                let age = u64::try_from(now.as_micros() - task.enqueued_at.as_micros())
-                    .unwrap_or(0)
-                    / 1000;
-                stats.oldest_pending_age_ms =
-                    Some(stats.oldest_pending_age_ms.unwrap_or(0).max(age));
+        for (state, count) in self.by_state.iter().filter(|(_, count)| **count > 0) {
+            stats.by_state.insert(state.name().to_owned(), *count);
+        }
+        for (_, id) in &self.pending {
+            let Some(task) = self.tasks.get(id) else {
+                continue;
+            };
+            for tag in &task.tags {
+                *stats.pending_by_tag.entry(tag.clone()).or_default() += 1;
             }
+            let age =
+                u64::try_from(now.as_micros() - task.enqueued_at.as_micros()).unwrap_or(0) / 1000;
+            stats.oldest_pending_age_ms = Some(stats.oldest_pending_age_ms.unwrap_or(0).max(age));
         }
         stats
     }

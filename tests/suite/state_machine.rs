@@ -314,6 +314,12 @@ proptest! {
                     .collect();
                 prop_assert_eq!(indexed, scanned, "claimed index of {} after {:?}", agent, op);
             }
+            // The status counts answer what a scan of every task would.
+            let mut counted = std::collections::BTreeMap::new();
+            for task in live.queue.tasks.values() {
+                *counted.entry(task.state.name().to_owned()).or_insert(0u64) += 1;
+            }
+            prop_assert_eq!(&live.queue.stats(fleet.now()).by_state, &counted, "state counts after {:?}", op);
         }
         check_log(fleet.coordinator.ledger().reader());
 
