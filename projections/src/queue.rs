@@ -5,6 +5,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use crate::command::CommandError;
 use bincode::{Decode, Encode};
@@ -189,7 +190,10 @@ pub struct QueueStats {
 
 #[derive(Clone, Debug, Default, PartialEq, Encode, Decode)]
 pub struct Queue {
-    pub tasks: BTreeMap<u64, Task>,
+    /// Each task behind an `Arc`: the copies of the state the publisher keeps for readers share
+    /// every task that did not change between them (finished ones, above all), so memory and
+    /// the cost of a copy follow what changes, not history. Changed copy-on-write.
+    pub tasks: BTreeMap<u64, Arc<Task>>,
     /// Pending tasks in claim order: (highest priority first, oldest first).
     pending: BTreeSet<(Reverse<i32>, u64)>,
     /// task → tasks that depend on it.
@@ -225,7 +229,7 @@ impl Queue {
                 self.pending.insert((Reverse(*priority), id));
                 self.tasks.insert(
                     id,
-                    Task {
+                    Arc::new(Task {
                         id,
                         title: title.clone(),
                         description: description.clone(),
@@ -253,7 +257,7 @@ impl Queue {
                         progress: None,
                         status: None,
                         escalation: None,
-                    },
+                    }),
                 );
                 *self.by_state.entry(TaskState::Pending).or_default() += 1;
             }
@@ -351,6 +355,7 @@ impl Queue {
     /// Applies `change` and keeps the pending and claimed indexes in step with the task.
     fn update(&mut self, id: u64, change: impl FnOnce(&mut Task)) {
         if let Some(task) = self.tasks.get_mut(&id) {
+            let task = Arc::make_mut(task);
             if let (TaskState::Claimed, Some(holder)) = (task.state, task.holder.take()) {
                 self.claimed.remove(&(holder.clone(), id));
                 task.holder = Some(holder);
@@ -384,7 +389,7 @@ impl Queue {
     }
 
     pub fn get(&self, id: u64) -> Option<&Task> {
-        self.tasks.get(&id)
+        self.tasks.get(&id).map(|task| &**task)
     }
 
     fn dependencies_done(&self, task: &Task) -> bool {
@@ -399,7 +404,7 @@ impl Queue {
     pub fn next_claimable(&self, claimant: &Claimant<'_>, now: Timestamp) -> Option<&Task> {
         self.pending
             .iter()
-            .filter_map(|(_, id)| self.tasks.get(id))
+            .filter_map(|(_, id)| self.get(*id))
             .find(|task| self.is_claimable(task, claimant, now))
     }
 
@@ -416,7 +421,7 @@ impl Queue {
     pub fn anything_claimable(&self, now: Timestamp) -> bool {
         self.pending
             .iter()
-            .filter_map(|(_, id)| self.tasks.get(id))
+            .filter_map(|(_, id)| self.get(*id))
             .any(|task| {
                 task.ready_at().is_none_or(|ready| ready <= now) && self.dependencies_done(task)
             })
@@ -424,14 +429,14 @@ impl Queue {
 
     /// The task the caller named `key`.
     pub fn by_key(&self, key: &str) -> Option<&Task> {
-        self.by_key.get(key).and_then(|id| self.tasks.get(id))
+        self.by_key.get(key).and_then(|id| self.get(*id))
     }
 
     /// The earliest future time a pending task with completed dependencies becomes ready.
     pub fn next_ready_after(&self, now: Timestamp) -> Option<Timestamp> {
         self.pending
             .iter()
-            .filter_map(|(_, id)| self.tasks.get(id))
+            .filter_map(|(_, id)| self.get(*id))
             .filter_map(Task::ready_at)
             .filter(|ready| *ready > now)
             .min()
@@ -463,7 +468,7 @@ impl Queue {
     pub fn claimed_by<'a>(&'a self, agent: &'a str) -> impl Iterator<Item = &'a Task> + 'a {
         self.claimed
             .range((agent.to_owned(), 0)..=(agent.to_owned(), u64::MAX))
-            .filter_map(|(_, id)| self.tasks.get(id))
+            .filter_map(|(_, id)| self.get(*id))
     }
 
     /// Counts by state, pending tasks by tag and the oldest pending task's age: from the

@@ -480,7 +480,10 @@ pub fn answer(state: &State, now: Timestamp, query: &Query) -> Result<Value, Que
                 .filter(|task| key.is_none() || task.key == *key);
             let (tasks, next) = paged(tasks, |task| task.id, *limit, cursor)?;
             to_json(views::TasksPage {
-                tasks: tasks.into_iter().cloned().collect(),
+                tasks: tasks
+                    .into_iter()
+                    .map(|task| fleetlog_projections::queue::Task::clone(task))
+                    .collect(),
                 next_cursor: next,
             })
         }
