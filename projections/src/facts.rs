@@ -5,6 +5,8 @@
 use std::collections::BTreeMap;
 
 use bincode::{Decode, Encode};
+
+use crate::history::History;
 use fleetlog_ledger::{Event, Outcome, Record, SignalTarget, Timestamp};
 use serde::Serialize;
 
@@ -64,16 +66,16 @@ struct TaskOpen {
 
 #[derive(Clone, Debug, Default, PartialEq, Encode, Decode)]
 pub struct Facts {
-    pub stage_runs: Vec<StageRun>,
-    pub task_runs: Vec<TaskRun>,
+    pub stage_runs: History<StageRun>,
+    pub task_runs: History<TaskRun>,
     /// Enqueue to first claim.
-    pub queue_waits: Vec<Wait>,
+    pub queue_waits: History<Wait>,
     /// Lock request to grant.
-    pub lock_waits: Vec<Wait>,
+    pub lock_waits: History<Wait>,
     /// Signal send to consume.
-    pub signal_latencies: Vec<Wait>,
+    pub signal_latencies: History<Wait>,
     /// Approval request to decision.
-    pub approval_waits: Vec<Wait>,
+    pub approval_waits: History<Wait>,
     /// Tasks not finished yet, by id.
     open_tasks: BTreeMap<u64, TaskOpen>,
     /// Signals not yet fully consumed or expired: sent at, broadcast?

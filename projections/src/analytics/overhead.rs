@@ -124,7 +124,7 @@ pub(super) fn breakdown(
 
 pub(super) fn waits<'a>(
     spans: &'a Spans<'a>,
-    waits: &'a [Wait],
+    waits: &'a crate::history::History<Wait>,
     window: &'a Window,
 ) -> impl Iterator<Item = (String, Option<String>, f64)> + 'a {
     waits
