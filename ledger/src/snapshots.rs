@@ -25,6 +25,8 @@ const MAGIC: &[u8; 8] = b"FLSNAP01";
 const HEADER_BYTES: usize = 8 + 16 + 8 + 8 + 32;
 const SUFFIX: &str = ".snap";
 const TEMPORARY: &str = ".snap.tmp";
+/// How much of a snapshot is written between syncs (see [`SnapshotStore::write`]).
+const SYNC_PIECE_BYTES: usize = 1 << 20;
 
 /// Where one ledger's snapshots live. Cheap to clone; any thread may write or read.
 #[derive(Clone, Debug)]
@@ -65,7 +67,12 @@ impl SnapshotStore {
         let temporary = self.dir.join(format!("{seq:020}{TEMPORARY}"));
         let mut file = fs::File::create(&temporary)?;
         file.write_all(&header)?;
-        file.write_all(body)?;
+        // Synced a piece at a time: on ext4 the writer's next fdatasync waits for every block
+        // another file has dirty, so one big flush here would stall appends for all of it.
+        for piece in body.chunks(SYNC_PIECE_BYTES) {
+            file.write_all(piece)?;
+            file.sync_data()?;
+        }
         file.sync_all()?;
         drop(file);
         fs::rename(&temporary, self.path_of(seq))?;
