@@ -1,6 +1,8 @@
 //! Logged decisions: why an agent chose what it chose, queryable by agent, type and time.
 
 use bincode::{Decode, Encode};
+
+use crate::history::History;
 use fleetlog_ledger::{Event, Json, Record, Timestamp};
 use serde::{Deserialize, Serialize};
 
@@ -27,8 +29,8 @@ pub struct DecisionQuery {
 
 #[derive(Clone, Debug, Default, PartialEq, Encode, Decode)]
 pub struct Decisions {
-    /// In log order.
-    pub all: Vec<Decision>,
+    /// In log order. Shared, chunk by chunk, by every copy of the state.
+    pub all: History<Decision>,
 }
 
 impl Decisions {
@@ -59,8 +61,8 @@ impl Decisions {
         let start = query.from.map_or(0, |from| {
             self.all.partition_point(|decision| decision.at < from)
         });
-        self.all[start..]
-            .iter()
+        self.all
+            .iter_from(start)
             .take_while(|decision| query.to.is_none_or(|to| decision.at < to))
             .filter(|decision| {
                 query

@@ -47,6 +47,35 @@ impl<T> History<T> {
         self.len() == 0
     }
 
+    pub fn get(&self, index: usize) -> Option<&T> {
+        match self.sealed.get(index / CHUNK_ITEMS) {
+            Some(chunk) => chunk.get(index % CHUNK_ITEMS),
+            None => self.open.get(index - self.sealed.len() * CHUNK_ITEMS),
+        }
+    }
+
+    /// The index of the first item `is_before` is false for, given every item it is true for
+    /// comes first (as `slice::partition_point`): a search per chunk, then within one.
+    pub fn partition_point(&self, mut is_before: impl FnMut(&T) -> bool) -> usize {
+        let chunk = self
+            .sealed
+            .partition_point(|chunk| chunk.last().is_some_and(&mut is_before));
+        match self.sealed.get(chunk) {
+            Some(items) => chunk * CHUNK_ITEMS + items.partition_point(is_before),
+            None => chunk * CHUNK_ITEMS + self.open.partition_point(is_before),
+        }
+    }
+
+    /// The items from `index` on, oldest first, without walking the ones before it.
+    pub fn iter_from(&self, index: usize) -> impl Iterator<Item = &T> {
+        let chunk = (index / CHUNK_ITEMS).min(self.sealed.len());
+        self.sealed[chunk..]
+            .iter()
+            .flat_map(|chunk| chunk.iter())
+            .chain(self.open.iter())
+            .skip(index - chunk * CHUNK_ITEMS)
+    }
+
     /// Oldest first.
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = &T> + Clone {
         self.sealed
@@ -127,6 +156,19 @@ mod tests {
             let (decoded, _): (History<u64>, usize) =
                 bincode::decode_from_slice(&encoded, config).expect("decodes");
             assert_eq!(decoded, history);
+            for index in [0, 1, count / 2, count.saturating_sub(1), count, count + 5] {
+                assert_eq!(history.get(index), items.get(index), "get({index})");
+                assert!(
+                    history.iter_from(index).eq(items.iter().skip(index)),
+                    "iter_from({index})"
+                );
+                let bound = index as u64 * 3;
+                assert_eq!(
+                    history.partition_point(|item| *item < bound),
+                    items.partition_point(|item| *item < bound),
+                    "partition_point below {bound}"
+                );
+            }
             // A copy shares the sealed chunks.
             let copy = history.clone();
             for (ours, theirs) in history.sealed.iter().zip(&copy.sealed) {

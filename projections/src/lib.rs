@@ -39,7 +39,7 @@ pub mod commands {
 mod coordinator;
 pub mod decisions;
 pub mod facts;
-mod history;
+pub mod history;
 pub mod locks;
 mod machine;
 mod published;

@@ -65,9 +65,9 @@ pub fn created(state: &State, now: Timestamp, command: &Command, seq: u64) -> Op
         Command::LogDecision(LogDecision { .. }) => {
             let decisions = &state.decisions.all;
             let found = decisions
-                .binary_search_by_key(&seq, |decision| decision.seq)
-                .ok()
-                .map(|at| to_json(&decisions[at]));
+                .get(decisions.partition_point(|decision| decision.seq < seq))
+                .filter(|decision| decision.seq == seq)
+                .map(to_json);
             ("decision", json!(seq), found)
         }
         Command::StartWorkflow(StartWorkflow { workflow_id, .. }) => (
