@@ -156,7 +156,10 @@ impl Publisher {
             .name("fleetlog-state-copy".to_owned())
             .spawn(move || {
                 fleetlog_ledger::priority::yield_cpu_to_the_writer();
-                let _ = sender.send(State::clone(&source));
+                let copy = State::clone(&source);
+                // Unpinned before it is handed over: once received, the source can be reused.
+                drop(source);
+                let _ = sender.send(copy);
             });
         // Without a thread the writer clones when it must, as before: slower, never wrong.
         if spawned.is_ok() {
@@ -256,6 +259,8 @@ mod tests {
             }
         }
         drop(pinned);
+        // A copy being made off the writer thread pins its source until it is done.
+        publisher.take_incoming(true);
         publisher.publish(&[record(41)]);
         assert_eq!(slot.get().seq, 41);
         assert!(publisher.spares.len() <= SPARES_MAX);

@@ -3,6 +3,7 @@
 //! record's time).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::command::{CommandError, invalid};
 use bincode::{Decode, Encode};
@@ -172,7 +173,9 @@ impl Workflow {
 
 #[derive(Clone, Debug, Default, PartialEq, Encode, Decode)]
 pub struct Workflows {
-    pub by_id: BTreeMap<String, Workflow>,
+    /// Behind `Arc`, so the state copies kept for readers share every workflow that did not
+    /// change between them; changed copy-on-write.
+    pub by_id: BTreeMap<String, Arc<Workflow>>,
 }
 
 impl Workflows {
@@ -209,7 +212,7 @@ impl Workflows {
                     timeline: Vec::new(),
                 };
                 push_timeline(&mut workflow, record, format!("started in {project}"));
-                self.by_id.insert(workflow_id.clone(), workflow);
+                self.by_id.insert(workflow_id.clone(), Arc::new(workflow));
             }
             Event::StageStarted {
                 workflow_id,
@@ -366,13 +369,14 @@ impl Workflows {
 
     fn update(&mut self, id: &str, record: &Record, change: impl FnOnce(&mut Workflow) -> String) {
         if let Some(workflow) = self.by_id.get_mut(id) {
+            let workflow = Arc::make_mut(workflow);
             let summary = change(workflow);
             push_timeline(workflow, record, summary);
         }
     }
 
     pub fn get(&self, id: &str) -> Option<&Workflow> {
-        self.by_id.get(id)
+        self.by_id.get(id).map(|workflow| &**workflow)
     }
 }
 

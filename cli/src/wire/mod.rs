@@ -564,7 +564,7 @@ pub fn answer(state: &State, now: Timestamp, query: &Query) -> Result<Value, Que
             to_json(views::WorkflowsPage {
                 workflows: workflows
                     .into_iter()
-                    .map(views::WorkflowSummary::new)
+                    .map(|workflow| views::WorkflowSummary::new(workflow))
                     .collect(),
                 next_cursor: next,
             })
@@ -664,7 +664,7 @@ pub fn answer(state: &State, now: Timestamp, query: &Query) -> Result<Value, Que
                 .workflows
                 .by_id
                 .values()
-                .map(views::WorkflowSummary::new)
+                .map(|workflow| views::WorkflowSummary::new(workflow))
                 .collect(),
         }),
     })

@@ -42,6 +42,7 @@ pub fn workflow_stats(state: &State, window: &Window, top: usize) -> WorkflowSta
         .workflows
         .by_id
         .values()
+        .map(|workflow| &**workflow)
         .filter(|workflow| window.workflow(workflow))
         .collect();
     let count = |status| workflows.iter().filter(|w| w.status == status).count();
