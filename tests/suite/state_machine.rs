@@ -412,3 +412,58 @@ fn time_travel_is_exact_across_pruned_snapshots_and_few_are_kept() {
         assert_eq!(as_of.digest(), expected.digest(), "as of seq {cut}");
     }
 }
+
+#[test]
+fn a_torn_or_foreign_snapshot_file_is_skipped_and_reopening_gives_the_replayed_state() {
+    let TestFleet {
+        temp,
+        clock,
+        coordinator,
+    } = TestFleet::with_snapshots(4);
+    for round in 0..30u8 {
+        coordinator
+            .execute(fleetlog_suite::register(&name(round % 3)))
+            .expect("registers");
+    }
+    // Dropping the coordinator waits for the snapshot being written, if any.
+    drop(coordinator);
+    let dir = fleetlog_ledger::snapshot_dir(temp.path());
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("snapshot files were written beside the ledger")
+        .map(|entry| entry.expect("entry").path())
+        .collect();
+    files.sort();
+    assert!(files.len() >= 2, "{files:?}");
+    // The newest is torn, the one before it comes from another ledger's directory.
+    let newest = files.pop().expect("newest");
+    let bytes = std::fs::read(&newest).expect("read");
+    std::fs::write(&newest, &bytes[..bytes.len() / 2]).expect("tear");
+    let older = files.pop().expect("older");
+    let mut foreign = std::fs::read(&older).expect("read");
+    foreign[8] ^= 0xff; // the ledger id
+    std::fs::write(&older, foreign).expect("rewrite");
+
+    let reopened = TestFleet::open_at(&temp, &clock, 4);
+    let reader = reopened.ledger().reader();
+    let mut replayed = State::default();
+    replay_range(
+        reader,
+        &mut replayed,
+        1,
+        reader.last_seq().expect("last"),
+        &|_| {},
+    )
+    .expect("replay");
+    assert_eq!(reopened.state().digest(), replayed.digest());
+    let (used, _) = reader
+        .snapshot_at_or_before(reader.last_seq().expect("last"))
+        .expect("snapshots read")
+        .expect("an intact older snapshot remains");
+    let skipped = |path: &std::path::PathBuf| {
+        path.file_stem()
+            .and_then(|stem| stem.to_str())
+            .and_then(|stem| stem.parse::<u64>().ok())
+            .expect("seq in the name")
+    };
+    assert!(used < skipped(&older), "used {used}, not the damaged ones");
+}
