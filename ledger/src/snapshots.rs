@@ -26,7 +26,7 @@ const HEADER_BYTES: usize = 8 + 16 + 8 + 8 + 32;
 const SUFFIX: &str = ".snap";
 const TEMPORARY: &str = ".snap.tmp";
 /// How much of a snapshot is written between syncs (see [`SnapshotStore::write`]).
-const SYNC_PIECE_BYTES: usize = 1 << 20;
+const SYNC_PIECE_BYTES: usize = 256 << 10;
 
 /// Where one ledger's snapshots live. Cheap to clone; any thread may write or read.
 #[derive(Clone, Debug)]
