@@ -37,6 +37,27 @@ impl Machine {
         })
     }
 
+    /// The breakers every path that adds cost passes: the workflow is running and within its
+    /// budget (once over it, no stage starts or completes until it is raised), and `agent` and
+    /// the fleet are within their daily spending limits.
+    fn stage_allowed(
+        &self,
+        workflow_id: &str,
+        agent: &str,
+        now: Timestamp,
+    ) -> Result<&crate::workflows::Workflow, CommandError> {
+        let workflow = self.state.workflows.running(workflow_id)?;
+        if workflow.over_budget() {
+            return Err(CommandError::OverBudget {
+                limit_usd: workflow.budget_usd.unwrap_or_default(),
+                spent_usd: workflow.spent_usd,
+                workflow_id: workflow_id.to_owned(),
+            });
+        }
+        self.state.budgets.check_limits(agent, now)?;
+        Ok(workflow)
+    }
+
     pub(super) fn start_stage(
         &self,
         command: StartStage,
@@ -49,15 +70,7 @@ impl Machine {
             tier,
             ..
         } = command;
-        let workflow = self.state.workflows.running(&workflow_id)?;
-        if workflow.over_budget() {
-            return Err(CommandError::OverBudget {
-                limit_usd: workflow.budget_usd.unwrap_or_default(),
-                spent_usd: workflow.spent_usd,
-                workflow_id,
-            });
-        }
-        self.state.budgets.check_limits(&stage_agent, now)?;
+        self.stage_allowed(&workflow_id, &stage_agent, now)?;
         Ok(Event::StageStarted {
             workflow_id,
             stage,
@@ -77,17 +90,7 @@ impl Machine {
             report,
             ..
         } = command;
-        let workflow = self.state.workflows.running(&workflow_id)?;
-        // Every path that adds cost passes the breaker: once over budget, no stage completes
-        // (started or not) until the budget is raised.
-        if workflow.over_budget() {
-            return Err(CommandError::OverBudget {
-                limit_usd: workflow.budget_usd.unwrap_or_default(),
-                spent_usd: workflow.spent_usd,
-                workflow_id: workflow_id.to_owned(),
-            });
-        }
-        self.state.budgets.check_limits(&report.agent, now)?;
+        let workflow = self.stage_allowed(&workflow_id, &report.agent, now)?;
         let day = day_of(now);
         let limits_crossed: Vec<Event> = self
             .state
