@@ -83,14 +83,8 @@ impl Drop for Session {
 #[test]
 fn an_mcp_client_coordinates_two_agents_through_the_tools() {
     let (_dir, db) = new_db();
-    let mut coder = Session::start(&db, "coder");
-    let init = coder.request("initialize", json!({"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}}));
-    assert_eq!(init["result"]["serverInfo"]["name"], "fleetlog", "{init}");
-    writeln!(
-        coder.stdin,
-        r#"{{"jsonrpc":"2.0","method":"notifications/initialized"}}"#
-    )
-    .expect("a notification gets no answer");
+    // The handshake (and its serverInfo check) is Session::initialized's.
+    let mut coder = Session::initialized(&db, "coder");
     let listed = coder.request("tools/list", json!({}));
     let names: Vec<&str> = listed["result"]["tools"]
         .as_array()
