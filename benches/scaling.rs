@@ -8,6 +8,8 @@
 //! - the newest snapshot's size (the hot state, encoded);
 //! - reopening: time, and the RSS of a fresh process that opened it (measured in a child, so
 //!   the bench's own allocations do not count);
+//! - reading the first finished task back from the log by id (the state keeps only how it
+//!   ended), in that fresh process;
 //! - the p50/p99/max of a probe append taken between windows, with snapshots on and off (the
 //!   cost of snapshots to appends).
 //!
@@ -20,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use fleetlog_ledger::Json;
 use fleetlog_projections::commands::{Claim, CompleteTask, CustomEvent, Enqueue};
+use fleetlog_projections::queue::archive;
 use fleetlog_projections::{
     Command, Coordinator, CoordinatorOptions, Outcome, PendingCommand,
     SNAPSHOT_EVERY_EVENTS_DEFAULT, TaskSpec,
@@ -150,8 +153,9 @@ fn run(ledger: &TempLedger, tasks: u64, snapshots: bool) -> Run {
     }
 }
 
-/// Opens `path` in a child process: (open time, its RSS after opening).
-fn reopen(path: &Path) -> (Duration, u64) {
+/// Opens `path` in a child process: (open time, its RSS after opening, the time to read the
+/// first finished task back).
+fn reopen(path: &Path) -> (Duration, u64, Duration) {
     let output = std::process::Command::new(std::env::current_exe().expect("this bench"))
         .env(OPEN_ENV, path)
         .output()
@@ -161,7 +165,12 @@ fn reopen(path: &Path) -> (Duration, u64) {
     let mut fields = text.split_whitespace();
     let micros: u64 = fields.next().and_then(|f| f.parse().ok()).expect("open µs");
     let rss: u64 = fields.next().and_then(|f| f.parse().ok()).expect("rss kB");
-    (Duration::from_micros(micros), rss * 1024)
+    let find: u64 = fields.next().and_then(|f| f.parse().ok()).expect("find µs");
+    (
+        Duration::from_micros(micros),
+        rss * 1024,
+        Duration::from_micros(find),
+    )
 }
 
 /// The child's half of [`reopen`].
@@ -176,8 +185,21 @@ fn open_and_report(path: &str) {
         .and_then(|value| value.split_whitespace().next())
         .and_then(|kb| kb.parse::<u64>().ok())
         .unwrap_or(0);
-    assert!(fleet.state().queue.stats(fleet.now()).by_state.len() <= 4);
-    println!("{} {rss_kb}", took.as_micros());
+    let state = fleet.state();
+    assert!(state.queue.tasks.is_empty(), "every task finished");
+    let (first, _) = state
+        .queue
+        .finished
+        .after(None)
+        .next()
+        .expect("a finished task");
+    let started = Instant::now();
+    let task = archive::task(&state.queue, fleet.ledger().reader(), first, state.seq)
+        .expect("the log reads")
+        .expect("the task is in the log");
+    let find = started.elapsed();
+    assert_eq!(task.title, "task 0");
+    println!("{} {rss_kb} {}", took.as_micros(), find.as_micros());
 }
 
 fn mib(bytes: u64) -> f64 {
@@ -198,7 +220,7 @@ fn main() {
         Err(_) => vec![500, 2_000],
     };
     println!(
-        "{:>8} {:>9} {:>9} {:>9} {:>9} {:>10} {:>9} {:>9} {:>24} {:>24}",
+        "{:>8} {:>9} {:>9} {:>9} {:>9} {:>10} {:>9} {:>9} {:>8} {:>24} {:>24}",
         "tasks",
         "events",
         "B/event",
@@ -207,6 +229,7 @@ fn main() {
         "snapshot",
         "open ms",
         "RSS MiB",
+        "find µs",
         "probe p50/p99/max ms",
         "no snapshots p50/p99/max"
     );
@@ -216,7 +239,7 @@ fn main() {
         let bare = TempLedger::new();
         let mut snapshotted = run(&with, tasks, true);
         let mut plain = run(&bare, tasks, false);
-        let (open, rss) = reopen(&with.path);
+        let (open, rss, find) = reopen(&with.path);
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         let quantiles = |l: &mut Latencies| {
             format!(
@@ -227,7 +250,7 @@ fn main() {
             )
         };
         println!(
-            "{:>8} {:>9} {:>9.0} {:>9.0} {:>9.0} {:>8.1}MiB {:>9.1} {:>9.1} {:>24} {:>24}",
+            "{:>8} {:>9} {:>9.0} {:>9.0} {:>9.0} {:>8.1}MiB {:>9.1} {:>9.1} {:>8} {:>24} {:>24}",
             snapshotted.tasks,
             snapshotted.events,
             snapshotted.file_bytes as f64 / snapshotted.events as f64,
@@ -237,6 +260,7 @@ fn main() {
             mib(snapshotted.snapshot_bytes),
             ms(open),
             mib(rss),
+            find.as_micros(),
             quantiles(&mut snapshotted.probes),
             quantiles(&mut plain.probes),
         );

@@ -287,6 +287,145 @@ fn a_walk_of_a_thousand_tasks_by_cursor_visits_each_exactly_once() {
     }
 }
 
+/// Every page of `target` (which has a query already), walked by cursor: the ids in order.
+fn walk(daemon: &Daemon, target: &str) -> Vec<Value> {
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page_target = match &cursor {
+            None => target.to_owned(),
+            Some(cursor) => format!("{target}&cursor={cursor}"),
+        };
+        let (status, page) = send(daemon, "GET", &page_target, &Value::Null);
+        assert_eq!(status, 200, "{page}");
+        seen.extend(page["tasks"].as_array().expect("tasks").iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => return seen,
+        }
+    }
+}
+
+fn batch(daemon: &Daemon, commands: Vec<Value>) {
+    let (status, answer) = send(
+        daemon,
+        "POST",
+        "/v1/batch",
+        &json!({ "commands": commands }),
+    );
+    assert_eq!(status, 200, "{answer}");
+    for result in answer["results"].as_array().expect("results") {
+        assert!(result.get("error").is_none(), "{result}");
+    }
+}
+
+#[test]
+fn finished_tasks_leave_the_live_queue_but_read_and_list_as_before() {
+    let (_dir, daemon) = started();
+    let commands: Vec<Value> = (0..300)
+        .map(|n| {
+            let tag = if n % 2 == 0 { "even" } else { "odd" };
+            let mut spec = json!({"title": format!("t{n}"), "tags": [tag]});
+            if n == 42 {
+                spec["key"] = json!("JIRA-42");
+            }
+            json!({"command": "enqueue", "agent": "a", "spec": spec})
+        })
+        .collect();
+    batch(&daemon, commands);
+    let all = walk(&daemon, "/v1/tasks?limit=1000");
+    let ids: Vec<u64> = all.iter().map(|t| t["id"].as_u64().expect("id")).collect();
+    assert_eq!(ids.len(), 300);
+    // Every third task completed (with a result naming it), every fifth of the rest cancelled.
+    let completed: Vec<u64> = ids.iter().copied().step_by(3).collect();
+    let cancelled: Vec<u64> = ids
+        .iter()
+        .copied()
+        .filter(|id| !completed.contains(id))
+        .step_by(5)
+        .collect();
+    let mut commands = Vec::new();
+    for id in &completed {
+        commands.push(json!({"command": "claim", "agent": "a", "task": id}));
+        commands
+            .push(json!({"command": "complete", "agent": "a", "task": id, "result": {"done": id}}));
+    }
+    for id in &cancelled {
+        commands.push(json!({"command": "cancel", "agent": "a", "task": id, "reason": "dropped"}));
+    }
+    batch(&daemon, commands);
+
+    // All of them still list, in id order, each once, live and finished merged.
+    let walked = walk(&daemon, "/v1/tasks?limit=37");
+    let walked_ids: Vec<u64> = walked
+        .iter()
+        .map(|t| t["id"].as_u64().expect("id"))
+        .collect();
+    assert_eq!(walked_ids, ids);
+    for task in &walked {
+        let id = task["id"].as_u64().expect("id");
+        let expected = match (completed.contains(&id), cancelled.contains(&id)) {
+            (true, _) => "completed",
+            (_, true) => "cancelled",
+            _ => "pending",
+        };
+        assert_eq!(task["state"], expected, "{task}");
+        let n: u64 = task["title"].as_str().expect("title")[1..]
+            .parse()
+            .expect("n");
+        assert_eq!(task["tags"][0], if n.is_multiple_of(2) { "even" } else { "odd" });
+    }
+    // A finished task by id: what it was, from the log.
+    let id = completed[4];
+    let (status, read) = send(&daemon, "GET", &format!("/v1/tasks/{id}"), &Value::Null);
+    assert_eq!(status, 200, "{read}");
+    assert_eq!(
+        (
+            &read["state"],
+            &read["result"],
+            &read["attempts"],
+            &read["holder"]
+        ),
+        (
+            &json!("completed"),
+            &json!({"done": id}),
+            &json!(1),
+            &json!("a")
+        )
+    );
+    assert!(read["finished_at"].is_string(), "{read}");
+    // Filters select among finished tasks too, and page the same way.
+    let done = walk(&daemon, "/v1/tasks?state=completed&limit=7");
+    let done_ids: Vec<u64> = done.iter().map(|t| t["id"].as_u64().expect("id")).collect();
+    assert_eq!(done_ids, completed);
+    let odd_cancelled = walk(&daemon, "/v1/tasks?state=cancelled&tag=odd&limit=3");
+    let expected: Vec<u64> = walked
+        .iter()
+        .filter(|t| t["state"] == "cancelled" && t["tags"][0] == "odd")
+        .map(|t| t["id"].as_u64().expect("id"))
+        .collect();
+    assert!(!expected.is_empty());
+    let got: Vec<u64> = odd_cancelled
+        .iter()
+        .map(|t| t["id"].as_u64().expect("id"))
+        .collect();
+    assert_eq!(got, expected);
+    let keyed = walk(&daemon, "/v1/tasks?key=JIRA-42");
+    assert_eq!(keyed.len(), 1);
+    assert_eq!(keyed[0]["key"], "JIRA-42");
+    assert_eq!(keyed[0]["state"], "completed", "task 42 is a multiple of 3");
+    // Acting on a finished task is refused by how it ended.
+    let (status, answer) = send(
+        &daemon,
+        "POST",
+        &format!("/v1/tasks/{id}/complete"),
+        &json!({"agent": "a"}),
+    );
+    assert_error(status, &answer, 409, "already_completed");
+    let (status, answer) = send(&daemon, "GET", "/v1/tasks/999999", &Value::Null);
+    assert_error(status, &answer, 404, "unknown_task");
+}
+
 #[test]
 fn the_daemon_logs_its_lifecycle_and_refused_requests_as_json_lines() {
     let (_dir, db) = new_db();

@@ -37,6 +37,8 @@ pub struct TaskRun {
     pub title: String,
     pub description: String,
     pub tags: Vec<String>,
+    /// What the task required of its claimant.
+    pub capabilities: Vec<String>,
     pub workflow_id: Option<String>,
     pub success: bool,
     /// Claim to completion or failure.
@@ -61,6 +63,7 @@ struct TaskOpen {
     title: String,
     description: String,
     tags: Vec<String>,
+    capabilities: Vec<String>,
     workflow_id: Option<String>,
 }
 
@@ -138,6 +141,13 @@ impl Facts {
                         ..TaskOpen::default()
                     },
                 );
+            }
+            Event::TaskOptions {
+                task, capabilities, ..
+            } => {
+                if let Some(open) = self.open_tasks.get_mut(task) {
+                    open.capabilities = capabilities.clone();
+                }
             }
             Event::TaskClaimed { task, .. } => {
                 if let Some(open) = self.open_tasks.get_mut(task) {
@@ -219,6 +229,7 @@ impl Facts {
             title: open.title.clone(),
             description: open.description.clone(),
             tags: open.tags.clone(),
+            capabilities: open.capabilities.clone(),
             workflow_id: open.workflow_id.clone(),
             success,
             duration_ms: millis(started, record.ts),

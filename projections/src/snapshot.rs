@@ -6,7 +6,7 @@ use crate::state::State;
 
 /// Bumped whenever `State`'s shape changes; older snapshots are ignored and the state is
 /// rebuilt by full replay.
-pub const SNAPSHOT_VERSION: u32 = 7;
+pub const SNAPSHOT_VERSION: u32 = 8;
 
 fn config() -> bincode::config::Configuration {
     bincode::config::standard()

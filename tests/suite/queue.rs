@@ -70,9 +70,8 @@ fn state_of(fleet: &TestFleet, task: u64) -> TaskState {
         .coordinator
         .state()
         .queue
-        .get(task)
+        .state_of(task)
         .expect("task")
-        .state
 }
 
 #[test]
@@ -383,13 +382,12 @@ fn queue_stats_count_by_state_and_tag_and_age_the_oldest_pending() {
     );
 }
 
+/// The task, finished (read back from the log) or not.
 fn task(fleet: &TestFleet, id: u64) -> fleetlog_projections::queue::Task {
-    fleet
-        .coordinator
-        .state()
-        .queue
-        .get(id)
-        .cloned()
+    let state = fleet.coordinator.state();
+    let reader = fleet.coordinator.ledger().reader();
+    fleetlog_projections::queue::archive::task(&state.queue, reader, id, state.seq)
+        .expect("the log reads")
         .expect("the task exists")
 }
 
@@ -565,12 +563,7 @@ fn a_task_key_is_the_callers_unique_id_for_it() {
     spec.key = Some("JIRA-7".into());
     let id = enqueue(&fleet, spec.clone());
     assert_eq!(
-        fleet
-            .coordinator
-            .state()
-            .queue
-            .by_key("JIRA-7")
-            .map(|task| task.id),
+        fleet.coordinator.state().queue.id_by_key("JIRA-7"),
         Some(id)
     );
     match fleet.refused(Command::Enqueue(Enqueue {

@@ -9,7 +9,7 @@ use fleetlog_projections::commands::{
     Deregister, Enqueue, EscalateTask, FailTask, Heartbeat, ReceiveSignal, Register, ReleaseLock,
     ReleaseTask, RequestApproval, SendSignal, TaskProgress,
 };
-use fleetlog_projections::queue::TaskState;
+use fleetlog_projections::queue::{Task, TaskState, archive, task_of};
 use fleetlog_projections::signals::SignalFilter;
 use fleetlog_projections::{Command, Projection, State, TaskSpec, rebuild, replay_range};
 use fleetlog_suite::{TestFleet, check_log};
@@ -162,6 +162,8 @@ fn command(op: &Op, state: &State) -> Option<Command> {
             })
         }
         Op::Enqueue(a, priority, dep) => {
+            // The newest task, finished or not (a finished one may doom the new task).
+            let newest_finished = state.queue.finished.after(None).map(|(id, _)| id).last();
             let depends_on = match dep {
                 true => state
                     .queue
@@ -169,6 +171,7 @@ fn command(op: &Op, state: &State) -> Option<Command> {
                     .keys()
                     .last()
                     .copied()
+                    .max(newest_finished)
                     .into_iter()
                     .collect(),
                 false => vec![],
@@ -260,6 +263,51 @@ fn command(op: &Op, state: &State) -> Option<Command> {
     })
 }
 
+/// Every task, folded over the whole log and never dropped: what the archive must answer for
+/// a finished one.
+fn every_task(reader: &fleetlog_ledger::Reader) -> std::collections::BTreeMap<u64, Task> {
+    let mut tasks = std::collections::BTreeMap::new();
+    let last = reader.last_seq().expect("last");
+    reader
+        .scan(1..=last, |record| {
+            if let Some(task) = Task::enqueued(&record) {
+                tasks.insert(task.id, task);
+            } else if let Some(task) = task_of(&record.event).and_then(|id| tasks.get_mut(&id)) {
+                task.apply(&record);
+            }
+            Ok(std::ops::ControlFlow::Continue(()))
+        })
+        .expect("scan");
+    tasks
+}
+
+/// The queue keeps only how finished tasks ended; read back from the log, one at a time and
+/// all together, they are what they were when they finished.
+fn finished_tasks_read_back_as_they_ended(fleet: &TestFleet) {
+    let state = fleet.coordinator.state();
+    let reader = fleet.coordinator.ledger().reader();
+    let everything = every_task(reader);
+    let finished: Vec<u64> = state.queue.finished.after(None).map(|(id, _)| id).collect();
+    let together = archive::tasks(reader, &finished, state.seq).expect("reads");
+    assert_eq!(together.len(), finished.len());
+    for task in together {
+        assert!(task.state.is_final());
+        assert_eq!(state.queue.finished.get(task.id), Some(task.state));
+        assert_eq!(Some(&task), everything.get(&task.id));
+        let alone = archive::task(&state.queue, reader, task.id, state.seq).expect("reads");
+        assert_eq!(alone.as_ref(), Some(&task));
+    }
+    for (id, task) in &everything {
+        if !task.state.is_final() {
+            assert_eq!(
+                state.queue.get(*id),
+                Some(task),
+                "an unfinished task stays live"
+            );
+        }
+    }
+}
+
 fn full_replay(fleet: &TestFleet) -> State {
     let reader = fleet.coordinator.ledger().reader();
     let mut state = State::default();
@@ -316,12 +364,14 @@ proptest! {
             }
             // The status counts answer what a scan of every task would.
             let mut counted = std::collections::BTreeMap::new();
-            for task in live.queue.tasks.values() {
-                *counted.entry(task.state.name().to_owned()).or_insert(0u64) += 1;
+            let states = live.queue.tasks.values().map(|task| task.state);
+            for state in states.chain(live.queue.finished.after(None).map(|(_, state)| state)) {
+                *counted.entry(state.name().to_owned()).or_insert(0u64) += 1;
             }
             prop_assert_eq!(&live.queue.stats(fleet.now()).by_state, &counted, "state counts after {:?}", op);
         }
         check_log(fleet.coordinator.ledger().reader());
+        finished_tasks_read_back_as_they_ended(&fleet);
 
         // Reopening rebuilds the same state from the newest snapshot and the tail.
         let expected = fleet.coordinator.state().digest();

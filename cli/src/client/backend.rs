@@ -72,7 +72,11 @@ pub struct Embedded {
     /// The daemon started on demand for the first command (see [`crate::client::spawn`]).
     daemon: std::sync::OnceLock<BlockingClient>,
     /// State replayed read-only for queries, until a writer is open.
-    read: std::sync::OnceLock<(fleetlog_projections::State, fleetlog_ledger::Timestamp)>,
+    read: std::sync::OnceLock<(
+        fleetlog_ledger::Ledger,
+        fleetlog_projections::State,
+        fleetlog_ledger::Timestamp,
+    )>,
 }
 
 impl Backend {
@@ -135,7 +139,8 @@ impl Backend {
                 let created = match &outcome {
                     Outcome::Appended { seq } => {
                         let (state, now) = (coordinator.state(), coordinator.now());
-                        wire::created_with_credential(&state, now, command, *seq, keys)
+                        let log = coordinator.ledger().reader();
+                        wire::created_with_credential(&state, log, now, command, *seq, keys)
                     }
                     _ => None,
                 };
@@ -194,7 +199,7 @@ impl Backend {
                     fleetlog_projections::AsOf::Time(ts) => ts,
                     _ => state.ts,
                 };
-                Ok(wire::answer(&state, now, query)?)
+                Ok(wire::answer(&state, ledger.reader(), now, query)?)
             }
         }
     }
@@ -232,20 +237,21 @@ impl Embedded {
         if let Some((coordinator, _)) = self.writer.get() {
             return Ok(wire::answer(
                 &coordinator.state(),
+                coordinator.ledger().reader(),
                 coordinator.now(),
                 query,
             )?);
         }
-        let (state, now) = match self.read.get() {
+        let (ledger, state, now) = match self.read.get() {
             Some(read) => read,
             None => {
                 let ledger = fleetlog_ledger::Ledger::open_read_only(&self.db)?;
                 let state = fleetlog_projections::rebuild(ledger.reader(), ledger.head()?.seq)?;
                 let now = ledger.now();
-                self.read.get_or_init(|| (state, now))
+                self.read.get_or_init(|| (ledger, state, now))
             }
         };
-        Ok(wire::answer(state, *now, query)?)
+        Ok(wire::answer(state, ledger.reader(), *now, query)?)
     }
 
     /// Checks the identity as `serve --auth agents` would (when asked to), runs the command,

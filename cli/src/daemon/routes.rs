@@ -219,7 +219,9 @@ pub(super) fn answer_of(
     if let Ok(Outcome::Appended { seq }) = &answer {
         let state = app.coordinator.state();
         let now = app.coordinator.now();
-        if let Some(created) = wire::created_with_credential(&state, now, command, *seq, &app.keys)
+        let log = app.coordinator.ledger().reader();
+        if let Some(created) =
+            wire::created_with_credential(&state, log, now, command, *seq, &app.keys)
         {
             return Ok((StatusCode::CREATED, created));
         }

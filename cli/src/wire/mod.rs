@@ -4,6 +4,7 @@
 
 pub mod openapi;
 pub mod routes;
+pub mod tasks;
 pub mod views;
 
 use fleetlog_projections::commands::{
@@ -11,7 +12,7 @@ use fleetlog_projections::commands::{
 };
 use std::path::{Path, PathBuf};
 
-use fleetlog_ledger::Timestamp;
+use fleetlog_ledger::{Reader, Timestamp};
 use fleetlog_projections::analytics;
 use fleetlog_projections::decisions::DecisionQuery;
 use fleetlog_projections::queue::TaskState;
@@ -36,7 +37,13 @@ pub fn socket_path(db: &Path) -> PathBuf {
 
 /// What a create answers besides its seq: the kind of object made, its id, and the object as
 /// committed (absent if it is already gone again, e.g. a signal consumed in the same batch).
-pub fn created(state: &State, now: Timestamp, command: &Command, seq: u64) -> Option<Value> {
+pub fn created(
+    state: &State,
+    log: &Reader,
+    now: Timestamp,
+    command: &Command,
+    seq: u64,
+) -> Option<Value> {
     let (kind, id, object) = match command {
         Command::Register(Register { agent, .. }) => (
             "agent",
@@ -51,7 +58,12 @@ pub fn created(state: &State, now: Timestamp, command: &Command, seq: u64) -> Op
             json!(seq),
             state.signals.live.get(&seq).map(to_json),
         ),
-        Command::Enqueue(Enqueue { .. }) => ("task", json!(seq), state.queue.get(seq).map(to_json)),
+        Command::Enqueue(Enqueue { .. }) => (
+            "task",
+            json!(seq),
+            // Skipped at once (a dependency failed), it is already in the log only.
+            tasks::task(state, log, seq).ok().flatten().map(to_json),
+        ),
         Command::RequestApproval(RequestApproval { .. }) => (
             "approval",
             json!(seq),
@@ -88,12 +100,13 @@ pub fn created(state: &State, now: Timestamp, command: &Command, seq: u64) -> Op
 /// from the seq, so a retried registration answers the same one).
 pub fn created_with_credential(
     state: &State,
+    log: &Reader,
     now: Timestamp,
     command: &Command,
     seq: u64,
     keys: &crate::identity::Keys,
 ) -> Option<Value> {
-    let mut answer = created(state, now, command, seq)?;
+    let mut answer = created(state, log, now, command, seq)?;
     if let Command::Register(Register { agent, .. }) = command {
         answer["credential"] = json!(keys.agent_credential(agent, seq));
     }
@@ -327,14 +340,19 @@ pub fn answer_at(
     as_of: Option<fleetlog_projections::AsOf>,
 ) -> Result<Value, crate::Error> {
     match as_of {
-        None => Ok(answer(&coordinator.state(), coordinator.now(), query)?),
+        None => Ok(answer(
+            &coordinator.state(),
+            coordinator.ledger().reader(),
+            coordinator.now(),
+            query,
+        )?),
         Some(as_of) => {
             let state = coordinator.state_as_of(as_of)?;
             let now = match as_of {
                 fleetlog_projections::AsOf::Time(ts) => ts,
                 _ => state.ts,
             };
-            Ok(answer(&state, now, query)?)
+            Ok(answer(&state, coordinator.ledger().reader(), now, query)?)
         }
     }
 }
@@ -346,6 +364,8 @@ pub enum QueryError {
     NotFound { what: &'static str, id: String },
     #[error("invalid query: {0}")]
     Invalid(String),
+    #[error("the log could not be read to answer: {0}")]
+    Unreadable(String),
 }
 
 impl QueryError {
@@ -353,6 +373,7 @@ impl QueryError {
         match self {
             QueryError::NotFound { .. } => 404,
             QueryError::Invalid(_) => 400,
+            QueryError::Unreadable(_) => 500,
         }
     }
 
@@ -370,6 +391,7 @@ impl QueryError {
             } => "unknown_workflow",
             QueryError::NotFound { .. } => "not_found",
             QueryError::Invalid(_) => "invalid",
+            QueryError::Unreadable(_) => "storage",
         }
     }
 }
@@ -385,8 +407,14 @@ fn not_found(what: &'static str, id: impl ToString) -> QueryError {
     }
 }
 
-/// Answers `query` from `state` as it is at `now`.
-pub fn answer(state: &State, now: Timestamp, query: &Query) -> Result<Value, QueryError> {
+/// Answers `query` from `state` as it is at `now`, reading from `log` what the state keeps
+/// only in the log (finished tasks).
+pub fn answer(
+    state: &State,
+    log: &Reader,
+    now: Timestamp,
+    query: &Query,
+) -> Result<Value, QueryError> {
     Ok(match query {
         Query::Agents {
             all,
@@ -470,24 +498,16 @@ pub fn answer(state: &State, now: Timestamp, query: &Query) -> Result<Value, Que
             limit,
             cursor,
         } => {
-            let wanted = wanted.as_deref().map(parse_task_state).transpose()?;
-            let tasks = state
-                .queue
-                .tasks
-                .values()
-                .filter(|task| wanted.is_none_or(|wanted| task.state == wanted))
-                .filter(|task| tag.as_ref().is_none_or(|tag| task.tags.contains(tag)))
-                .filter(|task| key.is_none() || task.key == *key);
-            let (tasks, next) = paged(tasks, |task| task.id, *limit, cursor)?;
-            to_json(views::TasksPage {
-                tasks: tasks
-                    .into_iter()
-                    .map(|task| fleetlog_projections::queue::Task::clone(task))
-                    .collect(),
-                next_cursor: next,
-            })
+            let filter = tasks::Filter {
+                state: wanted.as_deref().map(parse_task_state).transpose()?,
+                tag: tag.as_deref(),
+                key: key.as_deref(),
+            };
+            to_json(tasks::page(state, log, &filter, *limit, cursor)?)
         }
-        Query::Task { id } => to_json(state.queue.get(*id).ok_or_else(|| not_found("task", id))?),
+        Query::Task { id } => {
+            to_json(tasks::task(state, log, *id)?.ok_or_else(|| not_found("task", id))?)
+        }
         Query::QueueStats => to_json(state.queue.stats(now)),
         Query::Approvals {
             pending,
@@ -681,20 +701,8 @@ fn paged<T, K>(
 where
     K: Ord + std::fmt::Display + std::str::FromStr,
 {
-    let limit = limit.unwrap_or(PAGE_ITEMS_DEFAULT);
-    if !(1..=PAGE_ITEMS_MAX).contains(&limit) {
-        return Err(QueryError::Invalid(format!(
-            "limit {limit} is not within 1..={PAGE_ITEMS_MAX}"
-        )));
-    }
-    let after = match cursor {
-        None => None,
-        Some(text) => Some(text.parse::<K>().map_err(|_| {
-            QueryError::Invalid(format!(
-                "cursor {text:?} is not one this list gave out; pass a next_cursor unchanged"
-            ))
-        })?),
-    };
+    let limit = page_limit(limit)?;
+    let after: Option<K> = page_cursor(cursor)?;
     let mut page = Vec::new();
     let mut more = false;
     for item in items {
@@ -712,6 +720,31 @@ where
         false => None,
     };
     Ok((page, next))
+}
+
+/// A list's page size: `limit`, or the default; refused outside 1..=PAGE_ITEMS_MAX.
+fn page_limit(limit: Option<usize>) -> Result<usize, QueryError> {
+    let limit = limit.unwrap_or(PAGE_ITEMS_DEFAULT);
+    if !(1..=PAGE_ITEMS_MAX).contains(&limit) {
+        return Err(QueryError::Invalid(format!(
+            "limit {limit} is not within 1..={PAGE_ITEMS_MAX}"
+        )));
+    }
+    Ok(limit)
+}
+
+/// The key a page resumes after, from the `next_cursor` the previous page gave.
+fn page_cursor<K: std::str::FromStr>(cursor: &Option<String>) -> Result<Option<K>, QueryError> {
+    cursor
+        .as_ref()
+        .map(|text| {
+            text.parse::<K>().map_err(|_| {
+                QueryError::Invalid(format!(
+                    "cursor {text:?} is not one this list gave out; pass a next_cursor unchanged"
+                ))
+            })
+        })
+        .transpose()
 }
 
 fn agents_page(

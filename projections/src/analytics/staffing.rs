@@ -126,15 +126,10 @@ impl<'a> Records<'a> {
             }
         }
         for run in &state.facts.task_runs {
-            let required = state
-                .queue
-                .get(run.task)
-                .map(|task| task.required_capabilities.as_slice())
-                .unwrap_or_default();
             let labels = run
                 .tags
                 .iter()
-                .chain(required)
+                .chain(&run.capabilities)
                 .map(String::as_str)
                 .collect();
             tally(&run.agent, run.success, labels);

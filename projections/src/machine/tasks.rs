@@ -10,7 +10,7 @@ use crate::commands::{
     CancelTask, Claim, CompleteTask, DeadLetterTask, Enqueue, EscalateTask, FailTask, ReleaseTask,
     RenewLease, TaskProgress,
 };
-use crate::queue::{Claimant, Task, TaskState, finished, retry_backoff_ms};
+use crate::queue::{Claimant, Task, TaskState, retry_backoff_ms};
 use crate::waits::ClaimWant;
 
 use super::*;
@@ -31,12 +31,12 @@ impl Machine {
         }
         let mut doomed_by = None;
         for dependency in &spec.depends_on {
-            let found = self
+            let state = self
                 .state
                 .queue
-                .get(*dependency)
+                .state_of(*dependency)
                 .ok_or(CommandError::UnknownTask { task: *dependency })?;
-            if found.state.is_final() && found.state != TaskState::Completed {
+            if state.is_final() && state != TaskState::Completed {
                 doomed_by.get_or_insert(*dependency);
             }
         }
@@ -44,10 +44,10 @@ impl Machine {
             if key.is_empty() {
                 return Err(invalid("key", "must not be empty (leave it out for none)"));
             }
-            if let Some(existing) = self.state.queue.by_key(key) {
+            if let Some(existing) = self.state.queue.id_by_key(key) {
                 return Err(CommandError::TaskKeyExists {
                     key: key.clone(),
-                    task: existing.id,
+                    task: existing,
                 });
             }
         }
@@ -132,12 +132,7 @@ impl Machine {
         let task = match wants.task {
             None => queue.next_claimable(&claimant, now),
             Some(id) => {
-                let found = queue
-                    .get(id)
-                    .ok_or(CommandError::UnknownTask { task: id })?;
-                if found.state.is_final() {
-                    return Err(finished(id, found.state));
-                }
+                let found = queue.unfinished(id)?;
                 let missing: Vec<String> = found
                     .required_capabilities
                     .iter()
@@ -163,20 +158,9 @@ impl Machine {
         Ok(self.state.queue.get(id).cloned())
     }
 
-    pub(super) fn task(&self, task: u64) -> Result<&Task, CommandError> {
-        self.state
-            .queue
-            .get(task)
-            .ok_or(CommandError::UnknownTask { task })
-    }
-
     /// The task, if it is not finished yet.
     fn unfinished(&self, task: u64) -> Result<&Task, CommandError> {
-        let found = self.task(task)?;
-        match found.state.is_final() {
-            true => Err(finished(task, found.state)),
-            false => Ok(found),
-        }
+        self.state.queue.unfinished(task)
     }
 
     pub(super) fn renew_lease(&self, command: RenewLease) -> Result<Vec<Event>, CommandError> {
@@ -214,7 +198,7 @@ impl Machine {
             retryable,
         } = command;
         self.state.queue.check_lease(&agent, task)?;
-        let found = self.task(task)?;
+        let found = self.unfinished(task)?;
         let retry = retryable && found.attempts < found.max_attempts;
         let retry_at = retry.then(|| now.plus_millis(retry_backoff_ms(found.attempts)));
         let attempts = found.attempts;
@@ -242,7 +226,7 @@ impl Machine {
             task,
             reason,
         } = command;
-        if self.task(task)?.state != TaskState::Escalated {
+        if self.unfinished(task)?.state != TaskState::Escalated {
             self.state.queue.check_lease(&agent, task)?;
         }
         Ok(vec![Event::TaskReleased { task, reason }])

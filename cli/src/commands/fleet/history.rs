@@ -152,7 +152,7 @@ pub fn replay(db: &Path, as_of: &str, out: &Output) -> Result<ExitCode> {
         fleetlog_projections::AsOf::Time(ts) => ts,
         _ => state.ts,
     };
-    let value = fleetlog::wire::answer(&state, now, &Query::Status)?;
+    let value = fleetlog::wire::answer(&state, ledger.reader(), now, &Query::Status)?;
     let status: views::StatusView = serde_json::from_value(value.clone())?;
     out.emit(&value, || {
         format!("as of {as_of} (seq {seq}, {now})\n{}", status_text(&status))

@@ -7,6 +7,13 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+pub mod archive;
+mod commands;
+mod finished;
+
+pub use commands::*;
+pub use finished::FinishedTasks;
+
 use crate::command::CommandError;
 use bincode::{Decode, Encode};
 use fleetlog_ledger::{Event, Json, Record, Timestamp};
@@ -190,10 +197,12 @@ pub struct QueueStats {
 
 #[derive(Clone, Debug, Default, PartialEq, Encode, Decode)]
 pub struct Queue {
-    /// Each task behind an `Arc`: the copies of the state the publisher keeps for readers share
-    /// every task that did not change between them (finished ones, above all), so memory and
-    /// the cost of a copy follow what changes, not history. Changed copy-on-write.
+    /// Unfinished tasks, each behind an `Arc`: the copies of the state the publisher keeps for
+    /// readers share every task that did not change between them. Changed copy-on-write.
+    /// A task that finishes leaves for `finished`; what it was is read back from the log.
     pub tasks: BTreeMap<u64, Arc<Task>>,
+    /// How every finished task ended.
+    pub finished: FinishedTasks,
     /// Pending tasks in claim order: (highest priority first, oldest first).
     pending: BTreeSet<(Reverse<i32>, u64)>,
     /// task → tasks that depend on it.
@@ -207,76 +216,71 @@ pub struct Queue {
     by_state: BTreeMap<TaskState, u64>,
 }
 
-impl Queue {
-    pub(crate) fn apply(&mut self, record: &Record) {
+impl Task {
+    /// The task a `task_enqueued` record makes (its id is the record's seq).
+    pub fn enqueued(record: &Record) -> Option<Task> {
+        let Event::TaskEnqueued {
+            title,
+            description,
+            priority,
+            tags,
+            payload,
+            max_attempts,
+            depends_on,
+            not_before,
+            workflow_id,
+        } = &record.event
+        else {
+            return None;
+        };
+        Some(Task {
+            id: record.seq,
+            title: title.clone(),
+            description: description.clone(),
+            priority: *priority,
+            tags: tags.clone(),
+            payload: payload.clone(),
+            max_attempts: *max_attempts,
+            depends_on: depends_on.clone(),
+            not_before: *not_before,
+            workflow_id: workflow_id.clone(),
+            enqueued_by: record.actor.clone(),
+            enqueued_at: record.ts,
+            state: TaskState::Pending,
+            attempts: 0,
+            holder: None,
+            claimed_at: None,
+            lease_expires: None,
+            retry_at: None,
+            last_error: None,
+            result: None,
+            finished_at: None,
+            key: None,
+            required_capabilities: Vec::new(),
+            escalate_when_exhausted: false,
+            progress: None,
+            status: None,
+            escalation: None,
+        })
+    }
+
+    /// Folds one of this task's records (see [`task_of`]) into it. The whole of a task's
+    /// history: the live queue and the archive both fold with this.
+    pub fn apply(&mut self, record: &Record) {
         let ts = record.ts;
+        let task = self;
         match &record.event {
-            Event::TaskEnqueued {
-                title,
-                description,
-                priority,
-                tags,
-                payload,
-                max_attempts,
-                depends_on,
-                not_before,
-                workflow_id,
-            } => {
-                let id = record.seq;
-                for dependency in depends_on {
-                    self.dependents.entry(*dependency).or_default().push(id);
-                }
-                self.pending.insert((Reverse(*priority), id));
-                self.tasks.insert(
-                    id,
-                    Arc::new(Task {
-                        id,
-                        title: title.clone(),
-                        description: description.clone(),
-                        priority: *priority,
-                        tags: tags.clone(),
-                        payload: payload.clone(),
-                        max_attempts: *max_attempts,
-                        depends_on: depends_on.clone(),
-                        not_before: *not_before,
-                        workflow_id: workflow_id.clone(),
-                        enqueued_by: record.actor.clone(),
-                        enqueued_at: ts,
-                        state: TaskState::Pending,
-                        attempts: 0,
-                        holder: None,
-                        claimed_at: None,
-                        lease_expires: None,
-                        retry_at: None,
-                        last_error: None,
-                        result: None,
-                        finished_at: None,
-                        key: None,
-                        required_capabilities: Vec::new(),
-                        escalate_when_exhausted: false,
-                        progress: None,
-                        status: None,
-                        escalation: None,
-                    }),
-                );
-                *self.by_state.entry(TaskState::Pending).or_default() += 1;
-            }
             Event::TaskOptions {
-                task,
                 key,
                 capabilities,
                 escalate_when_exhausted,
+                ..
             } => {
-                if let Some(key) = key {
-                    self.by_key.insert(key.clone(), *task);
-                }
-                self.update(*task, |task| {
-                    task.key = key.clone();
-                    task.required_capabilities = capabilities.clone();
-                    task.escalate_when_exhausted = *escalate_when_exhausted;
-                });
+                task.key = key.clone();
+                task.required_capabilities = capabilities.clone();
+                task.escalate_when_exhausted = *escalate_when_exhausted;
             }
-            Event::TaskReleased { task, .. } => self.update(*task, |task| {
+            Event::TaskReleased { .. } => {
                 // A release gives the attempt back: only a claim that ends badly counts.
                 if task.state == TaskState::Claimed {
                     task.attempts = task.attempts.saturating_sub(1);
@@ -285,16 +289,14 @@ impl Queue {
                 task.holder = None;
                 task.lease_expires = None;
                 task.escalation = None;
-            }),
+            }
             Event::TaskProgressed {
-                task,
-                progress,
-                status,
-            } => self.update(*task, |task| {
+                progress, status, ..
+            } => {
                 task.progress = *progress;
                 task.status = Some(status.clone());
-            }),
-            Event::TaskEscalated { task, reason } => self.update(*task, |task| {
+            }
+            Event::TaskEscalated { reason, .. } => {
                 task.state = TaskState::Escalated;
                 task.holder = None;
                 task.lease_expires = None;
@@ -303,101 +305,154 @@ impl Queue {
                     by: record.actor.clone(),
                     at: ts,
                 });
-            }),
+            }
             Event::TaskClaimed {
-                task,
                 lease_ttl_ms,
                 attempt,
-            } => self.update(*task, |task| {
+                ..
+            } => {
                 task.state = TaskState::Claimed;
                 task.holder = Some(record.actor.clone());
                 task.attempts = *attempt;
                 task.claimed_at = Some(ts);
                 task.lease_expires = Some(ts.plus_millis(*lease_ttl_ms));
                 task.retry_at = None;
-            }),
-            Event::TaskLeaseRenewed { task, lease_ttl_ms } => self.update(*task, |task| {
+            }
+            Event::TaskLeaseRenewed { lease_ttl_ms, .. } => {
                 task.lease_expires = Some(ts.plus_millis(*lease_ttl_ms));
-            }),
-            Event::TaskLeaseExpired { task, .. } => self.update(*task, |task| {
+            }
+            Event::TaskLeaseExpired { .. } => {
                 task.state = TaskState::Pending;
                 task.holder = None;
                 task.lease_expires = None;
                 task.last_error = Some("lease expired".to_owned());
-            }),
-            Event::TaskCompleted { task, result } => self.update(*task, |task| {
+            }
+            Event::TaskCompleted { result, .. } => {
                 task.state = TaskState::Completed;
                 task.result = Some(result.clone());
                 task.finished_at = Some(ts);
                 task.lease_expires = None;
-            }),
+            }
             Event::TaskFailed {
-                task,
-                error,
-                retry_at,
-                ..
-            } => self.update(*task, |task| {
+                error, retry_at, ..
+            } => {
                 task.state = TaskState::Pending;
                 task.holder = None;
                 task.lease_expires = None;
                 task.last_error = Some(error.clone());
                 task.retry_at = *retry_at;
-            }),
-            Event::TaskDeadLettered { task, .. } => {
-                self.finish(*task, TaskState::DeadLettered, ts);
             }
-            Event::TaskCancelled { task, .. } => self.finish(*task, TaskState::Cancelled, ts),
-            Event::TaskSkipped { task, .. } => self.finish(*task, TaskState::Skipped, ts),
+            Event::TaskDeadLettered { .. } => task.finish(TaskState::DeadLettered, ts),
+            Event::TaskCancelled { .. } => task.finish(TaskState::Cancelled, ts),
+            Event::TaskSkipped { .. } => task.finish(TaskState::Skipped, ts),
             _ => {}
         }
     }
 
-    /// Applies `change` and keeps the pending and claimed indexes in step with the task.
-    fn update(&mut self, id: u64, change: impl FnOnce(&mut Task)) {
-        if let Some(task) = self.tasks.get_mut(&id) {
-            let task = Arc::make_mut(task);
-            if let (TaskState::Claimed, Some(holder)) = (task.state, task.holder.take()) {
-                self.claimed.remove(&(holder.clone(), id));
-                task.holder = Some(holder);
-            }
-            let before = task.state;
-            change(task);
-            if task.state != before {
-                if let Some(count) = self.by_state.get_mut(&before) {
-                    *count -= 1;
+    fn finish(&mut self, state: TaskState, ts: Timestamp) {
+        self.state = state;
+        self.holder = None;
+        self.lease_expires = None;
+        self.finished_at = Some(ts);
+    }
+}
+
+/// The task a record is about, for every record [`Task::apply`] folds.
+pub fn task_of(event: &Event) -> Option<u64> {
+    match event {
+        Event::TaskOptions { task, .. }
+        | Event::TaskReleased { task, .. }
+        | Event::TaskProgressed { task, .. }
+        | Event::TaskEscalated { task, .. }
+        | Event::TaskClaimed { task, .. }
+        | Event::TaskLeaseRenewed { task, .. }
+        | Event::TaskLeaseExpired { task, .. }
+        | Event::TaskCompleted { task, .. }
+        | Event::TaskFailed { task, .. }
+        | Event::TaskDeadLettered { task, .. }
+        | Event::TaskCancelled { task, .. }
+        | Event::TaskSkipped { task, .. } => Some(*task),
+        _ => None,
+    }
+}
+
+impl Queue {
+    pub(crate) fn apply(&mut self, record: &Record) {
+        if let Some(task) = Task::enqueued(record) {
+            let id = task.id;
+            // Only an unfinished dependency can still decide its dependents' fate.
+            for dependency in &task.depends_on {
+                if self.tasks.contains_key(dependency) {
+                    self.dependents.entry(*dependency).or_default().push(id);
                 }
-                *self.by_state.entry(task.state).or_default() += 1;
             }
-            let key = (Reverse(task.priority), id);
-            match task.state {
-                TaskState::Pending => self.pending.insert(key),
-                _ => self.pending.remove(&key),
-            };
-            if let (TaskState::Claimed, Some(holder)) = (task.state, &task.holder) {
-                self.claimed.insert((holder.clone(), id));
+            self.pending.insert((Reverse(task.priority), id));
+            self.tasks.insert(id, Arc::new(task));
+            *self.by_state.entry(TaskState::Pending).or_default() += 1;
+            return;
+        }
+        let Some(id) = task_of(&record.event) else {
+            return;
+        };
+        if let Event::TaskOptions { key: Some(key), .. } = &record.event {
+            self.by_key.insert(key.clone(), id);
+        }
+        self.update(id, |task| task.apply(record));
+    }
+
+    /// Applies `change` and keeps the indexes in step with the task; a task that finishes
+    /// leaves the live queue for the finished index.
+    fn update(&mut self, id: u64, change: impl FnOnce(&mut Task)) {
+        let Some(task) = self.tasks.get_mut(&id) else {
+            return;
+        };
+        let task = Arc::make_mut(task);
+        if let (TaskState::Claimed, Some(holder)) = (task.state, task.holder.take()) {
+            self.claimed.remove(&(holder.clone(), id));
+            task.holder = Some(holder);
+        }
+        let before = task.state;
+        change(task);
+        let after = task.state;
+        if after != before {
+            if let Some(count) = self.by_state.get_mut(&before) {
+                *count -= 1;
             }
+            *self.by_state.entry(after).or_default() += 1;
+        }
+        let key = (Reverse(task.priority), id);
+        match after {
+            TaskState::Pending => self.pending.insert(key),
+            _ => self.pending.remove(&key),
+        };
+        if let (TaskState::Claimed, Some(holder)) = (after, &task.holder) {
+            self.claimed.insert((holder.clone(), id));
+        }
+        if after.is_final() {
+            self.tasks.remove(&id);
+            // What waited on it was decided when it finished (runnable or skipped).
+            self.dependents.remove(&id);
+            self.finished.insert(id, after);
         }
     }
 
-    fn finish(&mut self, id: u64, state: TaskState, ts: Timestamp) {
-        self.update(id, |task| {
-            task.state = state;
-            task.holder = None;
-            task.lease_expires = None;
-            task.finished_at = Some(ts);
-        });
-    }
-
+    /// An unfinished task (a finished one is in the log: [`archive::tasks`]).
     pub fn get(&self, id: u64) -> Option<&Task> {
         self.tasks.get(&id).map(|task| &**task)
     }
 
+    /// The state of any task, finished or not.
+    pub fn state_of(&self, id: u64) -> Option<TaskState> {
+        match self.tasks.get(&id) {
+            Some(task) => Some(task.state),
+            None => self.finished.get(id),
+        }
+    }
+
     fn dependencies_done(&self, task: &Task) -> bool {
-        task.depends_on.iter().all(|dependency| {
-            self.tasks
-                .get(dependency)
-                .is_some_and(|dependency| dependency.state == TaskState::Completed)
-        })
+        task.depends_on
+            .iter()
+            .all(|dependency| self.finished.get(*dependency) == Some(TaskState::Completed))
     }
 
     /// The task `claimant` would get at `now`.
@@ -428,8 +483,8 @@ impl Queue {
     }
 
     /// The task the caller named `key`.
-    pub fn by_key(&self, key: &str) -> Option<&Task> {
-        self.by_key.get(key).and_then(|id| self.get(*id))
+    pub fn id_by_key(&self, key: &str) -> Option<u64> {
+        self.by_key.get(key).copied()
     }
 
     /// The earliest future time a pending task with completed dependencies becomes ready.
@@ -493,192 +548,24 @@ impl Queue {
     }
 }
 
-/// Adds a task to the queue; the answer's seq is the task's id.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Enqueue {
-    pub agent: String,
-    pub spec: TaskSpec,
-}
-
-/// Leases the best claimable task (highest priority, then oldest); with `wait_ms`, waits
-/// that long for one.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Claim {
-    pub agent: String,
-    /// Tags the task must carry: every one (`tag_match: all`, the default) or any one.
-    #[serde(default)]
-    pub tags: Vec<String>,
-    #[serde(default)]
-    pub tag_match: crate::queue::TagMatch,
-    /// Claim this task and no other.
-    #[serde(default)]
-    pub task: Option<u64>,
-    #[serde(default = "lease_ttl_default")]
-    pub lease_ttl_ms: u64,
-    #[serde(default)]
-    pub wait_ms: Option<u64>,
-}
-
-/// The holder gives a claimed task back without counting the attempt; anyone requeues an
-/// escalated task.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ReleaseTask {
-    pub agent: String,
-    pub task: u64,
-    #[serde(default)]
-    pub reason: String,
-}
-
-/// The holder reports progress (0..=1) and a free-form status.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TaskProgress {
-    pub agent: String,
-    pub task: u64,
-    #[serde(default)]
-    pub progress: Option<f64>,
-    #[serde(default)]
-    pub status: String,
-}
-
-/// Puts a task aside for a decision: not claimable until released, cancelled or
-/// dead-lettered.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct EscalateTask {
-    pub agent: String,
-    pub task: u64,
-    pub reason: String,
-}
-
-/// Moves an unfinished task to the dead-letter queue on request (e.g. the operator's).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct DeadLetterTask {
-    pub agent: String,
-    pub task: u64,
-    pub reason: String,
-}
-
-/// The holder extends its lease on a claimed task to `lease_ttl_ms` from now.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RenewLease {
-    pub agent: String,
-    pub task: u64,
-    #[serde(default = "lease_ttl_default")]
-    pub lease_ttl_ms: u64,
-}
-
-/// The holder finishes its task, with a result.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CompleteTask {
-    pub agent: String,
-    pub task: u64,
-    #[serde(default)]
-    pub result: Json,
-}
-
-/// The holder reports its attempt failed: retried later while attempts remain and
-/// `retryable`, else dead-lettered (or escalated).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct FailTask {
-    pub agent: String,
-    pub task: u64,
-    pub error: String,
-    #[serde(default = "crate::command::yes")]
-    pub retryable: bool,
-}
-
-/// Stops an unfinished task for good.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CancelTask {
-    pub agent: String,
-    pub task: u64,
-    #[serde(default)]
-    pub reason: String,
-}
-
-/// A task to enqueue.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TaskSpec {
-    pub title: String,
-    #[serde(default)]
-    pub description: String,
-    #[serde(default)]
-    pub priority: i32,
-    #[serde(default)]
-    pub tags: Vec<String>,
-    #[serde(default)]
-    pub payload: Json,
-    /// At least 1; 3 (`MAX_ATTEMPTS_DEFAULT`) by default.
-    #[serde(default = "max_attempts_default")]
-    pub max_attempts: u32,
-    #[serde(default)]
-    pub depends_on: Vec<u64>,
-    #[serde(default)]
-    pub not_before: Option<Timestamp>,
-    #[serde(default)]
-    pub workflow_id: Option<String>,
-    /// The caller's own id for the task, unique in the ledger (look it up with
-    /// `GET /v1/tasks?key=…`).
-    #[serde(default)]
-    pub key: Option<String>,
-    /// Only an agent with all of these capabilities may claim it.
-    #[serde(default)]
-    pub required_capabilities: Vec<String>,
-    /// Running out of attempts escalates the task (for someone to decide) instead of
-    /// dead-lettering it.
-    #[serde(default)]
-    pub escalate_when_exhausted: bool,
-}
-
-pub(crate) fn max_attempts_default() -> u32 {
-    MAX_ATTEMPTS_DEFAULT
-}
-
-impl TaskSpec {
-    pub fn new(title: impl Into<String>) -> Self {
-        TaskSpec {
-            title: title.into(),
-            description: String::new(),
-            priority: 0,
-            tags: Vec::new(),
-            payload: Json::null(),
-            max_attempts: crate::queue::MAX_ATTEMPTS_DEFAULT,
-            depends_on: Vec::new(),
-            not_before: None,
-            workflow_id: None,
-            key: None,
-            required_capabilities: Vec::new(),
-            escalate_when_exhausted: false,
-        }
-    }
-}
-
-fn lease_ttl_default() -> u64 {
-    crate::queue::LEASE_TTL_MS_DEFAULT
-}
-
 impl Queue {
+    /// An unfinished task, or the refusal for naming a finished or unknown one.
+    pub(crate) fn unfinished(&self, task: u64) -> Result<&Task, CommandError> {
+        self.get(task).ok_or_else(|| match self.finished.get(task) {
+            Some(state) => finished(task, state),
+            None => CommandError::UnknownTask { task },
+        })
+    }
+
     /// Whether `agent` holds the lease on `task`.
     pub(crate) fn check_lease(&self, agent: &str, task: u64) -> Result<(), CommandError> {
-        let found = self.get(task).ok_or(CommandError::UnknownTask { task })?;
+        let found = self.unfinished(task)?;
         match (found.state, found.holder.as_deref()) {
             (TaskState::Claimed, Some(holder)) if holder == agent => Ok(()),
             (TaskState::Claimed, Some(holder)) => Err(CommandError::NotYourTask {
                 task,
                 holder: holder.to_owned(),
             }),
-            (TaskState::Completed, _) => Err(CommandError::AlreadyCompleted { task }),
-            (state, _) if state.is_final() => Err(finished(task, state)),
             _ => Err(CommandError::NotClaimed { task }),
         }
     }
