@@ -373,7 +373,10 @@ fn finished_tasks_leave_the_live_queue_but_read_and_list_as_before() {
         let n: u64 = task["title"].as_str().expect("title")[1..]
             .parse()
             .expect("n");
-        assert_eq!(task["tags"][0], if n.is_multiple_of(2) { "even" } else { "odd" });
+        assert_eq!(
+            task["tags"][0],
+            if n.is_multiple_of(2) { "even" } else { "odd" }
+        );
     }
     // A finished task by id: what it was, from the log.
     let id = completed[4];

@@ -1,6 +1,9 @@
-//! The raw facts analytics need and the coordination state does not keep: every finished unit of
-//! work (stages and tasks), and every wait the ledger saw (queue, lock, signal, approval). Folded
-//! like any projection, so analytics work live, as of any past seq, and from snapshots.
+//! The raw facts analytics need and the coordination state does not keep: finished units of
+//! work (stages and tasks), and waits the ledger saw (queue, lock, signal, approval). Folded
+//! like any projection, so analytics work live, as of any past seq, and from snapshots. Only
+//! the newest [`FACTS_KEPT_PER_KIND`] task runs and waits of each kind are kept, so their
+//! memory does not grow with history (stage runs, which carry costs, are all kept); the forgetting is part of the fold (by count, in log order), so replay and
+//! snapshots forget exactly the same ones.
 
 use std::collections::BTreeMap;
 
@@ -86,6 +89,11 @@ pub struct Facts {
     /// Approvals not yet decided: requested at, by.
     open_approvals: BTreeMap<u64, (Timestamp, String)>,
 }
+
+/// The most facts of one kind kept for analytics (about; whole chunks of the oldest are
+/// forgotten): memory is set by this, not by how long the fleet has run. The ledger keeps every
+/// fact's record; analytics asked as of an earlier time see the facts recent then.
+pub const FACTS_KEPT_PER_KIND: usize = 16_384;
 
 fn millis(from: Timestamp, to: Timestamp) -> u64 {
     u64::try_from(to.as_micros().saturating_sub(from.as_micros())).unwrap_or(0) / 1000
@@ -213,8 +221,19 @@ impl Facts {
             Event::ApprovalExpired { approval, .. } => {
                 self.open_approvals.remove(approval);
             }
-            _ => {}
+            _ => return,
         }
+        self.forget_the_oldest();
+    }
+
+    /// Stage runs are kept whole: they carry the cost accounting, and a stage is a unit of
+    /// expensive work, rare beside the coordination these other facts count.
+    fn forget_the_oldest(&mut self) {
+        self.task_runs.keep_last(FACTS_KEPT_PER_KIND);
+        self.queue_waits.keep_last(FACTS_KEPT_PER_KIND);
+        self.lock_waits.keep_last(FACTS_KEPT_PER_KIND);
+        self.signal_latencies.keep_last(FACTS_KEPT_PER_KIND);
+        self.approval_waits.keep_last(FACTS_KEPT_PER_KIND);
     }
 
     /// A completion or failure by the holder: one finished attempt.
@@ -238,5 +257,45 @@ impl Facts {
         if success {
             self.open_tasks.remove(&task);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use fleetlog_ledger::{ChainHash, Event};
+
+    use super::*;
+
+    #[test]
+    fn waits_are_kept_for_the_newest_only() {
+        let mut facts = Facts::default();
+        let extra = FACTS_KEPT_PER_KIND as u64 * 2 + 100;
+        for seq in 1..=extra {
+            let event = Event::LockAcquired {
+                resource: "r".to_owned(),
+                intent: String::new(),
+                ttl_ms: 1_000,
+                requested_at: Timestamp(seq as i64 * 1_000 - seq as i64 % 7),
+                takeover_of: None,
+            };
+            facts.apply(&Record {
+                seq,
+                ts: Timestamp(seq as i64 * 1_000),
+                actor: format!("agent-{}", seq % 3),
+                event,
+                prev: ChainHash::default(),
+                hash: ChainHash::default(),
+            });
+        }
+        let kept = facts.lock_waits.len();
+        assert!(
+            (FACTS_KEPT_PER_KIND..FACTS_KEPT_PER_KIND + 1024).contains(&kept),
+            "{kept} kept"
+        );
+        // The newest, in order, up to the last one applied.
+        let times: Vec<i64> = facts.lock_waits.iter().map(|wait| wait.at.0).collect();
+        assert!(times.windows(2).all(|pair| pair[0] < pair[1]));
+        assert_eq!(times.last(), Some(&(extra as i64 * 1_000)));
+        assert_eq!(times[0], (extra - kept as u64 + 1) as i64 * 1_000);
     }
 }

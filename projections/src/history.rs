@@ -43,6 +43,17 @@ impl<T> History<T> {
         self.sealed.len() * CHUNK_ITEMS + self.open.len()
     }
 
+    /// Forgets the oldest items, a whole chunk at a time, while at least `items` would remain:
+    /// what is kept always starts on a chunk boundary, so a history decoded from its encoding
+    /// is chunked (and later pruned) exactly as the one that was encoded.
+    pub fn keep_last(&mut self, items: usize) {
+        let whole = self.len().saturating_sub(items) / CHUNK_ITEMS;
+        let drop = whole.min(self.sealed.len());
+        if drop > 0 {
+            self.sealed.drain(..drop);
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -129,6 +140,41 @@ impl<'de, Context, T: Decode<Context>> BorrowDecode<'de, Context> for History<T>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keeping_the_last_items_drops_whole_old_chunks_and_survives_encoding() {
+        let config = bincode::config::standard();
+        let keep = 2 * CHUNK_ITEMS + 10;
+        let mut history = History::default();
+        for item in 0..(10 * CHUNK_ITEMS as u64 + 5) {
+            history.push(item);
+            history.keep_last(keep);
+            assert!(history.len() >= keep.min(item as usize + 1));
+            assert!(history.len() < keep + CHUNK_ITEMS);
+            assert_eq!(history.iter().last(), Some(&item), "the newest is kept");
+            // A snapshot of it decodes to the same chunks, so both prune alike from here.
+            if item % 997 == 0 {
+                let encoded = bincode::encode_to_vec(&history, config).expect("encodes");
+                let (mut decoded, _): (History<u64>, usize) =
+                    bincode::decode_from_slice(&encoded, config).expect("decodes");
+                assert_eq!(decoded, history);
+                let mut live = history.clone();
+                for next in item + 1..item + 1 + 3 * CHUNK_ITEMS as u64 {
+                    live.push(next);
+                    live.keep_last(keep);
+                    decoded.push(next);
+                    decoded.keep_last(keep);
+                }
+                assert_eq!(decoded, live);
+            }
+        }
+        let first = *history.iter().next().expect("items");
+        assert_eq!(
+            first % CHUNK_ITEMS as u64,
+            0,
+            "it starts on a chunk boundary"
+        );
+    }
 
     #[test]
     fn it_holds_what_was_pushed_in_order_and_encodes_as_a_vec() {

@@ -48,6 +48,10 @@ pub(super) fn limits(app: &App) -> Vec<(&'static str, u64)> {
             fleetlog_ledger::limits::HEAD_AHEAD_OF_WALL_MS_MAX,
         ),
         (
+            "facts_kept_per_kind",
+            fleetlog_projections::facts::FACTS_KEPT_PER_KIND as u64,
+        ),
+        (
             "published_backlog_records_max",
             fleetlog_projections::BACKLOG_RECORDS_MAX as u64,
         ),
