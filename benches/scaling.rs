@@ -13,16 +13,24 @@
 //! - the p50/p99/max of a probe append taken between windows, with snapshots on and off (the
 //!   cost of snapshots to appends).
 //!
+//! Then each workload of `fleetlog bench` (append, heartbeat, signal, lock, queue) for N ops:
+//! bytes per event and a fresh process's open time and RSS.
+//!
 //! `cargo bench --bench scaling` runs 10k and 100k tasks (`FLEETLOG_SCALING_TASKS=a,b` for
-//! others); under `cargo test` it runs 500 and 2,000 as a smoke test and checks the figures are
+//! others) and 10k and 100k ops of each workload (`FLEETLOG_SCALING_OPS`); under `cargo test` it runs 500 and 2,000 as a smoke test and checks the figures are
 //! sane. Not criterion: these are sizes, not one timed operation.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use fleetlog_ledger::Json;
-use fleetlog_projections::commands::{Claim, CompleteTask, CustomEvent, Enqueue};
+use fleetlog_ledger::SignalTarget;
+use fleetlog_projections::commands::{
+    AcquireLock, Claim, CompleteTask, CustomEvent, Enqueue, Heartbeat, ReceiveSignal, ReleaseLock,
+    SendSignal,
+};
 use fleetlog_projections::queue::archive;
+use fleetlog_projections::signals::SignalFilter;
 use fleetlog_projections::{
     Command, Coordinator, CoordinatorOptions, Outcome, PendingCommand,
     SNAPSHOT_EVERY_EVENTS_DEFAULT, TaskSpec,
@@ -135,14 +143,7 @@ fn run(ledger: &TempLedger, tasks: u64, snapshots: bool) -> Run {
         .map_or(0, |(_, bytes)| bytes.len() as u64);
     drop(fleet);
     let file_bytes = std::fs::metadata(&ledger.path).expect("file").len();
-    let snapshot_dir_bytes = std::fs::read_dir(fleetlog_ledger::snapshot_dir(&ledger.path))
-        .map(|entries| {
-            entries
-                .filter_map(|entry| entry.ok()?.metadata().ok())
-                .map(|meta| meta.len())
-                .sum()
-        })
-        .unwrap_or(0);
+    let snapshot_dir_bytes = dir_bytes(&fleetlog_ledger::snapshot_dir(&ledger.path));
     Run {
         tasks,
         events,
@@ -187,19 +188,208 @@ fn open_and_report(path: &str) {
         .unwrap_or(0);
     let state = fleet.state();
     assert!(state.queue.tasks.is_empty(), "every task finished");
-    let (first, _) = state
-        .queue
-        .finished
-        .after(None)
-        .next()
-        .expect("a finished task");
-    let started = Instant::now();
-    let task = archive::task(&state.queue, fleet.ledger().reader(), first, state.seq)
-        .expect("the log reads")
-        .expect("the task is in the log");
-    let find = started.elapsed();
-    assert_eq!(task.title, "task 0");
+    let find = match state.queue.finished.after(None).next() {
+        Some((first, _)) => {
+            let started = Instant::now();
+            let task = archive::task(&state.queue, fleet.ledger().reader(), first, state.seq)
+                .expect("the log reads")
+                .expect("the task is in the log");
+            assert!(task.title.ends_with(" 0"), "{}", task.title);
+            started.elapsed()
+        }
+        None => Duration::ZERO,
+    };
     println!("{} {rss_kb} {}", took.as_micros(), find.as_micros());
+}
+
+/// The workloads of `fleetlog bench`, each op as the commands it takes.
+#[derive(Clone, Copy, Debug)]
+enum Workload {
+    Append,
+    Heartbeat,
+    Signal,
+    Lock,
+    Queue,
+}
+
+/// One window of `count` ops of `workload`, from op `first`.
+fn workload_window(fleet: &Coordinator, workload: Workload, first: u64, count: u64) {
+    let ops = first..first + count;
+    match workload {
+        Workload::Append => {
+            submit_all(
+                fleet,
+                ops.map(|op| {
+                    Command::Custom(CustomEvent {
+                        agent: AGENT.into(),
+                        kind: "bench".into(),
+                        payload: Json::from_value(&serde_json::json!(op)),
+                    })
+                }),
+            );
+        }
+        Workload::Heartbeat => {
+            submit_all(
+                fleet,
+                ops.map(|_| {
+                    Command::Heartbeat(Heartbeat {
+                        agent: AGENT.into(),
+                        status: Some("ok".into()),
+                        progress: None,
+                        current_task: None,
+                        metadata: None,
+                        ttl_ms: 600_000,
+                    })
+                }),
+            );
+        }
+        Workload::Signal => {
+            // The writer runs submissions in order, so each receive sees its send.
+            submit_all(
+                fleet,
+                ops.flat_map(|_| {
+                    [
+                        Command::SendSignal(SendSignal {
+                            agent: AGENT.into(),
+                            kind: "bench".into(),
+                            target: SignalTarget::Agent(AGENT.into()),
+                            payload: Json::null(),
+                            ttl_ms: 60_000,
+                            correlation_id: None,
+                        }),
+                        Command::ReceiveSignal(ReceiveSignal {
+                            ack_ms: None,
+                            agent: AGENT.into(),
+                            filter: SignalFilter {
+                                kind: "bench".into(),
+                                ..Default::default()
+                            },
+                            consume: true,
+                            wait_ms: None,
+                        }),
+                    ]
+                }),
+            );
+        }
+        Workload::Lock => {
+            let resources: Vec<String> = ops.map(|op| format!("bench/{}", op % 1024)).collect();
+            let granted = submit_all(
+                fleet,
+                resources.iter().map(|resource| {
+                    Command::AcquireLock(AcquireLock {
+                        agent: AGENT.into(),
+                        resource: resource.clone(),
+                        ttl_ms: 30_000,
+                        intent: "bench".into(),
+                        wait_ms: None,
+                        slots: None,
+                    })
+                }),
+            );
+            submit_all(
+                fleet,
+                resources
+                    .into_iter()
+                    .zip(granted)
+                    .map(|(resource, outcome)| {
+                        let token = match outcome {
+                            Outcome::Lock { lock } => lock.token,
+                            other => panic!("unexpected {other:?}"),
+                        };
+                        Command::ReleaseLock(ReleaseLock {
+                            agent: AGENT.into(),
+                            resource,
+                            token,
+                        })
+                    }),
+            );
+        }
+        Workload::Queue => {
+            let enqueued = submit_all(
+                fleet,
+                ops.map(|op| {
+                    Command::Enqueue(Enqueue {
+                        agent: AGENT.into(),
+                        spec: TaskSpec::new(format!("bench {op}")),
+                    })
+                }),
+            );
+            let ids: Vec<u64> = enqueued.iter().map(task_id).collect();
+            submit_all(
+                fleet,
+                ids.iter().map(|id| {
+                    Command::Claim(Claim {
+                        agent: AGENT.into(),
+                        tags: Vec::new(),
+                        tag_match: Default::default(),
+                        task: Some(*id),
+                        lease_ttl_ms: 600_000,
+                        wait_ms: None,
+                    })
+                }),
+            );
+            submit_all(
+                fleet,
+                ids.iter().map(|id| {
+                    Command::Complete(CompleteTask {
+                        agent: AGENT.into(),
+                        task: *id,
+                        result: Json::null(),
+                    })
+                }),
+            );
+        }
+    }
+}
+
+/// `ops` ops of `workload` with snapshots on; then the file's bytes per event, and a fresh
+/// process's open time and RSS.
+fn workload_row(workload: Workload, ops: u64) {
+    let ledger = TempLedger::new();
+    let fleet = Coordinator::open(&ledger.path, CoordinatorOptions::default()).expect("opens");
+    fleet.execute(register(AGENT)).expect("registers");
+    let mut done = 0;
+    while done < ops {
+        let window = (ops - done).min(WINDOW as u64);
+        workload_window(&fleet, workload, done, window);
+        done += window;
+    }
+    let reader = fleet.ledger().reader();
+    let events = reader.last_seq().expect("head");
+    assert!(events > ops, "every op appended");
+    let mut record_bytes = 0u64;
+    reader
+        .scan_raw(1..=events, |_, raw| {
+            record_bytes += raw.len() as u64;
+            Ok(std::ops::ControlFlow::Continue(()))
+        })
+        .expect("reads");
+    drop(fleet);
+    let file_bytes = std::fs::metadata(&ledger.path).expect("file").len();
+    let snapshot_dir_bytes = dir_bytes(&fleetlog_ledger::snapshot_dir(&ledger.path));
+    let (open, rss, _) = reopen(&ledger.path);
+    println!(
+        "{:>10} {:>8} {:>9} {:>9.0} {:>9.0} {:>9.0} {:>9.1} {:>9.1}",
+        format!("{workload:?}").to_lowercase(),
+        ops,
+        events,
+        record_bytes as f64 / events as f64,
+        file_bytes as f64 / events as f64,
+        (file_bytes + snapshot_dir_bytes) as f64 / events as f64,
+        open.as_secs_f64() * 1e3,
+        mib(rss),
+    );
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|entry| entry.ok()?.metadata().ok())
+                .map(|meta| meta.len())
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 fn mib(bytes: u64) -> f64 {
@@ -273,6 +463,29 @@ fn main() {
             1 + tasks * 3 + tasks.div_ceil(WINDOW as u64)
         );
         rows.push((snapshotted, rss));
+    }
+    let workload_ops: Vec<u64> = match std::env::var("FLEETLOG_SCALING_OPS") {
+        Ok(list) => list
+            .split(',')
+            .filter_map(|n| n.trim().parse().ok())
+            .collect(),
+        Err(_) if benchmarking => vec![10_000, 100_000],
+        Err(_) => vec![300],
+    };
+    println!(
+        "\n{:>10} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "workload", "ops", "events", "record B", "B/event", "+snaps", "open ms", "RSS MiB"
+    );
+    for workload in [
+        Workload::Append,
+        Workload::Heartbeat,
+        Workload::Signal,
+        Workload::Lock,
+        Workload::Queue,
+    ] {
+        for ops in &workload_ops {
+            workload_row(workload, *ops);
+        }
     }
     if !benchmarking && let [(small, _), (large, _)] = rows.as_slice() {
         // Sanity, not speed: the figures are real measurements of a real run.

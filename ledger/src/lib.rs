@@ -286,8 +286,14 @@ impl Ledger {
         storage::open_check(&txn, &meta)?;
         drop(txn);
         if verify_chain {
+            // Through a second, read-only handle with a small cache where the file allows one
+            // (not when opened exclusively): the pass reads every page once.
+            let one_pass = storage::open_for_one_pass(path).ok().map(|db| Reader {
+                store: Arc::new(Store::ReadOnly(db)),
+                path: Arc::clone(&reader.path),
+            });
             let report = verify::verify(
-                &reader,
+                one_pass.as_ref().unwrap_or(&reader),
                 VerifyOptions {
                     from: None,
                     threads: 0,

@@ -32,7 +32,11 @@ pub const WRITER_QUEUE_REQUESTS_MAX: usize = 16 * 1024;
 
 /// Bytes of file pages redb keeps in memory (its default is 1 GiB). Reads past it go to the
 /// OS page cache, so this bounds the daemon's memory without bounding what it can read.
-pub const STORE_CACHE_BYTES: usize = 128 * 1024 * 1024;
+pub const STORE_CACHE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Page cache of the read-only handle that verifies the whole chain when a writer opens: one
+/// sequential pass gains nothing from a cache, and the writer's stays for what it reads again.
+pub const ONE_PASS_CACHE_BYTES: usize = 1024 * 1024;
 
 /// Records checked by the tail check that runs on every open.
 pub const OPEN_CHECK_RECORDS: u64 = 64;

@@ -213,22 +213,32 @@ pub(crate) fn open_writable(path: &Path, sharing: Sharing) -> Result<Database, E
 }
 
 pub(crate) fn open_read_only(path: &Path) -> Result<ReadOnlyDatabase, Error> {
+    open_read_only_with(path, builder(Sharing::Shared))
+}
+
+/// A read-only handle with a small page cache, for reading the whole file once (verifying the
+/// chain on open) without filling the writer's cache with pages it will not read again.
+pub(crate) fn open_for_one_pass(path: &Path) -> Result<ReadOnlyDatabase, Error> {
+    let mut builder = builder(Sharing::Shared);
+    builder.set_cache_size(crate::limits::ONE_PASS_CACHE_BYTES);
+    open_read_only_with(path, builder)
+}
+
+fn open_read_only_with(path: &Path, builder: Builder) -> Result<ReadOnlyDatabase, Error> {
     if !path.exists() {
         return Err(Error::NotFound {
             path: path.to_owned(),
         });
     }
-    builder(Sharing::Shared)
-        .open_read_only(path)
-        .map_err(|error| match error {
-            DatabaseError::RepairAborted => Error::NeedsRecovery {
-                path: path.to_owned(),
-            },
-            DatabaseError::DatabaseAlreadyOpen => Error::HeldExclusively {
-                path: path.to_owned(),
-            },
-            other => not_a_ledger_or(path, other),
-        })
+    builder.open_read_only(path).map_err(|error| match error {
+        DatabaseError::RepairAborted => Error::NeedsRecovery {
+            path: path.to_owned(),
+        },
+        DatabaseError::DatabaseAlreadyOpen => Error::HeldExclusively {
+            path: path.to_owned(),
+        },
+        other => not_a_ledger_or(path, other),
+    })
 }
 
 fn not_a_ledger_or(path: &Path, error: DatabaseError) -> Error {
