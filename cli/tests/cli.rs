@@ -356,6 +356,17 @@ fn bench_runs_every_workload_embedded_and_through_a_daemon_with_sane_figures() {
             );
             assert!(number("mean_batch_events") >= 1.0);
             assert!(number("bytes_on_disk_per_event") > 0.0);
+            // The disk's floor is measured beside the ledger, and the p50 read against it.
+            let floor = &result["disk_floor"];
+            assert!(
+                floor["in_place_p50_us"].as_u64().is_some_and(|us| us > 0),
+                "{result}"
+            );
+            assert!(
+                floor["growing_p50_us"].as_u64().is_some_and(|us| us > 0),
+                "{result}"
+            );
+            assert!(number("p50_over_floor") > 0.0);
             let latency = &result["latency"];
             let at = |field: &str| latency[field].as_u64().expect("latency");
             assert!(

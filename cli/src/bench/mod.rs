@@ -8,6 +8,8 @@ use fleetlog_projections::commands::{
     AcquireLock, Claim, CompleteTask, CustomEvent, Enqueue, Heartbeat, ReceiveSignal, Register,
     ReleaseLock, SendSignal,
 };
+pub mod floor;
+
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};

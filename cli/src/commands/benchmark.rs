@@ -139,14 +139,41 @@ pub fn run(db: Option<&Path>, args: BenchArgs, out: &Output) -> Result<ExitCode>
         }
     };
     bar.finish_and_clear();
+    // The disk the ledger is on (a remote daemon's is unknown: the temporary directory's).
+    let floor_dir = match (&args.url, db) {
+        (Some(_), _) => std::env::temp_dir(),
+        (None, Some(db)) => db
+            .parent()
+            .filter(|dir| !dir.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_owned(),
+        (None, None) => std::env::temp_dir(),
+    };
+    let floor = bench::floor::measure(&floor_dir)?;
+    let over_floor = fleetlog.latency.p50_us as f64 / floor.in_place_p50_us.max(1) as f64;
+    let floor_line = format!(
+        "disk floor in {} (200 B write + fdatasync, p50): in place {} µs, growing the file {} µs; fleetlog p50 = {over_floor:.1}× the in-place floor",
+        floor.dir, floor.in_place_p50_us, floor.growing_p50_us
+    );
     let (value, human) = match args.against.as_deref() {
-        None => (serde_json::to_value(&fleetlog)?, text(&[&fleetlog])),
+        None => {
+            let mut value = serde_json::to_value(&fleetlog)?;
+            value["disk_floor"] = serde_json::to_value(&floor)?;
+            value["p50_over_floor"] = json!(over_floor);
+            (value, format!("{}\n\n{floor_line}", text(&[&fleetlog])))
+        }
         Some("redis") => {
             let redis = redis_side(workload, args.clients, args.batch, stop)?;
             let ratio = fleetlog.ops_per_sec / redis.ops_per_sec.max(1e-9);
-            let value = json!({ "fleetlog": fleetlog, "redis": redis, "ratio": ratio });
+            let value = json!({
+                "fleetlog": fleetlog,
+                "redis": redis,
+                "ratio": ratio,
+                "disk_floor": floor,
+                "p50_over_floor": over_floor,
+            });
             let human = format!(
-                "{}\n\nfleetlog / redis (ops/s): {ratio:.2}×",
+                "{}\n\nfleetlog / redis (ops/s): {ratio:.2}×\n{floor_line}",
                 text(&[&fleetlog, &redis])
             );
             (value, human)
