@@ -888,3 +888,24 @@ fn an_exclusive_daemon_serves_commands_and_queries_and_direct_readers_are_told_w
         .expect("seq");
     assert!(seq >= 1, "the registration is in the file: seq {seq}");
 }
+
+/// The daemon closes a keep-alive connection that sends nothing for `HEADER_READ_TIMEOUT`; a
+/// blocking client (whose runtime sleeps between requests, so it never sees the close) must not
+/// send its next request on that dead connection. An agent that beats every 15 s is normal.
+#[test]
+fn a_client_idle_past_the_daemons_keep_alive_limit_still_gets_answers() {
+    let (_dir, db) = new_db();
+    let daemon = Daemon::start(&db, &[]);
+    let client = BlockingClient::new(Endpoint::Unix(daemon.socket.clone())).expect("client");
+    register(&client, "slow");
+    // Waiting out a timeout is what is tested here, not a race being hidden.
+    std::thread::sleep(
+        fleetlog::daemon::HEADER_READ_TIMEOUT + std::time::Duration::from_millis(500),
+    );
+    let answer = client.execute(&Command::Custom(CustomEvent {
+        agent: "slow".into(),
+        kind: "after_a_pause".into(),
+        payload: Json::null(),
+    }));
+    assert!(matches!(answer, Ok(Outcome::Appended { .. })), "{answer:?}");
+}

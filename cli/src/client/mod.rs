@@ -19,7 +19,7 @@ pub use hyper::Method;
 use hyper::{Request, StatusCode, Uri};
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use serde_json::Value;
 
 use crate::error::Error;
@@ -41,6 +41,10 @@ enum Transport {
     Unix(HyperClient<hyperlocal::UnixConnector, Full<Bytes>>),
     Tcp(HyperClient<HttpConnector, Full<Bytes>>),
 }
+
+/// A pooled connection idle longer than this is not reused: the daemon closes a keep-alive
+/// connection that sends no request within its `HEADER_READ_TIMEOUT` (10 s).
+pub const REUSE_IDLE_MAX: Duration = Duration::from_secs(5);
 
 /// An async client.
 #[derive(Clone)]
@@ -97,7 +101,12 @@ impl Credentials {
 
 impl Client {
     pub fn new(endpoint: Endpoint) -> Self {
-        let builder = HyperClient::builder(TokioExecutor::new());
+        let mut builder = HyperClient::builder(TokioExecutor::new());
+        // Never send on a connection the daemon may already have closed as idle: a blocking
+        // client's runtime does not run between requests, so it cannot notice the close.
+        builder
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(REUSE_IDLE_MAX);
         let transport = match &endpoint {
             Endpoint::Unix(_) => Transport::Unix(builder.build(hyperlocal::UnixConnector)),
             Endpoint::Tcp { .. } => Transport::Tcp(builder.build(HttpConnector::new())),
