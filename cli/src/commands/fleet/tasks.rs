@@ -168,7 +168,7 @@ pub enum TaskCommand {
         #[arg(long, default_value = "")]
         reason: String,
     },
-    /// Tasks, in claim order, filtered by state, tag, capability or key.
+    /// Tasks in id order (finished ones read back from the log), filtered by state, tag or key.
     List {
         /// Only tasks in this state (pending, claimed, escalated, completed, dead_lettered,
         /// cancelled, skipped).
