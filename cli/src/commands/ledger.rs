@@ -154,28 +154,32 @@ fn init_logs(format: LogFormat) -> Result<()> {
 
 fn serve(config: fleetlog::daemon::ServerConfig) -> Result<ExitCode> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    if let Err(error) = runtime.block_on(fleetlog::daemon::serve(config, shutdown_signal())) {
+    let served = runtime.block_on(async {
+        let stop = shutdown_signal().context("installing the SIGINT and SIGTERM handlers")?;
+        fleetlog::daemon::serve(config, stop)
+            .await
+            .map_err(anyhow::Error::from)
+    });
+    if let Err(error) = served {
         tracing::error!(%error, "the daemon could not start or stopped with an error");
-        return Err(error.into());
+        return Err(error);
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// SIGINT or SIGTERM.
-async fn shutdown_signal() {
+/// SIGINT or SIGTERM. The handlers are installed here, before the daemon announces itself: a
+/// signal sent as soon as the banner is read must stop it gracefully, not kill it (tokio installs
+/// a handler only when its stream is made, and the stop future is first polled later).
+fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send + 'static> {
     use tokio::signal::unix::{SignalKind, signal};
-    let terminate = async {
-        match signal(SignalKind::terminate()) {
-            Ok(mut stream) => {
-                stream.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminate => {}
-    }
+    })
 }
 
 /// 3 for "not found" or "timed out", 1 for every other failure.
