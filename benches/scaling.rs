@@ -91,39 +91,7 @@ fn run(ledger: &TempLedger, tasks: u64, snapshots: bool) -> Run {
     let mut done = 0;
     while done < tasks {
         let window = (tasks - done).min(WINDOW as u64);
-        let enqueued = submit_all(
-            &fleet,
-            (0..window).map(|i| {
-                Command::Enqueue(Enqueue {
-                    agent: AGENT.into(),
-                    spec: TaskSpec::new(format!("task {}", done + i)),
-                })
-            }),
-        );
-        let ids: Vec<u64> = enqueued.iter().map(task_id).collect();
-        submit_all(
-            &fleet,
-            ids.iter().map(|id| {
-                Command::Claim(Claim {
-                    agent: AGENT.into(),
-                    tags: Vec::new(),
-                    tag_match: Default::default(),
-                    task: Some(*id),
-                    lease_ttl_ms: 600_000,
-                    wait_ms: None,
-                })
-            }),
-        );
-        submit_all(
-            &fleet,
-            ids.iter().map(|id| {
-                Command::Complete(CompleteTask {
-                    agent: AGENT.into(),
-                    task: *id,
-                    result: Json::null(),
-                })
-            }),
-        );
+        workload_window(&fleet, Workload::Queue, done, window);
         probes.time(1, || {
             fleet
                 .execute(Command::Custom(CustomEvent {

@@ -135,21 +135,15 @@ fn touched(record: &Record) -> Vec<Due> {
         | Event::LockRenewed { resource, .. }
         | Event::LockReleased { resource, .. }
         | Event::LockExpired { resource, .. } => Due::Lock(resource.clone()),
-        Event::TaskClaimed { task, .. }
-        | Event::TaskLeaseRenewed { task, .. }
-        | Event::TaskLeaseExpired { task, .. }
-        | Event::TaskCompleted { task, .. }
-        | Event::TaskFailed { task, .. }
-        | Event::TaskDeadLettered { task, .. }
-        | Event::TaskCancelled { task, .. }
-        | Event::TaskSkipped { task, .. }
-        | Event::TaskReleased { task, .. }
-        | Event::TaskEscalated { task, .. } => Due::Lease(*task),
         Event::ApprovalRequested { .. } => Due::Approval(record.seq),
         Event::ApprovalDecided { approval, .. } | Event::ApprovalExpired { approval, .. } => {
             Due::Approval(*approval)
         }
-        _ => return Vec::new(),
+        // Any record about a task may move its lease (those that cannot leave it where it was).
+        event => match crate::queue::task_of(event) {
+            Some(task) => Due::Lease(task),
+            None => return Vec::new(),
+        },
     };
     vec![due]
 }

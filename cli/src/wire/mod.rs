@@ -3,6 +3,7 @@
 //! GET routes and by embedded CLI commands alike.
 
 pub mod openapi;
+mod pages;
 pub mod routes;
 pub mod tasks;
 pub mod views;
@@ -19,6 +20,8 @@ use fleetlog_projections::queue::TaskState;
 use fleetlog_projections::{Command, State};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+
+use pages::paged;
 
 /// Items in one page of a list when the request names no `limit`.
 pub const PAGE_ITEMS_DEFAULT: usize = 100;
@@ -688,63 +691,6 @@ pub fn answer(
                 .collect(),
         }),
     })
-}
-
-/// One page of `items`, which come in ascending `key` order: those after `cursor`, at most
-/// `limit` of them, and the cursor of the next page (`None` on the last).
-fn paged<T, K>(
-    items: impl IntoIterator<Item = T>,
-    key: impl Fn(&T) -> K,
-    limit: Option<usize>,
-    cursor: &Option<String>,
-) -> Result<(Vec<T>, Option<String>), QueryError>
-where
-    K: Ord + std::fmt::Display + std::str::FromStr,
-{
-    let limit = page_limit(limit)?;
-    let after: Option<K> = page_cursor(cursor)?;
-    let mut page = Vec::new();
-    let mut more = false;
-    for item in items {
-        if after.as_ref().is_some_and(|after| key(&item) <= *after) {
-            continue;
-        }
-        if page.len() == limit {
-            more = true;
-            break;
-        }
-        page.push(item);
-    }
-    let next = match more {
-        true => page.last().map(|item| key(item).to_string()),
-        false => None,
-    };
-    Ok((page, next))
-}
-
-/// A list's page size: `limit`, or the default; refused outside 1..=PAGE_ITEMS_MAX.
-fn page_limit(limit: Option<usize>) -> Result<usize, QueryError> {
-    let limit = limit.unwrap_or(PAGE_ITEMS_DEFAULT);
-    if !(1..=PAGE_ITEMS_MAX).contains(&limit) {
-        return Err(QueryError::Invalid(format!(
-            "limit {limit} is not within 1..={PAGE_ITEMS_MAX}"
-        )));
-    }
-    Ok(limit)
-}
-
-/// The key a page resumes after, from the `next_cursor` the previous page gave.
-fn page_cursor<K: std::str::FromStr>(cursor: &Option<String>) -> Result<Option<K>, QueryError> {
-    cursor
-        .as_ref()
-        .map(|text| {
-            text.parse::<K>().map_err(|_| {
-                QueryError::Invalid(format!(
-                    "cursor {text:?} is not one this list gave out; pass a next_cursor unchanged"
-                ))
-            })
-        })
-        .transpose()
 }
 
 fn agents_page(

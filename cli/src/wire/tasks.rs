@@ -5,7 +5,8 @@ use fleetlog_ledger::Reader;
 use fleetlog_projections::State;
 use fleetlog_projections::queue::{Task, TaskState, archive};
 
-use super::{QueryError, page_cursor, page_limit, views};
+use super::pages::{page_cursor, page_limit};
+use super::{QueryError, views};
 
 /// Task `id`, finished or not, as of `state`.
 pub fn task(state: &State, log: &Reader, id: u64) -> Result<Option<Task>, QueryError> {
