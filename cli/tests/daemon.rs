@@ -221,8 +221,19 @@ fn eight_workers_drain_a_thousand_tasks_and_a_killed_workers_task_is_recovered()
 
 #[test]
 fn a_sigkilled_daemon_loses_no_acknowledged_event_and_verifies_after_restart() {
+    sigkilled_daemon_loses_nothing(&[]);
+}
+
+/// An exclusive daemon acknowledges from its write-ahead log; redb's commits since the last
+/// checkpoint die with it. A daemon restarted in the default (shared) mode re-applies them.
+#[test]
+fn a_sigkilled_exclusive_daemon_loses_no_acknowledged_event_and_a_shared_restart_recovers_them() {
+    sigkilled_daemon_loses_nothing(&["--exclusive"]);
+}
+
+fn sigkilled_daemon_loses_nothing(flags: &[&str]) {
     let (_dir, db) = new_db();
-    let mut daemon = Daemon::start(&db, &[]);
+    let mut daemon = Daemon::start(&db, flags);
     let socket = daemon.socket.to_str().expect("utf-8").to_owned();
     let (acks, acked) = mpsc::channel::<u64>();
     let mut appenders = Vec::new();
@@ -708,23 +719,39 @@ fn a_long_poll_that_times_out_is_answered_200_with_timed_out() {
 
 #[test]
 fn a_retry_with_the_same_idempotency_key_appends_once_across_a_sigkill() {
+    retry_appends_once_across_a_sigkill(&[]);
+}
+
+/// The write-ahead log carries idempotency keys with the records they name.
+#[test]
+fn an_exclusive_daemon_remembers_idempotency_keys_across_a_sigkill() {
+    retry_appends_once_across_a_sigkill(&["--exclusive"]);
+}
+
+fn retry_appends_once_across_a_sigkill(flags: &[&str]) {
     let (_dir, db) = new_db();
-    let mut daemon = Daemon::start(&db, &[]);
+    let mut daemon = Daemon::start(&db, flags);
     register(&daemon.client(), "a");
     let body = br#"{"agent":"a","kind":"deploy","payload":{"v":1}}"#;
-    let keyed = |body: &[u8]| {
-        let mut request = post("/v1/events", "", body);
+    let with_key = |path: &str, key: &str, body: &[u8]| {
+        let mut request = post(path, "", body);
         let at = request
             .windows(4)
             .position(|w| w == b"\r\n\r\n")
             .expect("end of head");
-        request.splice(at..at, b"\r\nIdempotency-Key: deploy-1".iter().copied());
+        let header = format!("\r\nIdempotency-Key: {key}");
+        request.splice(at..at, header.bytes());
         request
     };
+    let keyed = |body: &[u8]| with_key("/v1/events", "deploy-1", body);
+    // A command's key is kept apart from a raw append's: both must survive.
+    let task = br#"{"agent":"a","spec":{"title":"once"}}"#;
     let (status, first) = raw_http(&daemon.address, &keyed(body));
     assert_eq!(status, 200, "{first}");
+    let (status, first_task) = raw_http(&daemon.address, &with_key("/v1/tasks", "task-1", task));
+    assert_eq!(status, 201, "{first_task}");
     daemon.kill();
-    let daemon = Daemon::start(&db, &[]);
+    let daemon = Daemon::start(&db, flags);
     let (status, again) = raw_http(&daemon.address, &keyed(body));
     assert_eq!(status, 200, "{again}");
     let answer = |response: &str| response.split("\r\n\r\n").nth(1).map(str::to_owned);
@@ -733,6 +760,13 @@ fn a_retry_with_the_same_idempotency_key_appends_once_across_a_sigkill() {
         answer(&again),
         "the retry gets the first answer"
     );
+    let (status, task_again) = raw_http(&daemon.address, &with_key("/v1/tasks", "task-1", task));
+    assert_eq!(status, 201, "the first answer again: {task_again}");
+    let task_of = |response: &str| -> serde_json::Value {
+        let body = response.split("\r\n\r\n").nth(1).expect("a body");
+        serde_json::from_str::<serde_json::Value>(body).expect("json")["task"]["id"].clone()
+    };
+    assert_eq!(task_of(&first_task), task_of(&task_again), "{task_again}");
     let other = br#"{"agent":"a","kind":"deploy","payload":{"v":2}}"#;
     let (status, conflict) = raw_http(&daemon.address, &keyed(other));
     assert_eq!(status, 409, "{conflict}");
@@ -741,7 +775,10 @@ fn a_retry_with_the_same_idempotency_key_appends_once_across_a_sigkill() {
         .client()
         .request(hyper::Method::GET, "/v1/head", None)
         .expect("head");
-    assert_eq!(head["seq"], 2, "one registration and one deploy: {head}");
+    assert_eq!(
+        head["seq"], 3,
+        "one registration, one deploy, one task: {head}"
+    );
 }
 
 #[test]

@@ -138,6 +138,9 @@ impl Ledger {
     {
         let path = path.as_ref();
         let (db, switch) = create_faulty(path)?;
-        Ok((Ledger::start_with(path, db, clock, true, make)?, switch))
+        Ok((
+            Ledger::start_with(path, db, false, clock, true, make)?,
+            switch,
+        ))
     }
 }

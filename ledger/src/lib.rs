@@ -30,6 +30,7 @@ mod storage;
 mod tail;
 mod time;
 mod verify;
+mod wal;
 mod writer;
 
 use std::io::{BufRead, Write};
@@ -152,6 +153,26 @@ impl Ledger {
         }
     }
 
+    /// As [`Ledger::open_or_create`], but holding the file exclusively: no other process may
+    /// open it, not even to read, and in exchange each append is acknowledged once it is in the
+    /// write-ahead log beside the file (one small write and one `fdatasync`), with redb
+    /// committing durably about once a second (see docs/architecture.md).
+    pub fn open_or_create_exclusive(path: impl AsRef<Path>) -> Result<Ledger, Error> {
+        let path = path.as_ref();
+        let sharing = storage::Sharing::Private;
+        let db = match path.exists() {
+            true => storage::open_writable(path, sharing)?,
+            false => match storage::create_atomically(path, LedgerId::random()?, sharing) {
+                Err(Error::AlreadyExists { .. }) => storage::open_writable(path, sharing)?,
+                other => other?,
+            },
+        };
+        let db = Arc::new(db);
+        let (reader, meta) = damage_as_error(path, || Self::check(path, Arc::clone(&db), true))?;
+        let wal = wal::Wal::open(path, &meta.head)?;
+        Self::spawn_writer(reader, meta, db, Arc::new(SystemClock), None, Some(wal))
+    }
+
     /// Opens a ledger for reading only, beside a writer in another process if there is one.
     /// Runs the open check on the ledger's newest records.
     pub fn open_read_only(path: impl AsRef<Path>) -> Result<Ledger, Error> {
@@ -175,6 +196,11 @@ impl Ledger {
             path: Arc::new(path.to_owned()),
         };
         let meta = reader.meta()?;
+        if wal::has_frames_to_recover(path, &meta.head)? {
+            return Err(Error::NeedsRecovery {
+                path: path.to_owned(),
+            });
+        }
         Ok(Ledger {
             inner: Arc::new(Inner {
                 reader,
@@ -236,13 +262,14 @@ impl Ledger {
             },
             _ => storage::open_writable(path, sharing)?,
         };
-        Self::start_with(path, db, clock, verify_chain, make)
+        Self::start_with(path, db, exclusive, clock, verify_chain, make)
     }
 
     /// Starts the writer on an open database, with the state machine `make` builds.
     fn start_with<S, E>(
         path: &Path,
         db: redb::Database,
+        exclusive: bool,
         clock: Arc<dyn Clock>,
         verify_chain: bool,
         make: impl FnOnce(&Reader, Head) -> Result<S, E>,
@@ -255,19 +282,26 @@ impl Ledger {
         let (reader, meta) =
             damage_as_error(path, || Self::check(path, Arc::clone(&db), verify_chain))?;
         let sequencer = make(&reader, meta.head)?;
+        // Only a writer no other process reads beside may acknowledge from the log: redb's
+        // non-durable commits are invisible to other processes.
+        let wal = match exclusive {
+            true => Some(wal::Wal::open(path, &meta.head)?),
+            false => None,
+        };
         Ok(Self::spawn_writer(
             reader,
             meta,
             db,
             clock,
             Some(Box::new(sequencer)),
+            wal,
         )?)
     }
 
     fn start(path: &Path, db: redb::Database) -> Result<Ledger, Error> {
         let db = Arc::new(db);
         let (reader, meta) = damage_as_error(path, || Self::check(path, Arc::clone(&db), true))?;
-        Self::spawn_writer(reader, meta, db, Arc::new(SystemClock), None)
+        Self::spawn_writer(reader, meta, db, Arc::new(SystemClock), None, None)
     }
 
     /// Reads the meta, runs the open check and, with `verify_chain`, verifies the whole chain:
@@ -320,6 +354,7 @@ impl Ledger {
         db: Arc<redb::Database>,
         clock: Arc<dyn Clock>,
         sequencer: Option<Box<dyn Sequencer>>,
+        wal: Option<wal::Wal>,
     ) -> Result<Ledger, Error> {
         let watch = Arc::new(HeadWatch::new(meta.head, false));
         let counters = Arc::<WriterCounters>::default();
@@ -332,6 +367,7 @@ impl Ledger {
             counters: Arc::clone(&counters),
             time: Arc::clone(&time),
             sequencer,
+            wal,
             queue_max: limits::WRITER_QUEUE_REQUESTS_MAX,
         })?;
         Ok(Ledger {

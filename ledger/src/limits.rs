@@ -38,6 +38,15 @@ pub const STORE_CACHE_BYTES: usize = 16 * 1024 * 1024;
 /// sequential pass gains nothing from a cache, and the writer's stays for what it reads again.
 pub const ONE_PASS_CACHE_BYTES: usize = 1024 * 1024;
 
+/// Size of the write-ahead log of a ledger held exclusively (`serve --exclusive`), written
+/// once when it is created: the largest batch (`BATCH_BYTES_MAX` plus its keys) fits in it.
+pub const WAL_BYTES: usize = 32 * 1024 * 1024;
+
+/// Longest time a ledger held exclusively goes without a durable redb commit (a checkpoint);
+/// batches in between are durable in the write-ahead log. Bounds how much a crash recovery
+/// re-applies and how much redb holds uncommitted to disk.
+pub const WAL_CHECKPOINT_INTERVAL_MS: u64 = 1_000;
+
 /// Records checked by the tail check that runs on every open.
 pub const OPEN_CHECK_RECORDS: u64 = 64;
 

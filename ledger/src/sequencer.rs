@@ -20,6 +20,7 @@ use crate::codec::{ChainHash, Record, RecordView, decode_u64, encode_entry, enco
 use crate::error::Error;
 use crate::event::Timestamp;
 use crate::storage::Head;
+use crate::wal::Redo;
 use crate::writer::{IdempotencyKey, KeyUse, Receipt};
 
 /// A state machine driven by the writer thread.
@@ -82,6 +83,8 @@ pub struct Batch<'txn, 'table> {
     records: Vec<Record>,
     after_commit: Vec<AfterCommit>,
     failure: Option<Error>,
+    /// Every table write, for the write-ahead log (only when the writer keeps one).
+    redo: Option<Redo>,
 }
 
 impl<'txn, 'table> Batch<'txn, 'table> {
@@ -91,6 +94,7 @@ impl<'txn, 'table> Batch<'txn, 'table> {
         events: &'table mut Table<'txn, u64, &'static [u8]>,
         keys: &'table mut Table<'txn, &'static str, &'static [u8]>,
         command_keys: CommandKeys<'txn, 'table>,
+        redo: Option<Redo>,
     ) -> Self {
         Batch {
             now,
@@ -101,6 +105,7 @@ impl<'txn, 'table> Batch<'txn, 'table> {
             records: Vec::new(),
             after_commit: Vec::new(),
             failure: None,
+            redo,
         }
     }
 
@@ -155,6 +160,9 @@ impl<'txn, 'table> Batch<'txn, 'table> {
         entry: &crate::codec::EncodedEntry,
     ) -> Result<ChainHash, Error> {
         let (value, hash) = seal(prev, seq, self.now, entry);
+        if let Some(redo) = &mut self.redo {
+            redo.event(seq, &value);
+        }
         if let Err(error) = self.events.insert(seq, value.as_slice()) {
             let error = Error::from(error);
             self.failure = Some(Error::WriterPoisoned {
@@ -208,14 +216,15 @@ impl<'txn, 'table> Batch<'txn, 'table> {
         value.extend_from_slice(&digest);
         value.extend_from_slice(&self.now.as_micros().to_le_bytes());
         value.extend_from_slice(answer);
+        let at = u64::try_from(self.now.as_micros()).unwrap_or(0);
+        if let Some(redo) = &mut self.redo {
+            redo.command_key(key, at, &value);
+        }
         let stored = self
             .command_keys
             .answers
             .insert(key, value.as_slice())
-            .and_then(|_| {
-                let at = u64::try_from(self.now.as_micros()).unwrap_or(0);
-                self.command_keys.by_time.insert((at, key), ()).map(|_| ())
-            });
+            .and_then(|_| self.command_keys.by_time.insert((at, key), ()).map(|_| ()));
         stored.map_err(|error| {
             let error = Error::from(error);
             self.failure = Some(Error::WriterPoisoned {
@@ -245,6 +254,9 @@ impl<'txn, 'table> Batch<'txn, 'table> {
             }
         }
         for (at, name) in expired {
+            if let Some(redo) = &mut self.redo {
+                redo.forget_command_key(&name, at);
+            }
             self.command_keys.by_time.remove((at, name.as_str()))?;
             self.command_keys.answers.remove(name.as_str())?;
         }
@@ -307,6 +319,9 @@ impl<'txn, 'table> Batch<'txn, 'table> {
         value[..8].copy_from_slice(&encode_u64(receipts[0].seq));
         value[8..16].copy_from_slice(&encode_u64(receipts.len() as u64));
         value[16..].copy_from_slice(&key.digest);
+        if let Some(redo) = &mut self.redo {
+            redo.idempotency_key(&key.key, &value);
+        }
         self.keys.insert(key.key.as_str(), value.as_slice())?;
         Ok(())
     }
@@ -319,7 +334,7 @@ impl<'txn, 'table> Batch<'txn, 'table> {
         self.failure.take()
     }
 
-    pub(crate) fn into_parts(self) -> (Head, Vec<Record>, Vec<AfterCommit>) {
-        (self.head, self.records, self.after_commit)
+    pub(crate) fn into_parts(self) -> (Head, Vec<Record>, Vec<AfterCommit>, Option<Redo>) {
+        (self.head, self.records, self.after_commit, self.redo)
     }
 }

@@ -205,6 +205,8 @@ pub(crate) fn open_writable(path: &Path, sharing: Sharing) -> Result<Database, E
     };
     // Refuse a file this build cannot read before writing anything to it.
     read_meta(&db.begin_read()?, path)?;
+    // Batches acknowledged from the write-ahead log of an exclusive writer that crashed.
+    crate::wal::recover(&db, path)?;
     let txn = begin_durable_write(&db)?;
     txn.open_table(META)?
         .insert(META_WRITER_PID, std::process::id().to_le_bytes().as_slice())?;
@@ -268,6 +270,25 @@ pub(crate) fn begin_durable_write(db: &Database) -> Result<WriteTransaction, Err
     Ok(txn)
 }
 
+/// The tables one batch writes, opened together.
+pub(crate) struct Tables<'txn> {
+    pub events: redb::Table<'txn, u64, &'static [u8]>,
+    pub keys: redb::Table<'txn, &'static str, &'static [u8]>,
+    pub answers: redb::Table<'txn, &'static str, &'static [u8]>,
+    pub by_time: redb::Table<'txn, (u64, &'static str), ()>,
+}
+
+impl<'txn> Tables<'txn> {
+    pub(crate) fn open(txn: &'txn redb::WriteTransaction) -> Result<Self, redb::TableError> {
+        Ok(Tables {
+            events: txn.open_table(EVENTS)?,
+            keys: txn.open_table(IDEMPOTENCY)?,
+            answers: txn.open_table(COMMAND_KEYS)?,
+            by_time: txn.open_table(COMMAND_KEYS_BY_TIME)?,
+        })
+    }
+}
+
 /// What every ledger file says about itself.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Meta {
@@ -318,7 +339,7 @@ pub(crate) fn encode_head(head: &Head) -> [u8; 48] {
     bytes
 }
 
-fn decode_head(bytes: &[u8]) -> Option<Head> {
+pub(crate) fn decode_head(bytes: &[u8]) -> Option<Head> {
     if bytes.len() != 48 {
         return None;
     }

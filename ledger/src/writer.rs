@@ -18,7 +18,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
-use redb::Database;
+use redb::{Database, Durability};
 
 use crate::clock::LedgerTime;
 use crate::codec::{ChainHash, EncodedEntry, Record, decode_entry, encode_u64};
@@ -26,11 +26,9 @@ use crate::error::Error;
 use crate::event::Timestamp;
 use crate::limits::{BATCH_BYTES_MAX, BATCH_EVENTS_MAX, IDEMPOTENCY_KEY_BYTES_MAX};
 use crate::sequencer::{AfterCommit, Batch, Job, Sequencer};
-use crate::storage::{
-    COMMAND_KEYS, COMMAND_KEYS_BY_TIME, EVENTS, Head, IDEMPOTENCY, META, META_HEAD,
-    begin_durable_write, encode_head,
-};
+use crate::storage::{Head, META, META_HEAD, Tables, begin_durable_write, encode_head};
 use crate::tail::HeadWatch;
+use crate::wal::{Redo, Wal};
 
 /// What an acknowledged append gets back: where its event sits in the chain.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,6 +84,7 @@ pub const BATCH_EVENTS_BUCKETS: [u64; 11] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 1
 #[derive(Debug, Default)]
 pub(crate) struct WriterCounters {
     commits: AtomicU64,
+    checkpoints: AtomicU64,
     requests: AtomicU64,
     events: AtomicU64,
     commit_micros_total: AtomicU64,
@@ -103,8 +102,11 @@ fn bucket(bounds: &[u64], value: u64) -> usize {
 /// A snapshot of the writer's counters since the ledger was opened.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct WriterStats {
-    /// Durable commits made.
+    /// Batches committed (each durable when acknowledged).
     pub commits: u64,
+    /// Of those, with a write-ahead log: durable redb commits (checkpoints). Without one,
+    /// every commit is durable in redb and this stays zero.
+    pub checkpoints: u64,
     /// Append requests committed (idempotent retries included).
     pub requests: u64,
     /// Events appended.
@@ -133,6 +135,7 @@ impl WriterCounters {
     pub(crate) fn snapshot(&self) -> WriterStats {
         WriterStats {
             commits: self.commits.load(Ordering::Relaxed),
+            checkpoints: self.checkpoints.load(Ordering::Relaxed),
             requests: self.requests.load(Ordering::Relaxed),
             events: self.events.load(Ordering::Relaxed),
             commit_micros_total: self.commit_micros_total.load(Ordering::Relaxed),
@@ -202,6 +205,8 @@ pub(crate) struct WriterSetup {
     pub counters: Arc<WriterCounters>,
     pub time: Arc<LedgerTime>,
     pub sequencer: Option<Box<dyn Sequencer>>,
+    /// With a write-ahead log, batches are acknowledged from it (see `wal`).
+    pub wal: Option<Wal>,
     pub queue_max: usize,
 }
 
@@ -215,6 +220,7 @@ pub(crate) fn spawn(setup: WriterSetup) -> Result<WriterHandle, Error> {
         counters: setup.counters,
         time: setup.time,
         sequencer: setup.sequencer,
+        wal: setup.wal,
         poisoned: None,
         carry: None,
     };
@@ -232,6 +238,7 @@ struct Writer {
     counters: Arc<WriterCounters>,
     time: Arc<LedgerTime>,
     sequencer: Option<Box<dyn Sequencer>>,
+    wal: Option<Wal>,
     poisoned: Option<String>,
     /// A request taken from the channel that did not fit the previous batch.
     carry: Option<Request>,
@@ -274,6 +281,27 @@ impl Writer {
         if let Some(sequencer) = self.sequencer.as_mut() {
             sequencer.shutdown();
         }
+        if self.poisoned.is_none()
+            && let Err(error) = self.checkpoint_on_close()
+        {
+            // Nothing is lost: the batches are in the write-ahead log, and the next writable
+            // open re-applies them.
+            self.watch.poison(error.to_string());
+        }
+    }
+
+    /// Makes every batch acknowledged from the write-ahead log durable in redb too, so that
+    /// the closed file needs no recovery and read-only opens see everything.
+    fn checkpoint_on_close(&mut self) -> Result<(), Error> {
+        let Some(wal) = self.wal.as_mut().filter(|wal| wal.has_frames()) else {
+            return Ok(());
+        };
+        let mut txn = begin_durable_write(&self.db)?;
+        txn.set_quick_repair(true);
+        txn.commit()?;
+        wal.checkpointed(&self.head);
+        self.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Blocks for the next request, or until the sequencer's next deadline.
@@ -397,13 +425,14 @@ impl Writer {
                 answers: &mut tables.answers,
                 by_time: &mut tables.by_time,
             },
+            self.wal.as_ref().map(|_| Redo::default()),
         );
         // Keys past their window go a few at a time; a failure here poisons like any write.
         let pruned = stage.prune_command_keys();
         let mut replies = Vec::new();
         let staged = pruned.and_then(|()| self.stage(batch, &mut stage, &mut replies));
         let failure = staged.err().or_else(|| stage.take_failure());
-        let (head, records, after_commit) = stage.into_parts();
+        let (head, records, after_commit, redo) = stage.into_parts();
         drop(tables);
         let fail = |error: Error, replies: Vec<(Reply, Result<Vec<Receipt>, Error>)>, after| {
             Box::new(Failed {
@@ -428,10 +457,30 @@ impl Writer {
             };
         }
         let finish = || -> Result<(), Error> {
+            let mut txn = txn;
             txn.open_table(META)?
                 .insert(META_HEAD, encode_head(&head).as_slice())?;
             let started = Instant::now();
+            let checkpoint = match (self.wal.as_mut(), redo.as_ref()) {
+                (Some(wal), Some(redo)) if !wal.checkpoint_due(redo) => {
+                    // Durable once the frame is: redb's own commit then only publishes it.
+                    wal.append(&self.head, &head, redo)?;
+                    txn.set_durability(Durability::None)?;
+                    false
+                }
+                (Some(_), _) => {
+                    // Recovery after a crash then loads the allocator state instead of
+                    // rebuilding it from every tree.
+                    txn.set_quick_repair(true);
+                    true
+                }
+                (None, _) => false,
+            };
             txn.commit()?;
+            if checkpoint && let Some(wal) = self.wal.as_mut() {
+                wal.checkpointed(&head);
+                self.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
+            }
             let commit_micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
             self.counters
                 .record(replies.len(), head.seq - self.head.seq, commit_micros);
@@ -534,25 +583,6 @@ impl Writer {
             batch_keys.insert(key.key, (key.digest, receipts.clone()));
         }
         Ok(Ok(receipts))
-    }
-}
-
-/// The tables one batch writes, opened together.
-struct Tables<'txn> {
-    events: redb::Table<'txn, u64, &'static [u8]>,
-    keys: redb::Table<'txn, &'static str, &'static [u8]>,
-    answers: redb::Table<'txn, &'static str, &'static [u8]>,
-    by_time: redb::Table<'txn, (u64, &'static str), ()>,
-}
-
-impl<'txn> Tables<'txn> {
-    fn open(txn: &'txn redb::WriteTransaction) -> Result<Self, redb::TableError> {
-        Ok(Tables {
-            events: txn.open_table(EVENTS)?,
-            keys: txn.open_table(IDEMPOTENCY)?,
-            answers: txn.open_table(COMMAND_KEYS)?,
-            by_time: txn.open_table(COMMAND_KEYS_BY_TIME)?,
-        })
     }
 }
 

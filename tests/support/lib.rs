@@ -51,6 +51,17 @@ pub fn custom(kind: &str, payload: serde_json::Value) -> Event {
     }
 }
 
+/// The `n`th append of writer thread `thread` of process `pid` in the crash tests: its
+/// idempotency key, actor and event, the same every time so a retry after the crash can be
+/// compared.
+pub fn crash_probe(pid: u32, thread: usize, n: u64) -> (String, String, Event) {
+    (
+        format!("probe-{pid}-{thread}-{n}"),
+        format!("writer-{thread}"),
+        custom("crash-probe", serde_json::json!({"thread": thread, "n": n})),
+    )
+}
+
 /// The `n`th event of a realistic fleet mix: heartbeats dominate, then signals, locks, tasks and
 /// workflow telemetry. Deterministic in `n`.
 pub fn fleet_event(n: u64) -> (String, Event) {

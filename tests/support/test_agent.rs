@@ -1,12 +1,14 @@
 //! A child process for tests that need a second process: `append-loop PATH THREADS` appends
-//! until killed and prints `seq hash` for every acknowledged event; `open PATH` tries to open
+//! until killed, each event under an idempotency key (`fleetlog_suite::crash_probe`), and prints
+//! `seq hash thread n` for every acknowledged event (`append-loop-exclusive`:
+//! the same with the file held exclusively, acknowledged from the write-ahead log); `open PATH` tries to open
 //! the ledger for writing and prints the outcome; `write-golden PATH` writes the golden ledger
 //! for this format version (tests/golden/), one event of every variant.
 
 use std::io::Write;
 
 use fleetlog_ledger::Ledger;
-use fleetlog_suite::{custom, every_variant};
+use fleetlog_suite::{crash_probe, every_variant};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -16,7 +18,14 @@ fn main() {
         .collect::<Vec<_>>()
         .as_slice()
     {
-        ["append-loop", path, threads] => append_loop(path, threads.parse().expect("THREADS")),
+        ["append-loop", path, threads] => append_loop(
+            Ledger::open_or_create(path).expect("the test ledger opens"),
+            threads.parse().expect("THREADS"),
+        ),
+        ["append-loop-exclusive", path, threads] => append_loop(
+            Ledger::open_or_create_exclusive(path).expect("the test ledger opens"),
+            threads.parse().expect("THREADS"),
+        ),
         ["write-golden", path] => write_golden(path),
         ["open", path] => match Ledger::open(path) {
             Ok(_) => println!("opened"),
@@ -24,15 +33,14 @@ fn main() {
         },
         _ => {
             eprintln!(
-                "usage: fleetlog-test-agent append-loop PATH THREADS | open PATH | write-golden PATH"
+                "usage: fleetlog-test-agent append-loop[-exclusive] PATH THREADS | open PATH | write-golden PATH"
             );
             std::process::exit(2);
         }
     }
 }
 
-fn append_loop(path: &str, threads: usize) {
-    let ledger = Ledger::open_or_create(path).expect("the test ledger opens");
+fn append_loop(ledger: Ledger, threads: usize) {
     println!("ready");
     std::io::stdout().flush().expect("stdout is a pipe");
     std::thread::scope(|scope| {
@@ -40,13 +48,12 @@ fn append_loop(path: &str, threads: usize) {
             let ledger = &ledger;
             scope.spawn(move || {
                 for n in 0u64.. {
-                    let event =
-                        custom("crash-probe", serde_json::json!({"thread": thread, "n": n}));
+                    let (key, actor, event) = crash_probe(std::process::id(), thread, n);
                     let receipt = ledger
-                        .append(&format!("writer-{thread}"), &event)
+                        .append_idempotent(&key, &actor, &event)
                         .expect("append succeeds until the process is killed");
                     // One write per line, so a kill never interleaves two acknowledgements.
-                    let line = format!("{} {}\n", receipt.seq, receipt.hash);
+                    let line = format!("{} {} {thread} {n}\n", receipt.seq, receipt.hash);
                     std::io::stdout()
                         .lock()
                         .write_all(line.as_bytes())
