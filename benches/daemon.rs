@@ -34,7 +34,7 @@ impl Daemon {
         Self::start_with(false)
     }
 
-    /// With `exclusive`, as `serve --exclusive` (redb's one-phase commit).
+    /// With `exclusive`, as `serve --exclusive` (acknowledged from the write-ahead log).
     fn start_with(exclusive: bool) -> Daemon {
         let temp = TempLedger::new();
         let socket = temp.sibling("fleet.sock");
@@ -253,13 +253,14 @@ fn http_round_trips(c: &mut Criterion) {
 }
 
 /// One durable append over HTTP, the daemon sharing its file with read-only processes (redb's
-/// two-phase commit: two fsyncs) against holding it exclusively (one-phase: one fsync).
+/// two-phase commit: two fsyncs) against holding it exclusively (a write-ahead-log frame: one
+/// in-place write and one fsync).
 fn durable_append_shared_vs_exclusive(c: &mut Criterion) {
     let mut group = c.benchmark_group("daemon_append");
     group
         .sample_size(30)
         .measurement_time(Duration::from_secs(5));
-    for (name, exclusive) in [("shared_two_phase", false), ("exclusive_one_phase", true)] {
+    for (name, exclusive) in [("shared_two_phase", false), ("exclusive_wal", true)] {
         let daemon = Daemon::start_with(exclusive);
         let client = daemon.client();
         client.execute(&register("a")).expect("register");

@@ -147,6 +147,19 @@ fn concurrent_appenders(c: &mut Criterion) {
             })
         });
     });
+    // The same, holding the file exclusively: each batch acknowledged from the write-ahead log.
+    group.bench_function("32_threads_sync_exclusive", |b| {
+        let temp = TempLedger::new();
+        let ledger = Ledger::open_or_create_exclusive(temp.path()).expect("open exclusively");
+        b.iter_custom(|iterations| {
+            time_threads(iterations, THREADS, |thread| {
+                for n in 0..per_thread {
+                    let new = &prepared[(thread * per_thread + n) as usize];
+                    ledger.append(&new.actor, &new.event).expect("append");
+                }
+            })
+        });
+    });
     // Each thread keeps up to 64 appends in flight: what a daemon serving many clients does.
     group.bench_function("32_threads_pipelined", |b| {
         let temp = TempLedger::new();

@@ -147,10 +147,11 @@ enum Command {
         /// it is; logged as a warning).
         #[arg(long)]
         skip_verify: bool,
-        /// Hold the file exclusively: each commit is redb's one-phase commit (one fsync instead
-        /// of two, about a third faster per durable batch), but no other process may open the
-        /// file while the daemon runs, not even to read (`head`, `events`, `verify`, `export`
-        /// then refuse, naming this flag; queries through the daemon work).
+        /// Hold the file exclusively: each batch is acknowledged from the write-ahead log
+        /// `<db>.wal` (one in-place write and one fsync, where a shared commit takes two), and
+        /// redb makes it durable about once a second. No other process may open the file while
+        /// the daemon runs, not even to read (`head`, `events`, `verify`, `export` then refuse,
+        /// naming this flag; queries through the daemon work).
         #[arg(long, env = "FLEETLOG_EXCLUSIVE")]
         exclusive: bool,
         /// Who may act as an agent. `agents`: each command must carry its agent's credential

@@ -914,7 +914,25 @@ fn an_exclusive_daemon_serves_commands_and_queries_and_direct_readers_are_told_w
         stderr.contains("--exclusive") && stderr.contains("daemon stop"),
         "{stderr}"
     );
-    drop(daemon);
+    let (status, metrics) = raw_http(
+        &daemon.address,
+        b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status, 200, "{metrics}");
+    for line in [
+        "fleetlog_limit{name=\"wal_bytes\"} 33554432",
+        "fleetlog_limit{name=\"wal_checkpoint_interval_ms\"} 1000",
+        "fleetlog_checkpoints_total ",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from {metrics}");
+    }
+    // A graceful stop checkpoints: the file is whole without its write-ahead log, so a
+    // read-only open needs no recovery.
+    let mut daemon = daemon;
+    daemon.terminate();
+    let ledger = Ledger::open_read_only(&db).expect("no recovery needed after a clean stop");
+    assert!(ledger.head().expect("head").seq >= 1);
+    drop(ledger);
     let head = cli(&db, &["--json", "head"]);
     assert!(
         head.status.success(),

@@ -4,8 +4,11 @@
 //! Invariants:
 //! - seqs are dense from 1; each record's `prev` is the previous record's hash (record 1's is
 //!   derived from the ledger's random id); `ts` never decreases.
-//! - an append is acknowledged only after the redb commit holding it returned with
-//!   `Durability::Immediate`; one writer thread owns every write transaction.
+//! - an append is acknowledged only once it is durable: the redb commit holding it returned
+//!   with `Durability::Immediate`, or (a writer holding the file exclusively) the write-ahead
+//!   log frame holding it was `fdatasync`ed; one writer thread owns every write transaction.
+//! - every writable open re-applies the write-ahead log's frames past redb's durable head
+//!   before anything reads the file (`wal`).
 //! - nothing is ever rewritten or deleted; a failed commit poisons the writer until reopen.
 //! - only this crate touches redb, and only `codec` knows the byte layout of a record.
 //! - projection snapshots are derived data, kept in files beside the ledger (`snapshots`), outside

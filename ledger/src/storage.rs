@@ -1,5 +1,5 @@
-//! redb tables, and creating and opening the file. The only module (with `writer`, `verify`
-//! and `export`) that touches redb.
+//! redb tables, and creating and opening the file. The only module (with `writer`, `wal`,
+//! `verify` and `export`) that touches redb.
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;

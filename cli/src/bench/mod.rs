@@ -479,13 +479,18 @@ pub(crate) fn result(
 /// Runs the workload in-process on a ledger at `db`.
 pub fn embedded(
     db: &Path,
+    exclusive: bool,
     workload: Workload,
     clients: u64,
     batch: u64,
     stop: Stop,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<BenchResult, Error> {
-    let fleet = Embedded(Coordinator::open(db, CoordinatorOptions::default())?);
+    let options = CoordinatorOptions {
+        exclusive,
+        ..CoordinatorOptions::default()
+    };
+    let fleet = Embedded(Coordinator::open(db, options)?);
     let before = fleet.0.ledger().writer_stats();
     let run = drive(&fleet, workload, clients, batch, stop, progress)?;
     let after = fleet.0.ledger().writer_stats();

@@ -43,7 +43,8 @@ pub struct BenchArgs {
     /// append, heartbeat and signal; latencies are then per request.
     #[arg(long, default_value_t = 1)]
     pub batch: u64,
-    /// Run the daemon this starts as `serve --exclusive` (one fsync per commit).
+    /// Hold the ledger exclusively, as `serve --exclusive` (the daemon this starts, or the
+    /// embedded ledger): appends are acknowledged from the write-ahead log.
     #[arg(long)]
     pub exclusive: bool,
 }
@@ -108,6 +109,7 @@ pub fn run(db: Option<&Path>, args: BenchArgs, out: &Output) -> Result<ExitCode>
         (true, Some(_)) => bail!("--embedded runs in this process; it cannot take --url"),
         (true, None) => bench::embedded(
             &fresh_db(db)?,
+            args.exclusive,
             workload,
             args.clients,
             args.batch,

@@ -43,6 +43,11 @@ pub(super) fn limits(app: &App) -> Vec<(&'static str, u64)> {
             "store_cache_bytes",
             fleetlog_ledger::limits::STORE_CACHE_BYTES as u64,
         ),
+        ("wal_bytes", fleetlog_ledger::limits::WAL_BYTES as u64),
+        (
+            "wal_checkpoint_interval_ms",
+            fleetlog_ledger::limits::WAL_CHECKPOINT_INTERVAL_MS,
+        ),
         (
             "head_ahead_of_wall_ms_max",
             fleetlog_ledger::limits::HEAD_AHEAD_OF_WALL_MS_MAX,
@@ -123,8 +128,15 @@ pub(super) async fn metrics(State(app): State<Shared>) -> Response {
         &mut text,
         "fleetlog_commits_total",
         "counter",
-        "Durable commits since the daemon started.",
+        "Batches committed durably since the daemon started (with --exclusive: each durable in the write-ahead log).",
         vec![(String::new(), writer.commits as f64)],
+    );
+    metric(
+        &mut text,
+        "fleetlog_checkpoints_total",
+        "counter",
+        "With --exclusive: durable redb commits (checkpoints) since the daemon started; the batches between them are durable in the write-ahead log. Zero otherwise.",
+        vec![(String::new(), writer.checkpoints as f64)],
     );
     metric(
         &mut text,
@@ -145,7 +157,7 @@ pub(super) async fn metrics(State(app): State<Shared>) -> Response {
     histogram(
         &mut text,
         "fleetlog_commit_latency_seconds",
-        "Time inside durable redb commits.",
+        "Time to make a batch durable: its redb commit, or with --exclusive its write-ahead-log frame and redb's non-durable commit.",
         &fleetlog_ledger::COMMIT_MICROS_BUCKETS.map(|micros| micros as f64 / 1e6),
         &writer.commit_micros_buckets,
         writer.commit_micros_total as f64 / 1e6,
