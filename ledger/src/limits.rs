@@ -42,9 +42,9 @@ pub const ONE_PASS_CACHE_BYTES: usize = 1024 * 1024;
 /// once when it is created: the largest batch (`BATCH_BYTES_MAX` plus its keys) fits in it.
 pub const WAL_BYTES: usize = 32 * 1024 * 1024;
 
-/// Longest time a ledger held exclusively goes without a durable redb commit (a checkpoint);
-/// batches in between are durable in the write-ahead log. Bounds how much a crash recovery
-/// re-applies and how much redb holds uncommitted to disk.
+/// For a ledger held exclusively: the first batch this long after the last durable redb
+/// commit is one (a checkpoint); batches in between are durable in the write-ahead log. Bounds
+/// how much a crash recovery re-applies and how much redb holds only in memory.
 pub const WAL_CHECKPOINT_INTERVAL_MS: u64 = 1_000;
 
 /// Records checked by the tail check that runs on every open.

@@ -430,6 +430,37 @@ mod tests {
     }
 
     #[test]
+    fn command_keys_and_their_forgetting_are_replayed_in_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (db, path, durable) = new_ledger(dir.path());
+        let mut wal = Wal::open(&path, &durable).expect("wal");
+        let (first, mut redo) = batch_after(&durable);
+        redo.command_key("kept", 5, &[1; 40]);
+        redo.command_key("forgotten", 4, &[2; 40]);
+        wal.append(&durable, &first, &redo).expect("append");
+        let (second, mut redo) = batch_after(&first);
+        redo.forget_command_key("forgotten", 4);
+        wal.append(&first, &second, &redo).expect("append");
+
+        assert_eq!(recover(&db, &path).expect("recover"), 2);
+        let txn = db.begin_read().expect("read");
+        let answers = txn.open_table(storage::COMMAND_KEYS).expect("answers");
+        let by_time = txn
+            .open_table(storage::COMMAND_KEYS_BY_TIME)
+            .expect("by time");
+        assert_eq!(
+            answers
+                .get("kept")
+                .expect("get")
+                .map(|v| v.value().to_vec()),
+            Some(vec![1; 40])
+        );
+        assert!(answers.get("forgotten").expect("get").is_none());
+        assert!(by_time.get((5, "kept")).expect("get").is_some());
+        assert!(by_time.get((4, "forgotten")).expect("get").is_none());
+    }
+
+    #[test]
     fn a_new_generation_overwrites_the_old_one_from_the_start() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (db, path, durable) = new_ledger(dir.path());

@@ -115,3 +115,62 @@ fn empty_and_oversized_keys_are_refused() {
     }
     assert_eq!(ledger.head().expect("head").seq, 0);
 }
+
+/// A command key is kept for `COMMAND_KEY_WINDOW_MS` after first use, then forgotten: a retry
+/// inside the window gets the first answer, after it the same key is a new command — also with
+/// the file held exclusively (the forgetting is in the write-ahead log's redo list) and across
+/// a reopen.
+#[test]
+fn a_command_key_is_forgotten_after_its_window_and_stays_forgotten_after_a_reopen() {
+    use fleetlog_ledger::limits::COMMAND_KEY_WINDOW_MS;
+    use fleetlog_projections::{Coordinator, CoordinatorOptions, Outcome};
+    use fleetlog_suite::{TEST_EPOCH, heartbeat, register};
+
+    for exclusive in [false, true] {
+        let temp = TempLedger::new();
+        let clock = fleetlog_ledger::ManualClock::starting_at(TEST_EPOCH);
+        let open = || {
+            Coordinator::open(
+                temp.path(),
+                CoordinatorOptions {
+                    snapshot_every_events: 0,
+                    clock: std::sync::Arc::new(clock.clone()),
+                    skip_verify: false,
+                    exclusive,
+                },
+            )
+            .expect("opens")
+        };
+        let keyed = |coordinator: &Coordinator| match coordinator
+            .submit_keyed(heartbeat("a", 60_000), Some("beat-1".to_owned()))
+            .expect("queued")
+            .wait()
+            .expect("answered")
+        {
+            Outcome::Appended { seq } => seq,
+            other => panic!("exclusive={exclusive}: {other:?}"),
+        };
+        let coordinator = open();
+        coordinator.execute(register("a")).expect("register");
+        let first = keyed(&coordinator);
+        clock.advance_ms(COMMAND_KEY_WINDOW_MS - 1);
+        assert_eq!(
+            keyed(&coordinator),
+            first,
+            "exclusive={exclusive}: inside the window"
+        );
+        clock.advance_ms(2);
+        let second = keyed(&coordinator);
+        assert!(
+            second > first,
+            "exclusive={exclusive}: past the window the key is free again ({second} vs {first})"
+        );
+        drop(coordinator);
+        let coordinator = open();
+        assert_eq!(
+            keyed(&coordinator),
+            second,
+            "exclusive={exclusive}: after a reopen the key names its second use"
+        );
+    }
+}
