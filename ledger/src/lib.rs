@@ -54,7 +54,7 @@ pub use reader::Reader;
 pub use sequencer::{AfterCommit, Batch, Job, KeyedAnswer, Sequencer};
 pub use snapshots::{SnapshotStore, snapshot_dir};
 pub use storage::{FILE_FORMAT_VERSION, Head};
-pub use tail::{Next, Subscription};
+pub use tail::{HeadFollower, Next, Subscription};
 pub use time::{Timestamp, TimestampError};
 pub use verify::{BreakKind, ChainBreak, VerifyOptions, VerifyReport};
 pub use writer::{BATCH_EVENTS_BUCKETS, COMMIT_MICROS_BUCKETS, Receipt, WriterStats};
@@ -521,6 +521,11 @@ impl Ledger {
             })
             .map_err(|_| Error::WriterStopped)?;
         Ok(Pending { receiver })
+    }
+
+    /// The committed head as it moves, without the records.
+    pub fn follow_head(&self) -> HeadFollower {
+        HeadFollower::new(Arc::clone(&self.inner.watch))
     }
 
     /// History from `from_seq`, then every new record as it commits.

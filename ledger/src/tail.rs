@@ -109,6 +109,29 @@ enum WaitResult {
     Closed,
 }
 
+/// Follows the committed head without reading records: for whoever only needs to know that
+/// something committed (the daemon's SSE fan-out). Holds no reader, so it keeps neither the
+/// writer nor the file open.
+#[derive(Clone)]
+pub struct HeadFollower {
+    watch: Arc<HeadWatch>,
+}
+
+impl HeadFollower {
+    pub(crate) fn new(watch: Arc<HeadWatch>) -> Self {
+        HeadFollower { watch }
+    }
+
+    /// Waits until the committed head reaches `seq`; `None` once no more commits will come
+    /// (the ledger closed or its writer is poisoned).
+    pub fn wait_for(&self, seq: u64) -> Option<Head> {
+        match self.watch.wait_past(seq, None) {
+            WaitResult::Ready => Some(self.watch.head()),
+            WaitResult::TimedOut | WaitResult::Closed => None,
+        }
+    }
+}
+
 /// What [`Subscription::next`] found.
 #[derive(Debug)]
 pub enum Next {

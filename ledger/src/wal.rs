@@ -351,7 +351,6 @@ mod tests {
     use crate::event::Event;
     use crate::json::Json;
     use crate::time::Timestamp;
-    use redb::ReadableTable;
 
     fn new_ledger(dir: &Path) -> (Database, PathBuf, Head) {
         let path = dir.join("wal-test.redb");

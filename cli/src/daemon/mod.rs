@@ -33,7 +33,6 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::header;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use fleetlog_ledger::Next as TailNext;
 use fleetlog_projections::{Coordinator, CoordinatorOptions};
 use tokio::sync::{Semaphore, oneshot, watch};
 
@@ -563,21 +562,21 @@ fn bind_socket(path: &Path) -> Result<tokio::net::UnixListener, Error> {
     Ok(listener)
 }
 
-/// Follows the ledger's tail on a thread and publishes the committed head's seq to SSE
-/// streams, which read the records themselves: the ledger is the buffer, so no record is held
-/// in memory for a slow subscriber. The thread ends when the ledger closes; joining it
-/// guarantees its reader let go of the file.
+/// Follows the committed head on a thread and publishes its seq to SSE streams, which read the
+/// records themselves: the ledger is the buffer, so no record is held in memory for a slow
+/// subscriber, and nothing is read here. The thread ends when the ledger closes.
 fn spawn_fanout(
     coordinator: &Coordinator,
     live: watch::Sender<u64>,
 ) -> Result<std::thread::JoinHandle<()>, Error> {
-    let head = coordinator.ledger().head()?.seq;
-    let mut subscription = coordinator.ledger().subscribe(head + 1);
+    let mut seen = coordinator.ledger().head()?.seq;
+    let head = coordinator.ledger().follow_head();
     let thread = std::thread::Builder::new()
         .name("fleetlog-fanout".to_owned())
         .spawn(move || {
-            while let Ok(TailNext::Record(record)) = subscription.next(None) {
-                live.send_replace(record.seq);
+            while let Some(committed) = head.wait_for(seen + 1) {
+                seen = committed.seq;
+                live.send_replace(seen);
             }
         })?;
     Ok(thread)
