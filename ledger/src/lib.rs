@@ -63,6 +63,19 @@ use storage::Store;
 use tail::HeadWatch;
 use writer::{IdempotencyKey, Request, WriterCounters, WriterHandle, WriterSetup};
 
+/// Opens the file at `path` for writing (recovering its write-ahead log, if any) or, with
+/// `create` and no file there, creates it.
+fn open_db(path: &Path, create: bool, sharing: storage::Sharing) -> Result<redb::Database, Error> {
+    match (create, path.exists()) {
+        (true, false) => match storage::create_atomically(path, LedgerId::random()?, sharing) {
+            // Another process created it first.
+            Err(Error::AlreadyExists { .. }) => storage::open_writable(path, sharing),
+            other => other,
+        },
+        _ => storage::open_writable(path, sharing),
+    }
+}
+
 /// One event to append: who did it and what happened.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NewEvent {
@@ -162,15 +175,7 @@ impl Ledger {
     /// committing durably about once a second (see docs/architecture.md).
     pub fn open_or_create_exclusive(path: impl AsRef<Path>) -> Result<Ledger, Error> {
         let path = path.as_ref();
-        let sharing = storage::Sharing::Private;
-        let db = match path.exists() {
-            true => storage::open_writable(path, sharing)?,
-            false => match storage::create_atomically(path, LedgerId::random()?, sharing) {
-                Err(Error::AlreadyExists { .. }) => storage::open_writable(path, sharing)?,
-                other => other?,
-            },
-        };
-        let db = Arc::new(db);
+        let db = Arc::new(open_db(path, true, storage::Sharing::Private)?);
         let (reader, meta) = damage_as_error(path, || Self::check(path, Arc::clone(&db), true))?;
         let wal = wal::Wal::open(path, &meta.head)?;
         Self::spawn_writer(reader, meta, db, Arc::new(SystemClock), None, Some(wal))
@@ -257,14 +262,7 @@ impl Ledger {
             true => storage::Sharing::Private,
             false => storage::Sharing::Shared,
         };
-        let db = match (create, path.exists()) {
-            (true, false) => match storage::create_atomically(path, LedgerId::random()?, sharing) {
-                // Another process created it first.
-                Err(Error::AlreadyExists { .. }) => storage::open_writable(path, sharing)?,
-                other => other?,
-            },
-            _ => storage::open_writable(path, sharing)?,
-        };
+        let db = open_db(path, create, sharing)?;
         Self::start_with(path, db, exclusive, clock, verify_chain, make)
     }
 
