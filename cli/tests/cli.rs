@@ -367,6 +367,10 @@ fn bench_runs_every_workload_embedded_and_through_a_daemon_with_sane_figures() {
                 "{result}"
             );
             assert!(number("p50_over_floor") > 0.0);
+            // Where the CPU went: the server (the in-process daemon's or writer's threads) and
+            // the load generator, each per op (ticks are 10 ms, so a short run may read zero).
+            assert!(number("server_cpu_us_per_op") >= 0.0, "{result}");
+            assert!(number("client_cpu_us_per_op") >= 0.0, "{result}");
             let latency = &result["latency"];
             let at = |field: &str| latency[field].as_u64().expect("latency");
             assert!(

@@ -8,6 +8,7 @@ use fleetlog_projections::commands::{
     AcquireLock, Claim, CompleteTask, CustomEvent, Enqueue, Heartbeat, ReceiveSignal, Register,
     ReleaseLock, SendSignal,
 };
+pub mod cpu;
 pub mod floor;
 
 use std::path::Path;
@@ -121,6 +122,21 @@ pub struct BenchResult {
     /// Mean events per durable commit (group commit) during the run.
     pub mean_batch_events: Option<f64>,
     pub bytes_on_disk_per_event: Option<f64>,
+    /// CPU time per op of the server (the daemon's threads, the embedded writer's, or
+    /// redis-server), in µs; unknown for a daemon in another process.
+    pub server_cpu_us_per_op: Option<f64>,
+    /// CPU time per op of everything else in this process: the load generator, in µs.
+    pub client_cpu_us_per_op: Option<f64>,
+}
+
+impl BenchResult {
+    fn with_cpu(mut self, cpu: Option<cpu::CpuPerOp>) -> Self {
+        if let Some(cpu) = cpu {
+            self.server_cpu_us_per_op = cpu.server_us;
+            self.client_cpu_us_per_op = cpu.client_us;
+        }
+        self
+    }
 }
 
 /// Something clients can run a workload against.
@@ -473,6 +489,8 @@ pub(crate) fn result(
         latency: Latency::of(&histogram),
         mean_batch_events: None,
         bytes_on_disk_per_event: None,
+        server_cpu_us_per_op: None,
+        client_cpu_us_per_op: None,
     }
 }
 
@@ -492,10 +510,15 @@ pub fn embedded(
     };
     let fleet = Embedded(Coordinator::open(db, options)?);
     let before = fleet.0.ledger().writer_stats();
+    let cpu_before = cpu::CpuMark::now(None);
     let run = drive(&fleet, workload, clients, batch, stop, progress)?;
+    let cpu_after = cpu::CpuMark::now(None);
     let after = fleet.0.ledger().writer_stats();
     let head = fleet.0.ledger().head()?.seq;
-    let mut result = result("embedded".into(), workload, clients, run);
+    let cpu = cpu_before
+        .zip(cpu_after)
+        .map(|(before, after)| before.per_op(&after, run.0, true));
+    let mut result = result("embedded".into(), workload, clients, run).with_cpu(cpu);
     let (events, commits) = (after.events - before.events, after.commits - before.commits);
     result.events_per_sec = Some(events as f64 / result.seconds.max(1e-9));
     result.mean_batch_events = (commits > 0).then(|| events as f64 / commits as f64);
@@ -529,7 +552,9 @@ pub fn daemon(
         ))
     };
     let before = writer(&probe)?;
+    let cpu_before = cpu::CpuMark::now(None);
     let run = drive(&fleet, workload, clients, batch, stop, progress)?;
+    let cpu_after = cpu::CpuMark::now(None);
     let after = writer(&probe)?;
     let head = probe.request(Method::GET, "/v1/head", None)?["seq"]
         .as_u64()
@@ -538,7 +563,19 @@ pub fn daemon(
         Endpoint::Unix(path) => format!("daemon unix:{}", path.display()),
         Endpoint::Tcp { address, .. } => format!("daemon http://{address}"),
     };
-    let mut result = result(target, workload, clients, run);
+    // The daemon `bench` starts runs in this process; one at --url does not (db is then None).
+    let in_process = db.is_some();
+    let cpu = cpu_before.zip(cpu_after).map(|(before, after)| {
+        let spent = before.per_op(&after, run.0, in_process);
+        match in_process {
+            true => spent,
+            false => cpu::CpuPerOp {
+                server_us: None,
+                ..spent
+            },
+        }
+    });
+    let mut result = result(target, workload, clients, run).with_cpu(cpu);
     let (events, commits) = (after.0 - before.0, after.1 - before.1);
     result.events_per_sec = Some(events as f64 / result.seconds.max(1e-9));
     result.mean_batch_events = (commits > 0).then(|| events as f64 / commits as f64);
@@ -555,6 +592,7 @@ pub mod redis_compare {
 
     use redis::Commands as _;
 
+    use super::cpu::CpuMark;
     use super::{BenchResult, Stop, Target, Workload, drive, result};
     use crate::error::Error;
 
@@ -729,12 +767,12 @@ pub mod redis_compare {
     ) -> Result<BenchResult, Error> {
         let server = Server::start()?;
         let target = Redis(&server);
+        let pid = server.child.id();
+        let cpu_before = CpuMark::now(Some(pid));
         let run = drive(&target, workload, clients, batch, stop, &|_| {})?;
-        Ok(result(
-            "redis appendfsync=always".into(),
-            workload,
-            clients,
-            run,
-        ))
+        let cpu = cpu_before
+            .zip(CpuMark::now(Some(pid)))
+            .map(|(before, after)| before.per_op(&after, run.0, false));
+        Ok(result("redis appendfsync=always".into(), workload, clients, run).with_cpu(cpu))
     }
 }

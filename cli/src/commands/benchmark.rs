@@ -223,6 +223,13 @@ fn text(results: &[&BenchResult]) -> String {
                     .map_or("-".into(), |b| format!("{b:.1}")),
                 r.bytes_on_disk_per_event
                     .map_or("-".into(), |b| format!("{b:.0}")),
+                format!(
+                    "{}/{}",
+                    r.server_cpu_us_per_op
+                        .map_or("-".into(), |us| format!("{us:.0}")),
+                    r.client_cpu_us_per_op
+                        .map_or("-".into(), |us| format!("{us:.0}"))
+                ),
                 r.errors.to_string(),
             ]
         })
@@ -238,6 +245,7 @@ fn text(results: &[&BenchResult]) -> String {
             "P50/P95/P99/MAX µs",
             "BATCH",
             "BYTES/EVENT",
+            "CPU µs/OP SERVER/CLIENT",
             "ERRORS",
         ],
         &rows,

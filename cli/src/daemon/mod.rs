@@ -633,12 +633,18 @@ impl BackgroundDaemon {
             idle_exit: None,
         };
         let (stop, stopped) = oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Runtime::new()?;
-            runtime.block_on(serve(config, async {
-                let _ = stopped.await;
-            }))
-        });
+        // Threads named so `bench` can tell the daemon's CPU time from its clients'.
+        let thread = std::thread::Builder::new()
+            .name("fleetlog-daemon".to_owned())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .enable_all()
+                    .thread_name("fleetlog-daemon")
+                    .build()?;
+                runtime.block_on(serve(config, async {
+                    let _ = stopped.await;
+                }))
+            })?;
         let started = std::time::Instant::now();
         while crate::client::BlockingClient::for_db(db).is_none() {
             if thread.is_finished() || started.elapsed() > std::time::Duration::from_secs(10) {
