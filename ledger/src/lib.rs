@@ -243,8 +243,8 @@ impl Ledger {
     }
 
     /// As [`Ledger::open_with`]; with `exclusive`, no other process may open the file while
-    /// this one has it, not even to read, and in exchange each commit is redb's one-phase
-    /// commit (one fsync instead of two; see docs/architecture.md).
+    /// this one has it, not even to read, and in exchange each batch is acknowledged from the
+    /// write-ahead log (one in-place write and one fsync; see docs/architecture.md).
     pub fn open_with_access<S, E>(
         path: impl AsRef<Path>,
         create: bool,

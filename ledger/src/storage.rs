@@ -80,8 +80,8 @@ pub(crate) enum Sharing {
     /// redb uses two-phase commit in this mode: see docs/architecture.md.
     Shared,
     /// No other process may open the file, not even to read: for files not yet in place
-    /// (import), and for a daemon that wants redb's one-phase commit (one fsync per batch
-    /// instead of two; `serve --exclusive`).
+    /// (import), and for a writer that acknowledges from its write-ahead log (non-durable redb
+    /// commits, which other processes could not see; `serve --exclusive`).
     Private,
 }
 

@@ -28,8 +28,9 @@ pub struct CoordinatorOptions {
     pub clock: Arc<dyn Clock>,
     /// Open without re-hashing the whole chain first (a broken chain is then served as is).
     pub skip_verify: bool,
-    /// Hold the file exclusively (no other process may open it, not even to read) for redb's
-    /// one-phase commit: one fsync per batch instead of two.
+    /// Hold the file exclusively (no other process may open it, not even to read), and
+    /// acknowledge each batch from the write-ahead log: one in-place write and one fsync
+    /// instead of a two-phase redb commit.
     pub exclusive: bool,
 }
 
