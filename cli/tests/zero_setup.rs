@@ -173,3 +173,60 @@ fn fleetlog_url_reaches_a_daemon_elsewhere_with_its_token() {
     assert!(!refused.status.success());
     assert!(!elsewhere.exists(), "nothing was created locally");
 }
+
+/// Two clients start a daemon at once; the loser waits for the file the winner holds. Told to
+/// stop while it waits (a test's teardown, `daemon stop`, a shutdown), it leaves at once without
+/// binding a socket or creating anything — it does not wait for the file, then serve, then stop,
+/// which raced with whoever was deleting the directory.
+#[test]
+fn a_daemon_waiting_for_the_file_leaves_at_once_when_told_to_stop() {
+    let (dir, db) = new_db();
+    let winner = harness::Daemon::start(&db, &["--idle-exit-ms", "60000"]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let loser_socket = dir.path().join("loser.sock");
+    let mut loser = Command::new(FLEETLOG)
+        .arg("--db")
+        .arg(&db)
+        .args(["serve", "--idle-exit-ms", "60000", "--listen", &listen])
+        .arg("--socket")
+        .arg(&loser_socket)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the second daemon starts");
+    // It binds its TCP port before opening the file, so once the port answers it is waiting.
+    let bound = std::time::Instant::now();
+    while std::net::TcpStream::connect(&listen).is_err() {
+        assert!(
+            bound.elapsed() < std::time::Duration::from_secs(10),
+            "the second daemon never bound its port"
+        );
+        std::thread::yield_now();
+    }
+    let signalled = Command::new("kill")
+        .args(["-TERM", &loser.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(signalled.success());
+    let asked = std::time::Instant::now();
+    let exit = loop {
+        if let Some(exit) = loser.try_wait().expect("wait") {
+            break exit;
+        }
+        // Well under ON_DEMAND_OPEN_PATIENCE (5 s), after which it would give up anyway.
+        if asked.elapsed() > std::time::Duration::from_secs(3) {
+            let _ = loser.kill();
+            panic!("the waiting daemon ignored SIGTERM for 3 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    assert!(exit.success(), "a requested stop exits 0: {exit}");
+    assert!(!loser_socket.exists(), "it bound no socket");
+    winner
+        .client()
+        .request(hyper::Method::GET, "/v1/head", None)
+        .expect("the winner still serves");
+}

@@ -440,7 +440,20 @@ pub async fn serve(
             ))
         })?;
     let verifying = std::time::Instant::now();
-    let coordinator = open_coordinator(&config).await?;
+    // A daemon asked to stop before it serves (an on-demand one still waiting for the file that
+    // a stopping daemon holds) leaves without binding a socket or creating anything.
+    let mut stop = Box::pin(stop);
+    let coordinator = tokio::select! {
+        opened = open_coordinator(&config) => opened?,
+        () = &mut stop => {
+            tracing::info!("stopped before serving");
+            return Ok(());
+        }
+    };
+    if futures_util::FutureExt::now_or_never(&mut stop).is_some() {
+        tracing::info!("stopped before serving");
+        return Ok(());
+    }
     let keys = crate::identity::Keys::load_or_create(&config.db)
         .map_err(|error| Error::Config(error.to_string()))?;
     let open_ms = verifying.elapsed().as_secs_f64() * 1e3;
