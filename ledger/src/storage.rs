@@ -204,9 +204,9 @@ pub(crate) fn open_writable(path: &Path, sharing: Sharing) -> Result<Database, E
         Err(error) => return Err(not_a_ledger_or(path, error)),
     };
     // Refuse a file this build cannot read before writing anything to it.
-    read_meta(&db.begin_read()?, path)?;
+    let meta = read_meta(&db.begin_read()?, path)?;
     // Batches acknowledged from the write-ahead log of an exclusive writer that crashed.
-    crate::wal::recover(&db, path)?;
+    crate::wal::recover(&db, path, meta.head)?;
     let txn = begin_durable_write(&db)?;
     txn.open_table(META)?
         .insert(META_WRITER_PID, std::process::id().to_le_bytes().as_slice())?;

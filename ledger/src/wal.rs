@@ -27,7 +27,7 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use redb::{Database, ReadableDatabase};
+use redb::Database;
 
 use crate::codec::{decode_u64, encode_u64};
 use crate::error::Error;
@@ -217,14 +217,13 @@ pub(crate) fn has_frames_to_recover(db: &Path, head: &Head) -> Result<bool, Erro
 }
 
 /// Re-applies, in one durable transaction, the frames of the log beside `path` that continue
-/// redb's durable head. Returns how many were applied.
-pub(crate) fn recover(db: &Database, path: &Path) -> Result<u64, Error> {
+/// redb's `durable` head (as the file stores it at open). Returns how many were applied.
+pub(crate) fn recover(db: &Database, path: &Path, durable: Head) -> Result<u64, Error> {
     let file = match File::open(path_for(path)) {
         Ok(file) => file,
         Err(error) if error.kind() == ErrorKind::NotFound => return Ok(0),
         Err(error) => return Err(error.into()),
     };
-    let durable = storage::read_meta(&db.begin_read()?, path)?.head;
     let mut head = durable;
     let mut offset = 0;
     let mut frames = Vec::new();
@@ -351,6 +350,7 @@ mod tests {
     use crate::event::Event;
     use crate::json::Json;
     use crate::time::Timestamp;
+    use redb::ReadableDatabase;
 
     fn new_ledger(dir: &Path) -> (Database, PathBuf, Head) {
         let path = dir.join("wal-test.redb");
@@ -406,7 +406,10 @@ mod tests {
             .expect("wal file");
         file.write_all_at(&[0xff], offsets[3] - 1).expect("tear");
 
-        assert_eq!(recover(&db, &path).expect("recover"), 2);
+        assert_eq!(
+            recover(&db, &path, stored_head(&db, &path)).expect("recover"),
+            2
+        );
         assert_eq!(stored_head(&db, &path), heads[2]);
         let txn = db.begin_read().expect("read");
         storage::open_check(&txn, &storage::read_meta(&txn, &path).expect("meta"))
@@ -424,7 +427,10 @@ mod tests {
 
         // The frames now belong to an older generation: nothing is applied twice.
         assert!(!has_frames_to_recover(&path, &heads[2]).expect("check"));
-        assert_eq!(recover(&db, &path).expect("again"), 0);
+        assert_eq!(
+            recover(&db, &path, stored_head(&db, &path)).expect("again"),
+            0
+        );
         assert_eq!(stored_head(&db, &path), heads[2]);
     }
 
@@ -441,7 +447,10 @@ mod tests {
         redo.forget_command_key("forgotten", 4);
         wal.append(&first, &second, &redo).expect("append");
 
-        assert_eq!(recover(&db, &path).expect("recover"), 2);
+        assert_eq!(
+            recover(&db, &path, stored_head(&db, &path)).expect("recover"),
+            2
+        );
         let txn = db.begin_read().expect("read");
         let answers = txn.open_table(storage::COMMAND_KEYS).expect("answers");
         let by_time = txn
@@ -505,7 +514,7 @@ mod tests {
                 }
             }
             let whole = ends.iter().filter(|end| **end <= at).count();
-            let applied = recover(&db, &path).expect("recover");
+            let applied = recover(&db, &path, stored_head(&db, &path)).expect("recover");
             proptest::prop_assert_eq!(applied, whole as u64);
             proptest::prop_assert_eq!(stored_head(&db, &path), heads[whole]);
             let txn = db.begin_read().expect("read");
@@ -535,7 +544,10 @@ mod tests {
             ..other
         };
         wal.append(&durable, &other, &redo).expect("append");
-        assert_eq!(recover(&db, &path).expect("recover"), 1);
+        assert_eq!(
+            recover(&db, &path, stored_head(&db, &path)).expect("recover"),
+            1
+        );
         assert_eq!(stored_head(&db, &path), other);
     }
 }
