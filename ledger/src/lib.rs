@@ -120,9 +120,8 @@ struct Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         if let Some(writer) = self.writer.take() {
-            // Closing the channel lets the writer finish the batch in flight and exit.
-            drop(writer.sender);
-            let _ = writer.thread.join();
+            // The writer finishes what is queued, then stops.
+            writer.close();
         }
         self.watch.close();
     }
@@ -384,16 +383,26 @@ impl Ledger {
         })
     }
 
-    /// Sends a job to the writer's state machine. Blocks only when the writer's queue is full.
+    /// Queues a job for the writer's state machine. Blocks only when the writer's queue is
+    /// full. Jobs queued together usually share one commit.
     pub fn send_job(&self, job: Box<dyn Job>) -> Result<(), Error> {
+        self.job_writer()?.queue(Request::Job(job))
+    }
+
+    /// Runs a job now: on the calling thread if the writer is idle (its answer is then given
+    /// before this returns), else queued like [`Ledger::send_job`]. For a caller that waits for
+    /// the answer right away; one that sends many jobs before waiting should queue them, so
+    /// they share a commit.
+    pub fn run_job(&self, job: Box<dyn Job>) -> Result<(), Error> {
+        self.job_writer()?.run_now(Request::Job(job))
+    }
+
+    fn job_writer(&self) -> Result<&WriterHandle, Error> {
         let writer = self.inner.writer.as_ref().ok_or(Error::ReadOnly)?;
-        if !self.inner.custom_only {
-            return Err(Error::NoSequencer);
+        match self.inner.custom_only {
+            true => Ok(writer),
+            false => Err(Error::NoSequencer),
         }
-        writer
-            .sender
-            .send(Request::Job(job))
-            .map_err(|_| Error::WriterStopped)
     }
 
     pub fn path(&self) -> &Path {
@@ -455,9 +464,7 @@ impl Ledger {
 
     /// Appends one event and returns once it is durable.
     pub fn append(&self, actor: &str, event: &Event) -> Result<Receipt, Error> {
-        let receipts = self
-            .submit(vec![encode_entry(actor, event)?], None)?
-            .wait()?;
+        let receipts = self.append_now(vec![encode_entry(actor, event)?], None)?;
         Ok(receipts[0])
     }
 
@@ -471,7 +478,7 @@ impl Ledger {
         event: &Event,
     ) -> Result<Receipt, Error> {
         let entries = vec![encode_entry(actor, event)?];
-        let receipts = self.submit(entries, Some(key.to_owned()))?.wait()?;
+        let receipts = self.append_now(entries, Some(key.to_owned()))?;
         Ok(receipts[0])
     }
 
@@ -481,7 +488,18 @@ impl Ledger {
             .iter()
             .map(|new| encode_entry(&new.actor, &new.event))
             .collect::<Result<Vec<_>, _>>()?;
-        self.submit(entries, None)?.wait()
+        self.append_now(entries, None)
+    }
+
+    /// Appends and waits: committed on this thread when the writer is idle.
+    fn append_now(
+        &self,
+        entries: Vec<EncodedEntry>,
+        key: Option<String>,
+    ) -> Result<Vec<Receipt>, Error> {
+        let (writer, request, pending) = self.append_request(entries, key)?;
+        writer.run_now(request)?;
+        pending.wait()
     }
 
     /// Queues pre-encoded entries (committed atomically together) and returns without waiting
@@ -491,6 +509,17 @@ impl Ledger {
         entries: Vec<EncodedEntry>,
         key: Option<String>,
     ) -> Result<Pending, Error> {
+        let (writer, request, pending) = self.append_request(entries, key)?;
+        writer.queue(request)?;
+        Ok(pending)
+    }
+
+    /// Checks an append and makes its request, with the receiver its answer comes on.
+    fn append_request(
+        &self,
+        entries: Vec<EncodedEntry>,
+        key: Option<String>,
+    ) -> Result<(&WriterHandle, Request, Pending), Error> {
         let writer = self.inner.writer.as_ref().ok_or(Error::ReadOnly)?;
         if entries.is_empty() {
             return Err(Error::EmptyAppend);
@@ -510,15 +539,19 @@ impl Ledger {
             .map(|key| IdempotencyKey::new(key, &entries))
             .transpose()?;
         let (reply, receiver) = crossbeam_channel::bounded(1);
-        writer
-            .sender
-            .send(Request::Append {
-                entries,
-                key,
-                reply,
-            })
-            .map_err(|_| Error::WriterStopped)?;
-        Ok(Pending { receiver })
+        let request = Request::Append {
+            entries,
+            key,
+            reply,
+        };
+        Ok((writer, request, Pending { receiver }))
+    }
+
+    /// Calls `listener` with the new head after every commit that moves it, in order, on the
+    /// thread that committed, until the ledger closes (then it is dropped). It runs inside
+    /// the writer's critical section: it must be quick and must not append or wait.
+    pub fn on_commit(&self, listener: impl Fn(Head) + Send + Sync + 'static) {
+        self.inner.watch.listen(Box::new(listener));
     }
 
     /// The committed head as it moves, without the records.

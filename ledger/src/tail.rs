@@ -1,6 +1,7 @@
 //! Live tail: read history from a seq, then follow new records as they commit. Followers sleep
 //! on a condition variable that the writer signals after each commit, so a new record wakes
-//! them at once and an idle ledger costs them nothing.
+//! them at once and an idle ledger costs them nothing. Commit listeners are called on the
+//! committing thread instead: no thread of their own to wake per commit.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -21,13 +22,27 @@ struct WatchState {
     closed: bool,
     /// Why the writer refuses every write, once a commit failed.
     poisoned: Option<String>,
+    /// Threads asleep on `changed`: with none, a commit makes no wake-up system call.
+    sleepers: usize,
 }
 
+/// Called with the new head after each commit that moved it, on the committing thread.
+pub(crate) type CommitListener = Box<dyn Fn(Head) + Send + Sync>;
+
 /// The committed head, published by the writer after each durable commit.
-#[derive(Debug)]
 pub(crate) struct HeadWatch {
     state: Mutex<WatchState>,
     changed: Condvar,
+    /// Dropped at close, so whatever they hold (a channel's sender) tells its receivers.
+    listeners: Mutex<Vec<CommitListener>>,
+}
+
+impl std::fmt::Debug for HeadWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeadWatch")
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
 }
 
 impl HeadWatch {
@@ -37,8 +52,25 @@ impl HeadWatch {
                 head,
                 closed,
                 poisoned: None,
+                sleepers: 0,
             }),
             changed: Condvar::new(),
+            listeners: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn listeners(&self) -> MutexGuard<'_, Vec<CommitListener>> {
+        // A listener that panicked left the list itself whole.
+        self.listeners
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    pub(crate) fn listen(&self, listener: CommitListener) {
+        // Checked under the list's lock, so a close either sees this listener or precedes it.
+        let mut listeners = self.listeners();
+        if !self.lock().closed {
+            listeners.push(listener);
         }
     }
 
@@ -55,8 +87,17 @@ impl HeadWatch {
     }
 
     pub(crate) fn publish(&self, head: Head) {
-        self.lock().head = head;
-        self.changed.notify_all();
+        let sleepers = {
+            let mut state = self.lock();
+            state.head = head;
+            state.sleepers
+        };
+        if sleepers > 0 {
+            self.changed.notify_all();
+        }
+        for listener in self.listeners().iter() {
+            listener(head);
+        }
     }
 
     pub(crate) fn poison(&self, cause: String) {
@@ -71,6 +112,8 @@ impl HeadWatch {
     pub(crate) fn close(&self) {
         self.lock().closed = true;
         self.changed.notify_all();
+        let listeners = std::mem::take(&mut *self.listeners());
+        drop(listeners);
     }
 
     /// Waits until the head passes `seq` or the watch closes; false on timeout.
@@ -83,22 +126,27 @@ impl HeadWatch {
             if state.closed {
                 return WaitResult::Closed;
             }
-            state = match deadline {
+            let left = match deadline {
+                None => None,
+                Some(deadline) => match deadline.saturating_duration_since(Instant::now()) {
+                    left if left.is_zero() => return WaitResult::TimedOut,
+                    left => Some(left),
+                },
+            };
+            state.sleepers += 1;
+            state = match left {
                 None => self
                     .changed
                     .wait(state)
                     .unwrap_or_else(|poison| poison.into_inner()),
-                Some(deadline) => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return WaitResult::TimedOut;
-                    }
+                Some(left) => {
                     self.changed
                         .wait_timeout(state, left)
                         .unwrap_or_else(|poison| poison.into_inner())
                         .0
                 }
             };
+            state.sleepers -= 1;
         }
     }
 }
@@ -110,7 +158,7 @@ enum WaitResult {
 }
 
 /// Follows the committed head without reading records: for whoever only needs to know that
-/// something committed (the daemon's SSE fan-out). Holds no reader, so it keeps neither the
+/// something committed, or that the ledger closed. Holds no reader, so it keeps neither the
 /// writer nor the file open.
 #[derive(Clone)]
 pub struct HeadFollower {
@@ -129,6 +177,12 @@ impl HeadFollower {
             WaitResult::Ready => Some(self.watch.head()),
             WaitResult::TimedOut | WaitResult::Closed => None,
         }
+    }
+
+    /// Blocks until no more commits will come: the ledger closed (its writer stopped and every
+    /// handle was dropped) or its writer is poisoned.
+    pub fn wait_closed(&self) {
+        while self.wait_for(u64::MAX).is_some() {}
     }
 }
 

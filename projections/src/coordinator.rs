@@ -87,6 +87,15 @@ impl Drop for CallerGuard {
     }
 }
 
+/// How a command reaches the writer.
+#[derive(Clone, Copy)]
+enum Dispatch {
+    /// Queued: commands sent together share a commit.
+    Queue,
+    /// Committed on the caller's thread if the writer is idle (the caller waits anyway).
+    Now,
+}
+
 /// Asks the writer to drop the waits of callers that went away; many departures between two
 /// batches cost one request.
 #[derive(Clone)]
@@ -229,9 +238,10 @@ impl Coordinator {
         self.ledger.now().max(self.state().ts)
     }
 
-    /// Runs `command` and returns its answer once its events are durable.
+    /// Runs `command` and returns its answer once its events are durable. Committed on this
+    /// thread when the writer is idle (see [`Ledger::run_job`]).
     pub fn execute(&self, command: Command) -> Result<Outcome, CommandError> {
-        self.submit(command)?.wait()
+        self.pending(command, None, Dispatch::Now)?.wait()
     }
 
     /// Queues `command` without waiting, so one thread can keep many in flight.
@@ -245,11 +255,21 @@ impl Coordinator {
         command: Command,
         key: Option<String>,
     ) -> Result<PendingCommand, CommandError> {
+        self.pending(command, key, Dispatch::Queue)
+    }
+
+    fn pending(
+        &self,
+        command: Command,
+        key: Option<String>,
+        dispatch: Dispatch,
+    ) -> Result<PendingCommand, CommandError> {
         let (sender, receiver) = crossbeam_channel::bounded(1);
-        let caller = self.submit_watched(command, key, move |answer| {
+        let answer = move |answer| {
             // A caller that stopped waiting is not an error.
             let _ = sender.send(answer);
-        })?;
+        };
+        let caller = self.watched(command, key, answer, dispatch)?;
         Ok(PendingCommand {
             receiver,
             _caller: caller,
@@ -269,10 +289,33 @@ impl Coordinator {
         key: Option<String>,
         answer: impl FnOnce(Result<Outcome, CommandError>) + Send + 'static,
     ) -> Result<CallerGuard, CommandError> {
+        self.watched(command, key, answer, Dispatch::Queue)
+    }
+
+    /// As [`Coordinator::submit_watched`], for a caller that waits for the answer right away:
+    /// when the writer is idle the command commits on this thread, and `answer` has been called
+    /// before this returns. Blocks for one commit, so an async server calls it only for a
+    /// request it answers alone (a batch's commands are queued, to share a commit).
+    pub fn run_watched(
+        &self,
+        command: Command,
+        key: Option<String>,
+        answer: impl FnOnce(Result<Outcome, CommandError>) + Send + 'static,
+    ) -> Result<CallerGuard, CommandError> {
+        self.watched(command, key, answer, Dispatch::Now)
+    }
+
+    fn watched(
+        &self,
+        command: Command,
+        key: Option<String>,
+        answer: impl FnOnce(Result<Outcome, CommandError>) + Send + 'static,
+        dispatch: Dispatch,
+    ) -> Result<CallerGuard, CommandError> {
         let gone = Arc::new(AtomicBool::new(false));
         let watching = Arc::clone(&gone);
         let reply = Reply::watched(answer, move || watching.load(Ordering::Acquire));
-        self.send_command(command, key, reply)?;
+        self.send_command(command, key, reply, dispatch)?;
         Ok(CallerGuard {
             gone,
             prune: Some(PruneRequest {
@@ -290,7 +333,7 @@ impl Coordinator {
         command: Command,
         answer: impl FnOnce(Result<Outcome, CommandError>) + Send + 'static,
     ) -> Result<(), CommandError> {
-        self.send_command(command, None, Reply::new(answer))
+        self.send_command(command, None, Reply::new(answer), Dispatch::Queue)
     }
 
     fn send_command(
@@ -298,19 +341,23 @@ impl Coordinator {
         command: Command,
         key: Option<String>,
         reply: Reply,
+        dispatch: Dispatch,
     ) -> Result<(), CommandError> {
-        self.ledger
-            .send_job(Box::new(CommandJob {
-                command,
-                key,
-                reply,
-            }))
-            .map_err(|error| match error {
-                LedgerError::WriterStopped => CommandError::Closing,
-                other => CommandError::NotDurable {
-                    cause: other.to_string(),
-                },
-            })
+        let job = Box::new(CommandJob {
+            command,
+            key,
+            reply,
+        });
+        let sent = match dispatch {
+            Dispatch::Queue => self.ledger.send_job(job),
+            Dispatch::Now => self.ledger.run_job(job),
+        };
+        sent.map_err(|error| match error {
+            LedgerError::WriterStopped => CommandError::Closing,
+            other => CommandError::NotDurable {
+                cause: other.to_string(),
+            },
+        })
     }
 
     /// Returns once every command sent before it has been answered and every expiry due by the

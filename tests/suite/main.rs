@@ -22,3 +22,4 @@ mod state_machine;
 mod tail;
 mod tamper;
 mod telemetry;
+mod writer;

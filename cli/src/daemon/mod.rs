@@ -458,7 +458,8 @@ pub async fn serve(
         .map_err(|error| Error::Config(error.to_string()))?;
     let open_ms = verifying.elapsed().as_secs_f64() * 1e3;
     let (live_tx, live) = watch::channel(coordinator.ledger().head()?.seq);
-    let fanout = spawn_fanout(&coordinator, live_tx)?;
+    fan_out(&coordinator, live_tx);
+    let closing = coordinator.ledger().follow_head();
     let (shutdown_tx, shutdown) = watch::channel(false);
     let metrics = Arc::new(Metrics::default());
     let app = Arc::new(App {
@@ -527,18 +528,16 @@ pub async fn serve(
         watching.clone(),
     );
     tokio::join!(tcp_server, unix_server);
-    // Dropping the last handle stops the writer after its batch in flight and closes the file
-    // once the fan-out thread, woken by the close, has dropped its reader.
+    // Dropping the last handle stops the writer after what is queued and closes the file
+    // (a request still in flight holds a handle until it is answered).
     drop(app);
-    let closed = tokio::task::spawn_blocking(move || fanout.join()).await;
+    let closed = tokio::task::spawn_blocking(move || closing.wait_closed()).await;
     // The socket goes last: once it is gone the file is free, so whoever waits for it (a
     // daemon taking over, a client starting a new one) can open the file at once.
     if our_socket.is_some() && socket_inode(&config.socket) == our_socket {
         let _ = std::fs::remove_file(&config.socket);
     }
-    closed
-        .map_err(|error| Error::Config(format!("the fan-out thread failed: {error}")))?
-        .map_err(|_| Error::Config("the fan-out thread panicked".to_owned()))?;
+    closed.map_err(|error| Error::Config(format!("waiting for the ledger to close: {error}")))?;
     tracing::info!("stopped; the ledger is closed");
     Ok(())
 }
@@ -575,24 +574,13 @@ fn bind_socket(path: &Path) -> Result<tokio::net::UnixListener, Error> {
     Ok(listener)
 }
 
-/// Follows the committed head on a thread and publishes its seq to SSE streams, which read the
-/// records themselves: the ledger is the buffer, so no record is held in memory for a slow
-/// subscriber, and nothing is read here. The thread ends when the ledger closes.
-fn spawn_fanout(
-    coordinator: &Coordinator,
-    live: watch::Sender<u64>,
-) -> Result<std::thread::JoinHandle<()>, Error> {
-    let mut seen = coordinator.ledger().head()?.seq;
-    let head = coordinator.ledger().follow_head();
-    let thread = std::thread::Builder::new()
-        .name("fleetlog-fanout".to_owned())
-        .spawn(move || {
-            while let Some(committed) = head.wait_for(seen + 1) {
-                seen = committed.seq;
-                live.send_replace(seen);
-            }
-        })?;
-    Ok(thread)
+/// Publishes each committed seq to SSE streams, which read the records themselves: the ledger
+/// is the buffer, so no record is held in memory for a slow subscriber. Runs on the committing
+/// thread (a watch channel's send never blocks); the sender is dropped when the ledger closes.
+fn fan_out(coordinator: &Coordinator, live: watch::Sender<u64>) {
+    coordinator.ledger().on_commit(move |head| {
+        live.send_replace(head.seq);
+    });
 }
 
 async fn require_token(State(app): State<Shared>, request: Request, next: Next) -> Response {
