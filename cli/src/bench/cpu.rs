@@ -77,6 +77,17 @@ impl CpuMark {
     }
 }
 
+impl CpuPerOp {
+    /// All of it as the server's, for a run with no load generator to split off: embedded, the
+    /// ledger commits on its callers' threads, and a bench client there does nothing else.
+    pub fn all_server(self) -> CpuPerOp {
+        CpuPerOp {
+            server_us: Some(self.server_us.unwrap_or(0.0) + self.client_us.unwrap_or(0.0)),
+            client_us: None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -517,7 +517,7 @@ pub fn embedded(
     let head = fleet.0.ledger().head()?.seq;
     let cpu = cpu_before
         .zip(cpu_after)
-        .map(|(before, after)| before.per_op(&after, run.0, true));
+        .map(|(before, after)| before.per_op(&after, run.0, true).all_server());
     let mut result = result("embedded".into(), workload, clients, run).with_cpu(cpu);
     let (events, commits) = (after.events - before.events, after.commits - before.commits);
     result.events_per_sec = Some(events as f64 / result.seconds.max(1e-9));
