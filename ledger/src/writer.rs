@@ -228,7 +228,9 @@ impl WriterHandle {
     pub(crate) fn run_now(&self, request: Request) -> Result<(), Error> {
         let mut writer = match self.core.try_lock() {
             // Queued requests came first, and the writer thread is already on its way to them.
-            Ok(writer) if self.sender.is_empty() => writer,
+            // Under load (the last batch held several requests) a batch of one would only
+            // split group commit and hold this thread for a commit: queue instead.
+            Ok(writer) if self.sender.is_empty() && !writer.under_load => writer,
             Ok(_) | Err(TryLockError::WouldBlock) => return self.queue(request),
             Err(TryLockError::Poisoned(_)) => return Err(Error::WriterStopped),
         };
@@ -274,6 +276,7 @@ pub(crate) fn spawn(setup: WriterSetup) -> Result<WriterHandle, Error> {
         wal: setup.wal,
         poisoned: None,
         sleeps_until: None,
+        under_load: false,
     }));
     let thread_core = Arc::clone(&core);
     let thread = std::thread::Builder::new()
@@ -367,6 +370,8 @@ struct Writer {
     poisoned: Option<String>,
     /// The deadline the writer thread last went to sleep until (`None`: no deadline).
     sleeps_until: Option<Timestamp>,
+    /// The last batch held more than one request: others are committing too.
+    under_load: bool,
 }
 
 /// Why the writer thread woke up.
@@ -455,6 +460,7 @@ impl Writer {
     }
 
     fn commit(&mut self, batch: Vec<Request>) {
+        self.under_load = batch.len() > 1;
         if let Some(cause) = &self.poisoned {
             for request in batch {
                 request.fail(Error::WriterPoisoned {
