@@ -8,11 +8,6 @@
 
 mod commands;
 
-/// Every request allocates and frees many small objects on several threads (parsed JSON,
-/// records, replies); glibc's malloc spent ~10% of the daemon's CPU at 50 clients in `perf`.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use commands::{benchmark, fleet, output};
 
 use std::path::PathBuf;
