@@ -3,9 +3,16 @@
 //! all over the file). redb then commits the same batch with `Durability::None`, and durably
 //! (a checkpoint) once a second or when the log is full.
 //!
-//! The log is `<ledger>.wal`, preallocated and zero-filled once, so an `fdatasync` flushes data
-//! blocks only, never file-size metadata. A checkpoint starts a new generation: frames are
-//! written from offset 0 again, each naming the seq of the checkpoint it follows (`base`).
+//! The log is `<ledger>.wal`, preallocated and zero-filled once, so a sync flushes data blocks
+//! only, never file-size metadata. A checkpoint starts a new generation: frames are written
+//! from offset 0 again, each naming the seq of the checkpoint it follows (`base`).
+//!
+//! Frames are written with `O_DIRECT | O_DSYNC` where the file system allows it: whole 4 KiB
+//! blocks (the frame, the bytes of earlier frames sharing its first block, zeros after it)
+//! straight to the device, durable when the write returns. That skips the page cache's
+//! write-back work an `fdatasync` does, which was a quarter of the writer's CPU per batch.
+//! Elsewhere (tmpfs, some network file systems) frames go through the page cache and an
+//! `fdatasync`; the bytes on disk are the same frames either way.
 //!
 //! Frame: `FLW1` ‖ payload length (u32) ‖ base (u64) ‖ head before (48) ‖ head after (48) ‖
 //! payload ‖ blake3 of all before it (32). The payload is the batch's redo list: every table
@@ -35,6 +42,8 @@ use crate::limits::{WAL_BYTES, WAL_CHECKPOINT_INTERVAL_MS};
 use crate::storage::{self, Head, META, META_HEAD, Tables, decode_head, encode_head};
 
 const MAGIC: &[u8; 4] = b"FLW1";
+/// The unit of direct writes: a multiple of every device's logical block size in use.
+const BLOCK: usize = 4096;
 const HEADER_BYTES: usize = 4 + 4 + 8 + 48 + 48;
 const CHECKSUM_BYTES: usize = 32;
 
@@ -260,6 +269,8 @@ pub(crate) fn recover(db: &Database, path: &Path, durable: Head) -> Result<u64, 
 /// The writer's end of the log.
 pub(crate) struct Wal {
     file: File,
+    /// The same file opened `O_DIRECT | O_DSYNC`, where the file system allows it.
+    direct: Option<Direct>,
     /// Where the next frame goes.
     position: u64,
     /// The seq of the checkpoint this generation follows.
@@ -267,6 +278,49 @@ pub(crate) struct Wal {
     /// When redb last committed durably.
     checkpointed_at: Instant,
     frame: Vec<u8>,
+}
+
+/// Direct, synchronous writes of whole blocks.
+struct Direct {
+    file: File,
+    /// Room for the blocks of one write, plus slack to start them at an aligned address.
+    room: Vec<u8>,
+    /// The block holding `position`, as last written: frames before `position` in it must be
+    /// written again, unchanged, with the next frame.
+    tail: Box<[u8; BLOCK]>,
+}
+
+impl Direct {
+    fn open(path: &Path) -> Option<Direct> {
+        let file = OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_DIRECT | libc::O_DSYNC)
+            .open(path)
+            .ok()?;
+        Some(Direct {
+            file,
+            room: Vec::new(),
+            tail: Box::new([0; BLOCK]),
+        })
+    }
+
+    /// Writes `frame` at `position` (blocks whole, durable on return).
+    fn write(&mut self, frame: &[u8], position: u64) -> std::io::Result<()> {
+        let start = position - position % BLOCK as u64;
+        let prefix = (position - start) as usize;
+        let span = (prefix + frame.len()).div_ceil(BLOCK) * BLOCK;
+        if self.room.len() < span + BLOCK {
+            self.room.resize(span + BLOCK, 0);
+        }
+        let skip = self.room.as_ptr().align_offset(BLOCK);
+        let blocks = &mut self.room[skip..skip + span];
+        blocks[..prefix].copy_from_slice(&self.tail[..prefix]);
+        blocks[prefix..prefix + frame.len()].copy_from_slice(frame);
+        blocks[prefix + frame.len()..].fill(0);
+        self.file.write_all_at(blocks, start)?;
+        self.tail.copy_from_slice(&blocks[span - BLOCK..]);
+        Ok(())
+    }
 }
 
 impl Wal {
@@ -295,6 +349,7 @@ impl Wal {
         }
         Ok(Wal {
             file,
+            direct: Direct::open(&path),
             position: 0,
             base: head.seq,
             checkpointed_at: Instant::now(),
@@ -323,8 +378,13 @@ impl Wal {
         self.frame.extend_from_slice(&redo.bytes);
         let checksum = blake3::hash(&self.frame);
         self.frame.extend_from_slice(checksum.as_bytes());
-        self.file.write_all_at(&self.frame, self.position)?;
-        self.file.sync_data()?;
+        match self.direct.as_mut() {
+            Some(direct) => direct.write(&self.frame, self.position)?,
+            None => {
+                self.file.write_all_at(&self.frame, self.position)?;
+                self.file.sync_data()?;
+            }
+        }
         self.position += self.frame.len() as u64;
         Ok(())
     }
@@ -382,6 +442,68 @@ mod tests {
         storage::read_meta(&db.begin_read().expect("read"), path)
             .expect("meta")
             .head
+    }
+
+    /// A batch after `prev` whose frame is `pad` bytes longer (a longer idempotency key).
+    fn padded_batch_after(prev: &Head, pad: usize) -> (Head, Redo) {
+        let (head, mut redo) = batch_after(prev);
+        redo.idempotency_key(&"p".repeat(pad.max(1)), &[9; 48]);
+        (head, redo)
+    }
+
+    #[test]
+    fn direct_and_buffered_writes_leave_the_same_frames_across_block_boundaries() {
+        let mut logs = Vec::new();
+        for direct in [true, false] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let (db, path, durable) = new_ledger(dir.path());
+            let mut wal = Wal::open(&path, &durable).expect("wal");
+            if direct {
+                // This file system (ext4 in CI) takes direct writes; the test is about them.
+                assert!(
+                    wal.direct.is_some(),
+                    "O_DIRECT refused on {}",
+                    path.display()
+                );
+            } else {
+                wal.direct = None;
+            }
+            let mut prev = durable;
+            // Sizes that end frames inside a block, exactly on a boundary, and span several.
+            for pad in [10, 3000, 4096, 1, 9000, 700, 5000, 123] {
+                let (head, redo) = padded_batch_after(&prev, pad);
+                wal.append(&prev, &head, &redo).expect("append");
+                prev = head;
+            }
+            let end = wal.position;
+            let mut bytes = vec![0; end as usize];
+            File::open(path_for(&path))
+                .expect("wal file")
+                .read_exact_at(&mut bytes, 0)
+                .expect("read");
+            assert_eq!(
+                recover(&db, &path, stored_head(&db, &path)).expect("recover"),
+                8,
+                "direct={direct}: every frame comes back"
+            );
+            assert_eq!(stored_head(&db, &path), prev);
+            logs.push(bytes);
+        }
+        // The heads differ (each ledger has its own id), so compare the frames' shape: the
+        // same lengths at the same offsets.
+        let lengths = |log: &[u8]| {
+            let mut offset = 0;
+            let mut lengths = Vec::new();
+            while offset + HEADER_BYTES <= log.len() && &log[offset..offset + 4] == MAGIC {
+                let len = u32::from_le_bytes(log[offset + 4..offset + 8].try_into().expect("4"));
+                let frame = HEADER_BYTES + len as usize + CHECKSUM_BYTES;
+                lengths.push((offset, frame));
+                offset += frame;
+            }
+            lengths
+        };
+        assert_eq!(lengths(&logs[0]).len(), 8);
+        assert_eq!(lengths(&logs[0]), lengths(&logs[1]));
     }
 
     #[test]
