@@ -182,7 +182,8 @@ impl HeadFollower {
     /// Blocks until no more commits will come: the ledger closed (its writer stopped and every
     /// handle was dropped) or its writer is poisoned.
     pub fn wait_closed(&self) {
-        while self.wait_for(u64::MAX).is_some() {}
+        // No head reaches u64::MAX, so this returns only once the watch closes.
+        let _ = self.watch.wait_past(u64::MAX, None);
     }
 }
 

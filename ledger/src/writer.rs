@@ -226,13 +226,18 @@ impl WriterHandle {
     /// caller that waits for the answer right away: the reply is then already there. Returns
     /// when the request is answered (committed on this thread) or queued.
     pub(crate) fn run_now(&self, request: Request) -> Result<(), Error> {
-        let mut writer = match self.core.try_lock() {
+        let idle = match self.core.try_lock() {
             // Queued requests came first, and the writer thread is already on its way to them.
             // Under load (the last batch held several requests) a batch of one would only
             // split group commit and hold this thread for a commit: queue instead.
-            Ok(writer) if self.sender.is_empty() && !writer.under_load => writer,
-            Ok(_) | Err(TryLockError::WouldBlock) => return self.queue(request),
+            Ok(writer) if self.sender.is_empty() && !writer.under_load => Some(writer),
+            Ok(_) | Err(TryLockError::WouldBlock) => None,
             Err(TryLockError::Poisoned(_)) => return Err(Error::WriterStopped),
+        };
+        // Queued only once the lock is let go: a full queue blocks, and only the writer thread,
+        // which needs the lock, empties it.
+        let Some(mut writer) = idle else {
+            return self.queue(request);
         };
         writer.commit(vec![request]);
         let nudge = writer.deadline_moved_earlier();
