@@ -112,6 +112,8 @@ impl HeadWatch {
     pub(crate) fn close(&self) {
         self.lock().closed = true;
         self.changed.notify_all();
+        // Dropped after the list's lock is let go: a listener's drop (a channel sender's) may
+        // wake its receivers, which must not find the lock held.
         let listeners = std::mem::take(&mut *self.listeners());
         drop(listeners);
     }

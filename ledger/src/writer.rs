@@ -5,7 +5,8 @@
 //! one commit.
 //!
 //! Who commits: a caller that is about to wait for its answer and finds the writer idle (lock
-//! free, queue empty) commits its request on its own thread ([`WriterHandle::run_now`]). That
+//! free, queue empty, the last batch a single request) commits its request on its own thread
+//! ([`WriterHandle::run_now`]). That
 //! saves two thread wake-ups per request, which on a small virtual machine are a large part of
 //! one durable operation's latency. Everything else goes through the bounded queue to the
 //! writer thread, which also commits at the sequencer's deadlines (expiries) and at close.
@@ -418,14 +419,21 @@ impl Writer {
         }
     }
 
-    /// How long the writer thread may sleep before the sequencer's next deadline (`None`:
-    /// until a request comes); remembered so a caller's commit can tell if it moved earlier.
-    fn next_deadline(&mut self) -> Option<Duration> {
+    /// Ledger time now, and the sequencer's next deadline (none once poisoned: nothing more
+    /// will be written).
+    fn deadline(&self) -> (Timestamp, Option<Timestamp>) {
         let now = self.time.now().max(self.head.ts);
         let deadline = match &self.poisoned {
             None => self.sequencer.as_ref().and_then(|s| s.next_deadline(now)),
             Some(_) => None,
         };
+        (now, deadline)
+    }
+
+    /// How long the writer thread may sleep before the sequencer's next deadline (`None`:
+    /// until a request comes); remembered so a caller's commit can tell if it moved earlier.
+    fn next_deadline(&mut self) -> Option<Duration> {
+        let (now, deadline) = self.deadline();
         self.sleeps_until = deadline;
         deadline.map(|deadline| {
             let micros = deadline.as_micros().saturating_sub(now.as_micros());
@@ -436,11 +444,7 @@ impl Writer {
     /// Whether the sequencer now has a deadline before the one the writer thread sleeps until
     /// (a caller's commit parked a wait or took a lease); if so, it is now remembered as such.
     fn deadline_moved_earlier(&mut self) -> bool {
-        if self.poisoned.is_some() {
-            return false;
-        }
-        let now = self.time.now().max(self.head.ts);
-        let Some(next) = self.sequencer.as_ref().and_then(|s| s.next_deadline(now)) else {
+        let Some(next) = self.deadline().1 else {
             return false;
         };
         let earlier = self.sleeps_until.is_none_or(|until| next < until);
@@ -465,7 +469,9 @@ impl Writer {
     }
 
     fn commit(&mut self, batch: Vec<Request>) {
-        self.under_load = batch.len() > 1;
+        // A nudge is not a request: a batch of one request and a nudge is still unloaded.
+        let requests = batch.iter().filter(|r| !matches!(r, Request::Tick)).count();
+        self.under_load = requests > 1;
         if let Some(cause) = &self.poisoned {
             for request in batch {
                 request.fail(Error::WriterPoisoned {
