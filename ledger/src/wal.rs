@@ -378,12 +378,24 @@ impl Wal {
         self.frame.extend_from_slice(&redo.bytes);
         let checksum = blake3::hash(&self.frame);
         self.frame.extend_from_slice(checksum.as_bytes());
-        match self.direct.as_mut() {
-            Some(direct) => direct.write(&self.frame, self.position)?,
-            None => {
-                self.file.write_all_at(&self.frame, self.position)?;
-                self.file.sync_data()?;
+        let written = match self
+            .direct
+            .as_mut()
+            .map(|d| d.write(&self.frame, self.position))
+        {
+            Some(Ok(())) => true,
+            // A file system that opened the file O_DIRECT but refuses such writes: from now
+            // on through the page cache, which writes the same bytes at the same offsets.
+            Some(Err(error)) if error.raw_os_error() == Some(libc::EINVAL) => {
+                self.direct = None;
+                false
             }
+            Some(Err(error)) => return Err(error.into()),
+            None => false,
+        };
+        if !written {
+            self.file.write_all_at(&self.frame, self.position)?;
+            self.file.sync_data()?;
         }
         self.position += self.frame.len() as u64;
         Ok(())
