@@ -3,12 +3,13 @@
 //! the state machine and `wire::answer` use, so the client adds no vocabulary of its own.
 
 pub mod backend;
+pub mod connection;
 pub mod spawn;
 
 use fleetlog_projections::commands::Register;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -24,6 +25,7 @@ use serde_json::Value;
 
 use crate::error::Error;
 use crate::wire::Query;
+use connection::Connection;
 
 /// Where the daemon listens.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -77,6 +79,49 @@ impl Credentials {
             .get(agent)
             .cloned();
         issued.or_else(|| crate::identity::credential_for(self.db.as_deref(), agent, false))
+    }
+
+    /// The credential header for a command acting as `agent`, if there is a credential.
+    fn header(&self, agent: &str) -> Vec<(&'static str, String)> {
+        self.for_agent(agent)
+            .map(|credential| (crate::identity::CREDENTIAL_HEADER, credential))
+            .into_iter()
+            .collect()
+    }
+
+    /// One credential per batch: the first command's agent's (a batch acting as several agents
+    /// needs the operator's).
+    fn batch_header(&self, commands: &[Command]) -> Vec<(&'static str, String)> {
+        commands
+            .first()
+            .map(|command| self.header(command.agent()))
+            .unwrap_or_default()
+    }
+
+    /// Keeps the credential a registration was answered with.
+    fn command_answered(&self, command: &Command, answer: &Value) {
+        if let Command::Register(Register { agent, .. }) = command {
+            self.issued(agent, answer);
+        }
+    }
+
+    /// Each command's own answer from a batch's, keeping the credentials registrations issued.
+    fn batch_answered(&self, commands: &[Command], answer: &Value) -> Vec<Result<Outcome, Error>> {
+        let results = answer["results"].as_array().cloned().unwrap_or_default();
+        for (command, result) in commands.iter().zip(&results) {
+            self.command_answered(command, result);
+        }
+        results
+            .into_iter()
+            .map(|result| match result.get("error") {
+                Some(code) => Err(Error::Api {
+                    status: 200,
+                    code: code.as_str().unwrap_or("unknown").to_owned(),
+                    message: result["message"].as_str().unwrap_or_default().to_owned(),
+                }),
+                None => outcome(result),
+            })
+            .collect()
     }
 
     /// Keeps a credential a registration answered with, in memory and beside the database.
@@ -207,19 +252,7 @@ impl Client {
             .await
             .map_err(|error| Error::Transport(error.to_string()))?
             .to_bytes();
-        let value: Value = serde_json::from_slice(&bytes).map_err(|error| {
-            Error::Transport(format!(
-                "the daemon answered {status} with something that is not JSON: {error}"
-            ))
-        })?;
-        match status.is_success() {
-            true => Ok(value),
-            false => Err(Error::Api {
-                status: status.as_u16(),
-                code: value["error"].as_str().unwrap_or("unknown").to_owned(),
-                message: value["message"].as_str().unwrap_or("no message").to_owned(),
-            }),
-        }
+        answer_value(status.as_u16(), &bytes)
     }
 
     /// Runs a command; returns once the daemon answered (after the commit, or when a wait ends).
@@ -234,18 +267,12 @@ impl Client {
         let value = self
             .request_with(Method::POST, "/v1/commands", Some(&body), &headers)
             .await?;
-        if let Command::Register(Register { agent, .. }) = command {
-            self.credentials.issued(agent, &value);
-        }
+        self.credentials.command_answered(command, &value);
         Ok((outcome(value.clone())?, value))
     }
 
     fn credential_header(&self, agent: &str) -> Vec<(&'static str, String)> {
-        self.credentials
-            .for_agent(agent)
-            .map(|credential| (crate::identity::CREDENTIAL_HEADER, credential))
-            .into_iter()
-            .collect()
+        self.credentials.header(agent)
     }
 
     /// Runs several commands in one request (`POST /v1/batch`); each has its own answer.
@@ -254,32 +281,11 @@ impl Client {
         commands: &[Command],
     ) -> Result<Vec<Result<Outcome, Error>>, Error> {
         let body = serde_json::json!({ "commands": commands });
-        // One credential per request: the first command's agent's (a batch acting as several
-        // agents needs the operator's).
-        let headers = commands
-            .first()
-            .map(|command| self.credential_header(command.agent()))
-            .unwrap_or_default();
+        let headers = self.credentials.batch_header(commands);
         let value = self
             .request_with(Method::POST, "/v1/batch", Some(&body), &headers)
             .await?;
-        let results = value["results"].as_array().cloned().unwrap_or_default();
-        for (command, result) in commands.iter().zip(&results) {
-            if let Command::Register(Register { agent, .. }) = command {
-                self.credentials.issued(agent, result);
-            }
-        }
-        Ok(results
-            .into_iter()
-            .map(|result| match result.get("error") {
-                Some(code) => Err(Error::Api {
-                    status: 200,
-                    code: code.as_str().unwrap_or("unknown").to_owned(),
-                    message: result["message"].as_str().unwrap_or_default().to_owned(),
-                }),
-                None => outcome(result),
-            })
-            .collect())
+        Ok(self.credentials.batch_answered(commands, &value))
     }
 
     pub async fn query(&self, query: &Query) -> Result<Value, Error> {
@@ -388,19 +394,28 @@ impl SseParser {
     }
 }
 
-/// A blocking client: the async one on a private single-threaded runtime.
+/// A blocking client: plain HTTP/1.1 on a kept connection (see [`connection`]), no runtime.
+/// Streams (`follow`) use the async client, on a runtime made when first needed.
 pub struct BlockingClient {
-    runtime: tokio::runtime::Runtime,
-    client: Client,
+    endpoint: Endpoint,
+    credentials: Credentials,
+    /// The kept connection, when no request is using it. Callers on several threads at once
+    /// each take or open their own.
+    idle: Mutex<Option<Connection>>,
+    streaming: OnceLock<(tokio::runtime::Runtime, Client)>,
 }
+
+/// How long [`BlockingClient::for_db`] waits for a daemon's health answer.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 impl BlockingClient {
     pub fn new(endpoint: Endpoint) -> Result<Self, Error> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let client = runtime.block_on(async { Client::new(endpoint) });
-        Ok(BlockingClient { runtime, client })
+        Ok(BlockingClient {
+            endpoint,
+            credentials: Credentials::default(),
+            idle: Mutex::new(None),
+            streaming: OnceLock::new(),
+        })
     }
 
     /// A client for the daemon serving `db`, if one answers on its socket within a second.
@@ -409,61 +424,124 @@ impl BlockingClient {
         if !socket.exists() {
             return None;
         }
-        let mut client = Self::new(Endpoint::Unix(socket)).ok()?;
-        client.client = client.client.with_db(db);
-        let health = client.runtime.block_on(async {
-            tokio::time::timeout(Duration::from_secs(1), client.client.health()).await
-        });
-        matches!(health, Ok(Ok(_))).then_some(client)
+        let client = Self::new(Endpoint::Unix(socket)).ok()?.with_db(db);
+        let mut connection = Connection::open(&client.endpoint).ok()?;
+        connection.set_timeout(Some(PROBE_TIMEOUT)).ok()?;
+        let health = connection.exchange(&client.endpoint, "GET", "/v1/health", &[], None);
+        if !health.is_ok_and(|answer| answer.status == 200) {
+            return None;
+        }
+        connection.set_timeout(None).ok()?;
+        client.keep(connection);
+        Some(client)
+    }
+
+    /// The kept connection if it can carry another request, else a new one.
+    fn connection(&self) -> Result<Connection, Error> {
+        let kept = self
+            .idle
+            .lock()
+            .expect("the idle connection slot is never poisoned")
+            .take();
+        match kept {
+            Some(connection) if connection.reusable() => Ok(connection),
+            _ => Connection::open(&self.endpoint),
+        }
+    }
+
+    fn keep(&self, connection: Connection) {
+        let mut idle = self
+            .idle
+            .lock()
+            .expect("the idle connection slot is never poisoned");
+        if idle.is_none() {
+            *idle = Some(connection);
+        }
+    }
+
+    fn request_with(
+        &self,
+        method: &Method,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, String)],
+    ) -> Result<Value, Error> {
+        let body = body.map(|body| serde_json::to_vec(body).expect("JSON values serialise"));
+        let mut connection = self.connection()?;
+        let answer = connection.exchange(
+            &self.endpoint,
+            method.as_str(),
+            path,
+            headers,
+            body.as_deref(),
+        )?;
+        self.keep(connection);
+        answer_value(answer.status, &answer.body)
     }
 
     pub fn execute(&self, command: &Command) -> Result<Outcome, Error> {
-        self.runtime.block_on(self.client.execute(command))
+        Ok(self.execute_answer(command)?.0)
     }
 
     /// See [`Client::execute_answer`].
     pub fn execute_answer(&self, command: &Command) -> Result<(Outcome, Value), Error> {
-        self.runtime.block_on(self.client.execute_answer(command))
+        let body = serde_json::to_value(command).expect("commands serialise");
+        let headers = self.credentials.header(command.agent());
+        let value = self.request_with(&Method::POST, "/v1/commands", Some(&body), &headers)?;
+        self.credentials.command_answered(command, &value);
+        Ok((outcome(value.clone())?, value))
     }
 
     /// Another connection to the same daemon that shares this client's credentials (what one
     /// registers, the other can use).
     pub fn fork(&self) -> Result<BlockingClient, Error> {
-        let mut forked = BlockingClient::new(self.client.endpoint.clone())?;
-        forked.client.credentials = self.client.credentials.clone();
+        let mut forked = BlockingClient::new(self.endpoint.clone())?;
+        forked.credentials = self.credentials.clone();
         Ok(forked)
     }
 
     /// See [`Client::with_db`].
     pub fn with_db(mut self, db: &Path) -> Self {
-        self.client = self.client.with_db(db);
+        self.credentials.db = Some(db.to_owned());
         self
     }
 
     /// See [`Client::as_operator`].
     pub fn as_operator(mut self, as_operator: bool) -> Self {
-        self.client = self.client.as_operator(as_operator);
+        self.credentials.as_operator = as_operator;
         self
     }
 
     /// See [`Client::set_credential`].
     pub fn set_credential(&self, agent: &str, credential: &str) {
-        self.client.set_credential(agent, credential);
+        self.credentials
+            .issued
+            .lock()
+            .expect("the credentials map is never poisoned")
+            .insert(agent.to_owned(), credential.to_owned());
     }
 
+    /// See [`Client::execute_batch`].
     pub fn execute_batch(
         &self,
         commands: &[Command],
     ) -> Result<Vec<Result<Outcome, Error>>, Error> {
-        self.runtime.block_on(self.client.execute_batch(commands))
+        let body = serde_json::json!({ "commands": commands });
+        let headers = self.credentials.batch_header(commands);
+        let value = self.request_with(&Method::POST, "/v1/batch", Some(&body), &headers)?;
+        Ok(self.credentials.batch_answered(commands, &value))
     }
 
     pub fn query(&self, query: &Query) -> Result<Value, Error> {
-        self.runtime.block_on(self.client.query(query))
+        let body = serde_json::to_value(query).expect("queries serialise");
+        self.request(Method::POST, "/v1/queries", Some(&body))
     }
 
+    /// See [`Client::query_as_of`].
     pub fn query_as_of(&self, query: &Query, as_of: &str) -> Result<Value, Error> {
-        self.runtime.block_on(self.client.query_as_of(query, as_of))
+        let mut body = serde_json::to_value(query).expect("queries serialise");
+        body["as_of"] = Value::String(as_of.to_owned());
+        self.request(Method::POST, "/v1/queries", Some(&body))
     }
 
     pub fn request(
@@ -472,12 +550,39 @@ impl BlockingClient {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Value, Error> {
-        self.runtime
-            .block_on(self.client.request(method, path, body))
+        self.request_with(&method, path, body, &[])
     }
 
+    /// See [`Client::follow`].
     pub fn follow(&self, from: u64, on_record: impl FnMut(Record) -> bool) -> Result<u64, Error> {
-        self.runtime.block_on(self.client.follow(from, on_record))
+        let (runtime, client) = match self.streaming.get() {
+            Some(streaming) => streaming,
+            None => {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                let client = runtime.block_on(async { Client::new(self.endpoint.clone()) });
+                self.streaming.get_or_init(|| (runtime, client))
+            }
+        };
+        runtime.block_on(client.follow(from, on_record))
+    }
+}
+
+/// An answer's JSON; an error status becomes [`Error::Api`].
+fn answer_value(status: u16, body: &[u8]) -> Result<Value, Error> {
+    let value: Value = serde_json::from_slice(body).map_err(|error| {
+        Error::Transport(format!(
+            "the daemon answered {status} with something that is not JSON: {error}"
+        ))
+    })?;
+    match (200..300).contains(&status) {
+        true => Ok(value),
+        false => Err(Error::Api {
+            status,
+            code: value["error"].as_str().unwrap_or("unknown").to_owned(),
+            message: value["message"].as_str().unwrap_or("no message").to_owned(),
+        }),
     }
 }
 
