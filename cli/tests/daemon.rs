@@ -4,7 +4,8 @@
 //! loses no acknowledged event; an SSE subscriber resumes across a restart; bad requests get the
 //! right status and change nothing. The edge: a long-poll whose client gave up (HTTP timeout,
 //! Ctrl-C) consumes nothing; a timed-out wait answers 200; a keyed retry appends once across a
-//! SIGKILL; 5,000 idle connections lock nobody out; SIGTERM ends within the grace period.
+//! SIGKILL; 5,000 idle connections lock nobody out; SIGTERM ends within the grace period; a
+//! client's kept connection survives a restart without sending anything twice.
 
 use fleetlog_projections::commands::{
     AcquireLock, Claim, CustomEvent, Enqueue, ReceiveSignal, Register, ReleaseLock, SendSignal,
@@ -963,4 +964,38 @@ fn a_client_idle_past_the_daemons_keep_alive_limit_still_gets_answers() {
         payload: Json::null(),
     }));
     assert!(matches!(answer, Ok(Outcome::Appended { .. })), "{answer:?}");
+}
+
+/// The blocking client keeps its connection between requests. A daemon that went away (and a
+/// new one on the same socket) must cost nothing: the next command goes out once, on a new
+/// connection, and is appended exactly once.
+#[test]
+fn a_kept_client_connection_survives_a_daemon_restart_and_sends_each_command_once() {
+    let (_dir, db) = new_db();
+    let mut daemon = Daemon::start(&db, &[]);
+    let client = BlockingClient::new(Endpoint::Unix(daemon.socket.clone())).expect("client");
+    register(&client, "steady");
+    let custom = |kind: &str| {
+        Command::Custom(CustomEvent {
+            agent: "steady".into(),
+            kind: kind.into(),
+            payload: Json::null(),
+        })
+    };
+    let Outcome::Appended { seq: before } = client.execute(&custom("before")).expect("append")
+    else {
+        panic!("a custom event is appended");
+    };
+    daemon.terminate();
+    let restarted = Daemon::start(&db, &[]);
+    let answer = client.execute(&custom("after_restart"));
+    assert!(
+        matches!(answer, Ok(Outcome::Appended { seq }) if seq == before + 1),
+        "the first command after a restart is appended once, right after the last: {answer:?}"
+    );
+    let head = client
+        .request(fleetlog::client::Method::GET, "/v1/head", None)
+        .expect("head");
+    assert_eq!(head["seq"].as_u64(), Some(before + 1), "{head}");
+    drop(restarted);
 }
