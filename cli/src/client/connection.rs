@@ -112,6 +112,7 @@ pub struct Answer {
 
 /// A connection and what it has read past the last answer.
 pub struct Connection {
+    endpoint: Endpoint,
     stream: Stream,
     /// Bytes read from the socket and not yet consumed, from `start`.
     buffer: Vec<u8>,
@@ -125,6 +126,7 @@ impl Connection {
     pub fn open(endpoint: &Endpoint) -> Result<Connection, Error> {
         let stream = Stream::connect(endpoint).map_err(|error| transport(endpoint, &error))?;
         Ok(Connection {
+            endpoint: endpoint.clone(),
             stream,
             buffer: Vec::with_capacity(READ_CHUNK),
             start: 0,
@@ -149,7 +151,6 @@ impl Connection {
     /// Sends one request and reads its whole answer.
     pub fn exchange(
         &mut self,
-        endpoint: &Endpoint,
         method: &str,
         path: &str,
         headers: &[(&str, String)],
@@ -157,13 +158,13 @@ impl Connection {
     ) -> Result<Answer, Error> {
         // Until the answer is read whole, the connection is in an unknown state.
         self.spent = true;
-        let request = encode_request(endpoint, method, path, headers, body);
+        let request = encode_request(&self.endpoint, method, path, headers, body);
         self.stream
             .write_all(&request)
-            .map_err(|error| transport(endpoint, &error))?;
+            .map_err(|error| transport(&self.endpoint, &error))?;
         let answer = self
             .read_answer()
-            .map_err(|error| transport(endpoint, &error))?;
+            .map_err(|error| transport(&self.endpoint, &error))?;
         self.idle_since = Instant::now();
         Ok(answer)
     }
@@ -418,13 +419,7 @@ mod tests {
         let (endpoint, server) = serve(answers, 3);
         let mut connection = Connection::open(&endpoint).expect("connect");
         let first = connection
-            .exchange(
-                &endpoint,
-                "POST",
-                "/v1/commands",
-                &[("x-a", "b".into())],
-                Some(b"{}"),
-            )
+            .exchange("POST", "/v1/commands", &[("x-a", "b".into())], Some(b"{}"))
             .expect("first answer");
         assert_eq!(
             (first.status, first.body.as_slice()),
@@ -435,7 +430,7 @@ mod tests {
             "a whole answer leaves the connection reusable"
         );
         let second = connection
-            .exchange(&endpoint, "GET", "/v1/head", &[], None)
+            .exchange("GET", "/v1/head", &[], None)
             .expect("second answer");
         assert_eq!(
             (second.status, second.body.as_slice()),
@@ -456,7 +451,7 @@ mod tests {
         let (endpoint, server) = serve(answers, 64);
         let mut connection = Connection::open(&endpoint).expect("connect");
         let answer = connection
-            .exchange(&endpoint, "GET", "/v1/head", &[], None)
+            .exchange("GET", "/v1/head", &[], None)
             .expect("answer");
         assert_eq!(answer.body, b"{}");
         assert!(!connection.reusable(), "Connection: close ends reuse");
@@ -466,7 +461,7 @@ mod tests {
         let (endpoint, server) = serve(cut, 64);
         let mut connection = Connection::open(&endpoint).expect("connect");
         // The server hangs up after the cut answer: the read must fail, not return half.
-        let result = connection.exchange(&endpoint, "GET", "/v1/head", &[], None);
+        let result = connection.exchange("GET", "/v1/head", &[], None);
         server.join().expect("server");
         let error = result.err().expect("a cut answer is an error").to_string();
         assert!(error.contains("before its answer was whole"), "{error}");
@@ -478,7 +473,7 @@ mod tests {
         let (endpoint, server) = serve(answers, 64);
         let mut connection = Connection::open(&endpoint).expect("connect");
         connection
-            .exchange(&endpoint, "GET", "/v1/head", &[], None)
+            .exchange("GET", "/v1/head", &[], None)
             .expect("answer");
         // The server thread returns and drops its socket: the daemon closing an idle connection.
         server.join().expect("server");
@@ -495,7 +490,7 @@ mod tests {
         let (endpoint, server) = serve(vec![head], 4096);
         let mut connection = Connection::open(&endpoint).expect("connect");
         let error = connection
-            .exchange(&endpoint, "GET", "/v1/head", &[], None)
+            .exchange("GET", "/v1/head", &[], None)
             .err()
             .expect("an oversized head is refused")
             .to_string();

@@ -263,16 +263,12 @@ impl Client {
     /// As [`Client::execute`], with the daemon's whole answer (a create's object and id).
     pub async fn execute_answer(&self, command: &Command) -> Result<(Outcome, Value), Error> {
         let body = serde_json::to_value(command).expect("commands serialise");
-        let headers = self.credential_header(command.agent());
+        let headers = self.credentials.header(command.agent());
         let value = self
             .request_with(Method::POST, "/v1/commands", Some(&body), &headers)
             .await?;
         self.credentials.command_answered(command, &value);
         Ok((outcome(value.clone())?, value))
-    }
-
-    fn credential_header(&self, agent: &str) -> Vec<(&'static str, String)> {
-        self.credentials.header(agent)
     }
 
     /// Runs several commands in one request (`POST /v1/batch`); each has its own answer.
@@ -289,14 +285,13 @@ impl Client {
     }
 
     pub async fn query(&self, query: &Query) -> Result<Value, Error> {
-        let body = serde_json::to_value(query).expect("queries serialise");
+        let body = query_body(query, None);
         self.request(Method::POST, "/v1/queries", Some(&body)).await
     }
 
     /// A query answered as of a past point: `head`, a seq, or an RFC 3339 time.
     pub async fn query_as_of(&self, query: &Query, as_of: &str) -> Result<Value, Error> {
-        let mut body = serde_json::to_value(query).expect("queries serialise");
-        body["as_of"] = Value::String(as_of.to_owned());
+        let body = query_body(query, Some(as_of));
         self.request(Method::POST, "/v1/queries", Some(&body)).await
     }
 
@@ -427,7 +422,7 @@ impl BlockingClient {
         let client = Self::new(Endpoint::Unix(socket)).ok()?.with_db(db);
         let mut connection = Connection::open(&client.endpoint).ok()?;
         connection.set_timeout(Some(PROBE_TIMEOUT)).ok()?;
-        let health = connection.exchange(&client.endpoint, "GET", "/v1/health", &[], None);
+        let health = connection.exchange("GET", "/v1/health", &[], None);
         if !health.is_ok_and(|answer| answer.status == 200) {
             return None;
         }
@@ -468,13 +463,7 @@ impl BlockingClient {
     ) -> Result<Value, Error> {
         let body = body.map(|body| serde_json::to_vec(body).expect("JSON values serialise"));
         let mut connection = self.connection()?;
-        let answer = connection.exchange(
-            &self.endpoint,
-            method.as_str(),
-            path,
-            headers,
-            body.as_deref(),
-        )?;
+        let answer = connection.exchange(method.as_str(), path, headers, body.as_deref())?;
         self.keep(connection);
         answer_value(answer.status, &answer.body)
     }
@@ -533,14 +522,13 @@ impl BlockingClient {
     }
 
     pub fn query(&self, query: &Query) -> Result<Value, Error> {
-        let body = serde_json::to_value(query).expect("queries serialise");
+        let body = query_body(query, None);
         self.request(Method::POST, "/v1/queries", Some(&body))
     }
 
     /// See [`Client::query_as_of`].
     pub fn query_as_of(&self, query: &Query, as_of: &str) -> Result<Value, Error> {
-        let mut body = serde_json::to_value(query).expect("queries serialise");
-        body["as_of"] = Value::String(as_of.to_owned());
+        let body = query_body(query, Some(as_of));
         self.request(Method::POST, "/v1/queries", Some(&body))
     }
 
@@ -567,6 +555,15 @@ impl BlockingClient {
         };
         runtime.block_on(client.follow(from, on_record))
     }
+}
+
+/// The body of `POST /v1/queries`, answered now or as of `as_of`.
+fn query_body(query: &Query, as_of: Option<&str>) -> Value {
+    let mut body = serde_json::to_value(query).expect("queries serialise");
+    if let Some(as_of) = as_of {
+        body["as_of"] = Value::String(as_of.to_owned());
+    }
+    body
 }
 
 /// An answer's JSON; an error status becomes [`Error::Api`].
