@@ -170,6 +170,32 @@ impl Connection {
     }
 
     fn read_answer(&mut self) -> io::Result<Answer> {
+        loop {
+            let (status, framing, close) = self.read_head()?;
+            // An interim answer (`100 Continue`) precedes the real one and has no body.
+            if (100..200).contains(&status) {
+                continue;
+            }
+            // RFC 9112, 6.3: these never have a body, whatever their headers say.
+            let framing = match status {
+                204 | 304 => Framing::Length(0),
+                _ => framing,
+            };
+            let body = match framing {
+                Framing::Length(len) => self.take(len)?,
+                Framing::Chunked => self.take_chunked()?,
+                Framing::UntilClose => {
+                    while self.fill_or_eof()? {}
+                    self.take(self.buffer.len() - self.start)?
+                }
+            };
+            self.spent = close || matches!(framing, Framing::UntilClose);
+            return Ok(Answer { status, body });
+        }
+    }
+
+    /// The next answer head: its status, its body's framing, and whether the daemon closes.
+    fn read_head(&mut self) -> io::Result<(u16, Framing, bool)> {
         let (status, head_len, framing, close) = loop {
             let mut headers = [httparse::EMPTY_HEADER; RESPONSE_HEADERS_MAX];
             let mut response = httparse::Response::new(&mut headers);
@@ -189,17 +215,7 @@ impl Connection {
             self.fill()?;
         };
         self.start += head_len;
-        let body = match framing {
-            Framing::Length(len) => self.take(len)?,
-            Framing::Chunked => self.take_chunked()?,
-            Framing::UntilClose => {
-                while self.fill_or_eof()? {}
-                self.take(self.buffer.len() - self.start)?
-            }
-        };
-        // 1xx answers never come from the daemon; anything else ends the exchange.
-        self.spent = close || matches!(framing, Framing::UntilClose);
-        Ok(Answer { status, body })
+        Ok((status, framing, close))
     }
 
     /// The next `len` bytes, read as needed.
@@ -442,6 +458,29 @@ mod tests {
         assert!(requests[0].contains("Content-Type: application/json\r\n"));
         assert!(requests[0].ends_with("\r\n\r\n{}"));
         assert!(requests[1].contains("Content-Length: 0\r\n"));
+    }
+
+    #[test]
+    fn an_interim_answer_is_skipped_and_a_204_has_no_body_whatever_it_claims() {
+        let answers = vec![
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}".to_vec(),
+            // No length and no close: read as "until close", this would hang.
+            b"HTTP/1.1 204 No Content\r\n\r\n".to_vec(),
+            b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nnull".to_vec(),
+        ];
+        let (endpoint, server) = serve(answers, 7);
+        let mut connection = Connection::open(&endpoint).expect("connect");
+        let first = connection.exchange("GET", "/a", &[], None).expect("first");
+        assert_eq!((first.status, first.body.as_slice()), (200, &b"{}"[..]));
+        let second = connection.exchange("GET", "/b", &[], None).expect("second");
+        assert_eq!((second.status, second.body.len()), (204, 0));
+        assert!(
+            connection.reusable(),
+            "a 204 leaves the connection reusable"
+        );
+        let third = connection.exchange("GET", "/c", &[], None).expect("third");
+        assert_eq!((third.status, third.body.as_slice()), (200, &b"null"[..]));
+        server.join().expect("server");
     }
 
     #[test]
