@@ -999,3 +999,50 @@ fn a_kept_client_connection_survives_a_daemon_restart_and_sends_each_command_onc
     assert_eq!(head["seq"].as_u64(), Some(before + 1), "{head}");
     drop(restarted);
 }
+
+/// On a one-CPU machine tokio runs one worker. Committing a request on it would leave every
+/// other connection unread for the commit, so concurrent clients would each commit alone.
+/// They must share commits instead.
+#[test]
+fn concurrent_clients_share_commits_on_a_daemon_with_one_runtime_worker() {
+    let (_dir, db) = new_db();
+    let daemon = Daemon::start_with_env(&db, &[], &[("TOKIO_WORKER_THREADS", "1")]);
+    let client = daemon.client();
+    let writer = |client: &BlockingClient| {
+        let health = client
+            .request(fleetlog::client::Method::GET, "/v1/health", None)
+            .expect("health");
+        (
+            health["writer"]["events"].as_u64().expect("events"),
+            health["writer"]["commits"].as_u64().expect("commits"),
+        )
+    };
+    const CLIENTS: usize = 16;
+    const APPENDS: usize = 20;
+    for n in 0..CLIENTS {
+        register(&client, &format!("agent-{n}"));
+    }
+    let (events_before, commits_before) = writer(&client);
+    std::thread::scope(|scope| {
+        for n in 0..CLIENTS {
+            let own = client.fork().expect("a client of its own");
+            scope.spawn(move || {
+                for i in 0..APPENDS {
+                    let answer = own.execute(&Command::Custom(CustomEvent {
+                        agent: format!("agent-{n}"),
+                        kind: "tick".into(),
+                        payload: Json::from_value(&serde_json::json!(i)),
+                    }));
+                    assert!(matches!(answer, Ok(Outcome::Appended { .. })), "{answer:?}");
+                }
+            });
+        }
+    });
+    let (events, commits) = writer(&client);
+    let (events, commits) = (events - events_before, commits - commits_before);
+    assert_eq!(events, (CLIENTS * APPENDS) as u64);
+    assert!(
+        commits < events,
+        "{events} appends from {CLIENTS} concurrent clients took {commits} commits: none shared one"
+    );
+}

@@ -177,8 +177,9 @@ pub(super) async fn stopped(mut shutdown: watch::Receiver<bool>) {
 /// How a request's command reaches the writer.
 #[derive(Clone, Copy)]
 pub(super) enum Alone {
-    /// The request's only command: committed on this runtime thread when the writer is idle,
-    /// which saves two thread wake-ups (the thread would only wait for the answer otherwise).
+    /// The request's only command: committed on this runtime thread when the writer is idle
+    /// and the runtime has another worker to serve the other connections meanwhile, which
+    /// saves two thread wake-ups (the thread would only wait for the answer otherwise).
     Yes,
     /// One of a batch's commands: queued, so they share a commit.
     No,
@@ -199,8 +200,13 @@ pub(super) async fn submit(
         let _ = sender.send(answer);
     };
     let mut caller = match alone {
-        Alone::Yes => app.coordinator.run_watched(command, key, answer)?,
-        Alone::No => app.coordinator.submit_watched(command, key, answer)?,
+        // A runtime with one worker (a one-CPU machine) must not block it for a commit: the
+        // requests waiting on other connections would go unread, each committed alone in
+        // turn (50 clients: 0.1× Redis instead of 0.4×), where queued they share commits.
+        Alone::Yes if tokio::runtime::Handle::current().metrics().num_workers() > 1 => {
+            app.coordinator.run_watched(command, key, answer)?
+        }
+        Alone::Yes | Alone::No => app.coordinator.submit_watched(command, key, answer)?,
     };
     let answer = tokio::select! {
         answer = receiver => answer.unwrap_or(Err(CommandError::Closing)),
