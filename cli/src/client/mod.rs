@@ -119,9 +119,17 @@ impl Credentials {
                     code: code.as_str().unwrap_or("unknown").to_owned(),
                     message: result["message"].as_str().unwrap_or_default().to_owned(),
                 }),
-                None => outcome(result),
+                None => outcome(&result),
             })
             .collect()
+    }
+
+    /// Uses `credential` when acting as `agent`, in this process.
+    fn remember(&self, agent: &str, credential: &str) {
+        self.issued
+            .lock()
+            .expect("the credentials map is never poisoned")
+            .insert(agent.to_owned(), credential.to_owned());
     }
 
     /// Keeps a credential a registration answered with, in memory and beside the database.
@@ -129,10 +137,7 @@ impl Credentials {
         let Some(credential) = answer.get("credential").and_then(Value::as_str) else {
             return;
         };
-        self.issued
-            .lock()
-            .expect("the credentials map is never poisoned")
-            .insert(agent.to_owned(), credential.to_owned());
+        self.remember(agent, credential);
         if let Some(db) = &self.db
             && let Err(error) = crate::identity::store_agent_credential(db, agent, credential)
         {
@@ -177,11 +182,7 @@ impl Client {
 
     /// Uses `credential` when acting as `agent`.
     pub fn set_credential(&self, agent: &str, credential: &str) {
-        self.credentials
-            .issued
-            .lock()
-            .expect("the credentials map is never poisoned")
-            .insert(agent.to_owned(), credential.to_owned());
+        self.credentials.remember(agent, credential);
     }
 
     pub fn endpoint(&self) -> &Endpoint {
@@ -268,7 +269,7 @@ impl Client {
             .request_with(Method::POST, "/v1/commands", Some(&body), &headers)
             .await?;
         self.credentials.command_answered(command, &value);
-        Ok((outcome(value.clone())?, value))
+        Ok((outcome(&value)?, value))
     }
 
     /// Runs several commands in one request (`POST /v1/batch`); each has its own answer.
@@ -454,14 +455,14 @@ impl BlockingClient {
         }
     }
 
+    /// Sends a request whose body is already JSON bytes and returns the JSON answer.
     fn request_with(
         &self,
         method: &Method,
         path: &str,
-        body: Option<&Value>,
+        body: Option<Vec<u8>>,
         headers: &[(&str, String)],
     ) -> Result<Value, Error> {
-        let body = body.map(|body| serde_json::to_vec(body).expect("JSON values serialise"));
         let mut connection = self.connection()?;
         let answer = connection.exchange(method.as_str(), path, headers, body.as_deref())?;
         self.keep(connection);
@@ -474,11 +475,11 @@ impl BlockingClient {
 
     /// See [`Client::execute_answer`].
     pub fn execute_answer(&self, command: &Command) -> Result<(Outcome, Value), Error> {
-        let body = serde_json::to_value(command).expect("commands serialise");
+        let body = serde_json::to_vec(command).expect("commands serialise");
         let headers = self.credentials.header(command.agent());
-        let value = self.request_with(&Method::POST, "/v1/commands", Some(&body), &headers)?;
+        let value = self.request_with(&Method::POST, "/v1/commands", Some(body), &headers)?;
         self.credentials.command_answered(command, &value);
-        Ok((outcome(value.clone())?, value))
+        Ok((outcome(&value)?, value))
     }
 
     /// Another connection to the same daemon that shares this client's credentials (what one
@@ -503,11 +504,7 @@ impl BlockingClient {
 
     /// See [`Client::set_credential`].
     pub fn set_credential(&self, agent: &str, credential: &str) {
-        self.credentials
-            .issued
-            .lock()
-            .expect("the credentials map is never poisoned")
-            .insert(agent.to_owned(), credential.to_owned());
+        self.credentials.remember(agent, credential);
     }
 
     /// See [`Client::execute_batch`].
@@ -515,9 +512,10 @@ impl BlockingClient {
         &self,
         commands: &[Command],
     ) -> Result<Vec<Result<Outcome, Error>>, Error> {
-        let body = serde_json::json!({ "commands": commands });
+        let body = serde_json::to_vec(&serde_json::json!({ "commands": commands }))
+            .expect("commands serialise");
         let headers = self.credentials.batch_header(commands);
-        let value = self.request_with(&Method::POST, "/v1/batch", Some(&body), &headers)?;
+        let value = self.request_with(&Method::POST, "/v1/batch", Some(body), &headers)?;
         Ok(self.credentials.batch_answered(commands, &value))
     }
 
@@ -538,6 +536,7 @@ impl BlockingClient {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Value, Error> {
+        let body = body.map(|body| serde_json::to_vec(body).expect("JSON values serialise"));
         self.request_with(&method, path, body, &[])
     }
 
@@ -585,14 +584,14 @@ fn answer_value(status: u16, body: &[u8]) -> Result<Value, Error> {
 
 /// A command's answer from the wire. A wait that timed out arrives as 200 with
 /// `"timed_out": true`; the Rust API keeps it the typed `TimedOut` refusal callers match on.
-fn outcome(value: Value) -> Result<Outcome, Error> {
+fn outcome(value: &Value) -> Result<Outcome, Error> {
     if value.get("timed_out").and_then(Value::as_bool) == Some(true) {
         let waited_ms = value["waited_ms"].as_u64().unwrap_or(0);
         return Err(Error::Command(
             fleetlog_projections::CommandError::TimedOut { waited_ms },
         ));
     }
-    serde_json::from_value(value)
+    <Outcome as serde::Deserialize>::deserialize(value)
         .map_err(|error| Error::Transport(format!("unexpected answer: {error}")))
 }
 
