@@ -3,11 +3,13 @@
 //! through an embedded coordinator with snapshots on (the default interval), for two N, and
 //! prints side by side:
 //!
-//! - bytes on disk per event: the ledger file, with the snapshot files too, and with snapshots
-//!   off (the records alone);
+//! - bytes on disk per event: the ledger file's allocated blocks ("B/event"; its length, which
+//!   counts the holes redb's doubling growth leaves, beside it), with the snapshot files too,
+//!   and with snapshots off (the records alone);
 //! - the newest snapshot's size (the hot state, encoded);
-//! - reopening: time, and the RSS of a fresh process that opened it (measured in a child, so
-//!   the bench's own allocations do not count);
+//! - reopening: time, the time without the whole-chain verification ("load": what the state
+//!   costs to load), and the RSS of a fresh process that opened it (measured in a child, so the
+//!   bench's own allocations do not count);
 //! - reading the first finished task back from the log by id (the state keeps only how it
 //!   ended), in that fresh process;
 //! - the p50/p99/max of a probe append taken between windows, with snapshots on and off (the
@@ -23,8 +25,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use fleetlog_ledger::Json;
 use fleetlog_ledger::SignalTarget;
+use fleetlog_ledger::{DiskUsage, Json, disk_usage};
 use fleetlog_projections::commands::{
     AcquireLock, Claim, CompleteTask, CustomEvent, Enqueue, Heartbeat, ReceiveSignal, ReleaseLock,
     SendSignal,
@@ -42,13 +44,13 @@ const WINDOW: usize = 256;
 const AGENT: &str = "worker";
 /// Set in the child that measures a reopen: the ledger to open.
 const OPEN_ENV: &str = "FLEETLOG_SCALING_OPEN";
+/// Set beside [`OPEN_ENV`]: open without verifying the whole chain first (`--skip-verify`).
+const SKIP_VERIFY_ENV: &str = "FLEETLOG_SCALING_SKIP_VERIFY";
 
 struct Run {
     tasks: u64,
     events: u64,
-    file_bytes: u64,
-    /// Every snapshot file kept, together.
-    snapshot_dir_bytes: u64,
+    disk: DiskUsage,
     snapshot_bytes: u64,
     probes: Latencies,
 }
@@ -110,25 +112,26 @@ fn run(ledger: &TempLedger, tasks: u64, snapshots: bool) -> Run {
         .expect("snapshots read")
         .map_or(0, |(_, bytes)| bytes.len() as u64);
     drop(fleet);
-    let file_bytes = std::fs::metadata(&ledger.path).expect("file").len();
-    let snapshot_dir_bytes = dir_bytes(&fleetlog_ledger::snapshot_dir(&ledger.path));
+    let disk = disk_usage(&ledger.path).expect("the ledger's files");
     Run {
         tasks,
         events,
-        file_bytes,
-        snapshot_dir_bytes,
+        disk,
         snapshot_bytes,
         probes,
     }
 }
 
 /// Opens `path` in a child process: (open time, its RSS after opening, the time to read the
-/// first finished task back).
-fn reopen(path: &Path) -> (Duration, u64, Duration) {
-    let output = std::process::Command::new(std::env::current_exe().expect("this bench"))
-        .env(OPEN_ENV, path)
-        .output()
-        .expect("the child runs");
+/// first finished task back). With `verify` false the open skips the whole-chain verification
+/// every writable open does, which leaves what loading the state costs.
+fn reopen(path: &Path, verify: bool) -> (Duration, u64, Duration) {
+    let mut child = std::process::Command::new(std::env::current_exe().expect("this bench"));
+    child.env(OPEN_ENV, path);
+    if !verify {
+        child.env(SKIP_VERIFY_ENV, "1");
+    }
+    let output = child.output().expect("the child runs");
     assert!(output.status.success(), "{output:?}");
     let text = String::from_utf8_lossy(&output.stdout);
     let mut fields = text.split_whitespace();
@@ -144,8 +147,12 @@ fn reopen(path: &Path) -> (Duration, u64, Duration) {
 
 /// The child's half of [`reopen`].
 fn open_and_report(path: &str) {
+    let options = CoordinatorOptions {
+        skip_verify: std::env::var_os(SKIP_VERIFY_ENV).is_some(),
+        ..CoordinatorOptions::default()
+    };
     let started = Instant::now();
-    let fleet = Coordinator::open(path, CoordinatorOptions::default()).expect("reopens");
+    let fleet = Coordinator::open(path, options).expect("reopens");
     let took = started.elapsed();
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let rss_kb = status
@@ -333,31 +340,23 @@ fn workload_row(workload: Workload, ops: u64) {
         })
         .expect("reads");
     drop(fleet);
-    let file_bytes = std::fs::metadata(&ledger.path).expect("file").len();
-    let snapshot_dir_bytes = dir_bytes(&fleetlog_ledger::snapshot_dir(&ledger.path));
-    let (open, rss, _) = reopen(&ledger.path);
+    let disk = disk_usage(&ledger.path).expect("the ledger's files");
+    let (open, rss, _) = reopen(&ledger.path, true);
+    let (load, _, _) = reopen(&ledger.path, false);
+    let per_event = |bytes: u64| bytes as f64 / events as f64;
     println!(
-        "{:>10} {:>8} {:>9} {:>9.0} {:>9.0} {:>9.0} {:>9.1} {:>9.1}",
+        "{:>10} {:>8} {:>9} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>9.1} {:>9.1} {:>9.1}",
         format!("{workload:?}").to_lowercase(),
         ops,
         events,
-        record_bytes as f64 / events as f64,
-        file_bytes as f64 / events as f64,
-        (file_bytes + snapshot_dir_bytes) as f64 / events as f64,
+        per_event(record_bytes),
+        per_event(disk.ledger.allocated),
+        per_event(disk.ledger.length),
+        per_event(disk.ledger.allocated + disk.snapshots.allocated),
         open.as_secs_f64() * 1e3,
+        load.as_secs_f64() * 1e3,
         mib(rss),
     );
-}
-
-fn dir_bytes(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .filter_map(|entry| entry.ok()?.metadata().ok())
-                .map(|meta| meta.len())
-                .sum()
-        })
-        .unwrap_or(0)
 }
 
 fn mib(bytes: u64) -> f64 {
@@ -378,14 +377,16 @@ fn main() {
         Err(_) => vec![500, 2_000],
     };
     println!(
-        "{:>8} {:>9} {:>9} {:>9} {:>9} {:>10} {:>9} {:>9} {:>8} {:>24} {:>24}",
+        "{:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>9} {:>9} {:>9} {:>8} {:>24} {:>24}",
         "tasks",
         "events",
         "B/event",
+        "length",
         "+snaps",
         "B/ev bare",
         "snapshot",
         "open ms",
+        "load ms",
         "RSS MiB",
         "find µs",
         "probe p50/p99/max ms",
@@ -397,7 +398,8 @@ fn main() {
         let bare = TempLedger::new();
         let mut snapshotted = run(&with, tasks, true);
         let mut plain = run(&bare, tasks, false);
-        let (open, rss, find) = reopen(&with.path);
+        let (open, rss, find) = reopen(&with.path, true);
+        let (load, _, _) = reopen(&with.path, false);
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         let quantiles = |l: &mut Latencies| {
             format!(
@@ -408,15 +410,17 @@ fn main() {
             )
         };
         println!(
-            "{:>8} {:>9} {:>9.0} {:>9.0} {:>9.0} {:>8.1}MiB {:>9.1} {:>9.1} {:>8} {:>24} {:>24}",
+            "{:>8} {:>9} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>8.1}MiB {:>9.1} {:>9.1} {:>9.1} {:>8} {:>24} {:>24}",
             snapshotted.tasks,
             snapshotted.events,
-            snapshotted.file_bytes as f64 / snapshotted.events as f64,
-            (snapshotted.file_bytes + snapshotted.snapshot_dir_bytes) as f64
+            snapshotted.disk.ledger.allocated as f64 / snapshotted.events as f64,
+            snapshotted.disk.ledger.length as f64 / snapshotted.events as f64,
+            (snapshotted.disk.ledger.allocated + snapshotted.disk.snapshots.allocated) as f64
                 / snapshotted.events as f64,
-            plain.file_bytes as f64 / plain.events as f64,
+            plain.disk.ledger.allocated as f64 / plain.events as f64,
             mib(snapshotted.snapshot_bytes),
             ms(open),
+            ms(load),
             mib(rss),
             find.as_micros(),
             quantiles(&mut snapshotted.probes),
@@ -441,8 +445,17 @@ fn main() {
         Err(_) => vec![300],
     };
     println!(
-        "\n{:>10} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
-        "workload", "ops", "events", "record B", "B/event", "+snaps", "open ms", "RSS MiB"
+        "\n{:>10} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "workload",
+        "ops",
+        "events",
+        "record B",
+        "B/event",
+        "length",
+        "+snaps",
+        "open ms",
+        "load ms",
+        "RSS MiB"
     );
     for workload in [
         Workload::Append,
@@ -457,7 +470,7 @@ fn main() {
     }
     if !benchmarking && let [(small, _), (large, _)] = rows.as_slice() {
         // Sanity, not speed: the figures are real measurements of a real run.
-        assert!(large.file_bytes > small.file_bytes);
+        assert!(large.disk.ledger.allocated > small.disk.ledger.allocated);
         assert!(large.snapshot_bytes > 0 || large.events < SNAPSHOT_EVERY_EVENTS_DEFAULT);
     }
 }

@@ -17,6 +17,7 @@
 mod chain;
 mod clock;
 mod codec;
+mod disk;
 mod error;
 mod event;
 mod export;
@@ -43,6 +44,7 @@ use std::sync::Arc;
 pub use chain::{Checkpoint, GENESIS_CONTEXT, LedgerId};
 pub use clock::{Clock, LedgerTime, ManualClock, OpenedTime, SystemClock};
 pub use codec::{ChainHash, EncodedEntry, FORMAT_VERSION, Record, RecordView, encode_entry};
+pub use disk::{DiskUsage, FileUsage, disk_usage};
 pub use error::Error;
 pub use event::{Event, Outcome, SignalTarget};
 pub use export::{EXPORT_FORMAT_VERSION, ExportHeader};

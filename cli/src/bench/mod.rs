@@ -121,6 +121,9 @@ pub struct BenchResult {
     pub latency: Latency,
     /// Mean events per durable commit (group commit) during the run.
     pub mean_batch_events: Option<f64>,
+    /// The ledger file's allocated blocks over the events in it (its length counts the holes
+    /// redb leaves when it grows the file, so it would overstate); the write-ahead log is a
+    /// fixed size and the snapshots are derived, so neither is counted.
     pub bytes_on_disk_per_event: Option<f64>,
     /// CPU time per op of the server (the daemon's threads, the embedded writer's, or
     /// redis-server), in µs; unknown for a daemon in another process.
@@ -528,7 +531,7 @@ pub fn embedded(
 }
 
 fn disk_per_event(db: &Path, events: u64) -> Option<f64> {
-    let bytes = std::fs::metadata(db).ok()?.len();
+    let bytes = fleetlog_ledger::disk_usage(db).ok()?.ledger.allocated;
     (events > 0).then(|| bytes as f64 / events as f64)
 }
 
