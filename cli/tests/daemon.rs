@@ -927,6 +927,17 @@ fn an_exclusive_daemon_serves_commands_and_queries_and_direct_readers_are_told_w
     ] {
         assert!(metrics.contains(line), "{line} missing from {metrics}");
     }
+    let disk_bytes = |file: &str| -> u64 {
+        let prefix = format!("fleetlog_disk_bytes{{file=\"{file}\"}} ");
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(prefix.as_str()))
+            .and_then(|value| value.parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix} in {metrics}"))
+    };
+    // The log is preallocated and zero-filled whole; the ledger file holds at least a page.
+    assert!(disk_bytes("wal") >= 33554432, "{metrics}");
+    assert!(disk_bytes("ledger") >= 4096, "{metrics}");
     // A graceful stop checkpoints: the file is whole without its write-ahead log, so a
     // read-only open needs no recovery.
     let mut daemon = daemon;

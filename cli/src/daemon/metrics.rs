@@ -203,6 +203,23 @@ pub(super) async fn metrics(State(app): State<Shared>) -> Response {
         "Locks held now.",
         vec![(String::new(), state.locks.list(now).len() as f64)],
     );
+    // A stat per file and one directory read: cheap enough per scrape, and never stale.
+    if let Ok(disk) = fleetlog_ledger::disk_usage(app.coordinator.ledger().path()) {
+        metric(
+            &mut text,
+            "fleetlog_disk_bytes",
+            "gauge",
+            "Bytes the file system allocated for the ledger file, its write-ahead log (fixed size, --exclusive only) and its snapshot files.",
+            [
+                ("ledger", disk.ledger),
+                ("wal", disk.wal),
+                ("snapshots", disk.snapshots),
+            ]
+            .into_iter()
+            .map(|(file, usage)| (format!("{{file=\"{file}\"}}"), usage.allocated as f64))
+            .collect(),
+        );
+    }
     let listeners = [("tcp", &app.metrics.tcp), ("unix", &app.metrics.unix)];
     let per_listener = |read: fn(&ConnectionStats) -> u64| {
         listeners
