@@ -147,11 +147,14 @@ enum Command {
         /// it is; logged as a warning).
         #[arg(long)]
         skip_verify: bool,
-        /// Hold the file exclusively: each batch is acknowledged from the write-ahead log
-        /// `<db>.wal` (one in-place write and one fsync, where a shared commit takes two), and
-        /// redb makes it durable about once a second. No other process may open the file while
-        /// the daemon runs, not even to read (`head`, `events`, `verify`, `export` then refuse,
-        /// naming this flag; queries through the daemon work).
+        /// Share the file: other processes may open it read-only while the daemon runs, and
+        /// every commit is a two-phase redb commit (two fsyncs). Without it the daemon holds the
+        /// file exclusively and acknowledges each batch from the write-ahead log `<db>.wal` (one
+        /// in-place write and one fsync); `head`, `events`, `stats`, `export`, `verify` and
+        /// `replay` then read through the daemon.
+        #[arg(long, env = "FLEETLOG_SHARED", conflicts_with = "exclusive")]
+        shared: bool,
+        /// Hold the file exclusively (the default; kept for scripts that name it).
         #[arg(long, env = "FLEETLOG_EXCLUSIVE")]
         exclusive: bool,
         /// Who may act as an agent. `agents`: each command must carry its agent's credential
@@ -201,10 +204,21 @@ mod tests {
                     missing.push(format!("{path} --{}", arg.get_id()));
                 }
             }
+            // A variant without its own doc comment takes the doc of a struct it flattens
+            // (`Agent`'s "Who issues a command"), so siblings would share one description.
+            let mut seen = std::collections::HashMap::new();
             for sub in command.get_subcommands() {
                 let here = format!("{path} {}", sub.get_name());
-                if sub.get_about().is_none() && sub.get_name() != "help" {
-                    missing.push(format!("{here} (the command)"));
+                match sub.get_about() {
+                    None if sub.get_name() != "help" => {
+                        missing.push(format!("{here} (the command)"));
+                    }
+                    None => {}
+                    Some(about) => {
+                        if let Some(other) = seen.insert(about.to_string(), sub.get_name()) {
+                            missing.push(format!("{here} (same description as {other}: {about})"));
+                        }
+                    }
                 }
                 walk(sub, &here, missing);
             }

@@ -165,8 +165,11 @@ fn eight_processes_share_one_lock_two_hundred_times_each_without_losing_an_updat
         .parse()
         .expect("number");
     assert_eq!(total, PROCESSES as u64 * ROUNDS);
-    // The log agrees: no grant while another holder held the lock.
-    let ledger = Ledger::open_read_only(&db).expect("read-only beside the daemon");
+    // The log agrees: no grant while another holder held the lock. The daemon holds the file
+    // exclusively, so it is read once the daemon is gone.
+    let mut daemon = daemon;
+    daemon.terminate();
+    let ledger = Ledger::open_read_only(&db).expect("read-only once the daemon stopped");
     fleetlog_suite::check_log(ledger.reader());
 }
 
@@ -202,7 +205,9 @@ fn eight_workers_drain_a_thousand_tasks_and_a_killed_workers_task_is_recovered()
         .query(&fleetlog::wire::Query::QueueStats)
         .expect("stats");
     assert_eq!(stats["by_state"]["completed"], TASKS, "{stats}");
-    let ledger = Ledger::open_read_only(&db).expect("read-only beside the daemon");
+    let mut daemon = daemon;
+    daemon.terminate();
+    let ledger = Ledger::open_read_only(&db).expect("read-only once the daemon stopped");
     fleetlog_suite::check_log(ledger.reader());
     let reader = ledger.reader();
     let records = reader
@@ -220,16 +225,18 @@ fn eight_workers_drain_a_thousand_tasks_and_a_killed_workers_task_is_recovered()
     );
 }
 
+/// A shared daemon acknowledges each batch from a durable (two-phase) redb commit.
 #[test]
-fn a_sigkilled_daemon_loses_no_acknowledged_event_and_verifies_after_restart() {
-    sigkilled_daemon_loses_nothing(&[]);
+fn a_sigkilled_shared_daemon_loses_no_acknowledged_event_and_verifies_after_restart() {
+    sigkilled_daemon_loses_nothing(&["--shared"]);
 }
 
-/// An exclusive daemon acknowledges from its write-ahead log; redb's commits since the last
-/// checkpoint die with it. A daemon restarted in the default (shared) mode re-applies them.
+/// A daemon holding the file exclusively (the default) acknowledges from its write-ahead log;
+/// redb's commits since the last checkpoint die with it. A daemon restarted shared (so this
+/// test can read the file beside it) re-applies them.
 #[test]
-fn a_sigkilled_exclusive_daemon_loses_no_acknowledged_event_and_a_shared_restart_recovers_them() {
-    sigkilled_daemon_loses_nothing(&["--exclusive"]);
+fn a_sigkilled_daemon_loses_no_acknowledged_event_and_a_shared_restart_recovers_them() {
+    sigkilled_daemon_loses_nothing(&[]);
 }
 
 fn sigkilled_daemon_loses_nothing(flags: &[&str]) {
@@ -260,7 +267,7 @@ fn sigkilled_daemon_loses_nothing(flags: &[&str]) {
     }
     seen.extend(acked.iter());
     // The stale socket is replaced and the file recovered on restart.
-    let daemon = Daemon::start(&db, &[]);
+    let daemon = Daemon::start(&db, &["--shared"]);
     let client = daemon.client();
     let last = client
         .request(hyper::Method::GET, "/v1/head", None)
@@ -896,25 +903,101 @@ fn stuck_sse_readers_cost_bounded_memory_while_large_records_are_appended() {
     drop(stuck);
 }
 
+/// `serve` holds the file exclusively unless `--shared`, so no other process may open it.
+/// Every command that reads the log (`head`, `events`, `stats`, `export`, `verify`,
+/// `replay`) then goes through the daemon, and must answer exactly as it does on the file
+/// once the daemon is gone.
 #[test]
-fn an_exclusive_daemon_serves_commands_and_queries_and_direct_readers_are_told_why_not() {
+fn reads_beside_a_daemon_holding_the_file_go_through_it_and_answer_as_the_file_does() {
     let (_dir, db) = new_db();
-    let daemon = Daemon::start(&db, &["--exclusive"]);
-    let out = cli(&db, &["register", "--agent", "a"]);
-    assert!(out.status.success(), "{out:?}");
-    let agents = cli(&db, &["--json", "agents"]);
-    assert!(
-        agents.status.success(),
-        "queries go through the daemon: {agents:?}"
-    );
-    assert!(String::from_utf8_lossy(&agents.stdout).contains("\"a\""));
-    let head = cli(&db, &["head"]);
-    assert_eq!(head.status.code(), Some(1), "{head:?}");
-    let stderr = String::from_utf8_lossy(&head.stderr);
-    assert!(
-        stderr.contains("--exclusive") && stderr.contains("daemon stop"),
-        "{stderr}"
-    );
+    let daemon = Daemon::start(&db, &[]);
+    for args in [
+        &["register", "--agent", "a"][..],
+        &["register", "--agent", "b"],
+        &["lock", "acquire", "--agent", "a", "--resource", "r1"],
+        &["task", "add", "--agent", "b", "--title", "t1"],
+        &[
+            "append",
+            "--agent",
+            "a",
+            "--kind",
+            "note",
+            "--payload",
+            "{\"n\":1}",
+        ],
+        &[
+            "append",
+            "--agent",
+            "b",
+            "--kind",
+            "note",
+            "--payload",
+            "{\"n\":2}",
+        ],
+    ] {
+        let out = cli(&db, args);
+        assert!(out.status.success(), "{args:?}: {out:?}");
+    }
+    match Ledger::open_read_only(&db) {
+        Err(fleetlog_ledger::Error::HeldExclusively { .. }) => {}
+        Err(other) => panic!("expected HeldExclusively, got {other}"),
+        Ok(_) => panic!("the daemon holds the file exclusively by default"),
+    }
+    let json = |args: &[&str]| -> serde_json::Value {
+        let mut with_json = vec!["--json"];
+        with_json.extend_from_slice(args);
+        let out = cli(&db, &with_json);
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|error| panic!("{args:?}: {error}: {out:?}"))
+    };
+    let head = json(&["head"]);
+    let seq = head["seq"].as_u64().expect("seq");
+    assert!(seq >= 6, "{head}");
+    let third = json(&["events", "--from", "3", "--limit", "1"]);
+    let third_ts = third[0]["ts"].as_str().expect("ts").to_owned();
+    let third_hash = third[0]["hash"].as_str().expect("hash").to_owned();
+    let anchor = format!("3:{third_hash}");
+    let wrong_anchor = format!("3:{}", "0".repeat(64));
+    let reads: Vec<Vec<String>> = [
+        vec!["head"],
+        vec!["events"],
+        vec!["events", "--limit", "2"],
+        vec!["events", "--from", "2", "--limit", "3"],
+        vec!["events", "--until", &third_ts],
+        vec!["events", "--since", &third_ts, "--limit", "2"],
+        vec!["events", "--to", "4", "--limit", "2"],
+        vec!["stats"],
+        vec!["stats", "--as-of", "3"],
+        vec!["stats", "--as-of", &third_ts],
+        vec!["export"],
+        vec!["verify"],
+        vec!["verify", "--from", &anchor],
+        vec!["verify", "--from", &wrong_anchor],
+        vec!["replay", "--as-of", "4"],
+        vec!["replay", "--as-of", &third_ts],
+        vec!["--json", "head"],
+        vec!["--json", "events", "--limit", "3"],
+        vec!["--json", "stats", "--as-of", "5"],
+        vec!["--json", "verify"],
+        vec!["--json", "replay"],
+    ]
+    .iter()
+    .map(|args| args.iter().map(|arg| (*arg).to_owned()).collect())
+    .collect();
+    let run_all = || -> Vec<(Option<i32>, String)> {
+        reads
+            .iter()
+            .map(|args| {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                let out = cli(&db, &args);
+                (
+                    out.status.code(),
+                    String::from_utf8_lossy(&out.stdout).into_owned(),
+                )
+            })
+            .collect()
+    };
+    let through_daemon = run_all();
     let (status, metrics) = raw_http(
         &daemon.address,
         b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
@@ -923,6 +1006,7 @@ fn an_exclusive_daemon_serves_commands_and_queries_and_direct_readers_are_told_w
     for line in [
         "fleetlog_limit{name=\"wal_bytes\"} 33554432",
         "fleetlog_limit{name=\"wal_checkpoint_interval_ms\"} 1000",
+        "fleetlog_limit{name=\"verify_runs_max\"} 1",
         "fleetlog_checkpoints_total ",
     ] {
         assert!(metrics.contains(line), "{line} missing from {metrics}");
@@ -943,17 +1027,52 @@ fn an_exclusive_daemon_serves_commands_and_queries_and_direct_readers_are_told_w
     let mut daemon = daemon;
     daemon.terminate();
     let ledger = Ledger::open_read_only(&db).expect("no recovery needed after a clean stop");
-    assert!(ledger.head().expect("head").seq >= 1);
+    assert_eq!(ledger.head().expect("head").seq, seq);
     drop(ledger);
-    let head = cli(&db, &["--json", "head"]);
-    assert!(
-        head.status.success(),
-        "readable once the daemon is gone: {head:?}"
+    let on_the_file = run_all();
+    for ((args, daemon), file) in reads.iter().zip(&through_daemon).zip(&on_the_file) {
+        assert_eq!(
+            daemon, file,
+            "{args:?} through the daemon, then on the file"
+        );
+    }
+    let code = |args: &[&str]| {
+        let at = reads
+            .iter()
+            .position(|read| read.iter().map(String::as_str).eq(args.iter().copied()))
+            .expect("one of the reads");
+        on_the_file[at].0
+    };
+    assert_eq!(code(&["verify"]), Some(0));
+    assert_eq!(code(&["verify", "--from", &anchor]), Some(0));
+    assert_eq!(code(&["verify", "--from", &wrong_anchor]), Some(1));
+    let exported = &on_the_file[reads.iter().position(|r| r == &["export"]).expect("export")].1;
+    assert_eq!(
+        exported.lines().count() as u64,
+        seq + 1,
+        "a header and every record"
     );
-    let seq = serde_json::from_slice::<serde_json::Value>(&head.stdout).expect("json")["seq"]
-        .as_u64()
-        .expect("seq");
-    assert!(seq >= 1, "the registration is in the file: seq {seq}");
+}
+
+/// `GET /v1/verify` reports on the chain the daemon holds; a bad anchor is a clear 400.
+#[test]
+fn the_daemon_verifies_the_chain_it_holds_and_refuses_a_malformed_anchor() {
+    let (_dir, db) = new_db();
+    let daemon = Daemon::start(&db, &[]);
+    let client = BlockingClient::new(Endpoint::Unix(daemon.socket.clone())).expect("client");
+    register(&client, "a");
+    let report = client
+        .request(hyper::Method::GET, "/v1/verify", None)
+        .expect("verifies");
+    assert!(report["problem"].is_null(), "{report}");
+    assert!(
+        report["checked"].as_u64().expect("checked") >= 1,
+        "{report}"
+    );
+    let refused = client
+        .request(hyper::Method::GET, "/v1/verify?from=banana", None)
+        .expect_err("not a checkpoint");
+    assert!(refused.to_string().contains("banana"), "{refused}");
 }
 
 /// The daemon closes a keep-alive connection that sends nothing for `HEADER_READ_TIMEOUT`; a

@@ -19,7 +19,7 @@ pub enum Error {
     AlreadyOpen { path: PathBuf, pid: Option<u32> },
 
     #[error(
-        "{path} is open exclusively by a daemon (`fleetlog serve --exclusive`), so no other process may open it, not even to read: read through the daemon (the CLI's queries do; `head`, `events`, `verify`, `export` need the file), or stop it with `fleetlog daemon stop`"
+        "{path} is held exclusively by a running daemon (what `fleetlog serve` does unless `--shared`), so no other process may open it, not even to read: read through the daemon (the CLI does so when the daemon answers on its socket), or stop it with `fleetlog daemon stop`"
     )]
     HeldExclusively { path: PathBuf },
 

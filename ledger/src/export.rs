@@ -36,40 +36,88 @@ pub struct ExportHeader {
 
 pub(crate) fn export(
     reader: &Reader,
-    mut out: impl Write,
+    out: impl Write,
     progress: &dyn Fn(u64),
 ) -> Result<Checkpoint, Error> {
     // One snapshot for header and body: the head written is the last record written.
     let meta = reader.meta()?;
-    let head = meta.head.checkpoint();
-    let header = ExportHeader {
-        fleetlog_export: EXPORT_FORMAT_VERSION,
-        ledger_id: meta.ledger_id,
-        record_format_version: crate::codec::FORMAT_VERSION,
-        head,
-    };
-    serde_json::to_writer(&mut out, &header).map_err(std::io::Error::from)?;
-    out.write_all(b"\n")?;
-    let mut written = 0u64;
-    reader.scan_raw(1..=head.seq, |seq, bytes| {
-        let record = decode(seq, bytes)?;
-        serde_json::to_writer(&mut out, &record).map_err(std::io::Error::from)?;
-        out.write_all(b"\n")?;
-        written += 1;
-        if written.is_multiple_of(65_536) {
-            progress(written);
+    let mut export = ExportWriter::new(
+        out,
+        ExportHeader {
+            fleetlog_export: EXPORT_FORMAT_VERSION,
+            ledger_id: meta.ledger_id,
+            record_format_version: crate::codec::FORMAT_VERSION,
+            head: meta.head.checkpoint(),
+        },
+    )?;
+    reader.scan_raw(1..=meta.head.seq, |seq, bytes| {
+        export.record(&decode(seq, bytes)?)?;
+        if export.written().is_multiple_of(65_536) {
+            progress(export.written());
         }
         Ok(ControlFlow::Continue(()))
     })?;
-    if written != head.seq {
-        return Err(Error::Corrupted {
-            seq: written + 1,
-            problem: "the record is missing from the ledger being exported".to_owned(),
-        });
-    }
-    out.flush()?;
+    let written = export.written();
+    let head = export.finish()?;
     progress(written);
     Ok(head)
+}
+
+/// Writes an export: the header line, then every record from seq 1 to the header's head, in
+/// order. For an export made from something other than this process's file (a daemon's pages);
+/// the lines are exactly those [`crate::Ledger::export_jsonl`] writes.
+pub struct ExportWriter<W: Write> {
+    out: W,
+    head: Checkpoint,
+    written: u64,
+}
+
+impl<W: Write> ExportWriter<W> {
+    /// Writes `header`'s line.
+    pub fn new(mut out: W, header: ExportHeader) -> Result<Self, Error> {
+        serde_json::to_writer(&mut out, &header).map_err(std::io::Error::from)?;
+        out.write_all(b"\n")?;
+        Ok(ExportWriter {
+            out,
+            head: header.head,
+            written: 0,
+        })
+    }
+
+    /// Writes the next record's line; it must be the next seq, up to the head.
+    pub fn record(&mut self, record: &Record) -> Result<(), Error> {
+        let expected = self.written + 1;
+        if record.seq != expected || expected > self.head.seq {
+            return Err(Error::Corrupted {
+                seq: expected,
+                problem: format!(
+                    "the record is missing from the ledger being exported (got seq {} of {})",
+                    record.seq, self.head.seq
+                ),
+            });
+        }
+        serde_json::to_writer(&mut self.out, record).map_err(std::io::Error::from)?;
+        self.out.write_all(b"\n")?;
+        self.written = expected;
+        Ok(())
+    }
+
+    /// Records written so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Checks every record up to the head was written and flushes; the head exported.
+    pub fn finish(mut self) -> Result<Checkpoint, Error> {
+        if self.written != self.head.seq {
+            return Err(Error::Corrupted {
+                seq: self.written + 1,
+                problem: "the record is missing from the ledger being exported".to_owned(),
+            });
+        }
+        self.out.flush()?;
+        Ok(self.head)
+    }
 }
 
 /// Imports into a new file at `path`. Writes to a temporary file beside it and renames it into

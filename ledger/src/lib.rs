@@ -47,7 +47,7 @@ pub use codec::{ChainHash, EncodedEntry, FORMAT_VERSION, Record, RecordView, enc
 pub use disk::{DiskUsage, FileUsage, disk_usage};
 pub use error::Error;
 pub use event::{Event, Outcome, SignalTarget};
-pub use export::{EXPORT_FORMAT_VERSION, ExportHeader};
+pub use export::{EXPORT_FORMAT_VERSION, ExportHeader, ExportWriter};
 #[cfg(feature = "fault-injection")]
 pub use fault::FaultSwitch;
 pub use fields::FieldProblem;

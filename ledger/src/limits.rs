@@ -38,7 +38,7 @@ pub const STORE_CACHE_BYTES: usize = 16 * 1024 * 1024;
 /// sequential pass gains nothing from a cache, and the writer's stays for what it reads again.
 pub const ONE_PASS_CACHE_BYTES: usize = 1024 * 1024;
 
-/// Size of the write-ahead log of a ledger held exclusively (`serve --exclusive`), written
+/// Size of the write-ahead log of a ledger held exclusively (`serve`, unless `--shared`), written
 /// once when it is created: the largest batch (`BATCH_BYTES_MAX` plus its keys) fits in it.
 pub const WAL_BYTES: usize = 32 * 1024 * 1024;
 

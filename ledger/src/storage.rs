@@ -81,7 +81,7 @@ pub(crate) enum Sharing {
     Shared,
     /// No other process may open the file, not even to read: for files not yet in place
     /// (import), and for a writer that acknowledges from its write-ahead log (non-durable redb
-    /// commits, which other processes could not see; `serve --exclusive`).
+    /// commits, which other processes could not see; `serve` unless `--shared`).
     Private,
 }
 

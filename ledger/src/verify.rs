@@ -9,7 +9,7 @@ use std::fmt;
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::chain::{Checkpoint, LedgerId};
 use crate::codec::{ChainHash, RecordView};
@@ -21,7 +21,7 @@ use crate::reader::Reader;
 const PROGRESS_EVERY_RECORDS: u64 = 65_536;
 
 /// What a chain break is.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum BreakKind {
     /// The record's bytes do not hash to its stored hash: it was altered.
@@ -60,7 +60,7 @@ pub enum BreakKind {
 }
 
 /// The first problem found, at `seq`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ChainBreak {
     pub seq: u64,
     #[serde(flatten)]
@@ -111,7 +111,7 @@ impl fmt::Display for ChainBreak {
 }
 
 /// The outcome of a verify run that could read the ledger.
-#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct VerifyReport {
     pub ledger_id: LedgerId,
     /// The trusted checkpoint checked on the way (`seq` 0: none given, genesis). Verification

@@ -1,4 +1,4 @@
-//! The write-ahead log of a ledger held exclusively (`serve --exclusive`): one small in-place
+//! The write-ahead log of a ledger held exclusively (`serve`, unless `--shared`): one small in-place
 //! write and one `fdatasync` acknowledge a batch, instead of a redb commit (which writes pages
 //! all over the file). redb then commits the same batch with `Durability::None`, and durably
 //! (a checkpoint) once a second or when the log is full.

@@ -43,8 +43,11 @@ pub struct BenchArgs {
     /// append, heartbeat and signal; latencies are then per request.
     #[arg(long, default_value_t = 1)]
     pub batch: u64,
-    /// Hold the ledger exclusively, as `serve --exclusive` (the daemon this starts, or the
-    /// embedded ledger): appends are acknowledged from the write-ahead log.
+    /// Share the ledger, as `serve --shared` (the daemon this starts, or the embedded
+    /// ledger): two-phase redb commits instead of the write-ahead log the default uses.
+    #[arg(long, conflicts_with = "exclusive")]
+    pub shared: bool,
+    /// Hold the ledger exclusively, as `serve` does by default (kept for scripts that name it).
     #[arg(long)]
     pub exclusive: bool,
 }
@@ -109,7 +112,7 @@ pub fn run(db: Option<&Path>, args: BenchArgs, out: &Output) -> Result<ExitCode>
         (true, Some(_)) => bail!("--embedded runs in this process; it cannot take --url"),
         (true, None) => bench::embedded(
             &fresh_db(db)?,
-            args.exclusive,
+            !args.shared,
             workload,
             args.clients,
             args.batch,
@@ -127,7 +130,7 @@ pub fn run(db: Option<&Path>, args: BenchArgs, out: &Output) -> Result<ExitCode>
         )?,
         (false, None) => {
             let db = fresh_db(db)?;
-            let daemon = BackgroundDaemon::start_with(&db, args.exclusive)?;
+            let daemon = BackgroundDaemon::start_with(&db, !args.shared)?;
             let socket = Endpoint::Unix(daemon.socket().to_owned());
             bench::daemon(
                 socket,

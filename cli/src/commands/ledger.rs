@@ -8,7 +8,11 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use fleetlog_ledger::{Checkpoint, Error, Event, Ledger, Record, Timestamp, VerifyOptions};
+use fleetlog::client::BlockingClient;
+use fleetlog_ledger::{
+    Checkpoint, Error, Event, ExportHeader, ExportWriter, Ledger, Record, Timestamp, VerifyOptions,
+    VerifyReport,
+};
 use fleetlog_projections::{Activity, AsOf, replay};
 use serde_json::{Value, json};
 
@@ -101,7 +105,8 @@ pub fn run(
             shutdown_grace_ms,
             log_format,
             skip_verify,
-            exclusive,
+            shared,
+            exclusive: _,
             auth,
             tls_cert,
             tls_key,
@@ -115,7 +120,7 @@ pub fn run(
                 token,
                 shutdown_grace: std::time::Duration::from_millis(shutdown_grace_ms),
                 skip_verify,
-                exclusive,
+                exclusive: !shared,
                 auth,
                 tls: tls_cert
                     .zip(tls_key)
@@ -210,6 +215,131 @@ pub fn open_for_reading(db: &Path, audit: bool) -> Result<Ledger> {
     }
 }
 
+/// What a command that reads the log reads: the file, or the daemon holding it exclusively.
+pub enum Source {
+    File(Ledger),
+    Daemon(Box<BlockingClient>),
+}
+
+impl Source {
+    /// Opens `db` to read. While a daemon holds the file exclusively (what `serve` does unless
+    /// `--shared`), no other process may open it, so the daemon answers instead; one still
+    /// starting (verifying the chain before it listens) is waited for.
+    pub fn open(db: &Path, audit: bool) -> Result<Source> {
+        let error = match open_for_reading(db, audit) {
+            Ok(ledger) => return Ok(Source::File(ledger)),
+            Err(error) => error,
+        };
+        if !matches!(
+            error.downcast_ref::<Error>(),
+            Some(Error::HeldExclusively { .. })
+        ) {
+            return Err(error);
+        }
+        let started = std::time::Instant::now();
+        loop {
+            if let Some(client) = BlockingClient::for_db(db) {
+                return Ok(Source::Daemon(Box::new(client)));
+            }
+            if started.elapsed() > fleetlog::client::spawn::START_TIMEOUT {
+                return Err(error.context(format!(
+                    "no daemon answered on {} within {} s to read through",
+                    fleetlog::wire::socket_path(db).display(),
+                    fleetlog::client::spawn::START_TIMEOUT.as_secs()
+                )));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+/// Which records to read from a daemon (`GET /v1/events`): `from..=to`, stamped in
+/// `since..until`; with `newest`, the newest `limit` of them, else the oldest.
+struct Pages {
+    from: u64,
+    to: u64,
+    since: Option<Timestamp>,
+    until: Option<Timestamp>,
+    newest: bool,
+    limit: u64,
+}
+
+impl Pages {
+    /// Every record `1..=to`.
+    fn through(to: u64) -> Self {
+        Pages {
+            from: 1,
+            to,
+            since: None,
+            until: None,
+            newest: false,
+            limit: u64::MAX,
+        }
+    }
+
+    /// Reads the records page by page, in seq order, calling `visit` with each.
+    fn read(
+        mut self,
+        client: &BlockingClient,
+        mut visit: impl FnMut(Record) -> Result<()>,
+    ) -> Result<()> {
+        while self.limit > 0 && self.from <= self.to {
+            let mut path = format!(
+                "/v1/events?from={}&to={}&limit={}",
+                self.from,
+                self.to,
+                self.limit.min(fleetlog::daemon::EVENTS_PAGE_MAX)
+            );
+            for (name, time) in [("since", self.since), ("until", self.until)] {
+                if let Some(time) = time {
+                    path.push_str(&format!("&{name}={time}"));
+                }
+            }
+            if self.newest {
+                path.push_str("&last=true");
+            }
+            let mut page = client.request(hyper::Method::GET, &path, None)?;
+            let records: Vec<Record> = serde_json::from_value(page["events"].take())
+                .context("reading a page of events from the daemon")?;
+            self.limit = self.limit.saturating_sub(records.len() as u64);
+            records.into_iter().try_for_each(&mut visit)?;
+            match page["next"].as_u64() {
+                // The rest of the page that was cut (by bytes) follows on from here.
+                Some(next) => (self.from, self.newest) = (next, false),
+                None => break,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The time of record `seq` read through the daemon (`None`: no such record).
+pub fn record_ts(client: &BlockingClient, seq: Option<u64>) -> Result<Option<Timestamp>> {
+    let Some(seq) = seq.filter(|seq| *seq > 0) else {
+        return Ok(None);
+    };
+    let mut ts = None;
+    let pages = Pages {
+        from: seq,
+        limit: 1,
+        ..Pages::through(seq)
+    };
+    pages.read(client, |record| {
+        ts = Some(record.ts);
+        Ok(())
+    })?;
+    Ok(ts)
+}
+
+/// The daemon's head (`GET /v1/head`).
+fn daemon_head(client: &BlockingClient) -> Result<Value> {
+    Ok(client.request(hyper::Method::GET, "/v1/head", None)?)
+}
+
+fn seq_of(head: &Value) -> Result<u64> {
+    head["seq"].as_u64().context("the daemon's head has no seq")
+}
+
 fn init(db: &Path, out: &Output) -> Result<ExitCode> {
     let ledger = Ledger::create(db)?;
     let head = ledger.head()?;
@@ -228,30 +358,51 @@ fn init(db: &Path, out: &Output) -> Result<ExitCode> {
 }
 
 fn head(db: &Path, out: &Output) -> Result<ExitCode> {
-    let ledger = open_for_reading(db, false)?;
-    let head = ledger.head()?;
-    out.emit(
-        &json!({ "seq": head.seq, "hash": head.hash, "ts": head.ts, "checkpoint": head.checkpoint().to_string() }),
-        || head.checkpoint().to_string(),
-    );
+    let value = match Source::open(db, false)? {
+        Source::File(ledger) => {
+            let head = ledger.head()?;
+            json!({ "seq": head.seq, "hash": head.hash, "ts": head.ts, "checkpoint": head.checkpoint().to_string() })
+        }
+        Source::Daemon(client) => {
+            let head = daemon_head(&client)?;
+            json!({ "seq": head["seq"], "hash": head["hash"], "ts": head["ts"], "checkpoint": head["checkpoint"] })
+        }
+    };
+    out.emit(&value, || {
+        value["checkpoint"].as_str().unwrap_or_default().to_owned()
+    });
     Ok(ExitCode::SUCCESS)
 }
 
 fn verify(db: &Path, from: Option<&str>, threads: usize, out: &Output) -> Result<ExitCode> {
     let from = from.map(str::parse::<Checkpoint>).transpose()?;
-    let ledger = open_for_reading(db, true)?;
-    let total = ledger.reader().last_seq()?;
-    let bar = out.progress(
-        total.saturating_sub(from.map_or(0, |from| from.seq)),
-        "verifying",
-    );
-    let progress = |checked: u64| bar.set_position(checked);
-    let report = ledger.verify(VerifyOptions {
-        from,
-        threads,
-        progress: Some(&progress),
-    })?;
-    bar.finish_and_clear();
+    let report = match Source::open(db, true)? {
+        Source::File(ledger) => {
+            let total = ledger.reader().last_seq()?;
+            let bar = out.progress(
+                total.saturating_sub(from.map_or(0, |from| from.seq)),
+                "verifying",
+            );
+            let progress = |checked: u64| bar.set_position(checked);
+            let report = ledger.verify(VerifyOptions {
+                from,
+                threads,
+                progress: Some(&progress),
+            })?;
+            bar.finish_and_clear();
+            report
+        }
+        // The daemon verifies the file it holds, with its own reader (`GET /v1/verify`).
+        Source::Daemon(client) => {
+            let path = match from {
+                Some(from) => format!("/v1/verify?from={from}"),
+                None => "/v1/verify".to_owned(),
+            };
+            let report = client.request(hyper::Method::GET, &path, None)?;
+            serde_json::from_value::<VerifyReport>(report)
+                .context("reading the daemon's verification report")?
+        }
+    };
     let value = serde_json::to_value(&report).context("serialising the report")?;
     out.emit(&value, || match &report.problem {
         None => format!(
@@ -290,31 +441,48 @@ fn events(
     if limit == 0 {
         bail!("--limit must be at least 1");
     }
-    let ledger = open_for_reading(db, false)?;
-    let reader = ledger.reader();
-    let last = reader.last_seq()?;
-    let explicit_start = from.is_some() || since.is_some();
-    let mut seqs: RangeInclusive<u64> = 1..=last;
-    if since.is_some() || until.is_some() {
-        let since = since.map(|text| parse_time("--since", &text)).transpose()?;
-        let until = until.map(|text| parse_time("--until", &text)).transpose()?;
-        seqs = reader.seqs_between(
-            since.unwrap_or(Timestamp(i64::MIN)),
-            until.unwrap_or(Timestamp(i64::MAX)),
-        )?;
-    }
-    let low = (*seqs.start()).max(from.unwrap_or(1));
-    let high = (*seqs.end()).min(to.unwrap_or(u64::MAX));
+    let since = since.map(|text| parse_time("--since", &text)).transpose()?;
+    let until = until.map(|text| parse_time("--until", &text)).transpose()?;
     // With an explicit start, show the first `limit`; otherwise the newest `limit`.
-    let range = match explicit_start {
-        true => low..=high.min(low.saturating_add(limit - 1)),
-        false => high.saturating_sub(limit - 1).max(low)..=high,
-    };
+    let explicit_start = from.is_some() || since.is_some();
     let mut records: Vec<Record> = Vec::new();
-    reader.scan(range, |record| {
-        records.push(record);
-        Ok(ControlFlow::Continue(()))
-    })?;
+    match Source::open(db, false)? {
+        Source::File(ledger) => {
+            let reader = ledger.reader();
+            let mut seqs: RangeInclusive<u64> = 1..=reader.last_seq()?;
+            if since.is_some() || until.is_some() {
+                seqs = reader.seqs_between(
+                    since.unwrap_or(Timestamp(i64::MIN)),
+                    until.unwrap_or(Timestamp(i64::MAX)),
+                )?;
+            }
+            let low = (*seqs.start()).max(from.unwrap_or(1));
+            let high = (*seqs.end()).min(to.unwrap_or(u64::MAX));
+            let range = match explicit_start {
+                true => low..=high.min(low.saturating_add(limit - 1)),
+                false => high.saturating_sub(limit - 1).max(low)..=high,
+            };
+            reader.scan(range, |record| {
+                records.push(record);
+                Ok(ControlFlow::Continue(()))
+            })?;
+        }
+        Source::Daemon(client) => {
+            let last = seq_of(&daemon_head(&client)?)?;
+            let pages = Pages {
+                from: from.unwrap_or(1).max(1),
+                to: to.unwrap_or(last).min(last),
+                since,
+                until,
+                newest: !explicit_start,
+                limit,
+            };
+            pages.read(&client, |record| {
+                records.push(record);
+                Ok(())
+            })?;
+        }
+    }
     let value = serde_json::to_value(&records).context("serialising events")?;
     out.emit(&value, || {
         let rows: Vec<Vec<String>> = records
@@ -349,12 +517,37 @@ fn detail(event: &Event) -> String {
 
 fn stats(db: &Path, as_of: &str, out: &Output) -> Result<ExitCode> {
     let as_of: AsOf = as_of.parse()?;
-    let ledger = open_for_reading(db, false)?;
-    let bar = out.progress(ledger.reader().last_seq()?, "replaying");
     let mut activity = Activity::default();
-    let progress = |seq: u64| bar.set_position(seq);
-    replay(ledger.reader(), &mut activity, as_of, &progress)?;
-    bar.finish_and_clear();
+    match Source::open(db, false)? {
+        Source::File(ledger) => {
+            let bar = out.progress(ledger.reader().last_seq()?, "replaying");
+            let progress = |seq: u64| bar.set_position(seq);
+            replay(ledger.reader(), &mut activity, as_of, &progress)?;
+            bar.finish_and_clear();
+        }
+        Source::Daemon(client) => {
+            let last = seq_of(&daemon_head(&client)?)?;
+            let bar = out.progress(last, "replaying");
+            let pages = match as_of {
+                AsOf::Head => Pages::through(last),
+                AsOf::Seq(seq) if seq > last => {
+                    return Err(fleetlog_projections::Error::BeyondHead { seq, head: last }.into());
+                }
+                AsOf::Seq(seq) => Pages::through(seq),
+                // Every record stamped at or before ts, as `replay` reads the file.
+                AsOf::Time(ts) => Pages {
+                    until: Some(Timestamp(ts.as_micros().saturating_add(1))),
+                    ..Pages::through(last)
+                },
+            };
+            pages.read(&client, |record| {
+                fleetlog_projections::Projection::apply(&mut activity, &record);
+                bar.set_position(record.seq);
+                Ok(())
+            })?;
+            bar.finish_and_clear();
+        }
+    }
     let kinds = activity.kinds_by_count();
     let value = json!({
         "as_of": as_of.to_string(),
@@ -392,9 +585,19 @@ fn stats(db: &Path, as_of: &str, out: &Output) -> Result<ExitCode> {
 }
 
 fn export(db: &Path, file: Option<&Path>, out: &Output) -> Result<ExitCode> {
-    let ledger = open_for_reading(db, false)?;
-    let bar = out.progress(ledger.reader().last_seq()?, "exporting");
+    let source = Source::open(db, false)?;
+    let last = match &source {
+        Source::File(ledger) => ledger.reader().last_seq()?,
+        Source::Daemon(client) => seq_of(&daemon_head(client)?)?,
+    };
+    let bar = out.progress(last, "exporting");
     let progress = |written: u64| bar.set_position(written);
+    let export_to = |writer: &mut dyn Write| -> Result<Checkpoint> {
+        match &source {
+            Source::File(ledger) => Ok(ledger.export_jsonl(writer, &progress)?),
+            Source::Daemon(client) => export_from_daemon(client, writer, &progress),
+        }
+    };
     let head = match file {
         Some(file) => {
             // A backup holds every payload: readable by its owner only, like the ledger.
@@ -412,7 +615,7 @@ fn export(db: &Path, file: Option<&Path>, out: &Output) -> Result<ExitCode> {
                 created
             };
             let mut writer = BufWriter::new(created);
-            let head = ledger.export_jsonl(&mut writer, &progress)?;
+            let head = export_to(&mut writer)?;
             writer.flush()?;
             writer
                 .into_inner()
@@ -420,7 +623,7 @@ fn export(db: &Path, file: Option<&Path>, out: &Output) -> Result<ExitCode> {
                 .sync_all()?;
             head
         }
-        None => ledger.export_jsonl(BufWriter::new(std::io::stdout().lock()), &progress)?,
+        None => export_to(&mut BufWriter::new(std::io::stdout().lock()))?,
     };
     bar.finish_and_clear();
     if let Some(file) = file {
@@ -433,6 +636,42 @@ fn export(db: &Path, file: Option<&Path>, out: &Output) -> Result<ExitCode> {
         });
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// An export made through the daemon: its head names the ledger and where the export ends,
+/// then every record up to it, page by page. The same lines `export_jsonl` writes.
+fn export_from_daemon(
+    client: &BlockingClient,
+    writer: &mut dyn Write,
+    progress: &dyn Fn(u64),
+) -> Result<Checkpoint> {
+    let head = daemon_head(client)?;
+    let header = ExportHeader {
+        fleetlog_export: fleetlog_ledger::EXPORT_FORMAT_VERSION,
+        ledger_id: serde_json::from_value(head["ledger_id"].clone())
+            .context("the daemon's head names no ledger id")?,
+        record_format_version: head["record_format_version"]
+            .as_u64()
+            .and_then(|version| u8::try_from(version).ok())
+            .context("the daemon's head names no record format")?,
+        head: head["checkpoint"]
+            .as_str()
+            .context("the daemon's head has no checkpoint")?
+            .parse()?,
+    };
+    let through = header.head.seq;
+    let mut export = ExportWriter::new(writer, header)?;
+    Pages::through(through).read(client, |record| {
+        export.record(&record)?;
+        if export.written().is_multiple_of(65_536) {
+            progress(export.written());
+        }
+        Ok(())
+    })?;
+    let written = export.written();
+    let head = export.finish()?;
+    progress(written);
+    Ok(head)
 }
 
 fn import(db: &Path, file: &Path, out: &Output) -> Result<ExitCode> {

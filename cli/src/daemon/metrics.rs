@@ -29,6 +29,7 @@ pub(super) fn limits(app: &App) -> Vec<(&'static str, u64)> {
         ("sse_stall_timeout_ms", SSE_STALL_TIMEOUT.as_millis() as u64),
         ("events_page_records_max", EVENTS_PAGE_MAX),
         ("events_page_bytes_max", EVENTS_PAGE_BYTES_MAX as u64),
+        ("verify_runs_max", VERIFY_RUNS_MAX as u64),
         ("batch_commands_max", BATCH_COMMANDS_MAX as u64),
         (
             "waiters_per_key_max",
@@ -98,11 +99,70 @@ pub(super) async fn health(State(app): State<Shared>) -> Result<Response, ApiErr
     Ok((status, body).into_response())
 }
 
+/// The head, with what an export's header names (the ledger and its record format), so a
+/// client can export through the daemon page by page.
 pub(super) async fn head(State(app): State<Shared>) -> Result<Json<Value>, ApiError> {
-    let head = app.coordinator.ledger().head()?;
-    Ok(Json(
-        json!({ "seq": head.seq, "hash": head.hash, "ts": head.ts, "checkpoint": head.checkpoint().to_string() }),
-    ))
+    let ledger = app.coordinator.ledger();
+    let head = ledger.head()?;
+    Ok(Json(json!({
+        "seq": head.seq,
+        "hash": head.hash,
+        "ts": head.ts,
+        "checkpoint": head.checkpoint().to_string(),
+        "ledger_id": ledger.ledger_id(),
+        "record_format_version": fleetlog_ledger::FORMAT_VERSION,
+    })))
+}
+
+/// Which verification to run: from genesis, through an optional trusted `seq:hash`.
+#[derive(serde::Deserialize)]
+pub(super) struct VerifyParams {
+    from: Option<String>,
+}
+
+/// Re-hashes the whole chain, as `fleetlog verify` does on the file: the report, 200 whether
+/// the chain is intact or not (`problem` says). One run at a time ([`VERIFY_RUNS_MAX`]); its
+/// threads run at the query threads' low priority, so commits go first.
+pub(super) async fn verify(
+    State(app): State<Shared>,
+    params: Result<axum::extract::Query<VerifyParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let axum::extract::Query(params) =
+        params.map_err(|rejection| ApiError::malformed(rejection.body_text()))?;
+    let from = params
+        .from
+        .map(|text| {
+            text.parse::<fleetlog_ledger::Checkpoint>()
+                .map_err(|error| {
+                    ApiError::malformed(format!(
+                        "from={text} is not a seq:hash checkpoint: {error}"
+                    ))
+                })
+        })
+        .transpose()?;
+    let Ok(permit) = Arc::clone(&app.verify_permits).try_acquire_owned() else {
+        return Err(ApiError::new(
+            503,
+            "verify_running",
+            format!("{VERIFY_RUNS_MAX} verification is already running; retry when it finishes"),
+        ));
+    };
+    let report = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        // Threads inherit the priority of the thread that starts them.
+        crate::daemon::query_threads::yield_cpu_to_the_writer();
+        app.coordinator
+            .ledger()
+            .verify(fleetlog_ledger::VerifyOptions {
+                from,
+                ..Default::default()
+            })
+    })
+    .await
+    .map_err(|error| ApiError::new(500, "internal", error.to_string()))??;
+    Ok(Json(serde_json::to_value(&report).map_err(|error| {
+        ApiError::new(500, "internal", error.to_string())
+    })?))
 }
 
 pub(super) async fn metrics(State(app): State<Shared>) -> Response {
@@ -128,14 +188,14 @@ pub(super) async fn metrics(State(app): State<Shared>) -> Response {
         &mut text,
         "fleetlog_commits_total",
         "counter",
-        "Batches committed durably since the daemon started (with --exclusive: each durable in the write-ahead log).",
+        "Batches committed durably since the daemon started (held exclusively, the default: each durable in the write-ahead log; with --shared: a durable redb commit).",
         vec![(String::new(), writer.commits as f64)],
     );
     metric(
         &mut text,
         "fleetlog_checkpoints_total",
         "counter",
-        "With --exclusive: durable redb commits (checkpoints) since the daemon started; the batches between them are durable in the write-ahead log. Zero otherwise.",
+        "Held exclusively (the default): durable redb commits (checkpoints) since the daemon started; the batches between them are durable in the write-ahead log. Zero with --shared.",
         vec![(String::new(), writer.checkpoints as f64)],
     );
     metric(
@@ -157,7 +217,7 @@ pub(super) async fn metrics(State(app): State<Shared>) -> Response {
     histogram(
         &mut text,
         "fleetlog_commit_latency_seconds",
-        "Time to make a batch durable: its redb commit, or with --exclusive its write-ahead-log frame and redb's non-durable commit.",
+        "Time to make a batch durable: its redb commit, or (held exclusively, the default) its write-ahead-log frame and redb's non-durable commit.",
         &fleetlog_ledger::COMMIT_MICROS_BUCKETS.map(|micros| micros as f64 / 1e6),
         &writer.commit_micros_buckets,
         writer.commit_micros_total as f64 / 1e6,
@@ -209,7 +269,7 @@ pub(super) async fn metrics(State(app): State<Shared>) -> Response {
             &mut text,
             "fleetlog_disk_bytes",
             "gauge",
-            "Bytes the file system allocated for the ledger file, its write-ahead log (fixed size, --exclusive only) and its snapshot files.",
+            "Bytes the file system allocated for the ledger file, its write-ahead log (fixed size; none with --shared) and its snapshot files.",
             [
                 ("ledger", disk.ledger),
                 ("wal", disk.wal),

@@ -53,6 +53,9 @@ pub const SSE_UNSENT_BYTES_MAX: usize = 4 * 1024 * 1024;
 pub const SSE_STALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// Most records one `GET /v1/events` returns.
 pub const EVENTS_PAGE_MAX: u64 = 10_000;
+/// Most `GET /v1/verify` runs at once: each re-hashes the whole chain on every core (at query
+/// threads' low priority), so a second one is refused rather than queued behind the first.
+pub const VERIFY_RUNS_MAX: usize = 1;
 /// Most bytes of JSON one `GET /v1/events` page holds (at least one record is always sent).
 pub const EVENTS_PAGE_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// Most commands in one `POST /v1/batch`.
@@ -266,6 +269,7 @@ struct App {
     live: watch::Receiver<u64>,
     shutdown_grace: std::time::Duration,
     sse_permits: Arc<Semaphore>,
+    verify_permits: Arc<Semaphore>,
     metrics: Arc<Metrics>,
     shutdown: watch::Receiver<bool>,
     /// Set once the refusal of writes (a poisoned writer) has been logged.
@@ -471,6 +475,7 @@ pub async fn serve(
         live,
         shutdown_grace: config.shutdown_grace,
         sse_permits: Arc::new(Semaphore::new(SSE_SUBSCRIBERS_MAX)),
+        verify_permits: Arc::new(Semaphore::new(VERIFY_RUNS_MAX)),
         metrics: Arc::clone(&metrics),
         shutdown,
         refusal_logged: std::sync::atomic::AtomicBool::new(false),
@@ -613,12 +618,13 @@ pub struct BackgroundDaemon {
 }
 
 impl BackgroundDaemon {
-    /// Serves `db` on an ephemeral loopback port and `<db>.sock`; returns once it answers.
+    /// Serves `db` on an ephemeral loopback port and `<db>.sock`, holding it exclusively as
+    /// `serve` does; returns once it answers.
     pub fn start(db: &Path) -> Result<BackgroundDaemon, Error> {
-        Self::start_with(db, false)
+        Self::start_with(db, true)
     }
 
-    /// As [`BackgroundDaemon::start`]; with `exclusive`, as `serve --exclusive`.
+    /// As [`BackgroundDaemon::start`]; without `exclusive`, as `serve --shared`.
     pub fn start_with(db: &Path, exclusive: bool) -> Result<BackgroundDaemon, Error> {
         let socket = wire::socket_path(db);
         let config = ServerConfig {

@@ -392,6 +392,7 @@ fn daemon_route(method: &str, path: &str) -> axum::routing::MethodRouter<Shared>
         ("GET", "/v1/health" | "/v1/health/ready") => get(health),
         ("GET", "/v1/health/live") => get(health_live),
         ("GET", "/v1/head") => get(head),
+        ("GET", "/v1/verify") => get(verify),
         ("GET", "/metrics") => get(metrics),
         ("GET", "/v1/openapi.json") => get(|| async { Json(wire::openapi::document()) }),
         ("POST", "/v1/commands") => post(generic_command),

@@ -23,6 +23,9 @@ pub(super) struct EventFilter {
     since: Option<Timestamp>,
     until: Option<Timestamp>,
     limit: Option<u64>,
+    /// The newest `limit` records of the range instead of the oldest (still in seq order).
+    #[serde(default)]
+    last: bool,
     kind: Option<String>,
     actor: Option<String>,
 }
@@ -45,6 +48,12 @@ pub(super) async fn events(
 ) -> Result<Response, ApiError> {
     let UrlQuery(filter) =
         filter.map_err(|rejection| ApiError::malformed(rejection.body_text()))?;
+    if filter.last && (filter.kind.is_some() || filter.actor.is_some()) {
+        // The newest N matching records would take a backward scan of unbounded length.
+        return Err(ApiError::malformed(
+            "last=true takes a range (from, to, since, until), not kind or actor",
+        ));
+    }
     let reader = app.coordinator.ledger().reader().clone();
     let page = tokio::task::spawn_blocking(move || -> Result<String, fleetlog_ledger::Error> {
         crate::daemon::query_threads::yield_cpu_to_the_writer();
@@ -60,6 +69,9 @@ pub(super) async fn events(
             end = end.min(*window.end());
         }
         let limit = filter.limit.unwrap_or(1_000).clamp(1, EVENTS_PAGE_MAX) as usize;
+        if filter.last {
+            first = first.max(end.saturating_sub(limit as u64 - 1));
+        }
         // Built as text, record by record, so a page is bounded by bytes as it is read.
         let mut body = String::from("{\"events\":[");
         let (mut count, mut next) = (0usize, None);

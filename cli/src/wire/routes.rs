@@ -95,7 +95,16 @@ pub const ROUTES: &[Route] = &[
         "/v1/health/live",
         "Liveness: 200 while the process serves",
     ),
-    daemon("GET", "/v1/head", "The newest record's seq and hash"),
+    daemon(
+        "GET",
+        "/v1/head",
+        "The newest record's seq and hash, the ledger id and record format",
+    ),
+    daemon(
+        "GET",
+        "/v1/verify",
+        "Re-hash the whole chain (from genesis, through an optional trusted from=seq:hash)",
+    ),
     daemon("GET", "/metrics", "Prometheus metrics, limits included"),
     daemon("GET", "/v1/openapi.json", "This document"),
     daemon(

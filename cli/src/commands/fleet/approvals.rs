@@ -13,6 +13,7 @@ use fleetlog::client::backend::Backend;
 
 #[derive(Subcommand, Debug)]
 pub enum ApprovalCommand {
+    /// Ask for approval of an action; prints the approval id.
     Request {
         #[command(flatten)]
         agent: Agent,
@@ -29,6 +30,7 @@ pub enum ApprovalCommand {
         #[arg(long, value_parser = crate::commands::units::millis, default_value_t = 3_600_000)]
         timeout_ms: u64,
     },
+    /// Approve a pending request.
     Approve {
         #[command(flatten)]
         agent: Agent,
@@ -38,6 +40,7 @@ pub enum ApprovalCommand {
         #[arg(long, default_value = "")]
         reason: String,
     },
+    /// Reject a pending request, with the reason.
     Reject {
         #[command(flatten)]
         agent: Agent,

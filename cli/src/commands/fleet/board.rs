@@ -11,6 +11,7 @@ use fleetlog::client::backend::Backend;
 
 #[derive(Subcommand, Debug)]
 pub enum BoardCommand {
+    /// Start a thread on the board.
     Post {
         #[command(flatten)]
         agent: Agent,
@@ -24,6 +25,7 @@ pub enum BoardCommand {
         #[arg(long, default_value = "normal", value_parser = crate::commands::units::priority)]
         priority: i32,
     },
+    /// Reply in a thread.
     Reply {
         #[command(flatten)]
         agent: Agent,

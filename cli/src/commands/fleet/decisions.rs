@@ -11,6 +11,7 @@ use fleetlog::client::backend::Backend;
 
 #[derive(Subcommand, Debug)]
 pub enum DecisionCommand {
+    /// Record a decision with its reasoning and alternatives.
     Log {
         #[command(flatten)]
         agent: Agent,

@@ -141,21 +141,38 @@ pub(super) fn tail(
 
 /// The coordination state as it was at `as_of`, read from the file (beside a daemon too).
 pub fn replay(db: &Path, as_of: &str, out: &Output) -> Result<ExitCode> {
+    let text = as_of;
     let as_of: fleetlog_projections::AsOf = as_of.parse()?;
-    let ledger = crate::commands::ledger::open_for_reading(db, false)?;
-    let seq = fleetlog_projections::resolve(ledger.reader(), as_of)?;
-    let bar = out.progress(seq, "replaying");
-    let progress = |reached: u64| bar.set_position(reached);
-    let state = fleetlog_projections::rebuild_reporting(ledger.reader(), seq, &progress)?;
-    bar.finish_and_clear();
-    let now = match as_of {
-        fleetlog_projections::AsOf::Time(ts) => ts,
-        _ => state.ts,
+    let (value, now) = match crate::commands::ledger::Source::open(db, false)? {
+        crate::commands::ledger::Source::File(ledger) => {
+            let seq = fleetlog_projections::resolve(ledger.reader(), as_of)?;
+            let bar = out.progress(seq, "replaying");
+            let progress = |reached: u64| bar.set_position(reached);
+            let state = fleetlog_projections::rebuild_reporting(ledger.reader(), seq, &progress)?;
+            bar.finish_and_clear();
+            let now = match as_of {
+                fleetlog_projections::AsOf::Time(ts) => ts,
+                _ => state.ts,
+            };
+            let value = fleetlog::wire::answer(&state, ledger.reader(), now, &Query::Status)?;
+            (value, Some(now))
+        }
+        // The daemon rebuilds the state as of that point itself (`POST /v1/queries`, as_of).
+        crate::commands::ledger::Source::Daemon(client) => {
+            let value = client.query_as_of(&Query::Status, text)?;
+            let now = match as_of {
+                fleetlog_projections::AsOf::Time(ts) => Some(ts),
+                // The state's time: its newest record's.
+                _ => crate::commands::ledger::record_ts(&client, value["seq"].as_u64())?,
+            };
+            (value, now)
+        }
     };
-    let value = fleetlog::wire::answer(&state, ledger.reader(), now, &Query::Status)?;
     let status: views::StatusView = serde_json::from_value(value.clone())?;
+    let seq = status.seq;
     out.emit(&value, || {
-        format!("as of {as_of} (seq {seq}, {now})\n{}", status_text(&status))
+        let at = now.map(|now| format!(", {now}")).unwrap_or_default();
+        format!("as of {as_of} (seq {seq}{at})\n{}", status_text(&status))
     });
     Ok(ExitCode::SUCCESS)
 }

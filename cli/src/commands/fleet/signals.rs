@@ -20,6 +20,7 @@ pub enum SignalCommand {
         #[command(flatten)]
         agent: Agent,
     },
+    /// Send a signal to one agent, or broadcast it to every agent.
     Send {
         #[command(flatten)]
         agent: Agent,

@@ -24,6 +24,7 @@ pub enum TagMatchArg {
 
 #[derive(Subcommand, Debug)]
 pub enum TaskCommand {
+    /// Put a task on the queue; prints its id.
     Add {
         #[command(flatten)]
         agent: Agent,
@@ -129,6 +130,7 @@ pub enum TaskCommand {
         #[arg(long)]
         reason: String,
     },
+    /// Extend a claimed task's lease.
     Renew {
         #[command(flatten)]
         agent: Agent,
@@ -138,6 +140,7 @@ pub enum TaskCommand {
         #[arg(long, value_parser = crate::commands::units::millis, default_value_t = fleetlog_projections::queue::LEASE_TTL_MS_DEFAULT)]
         lease_ms: u64,
     },
+    /// Finish a claimed task with its result.
     Complete {
         #[command(flatten)]
         agent: Agent,
@@ -147,6 +150,7 @@ pub enum TaskCommand {
         #[arg(long, default_value = "null")]
         result: String,
     },
+    /// Report a claimed task failed (retried until its attempts run out, unless --fatal).
     Fail {
         #[command(flatten)]
         agent: Agent,
@@ -159,6 +163,7 @@ pub enum TaskCommand {
         #[arg(long)]
         fatal: bool,
     },
+    /// Withdraw a task that is not finished.
     Cancel {
         #[command(flatten)]
         agent: Agent,

@@ -18,6 +18,7 @@ use fleetlog::client::backend::Backend;
 
 #[derive(Subcommand, Debug)]
 pub enum WorkflowCommand {
+    /// Start a workflow run under the id you give it.
     Start {
         #[command(flatten)]
         agent: Agent,
@@ -64,6 +65,7 @@ pub enum WorkflowCommand {
         #[arg(long, default_value_t = 0)]
         tokens: u64,
     },
+    /// Hand a workflow from one agent to another, with a note.
     Handoff {
         #[command(flatten)]
         agent: Agent,
@@ -79,6 +81,7 @@ pub enum WorkflowCommand {
         #[arg(long = "artifact")]
         artifacts: Vec<String>,
     },
+    /// Record a workflow's progress so a resumer knows where it stood.
     Checkpoint {
         #[command(flatten)]
         agent: Agent,
@@ -91,6 +94,7 @@ pub enum WorkflowCommand {
         #[arg(long, default_value = "null")]
         state: String,
     },
+    /// Finish a workflow (or mark it failed).
     Complete {
         #[command(flatten)]
         agent: Agent,
@@ -113,6 +117,7 @@ pub enum WorkflowCommand {
         #[arg(long, default_value = "")]
         reason: String,
     },
+    /// Set a workflow's spending limit.
     Budget {
         #[command(flatten)]
         agent: Agent,
