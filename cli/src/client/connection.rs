@@ -85,7 +85,31 @@ impl Stream {
 impl Read for Stream {
     fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
         match self {
-            Stream::Unix(stream) => stream.read(buffer),
+            Stream::Unix(stream) => {
+                // Wait in poll(POLLIN), not in a blocking read: the daemon taking our request
+                // wakes a reader sleeping in read(2) (the socket has write space again), but
+                // not a poll waiting for input only. That is one context switch per request
+                // fewer.
+                let timeout = stream.read_timeout()?;
+                let millis = timeout.map_or(-1, |timeout| {
+                    i32::try_from(timeout.as_millis().max(1)).unwrap_or(i32::MAX)
+                });
+                let mut wanted = libc::pollfd {
+                    fd: stream.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd for this stream's open socket.
+                let ready = unsafe { libc::poll(&raw mut wanted, 1, millis) };
+                match ready {
+                    -1 => Err(io::Error::last_os_error()),
+                    0 => Err(io::Error::new(
+                        io::ErrorKind::WouldBlock,
+                        "the daemon did not answer in time",
+                    )),
+                    _ => stream.read(buffer),
+                }
+            }
             Stream::Tcp(stream) => stream.read(buffer),
         }
     }
@@ -520,6 +544,40 @@ mod tests {
             !connection.reusable(),
             "a peer-closed connection must not be reused"
         );
+    }
+
+    /// Reads wait in poll(2), so the read timeout must bound that wait: a daemon that takes the
+    /// request and never answers is an error once it passes, not a hang.
+    #[test]
+    fn a_daemon_that_never_answers_is_an_error_after_the_read_timeout() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("s.sock");
+        let listener = UnixListener::bind(&path).expect("bind");
+        let (done, wait) = std::sync::mpsc::channel::<()>();
+        let server = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().expect("accept");
+            // Holds the connection open, unanswered, until the client gave up.
+            let _ = wait.recv();
+            drop(stream);
+        });
+        let mut connection = Connection::open(&Endpoint::Unix(path)).expect("connect");
+        connection
+            .set_timeout(Some(Duration::from_millis(50)))
+            .expect("timeout");
+        let error = connection
+            .exchange("GET", "/v1/head", &[], None)
+            .err()
+            .expect("no answer is an error");
+        assert!(
+            error.to_string().contains("did not answer in time"),
+            "{error}"
+        );
+        assert!(
+            !connection.reusable(),
+            "a connection owed an answer is not reused"
+        );
+        done.send(()).expect("the server waits");
+        server.join().expect("server");
     }
 
     #[test]
