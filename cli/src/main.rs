@@ -27,7 +27,7 @@ struct Cli {
     json: bool,
     /// Act with the operator's credential (`<db>.keys/operator`): deregister other agents,
     /// decide approvals for a human, act for an agent whose credential is lost.
-    #[arg(long, global = true, env = "FLEETLOG_AS_OPERATOR")]
+    #[arg(long, global = true, env = "FLEETLOG_AS_OPERATOR", value_parser = clap::builder::BoolishValueParser::new())]
     as_operator: bool,
     #[command(subcommand)]
     command: Command,
@@ -152,10 +152,10 @@ enum Command {
         /// file exclusively and acknowledges each batch from the write-ahead log `<db>.wal` (one
         /// in-place write and one fsync); `head`, `events`, `stats`, `export`, `verify` and
         /// `replay` then read through the daemon.
-        #[arg(long, env = "FLEETLOG_SHARED", conflicts_with = "exclusive")]
+        #[arg(long, env = "FLEETLOG_SHARED", value_parser = clap::builder::BoolishValueParser::new())]
         shared: bool,
         /// Hold the file exclusively (the default; kept for scripts that name it).
-        #[arg(long, env = "FLEETLOG_EXCLUSIVE")]
+        #[arg(long, env = "FLEETLOG_EXCLUSIVE", value_parser = clap::builder::BoolishValueParser::new())]
         exclusive: bool,
         /// Who may act as an agent. `agents`: each command must carry its agent's credential
         /// (issued at registration) or the operator's. `trusted-host`: any process that reaches

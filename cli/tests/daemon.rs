@@ -1054,6 +1054,50 @@ fn reads_beside_a_daemon_holding_the_file_go_through_it_and_answer_as_the_file_d
     );
 }
 
+/// `FLEETLOG_SHARED=1` (a number, as environment flags usually are) serves the file shared, so
+/// other processes open it read-only beside the daemon; a value that is no boolean and
+/// contradictory modes are refused before anything starts.
+#[test]
+fn the_shared_mode_is_chosen_by_flag_or_environment_and_contradictions_are_refused() {
+    let (_dir, db) = new_db();
+    let daemon = Daemon::start_with_env(&db, &[], &[("FLEETLOG_SHARED", "1")]);
+    let client = daemon.client();
+    register(&client, "a");
+    let ledger = Ledger::open_read_only(&db).expect("shared: readable beside the daemon");
+    assert!(ledger.head().expect("head").seq >= 1);
+    drop(ledger);
+    drop(daemon);
+    let serve = |env: &[(&str, &str)], flags: &[&str]| {
+        let out = Process::new(FLEETLOG)
+            .arg("--db")
+            .arg(&db)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(flags)
+            .envs(env.iter().copied())
+            .output()
+            .expect("runs");
+        assert!(!out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let banana = serve(&[("FLEETLOG_SHARED", "banana")], &[]);
+    assert!(banana.contains("banana"), "{banana}");
+    let both = serve(&[("FLEETLOG_SHARED", "true")], &["--exclusive"]);
+    assert!(both.contains("opposite modes"), "{both}");
+    let missing = Process::new(FLEETLOG)
+        .arg("--db")
+        .arg(db.with_file_name("no-such-dir").join("x.db"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        !missing.status.success()
+            && stderr.contains("does not exist")
+            && stderr.contains("no-such-dir"),
+        "{stderr}"
+    );
+}
+
 /// `GET /v1/verify` reports on the chain the daemon holds; a bad anchor is a clear 400.
 #[test]
 fn the_daemon_verifies_the_chain_it_holds_and_refuses_a_malformed_anchor() {

@@ -6,8 +6,10 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    // Not `#[from]`: that would also make the io::Error the source, and a report of the chain
+    // (`{:#}`) would then print its text twice.
     #[error("I/O error: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
 
     #[error("storage error: {0}")]
     Storage(#[source] redb::Error),
@@ -149,3 +151,9 @@ from_redb!(
     redb::CommitError,
     redb::SetDurabilityError
 );
+
+impl From<std::io::Error> for Error {
+    fn from(error: std::io::Error) -> Self {
+        Error::Io(error)
+    }
+}

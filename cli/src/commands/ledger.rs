@@ -106,12 +106,19 @@ pub fn run(
             log_format,
             skip_verify,
             shared,
-            exclusive: _,
+            exclusive,
             auth,
             tls_cert,
             tls_key,
             idle_exit_ms,
         } => {
+            // Not clap's `conflicts_with`: that also counts a variable set to false
+            // (`FLEETLOG_SHARED=0` beside `--exclusive`).
+            if shared && exclusive {
+                bail!(
+                    "--shared (FLEETLOG_SHARED) and --exclusive (FLEETLOG_EXCLUSIVE) ask for opposite modes; name one"
+                );
+            }
             init_logs(log_format)?;
             serve(fleetlog::daemon::ServerConfig {
                 db: db.to_owned(),

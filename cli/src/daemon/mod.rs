@@ -429,6 +429,15 @@ pub async fn serve(
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let auth = checked_auth(&config)?;
+    if let Some(dir) = config.db.parent().filter(|dir| !dir.as_os_str().is_empty())
+        && !dir.is_dir()
+    {
+        return Err(Error::Config(format!(
+            "cannot serve {}: its directory {} does not exist (create it, or choose another --db)",
+            config.db.display(),
+            dir.display()
+        )));
+    }
     let tls = config.tls.as_ref().map(TlsFiles::acceptor).transpose()?;
     let took_over = match config.idle_exit {
         None => take_over_from_on_demand(&config.socket).await?,
