@@ -30,11 +30,13 @@ struct Daemon {
 }
 
 impl Daemon {
+    /// As `serve` does by default: holding the file exclusively.
     fn start() -> Daemon {
-        Self::start_with(false)
+        Self::start_with(true)
     }
 
-    /// With `exclusive`, as `serve --exclusive` (acknowledged from the write-ahead log).
+    /// With `exclusive`, as `serve` (acknowledged from the write-ahead log); without, as
+    /// `serve --shared`.
     fn start_with(exclusive: bool) -> Daemon {
         let temp = TempLedger::new();
         let socket = temp.sibling("fleet.sock");

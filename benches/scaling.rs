@@ -19,7 +19,8 @@
 //! bytes per event and a fresh process's open time and RSS.
 //!
 //! `cargo bench --bench scaling` runs 10k and 100k tasks (`FLEETLOG_SCALING_TASKS=a,b` for
-//! others) and 10k and 100k ops of each workload (`FLEETLOG_SCALING_OPS`); under `cargo test` it runs 500 and 2,000 as a smoke test and checks the figures are
+//! others) and 10k and 100k ops of each workload (`FLEETLOG_SCALING_OPS`), the tasks with the
+//! ledger shared unless `FLEETLOG_SCALING_EXCLUSIVE=1`; under `cargo test` it runs 500 and 2,000 as a smoke test and checks the figures are
 //! sane. Not criterion: these are sizes, not one timed operation.
 
 use std::path::Path;
@@ -46,6 +47,13 @@ const AGENT: &str = "worker";
 const OPEN_ENV: &str = "FLEETLOG_SCALING_OPEN";
 /// Set beside [`OPEN_ENV`]: open without verifying the whole chain first (`--skip-verify`).
 const SKIP_VERIFY_ENV: &str = "FLEETLOG_SCALING_SKIP_VERIFY";
+/// Set (to anything but `0`) to run the tasks with the ledger held exclusively, acknowledged
+/// from the write-ahead log, as the daemon holds it by default.
+const EXCLUSIVE_ENV: &str = "FLEETLOG_SCALING_EXCLUSIVE";
+
+fn exclusive() -> bool {
+    std::env::var(EXCLUSIVE_ENV).is_ok_and(|value| !value.is_empty() && value != "0")
+}
 
 struct Run {
     tasks: u64,
@@ -85,6 +93,7 @@ fn run(ledger: &TempLedger, tasks: u64, snapshots: bool) -> Run {
         } else {
             0
         },
+        exclusive: exclusive(),
         ..CoordinatorOptions::default()
     };
     let fleet = Coordinator::open(&ledger.path, options).expect("opens");
