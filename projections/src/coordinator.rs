@@ -17,8 +17,15 @@ use crate::replay::{AsOf, Error, replay_range, resolve};
 use crate::snapshot;
 use crate::state::State;
 
-/// Events between snapshots, by default: start-up replays at most this many.
+/// Events between snapshots, by default, while the state is small: start-up replays at most
+/// this many (a large state is snapshotted less often, see [`SNAPSHOT_BYTES_PER_EVENT_MAX`]).
 pub const SNAPSHOT_EVERY_EVENTS_DEFAULT: u64 = 10_000;
+/// Most snapshot bytes written per event appended. A state whose snapshot is larger than
+/// `SNAPSHOT_EVERY_EVENTS_DEFAULT` times this is snapshotted every `size / this` events instead:
+/// snapshots then never write more than about half what the log itself does, which the disk's
+/// flushes (the writer's acknowledgements among them) would otherwise wait for. The tail replayed
+/// on opening stays proportional to the live state, not to history.
+pub const SNAPSHOT_BYTES_PER_EVENT_MAX: u64 = 64;
 
 #[derive(Clone)]
 pub struct CoordinatorOptions {

@@ -55,8 +55,8 @@ pub mod workflows;
 pub use activity::{Activity, KindCount};
 pub use command::{Command, CommandError, Outcome};
 pub use coordinator::{
-    CallerGuard, Coordinator, CoordinatorOptions, PendingCommand, SNAPSHOT_EVERY_EVENTS_DEFAULT,
-    rebuild, rebuild_reporting,
+    CallerGuard, Coordinator, CoordinatorOptions, PendingCommand, SNAPSHOT_BYTES_PER_EVENT_MAX,
+    SNAPSHOT_EVERY_EVENTS_DEFAULT, rebuild, rebuild_reporting,
 };
 pub use machine::{INBOX_SIGNALS_MAX, Machine, Reply, SYSTEM_ACTOR};
 pub use published::BACKLOG_RECORDS_MAX;

@@ -54,6 +54,14 @@ pub(super) fn limits(app: &App) -> Vec<(&'static str, u64)> {
             fleetlog_ledger::limits::HEAD_AHEAD_OF_WALL_MS_MAX,
         ),
         (
+            "snapshot_every_events",
+            fleetlog_projections::SNAPSHOT_EVERY_EVENTS_DEFAULT,
+        ),
+        (
+            "snapshot_bytes_per_event_max",
+            fleetlog_projections::SNAPSHOT_BYTES_PER_EVENT_MAX,
+        ),
+        (
             "facts_kept_per_kind",
             fleetlog_projections::facts::FACTS_KEPT_PER_KIND as u64,
         ),
