@@ -1103,7 +1103,7 @@ fn the_shared_mode_is_chosen_by_flag_or_environment_and_contradictions_are_refus
 fn the_daemon_verifies_the_chain_it_holds_and_refuses_a_malformed_anchor() {
     let (_dir, db) = new_db();
     let daemon = Daemon::start(&db, &[]);
-    let client = BlockingClient::new(Endpoint::Unix(daemon.socket.clone())).expect("client");
+    let client = daemon.client();
     register(&client, "a");
     let report = client
         .request(hyper::Method::GET, "/v1/verify", None)

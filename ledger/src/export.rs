@@ -49,38 +49,36 @@ pub(crate) fn export(
             record_format_version: crate::codec::FORMAT_VERSION,
             head: meta.head.checkpoint(),
         },
+        progress,
     )?;
     reader.scan_raw(1..=meta.head.seq, |seq, bytes| {
         export.record(&decode(seq, bytes)?)?;
-        if export.written().is_multiple_of(65_536) {
-            progress(export.written());
-        }
         Ok(ControlFlow::Continue(()))
     })?;
-    let written = export.written();
-    let head = export.finish()?;
-    progress(written);
-    Ok(head)
+    export.finish()
 }
 
 /// Writes an export: the header line, then every record from seq 1 to the header's head, in
 /// order. For an export made from something other than this process's file (a daemon's pages);
 /// the lines are exactly those [`crate::Ledger::export_jsonl`] writes.
-pub struct ExportWriter<W: Write> {
+pub struct ExportWriter<'p, W: Write> {
     out: W,
     head: Checkpoint,
     written: u64,
+    /// Called with the records written so far, now and then and at the end.
+    progress: &'p dyn Fn(u64),
 }
 
-impl<W: Write> ExportWriter<W> {
+impl<'p, W: Write> ExportWriter<'p, W> {
     /// Writes `header`'s line.
-    pub fn new(mut out: W, header: ExportHeader) -> Result<Self, Error> {
+    pub fn new(mut out: W, header: ExportHeader, progress: &'p dyn Fn(u64)) -> Result<Self, Error> {
         serde_json::to_writer(&mut out, &header).map_err(std::io::Error::from)?;
         out.write_all(b"\n")?;
         Ok(ExportWriter {
             out,
             head: header.head,
             written: 0,
+            progress,
         })
     }
 
@@ -99,12 +97,10 @@ impl<W: Write> ExportWriter<W> {
         serde_json::to_writer(&mut self.out, record).map_err(std::io::Error::from)?;
         self.out.write_all(b"\n")?;
         self.written = expected;
+        if self.written.is_multiple_of(65_536) {
+            (self.progress)(self.written);
+        }
         Ok(())
-    }
-
-    /// Records written so far.
-    pub fn written(&self) -> u64 {
-        self.written
     }
 
     /// Checks every record up to the head was written and flushes; the head exported.
@@ -116,6 +112,7 @@ impl<W: Write> ExportWriter<W> {
             });
         }
         self.out.flush()?;
+        (self.progress)(self.written);
         Ok(self.head)
     }
 }

@@ -667,18 +667,9 @@ fn export_from_daemon(
             .parse()?,
     };
     let through = header.head.seq;
-    let mut export = ExportWriter::new(writer, header)?;
-    Pages::through(through).read(client, |record| {
-        export.record(&record)?;
-        if export.written().is_multiple_of(65_536) {
-            progress(export.written());
-        }
-        Ok(())
-    })?;
-    let written = export.written();
-    let head = export.finish()?;
-    progress(written);
-    Ok(head)
+    let mut export = ExportWriter::new(writer, header, progress)?;
+    Pages::through(through).read(client, |record| Ok(export.record(&record)?))?;
+    Ok(export.finish()?)
 }
 
 fn import(db: &Path, file: &Path, out: &Output) -> Result<ExitCode> {
