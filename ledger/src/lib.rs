@@ -7,6 +7,8 @@
 //! - an append is acknowledged only once it is durable: the redb commit holding it returned
 //!   with `Durability::Immediate`, or (a writer holding the file exclusively) the write-ahead
 //!   log frame holding it was `fdatasync`ed; one writer thread owns every write transaction.
+//! - a read that begins after an append was acknowledged sees it, even while the writer leaves
+//!   the batch's redb transaction open (`writer::Gate`).
 //! - every writable open re-applies the write-ahead log's frames past redb's durable head
 //!   before anything reads the file (`wal`).
 //! - nothing is ever rewritten or deleted; a failed commit poisons the writer until reopen.
@@ -314,7 +316,7 @@ impl Ledger {
         verify_chain: bool,
     ) -> Result<(Reader, storage::Meta), Error> {
         let reader = Reader {
-            store: Arc::new(Store::Writable(db)),
+            store: Arc::new(Store::Writable(db, Arc::default())),
             path: Arc::new(path.to_owned()),
         };
         let txn = reader.store.begin_read()?;
@@ -362,8 +364,14 @@ impl Ledger {
         let counters = Arc::<WriterCounters>::default();
         let custom_only = sequencer.is_some();
         let time = Arc::new(LedgerTime::start(clock, meta.head.ts));
+        let gate = reader
+            .store
+            .gate()
+            .cloned()
+            .expect("a writer is only started on a writable store");
         let writer = writer::spawn(WriterSetup {
             db,
+            gate,
             head: meta.head,
             watch: Arc::clone(&watch),
             counters: Arc::clone(&counters),

@@ -16,6 +16,7 @@ use crate::codec::{ChainHash, RecordView, decode_u64, encode_u64};
 use crate::error::Error;
 use crate::event::Timestamp;
 use crate::limits::OPEN_CHECK_RECORDS;
+use crate::writer::Gate;
 
 /// seq → stored record (see `codec`).
 pub(crate) const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
@@ -60,16 +61,28 @@ impl Head {
 
 /// Either kind of redb handle; both read the same way.
 pub(crate) enum Store {
-    Writable(Arc<Database>),
+    /// The file this process writes, with the gate its writer keeps (see [`Gate`]).
+    Writable(Arc<Database>, Arc<Gate>),
     ReadOnly(ReadOnlyDatabase),
 }
 
 impl Store {
+    /// A read transaction that sees every batch acknowledged before this call.
     pub(crate) fn begin_read(&self) -> Result<ReadTransaction, Error> {
         Ok(match self {
-            Store::Writable(db) => db.begin_read()?,
+            Store::Writable(db, gate) => {
+                gate.settle()?;
+                db.begin_read()?
+            }
             Store::ReadOnly(db) => db.begin_read()?,
         })
+    }
+
+    pub(crate) fn gate(&self) -> Option<&Arc<Gate>> {
+        match self {
+            Store::Writable(_, gate) => Some(gate),
+            Store::ReadOnly(_) => None,
+        }
     }
 }
 

@@ -1,7 +1,8 @@
 //! The write-ahead log of a ledger held exclusively (`serve`, unless `--shared`): one small in-place
 //! write and one `fdatasync` acknowledge a batch, instead of a redb commit (which writes pages
-//! all over the file). redb then commits the same batch with `Durability::None`, and durably
-//! (a checkpoint) once a second or when the log is full.
+//! all over the file). The batch's redb transaction stays open for the next batches (readers in
+//! this process commit it, non-durably, before they read: `writer::Gate`), and redb commits
+//! durably (a checkpoint) once a second or when the log is full.
 //!
 //! The log is `<ledger>.wal`, preallocated and zero-filled once, so a sync flushes data blocks
 //! only, never file-size metadata. A checkpoint starts a new generation: frames are written

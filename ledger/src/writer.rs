@@ -13,6 +13,12 @@
 //! Under load the lock is busy and the queue is not empty, so the writer thread leads and group
 //! commit works as before.
 //!
+//! Acknowledged before visible: with a write-ahead log, a batch is acknowledged once its frame
+//! is durable, and its redb transaction is left open for the next batches to continue instead
+//! of being committed (about 30 µs per batch, a tenth of one command's latency). Readers in this
+//! process commit it, non-durably, before they read ([`Gate::settle`]); a checkpoint or close
+//! commits it durably. Nothing else reads redb while the file is held exclusively.
+//!
 //! Invariants:
 //! - seqs are dense and assigned here only; `ts` never decreases (one clock read per batch,
 //!   clamped to the previous record's time).
@@ -23,15 +29,18 @@
 //!   lock is then poisoned and every later request fails as if the writer had stopped.
 //! - the writer thread never sleeps past a deadline a caller's commit created: such a commit
 //!   nudges it.
+//! - whenever the writer's lock is free, its open transaction holds acknowledged batches only,
+//!   and the gate says so before any of them is acknowledged: a read that starts after an
+//!   acknowledgement sees it. Nothing run under the writer's lock reads through a `Reader`.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, TryLockError};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, TryLockError, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
-use redb::{Database, Durability};
+use redb::{Database, Durability, WriteTransaction};
 
 use crate::clock::LedgerTime;
 use crate::codec::{ChainHash, EncodedEntry, Record, decode_entry, encode_u64};
@@ -209,6 +218,35 @@ impl IdempotencyKey {
     }
 }
 
+/// Where readers learn that acknowledged batches wait in the writer's open transaction, and how
+/// they make them visible first.
+#[derive(Default)]
+pub(crate) struct Gate {
+    /// Set before a batch left in the open transaction is acknowledged; cleared once that
+    /// transaction is committed.
+    pending: AtomicBool,
+    writer: OnceLock<Weak<Mutex<Writer>>>,
+}
+
+impl Gate {
+    /// Commits the writer's open transaction, if it holds acknowledged batches, so that a read
+    /// transaction begun after this returns sees them. One atomic load when nothing waits.
+    pub(crate) fn settle(&self) -> Result<(), Error> {
+        if !self.pending.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let Some(core) = self.writer.get().and_then(Weak::upgrade) else {
+            // The writer stopped without committing them (its close failed): they are in the
+            // write-ahead log, and the next writable open re-applies them.
+            return Err(Error::WriterStopped);
+        };
+        let Ok(mut writer) = core.lock() else {
+            return Err(Error::WriterStopped);
+        };
+        writer.make_visible()
+    }
+}
+
 /// The running writer: its queue, its lock, and the thread behind them.
 pub(crate) struct WriterHandle {
     sender: Sender<Request>,
@@ -260,6 +298,8 @@ impl WriterHandle {
 /// Everything the writer starts with.
 pub(crate) struct WriterSetup {
     pub db: Arc<Database>,
+    /// Shared with the readers of the same store.
+    pub gate: Arc<Gate>,
     pub head: Head,
     pub watch: Arc<HeadWatch>,
     pub counters: Arc<WriterCounters>,
@@ -272,8 +312,11 @@ pub(crate) struct WriterSetup {
 
 pub(crate) fn spawn(setup: WriterSetup) -> Result<WriterHandle, Error> {
     let (sender, receiver) = crossbeam_channel::bounded(setup.queue_max);
+    let gate = setup.gate;
     let core = Arc::new(Mutex::new(Writer {
         db: setup.db,
+        gate: Arc::clone(&gate),
+        open: None,
         head: setup.head,
         watch: setup.watch,
         counters: setup.counters,
@@ -284,6 +327,8 @@ pub(crate) fn spawn(setup: WriterSetup) -> Result<WriterHandle, Error> {
         sleeps_until: None,
         under_load: false,
     }));
+    // Set once per writer: a store gets one writer in its life.
+    let _ = gate.writer.set(Arc::downgrade(&core));
     let thread_core = Arc::clone(&core);
     let thread = std::thread::Builder::new()
         .name("fleetlog-writer".to_owned())
@@ -367,6 +412,10 @@ fn gather(
 
 struct Writer {
     db: Arc<Database>,
+    gate: Arc<Gate>,
+    /// With a write-ahead log: the transaction holding batches acknowledged from it and not yet
+    /// committed to redb; the next batch continues it.
+    open: Option<WriteTransaction>,
     head: Head,
     watch: Arc<HeadWatch>,
     counters: Arc<WriterCounters>,
@@ -460,11 +509,40 @@ impl Writer {
         let Some(wal) = self.wal.as_mut().filter(|wal| wal.has_frames()) else {
             return Ok(());
         };
-        let mut txn = begin_durable_write(&self.db)?;
+        let mut txn = match self.open.take() {
+            Some(txn) => txn,
+            None => begin_durable_write(&self.db)?,
+        };
+        txn.set_durability(Durability::Immediate)?;
         txn.set_quick_repair(true);
         txn.commit()?;
+        self.gate.pending.store(false, Ordering::Release);
         wal.checkpointed(&self.head);
         self.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Commits the open transaction, non-durably (its batches are durable in the write-ahead
+    /// log), so that readers see what was acknowledged.
+    fn make_visible(&mut self) -> Result<(), Error> {
+        let Some(txn) = self.open.take() else {
+            // Either nothing waits (another reader just committed it), or the batch after them
+            // failed and took the transaction with it: the writer is poisoned, and only a
+            // reopen (which re-applies the log) shows them.
+            return match (&self.poisoned, self.gate.pending.load(Ordering::Acquire)) {
+                (Some(cause), true) => Err(Error::WriterPoisoned {
+                    cause: cause.clone(),
+                }),
+                _ => Ok(()),
+            };
+        };
+        if let Err(error) = txn.commit() {
+            let cause = Error::from(error).to_string();
+            self.poisoned = Some(cause.clone());
+            self.watch.poison(cause.clone());
+            return Err(Error::WriterPoisoned { cause });
+        }
+        self.gate.pending.store(false, Ordering::Release);
         Ok(())
     }
 
@@ -524,7 +602,14 @@ impl Writer {
     /// Stages the whole batch in one transaction and commits it. On failure, hands back every
     /// reply still owed so each can be failed.
     fn write(&mut self, batch: Vec<Request>) -> Result<Written, Box<Failed>> {
-        let txn = match begin_durable_write(&self.db) {
+        // Batches acknowledged earlier and not yet visible: this one continues their
+        // transaction. If it fails, they go with it (still durable in the log).
+        let carried = self.open.is_some();
+        let txn = match self.open.take() {
+            Some(txn) => Ok(txn),
+            None => begin_durable_write(&self.db),
+        };
+        let txn = match txn {
             Ok(txn) => txn,
             Err(error) => return Err(fail_all(error, batch)),
         };
@@ -563,6 +648,17 @@ impl Writer {
         }
         if head == self.head {
             // Nothing new (idempotent retries, rejected commands, a tick with nothing due).
+            // Its own writes, if any (keys pruned, a rejection's answer), are not in the log; in
+            // a carried transaction they stay, as if a later batch had made them.
+            if carried {
+                self.open = Some(txn);
+                return Ok(Written {
+                    replies,
+                    records,
+                    after_commit,
+                    head,
+                });
+            }
             return match txn.abort() {
                 Ok(()) => Ok(Written {
                     replies,
@@ -578,25 +674,26 @@ impl Writer {
             txn.open_table(META)?
                 .insert(META_HEAD, encode_head(&head).as_slice())?;
             let started = Instant::now();
-            let checkpoint = match (self.wal.as_mut(), redo.as_ref()) {
+            match (self.wal.as_mut(), redo.as_ref()) {
                 (Some(wal), Some(redo)) if !wal.checkpoint_due(redo) => {
-                    // Durable once the frame is: redb's own commit then only publishes it.
-                    wal.append(&self.head, &head, redo)?;
+                    // Durable once the frame is. redb's commit would only make it visible:
+                    // left to the next reader, checkpoint or close (see `Gate`).
                     txn.set_durability(Durability::None)?;
-                    false
+                    wal.append(&self.head, &head, redo)?;
+                    self.open = Some(txn);
+                    self.gate.pending.store(true, Ordering::Release);
                 }
-                (Some(_), _) => {
+                (Some(wal), _) => {
+                    txn.set_durability(Durability::Immediate)?;
                     // Recovery after a crash then loads the allocator state instead of
                     // rebuilding it from every tree.
                     txn.set_quick_repair(true);
-                    true
+                    txn.commit()?;
+                    self.gate.pending.store(false, Ordering::Release);
+                    wal.checkpointed(&head);
+                    self.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
                 }
-                (None, _) => false,
-            };
-            txn.commit()?;
-            if checkpoint && let Some(wal) = self.wal.as_mut() {
-                wal.checkpointed(&head);
-                self.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
+                (None, _) => txn.commit()?,
             }
             let commit_micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
             self.counters

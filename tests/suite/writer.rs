@@ -118,3 +118,79 @@ fn queued_appends_share_commits_and_a_waiting_append_commits_alone() {
     );
     assert_eq!(after.events, 205);
 }
+
+/// Held exclusively, a batch is acknowledged from the write-ahead log while its redb transaction
+/// stays open for the next batches: a read that starts after an acknowledgement must still see
+/// it, whichever thread reads and however the reads interleave with the appends.
+#[test]
+fn a_read_that_starts_after_an_acknowledgement_sees_it_while_the_file_is_held_exclusively() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    const APPENDERS: u64 = 4;
+    const APPENDS_EACH: u64 = 150;
+    let temp = TempLedger::new();
+    let ledger = fleetlog_ledger::Ledger::open_or_create_exclusive(temp.path()).expect("open");
+    let acknowledged = AtomicU64::new(0);
+    let done = AtomicBool::new(false);
+    let reads = AtomicU64::new(0);
+    std::thread::scope(|scope| {
+        let appenders: Vec<_> = (0..APPENDERS)
+            .map(|thread| {
+                let (ledger, acknowledged) = (&ledger, &acknowledged);
+                scope.spawn(move || {
+                    for n in 0..APPENDS_EACH {
+                        let receipt = ledger
+                            .append(&format!("a{thread}"), &custom("n", serde_json::json!(n)))
+                            .expect("append");
+                        acknowledged.fetch_max(receipt.seq, Ordering::SeqCst);
+                    }
+                })
+            })
+            .collect();
+        for _ in 0..2 {
+            let (ledger, acknowledged, done, reads) = (&ledger, &acknowledged, &done, &reads);
+            scope.spawn(move || {
+                let reader = ledger.reader();
+                while !done.load(Ordering::SeqCst) {
+                    let seen = acknowledged.load(Ordering::SeqCst);
+                    let last = reader.last_seq().expect("read");
+                    assert!(last >= seen, "acknowledged {seen}, a later read saw {last}");
+                    if seen > 0 {
+                        let record = reader.get(seen).expect("read");
+                        assert_eq!(record.map(|r| r.seq), Some(seen));
+                    }
+                    reads.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+        for appender in appenders {
+            appender.join().expect("appender");
+        }
+        done.store(true, Ordering::SeqCst);
+    });
+    let total = APPENDERS * APPENDS_EACH;
+    assert_eq!(ledger.reader().last_seq().expect("read"), total);
+    assert!(reads.load(Ordering::Relaxed) > 0, "the readers ran");
+}
+
+/// Batches acknowledged and never read stay in the writer's open transaction; closing the
+/// ledger must make them durable in redb itself, so a read-only open (which refuses a file whose
+/// write-ahead log still has frames to apply) finds every one.
+#[test]
+fn batches_acknowledged_and_never_read_are_in_the_file_after_close() {
+    let temp = TempLedger::new();
+    let ledger = fleetlog_ledger::Ledger::open_or_create_exclusive(temp.path()).expect("open");
+    let mut last = None;
+    for n in 0..40 {
+        last = Some(
+            ledger
+                .append("a", &custom("n", serde_json::json!(n)))
+                .expect("append"),
+        );
+    }
+    drop(ledger);
+    let reopened = fleetlog_ledger::Ledger::open_read_only(temp.path()).expect("no recovery due");
+    let reader = reopened.reader();
+    assert_eq!(reader.last_seq().expect("read"), 40);
+    let record = reader.get(40).expect("read").expect("record 40");
+    assert_eq!(Some(record.hash), last.map(|receipt| receipt.hash));
+}
