@@ -1007,6 +1007,7 @@ fn reads_beside_a_daemon_holding_the_file_go_through_it_and_answer_as_the_file_d
         "fleetlog_limit{name=\"wal_bytes\"} 33554432",
         "fleetlog_limit{name=\"wal_checkpoint_interval_ms\"} 1000",
         "fleetlog_limit{name=\"verify_runs_max\"} 1",
+        "fleetlog_limit{name=\"published_catch_up_records_max\"} 8192",
         "fleetlog_checkpoints_total ",
     ] {
         assert!(metrics.contains(line), "{line} missing from {metrics}");

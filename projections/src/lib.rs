@@ -59,7 +59,7 @@ pub use coordinator::{
     SNAPSHOT_EVERY_EVENTS_DEFAULT, rebuild, rebuild_reporting,
 };
 pub use machine::{INBOX_SIGNALS_MAX, Machine, Reply, SYSTEM_ACTOR};
-pub use published::BACKLOG_RECORDS_MAX;
+pub use published::{BACKLOG_RECORDS_MAX, CATCH_UP_RECORDS_MAX};
 pub use queue::TaskSpec;
 pub use replay::{AsOf, Error, Projection, replay, replay_range, resolve};
 pub use snapshot::SNAPSHOT_VERSION;

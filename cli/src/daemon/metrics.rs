@@ -69,6 +69,10 @@ pub(super) fn limits(app: &App) -> Vec<(&'static str, u64)> {
             "published_backlog_records_max",
             fleetlog_projections::BACKLOG_RECORDS_MAX as u64,
         ),
+        (
+            "published_catch_up_records_max",
+            fleetlog_projections::CATCH_UP_RECORDS_MAX as u64,
+        ),
     ]
 }
 

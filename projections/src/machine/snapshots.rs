@@ -64,11 +64,16 @@ impl Snapshots {
             .name("fleetlog-snapshot".to_owned())
             .spawn(move || {
                 fleetlog_ledger::priority::yield_cpu_to_the_writer();
-                let bytes = crate::snapshot::encode(&committed);
+                // Encoding takes far longer than a copy. The published copy it came from is
+                // one the writer reuses: pinned for the whole encoding, it came back tens of
+                // thousands of records behind (docs/performance.md, seventh session).
+                let own = crate::state::State::clone(&committed);
+                drop(committed);
+                let bytes = crate::snapshot::encode(&own);
                 last_bytes.store(bytes.len() as u64, Ordering::Relaxed);
                 // A snapshot is derived data: if it cannot be written (disk full, permissions)
                 // opening replays a longer tail instead, and the next interval tries again.
-                let _ = store.write(committed.seq, &bytes);
+                let _ = store.write(own.seq, &bytes);
             });
         self.in_flight = spawned.ok();
     }
