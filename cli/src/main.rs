@@ -130,7 +130,8 @@ enum Command {
         /// TCP address; beyond loopback it requires --token.
         #[arg(long, default_value_t = std::net::SocketAddr::from(([127, 0, 0, 1], fleetlog::wire::DEFAULT_PORT)))]
         listen: std::net::SocketAddr,
-        /// Unix socket path (default: beside the database, `<db>.sock`).
+        /// Unix socket path (default: beside the database, `<db>.sock`). Elsewhere, `<db>.sock`
+        /// is linked to it while the daemon runs, so commands given only --db find it.
         #[arg(long)]
         socket: Option<PathBuf>,
         /// Bearer token required on TCP requests.

@@ -1221,3 +1221,40 @@ fn concurrent_clients_share_commits_on_a_daemon_with_one_runtime_worker() {
         "{events} appends from {CLIENTS} concurrent clients took {commits} commits: none shared one"
     );
 }
+
+/// `serve --socket` elsewhere: commands given only `--db` must still find the daemon (they look
+/// at `<db>.sock`; without it a read waited 15 s and failed, and a write tried to start a
+/// second daemon on a file the first one holds). The link it makes goes with it.
+#[test]
+fn a_daemon_on_a_socket_elsewhere_is_found_by_commands_given_only_the_database() {
+    let (_dir, db) = new_db();
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    let socket = elsewhere.path().join("custom.sock");
+    let mut daemon = Daemon::start(&db, &["--socket", socket.to_str().expect("utf-8 path")]);
+    let default = fleetlog::wire::socket_path(&db);
+    assert_eq!(
+        std::fs::read_link(&default).expect("the default path is a link"),
+        socket
+    );
+    let registered = cli(&db, &["register", "--agent", "worker-1"]);
+    assert!(registered.status.success(), "{registered:?}");
+    let head = cli(&db, &["head", "--json"]);
+    assert!(head.status.success(), "{head:?}");
+    let head: serde_json::Value = serde_json::from_slice(&head.stdout).expect("JSON");
+    assert_eq!(
+        head["seq"], 1,
+        "the registration, read through the daemon: {head}"
+    );
+    // The daemon on the custom socket is the one that appended it.
+    let direct = BlockingClient::new(Endpoint::Unix(socket.clone())).expect("client");
+    let body = direct
+        .request(hyper::Method::GET, "/v1/head", None)
+        .expect("the daemon answers on its own socket");
+    assert_eq!(body["seq"], 1, "{body}");
+    daemon.terminate();
+    assert!(
+        std::fs::symlink_metadata(&default).is_err(),
+        "the link goes with the daemon"
+    );
+    assert!(!socket.exists(), "and so does its socket");
+}

@@ -493,6 +493,7 @@ pub async fn serve(
     let unix = bind_socket(&config.socket)?;
     // Which socket file is ours: at exit only that one is removed, never a successor's.
     let our_socket = socket_inode(&config.socket);
+    let our_link = link_default_socket(&config.db, &config.socket);
     let connections_max = crate::daemon::listen::connection_bound(2);
     metrics
         .connections_max
@@ -548,12 +549,52 @@ pub async fn serve(
     let closed = tokio::task::spawn_blocking(move || closing.wait_closed()).await;
     // The socket goes last: once it is gone the file is free, so whoever waits for it (a
     // daemon taking over, a client starting a new one) can open the file at once.
+    if let Some((link, inode)) = our_link
+        && socket_inode(&link) == Some(inode)
+    {
+        let _ = std::fs::remove_file(&link);
+    }
     if our_socket.is_some() && socket_inode(&config.socket) == our_socket {
         let _ = std::fs::remove_file(&config.socket);
     }
     closed.map_err(|error| Error::Config(format!("waiting for the ledger to close: {error}")))?;
     tracing::info!("stopped; the ledger is closed");
     Ok(())
+}
+
+/// With `--socket` elsewhere, links the default path (`<db>.sock`) to it, so that every command
+/// and client given only the database finds this daemon (it found none there, waited for one to
+/// start and gave up). Best effort: a daemon that answers there is left alone, and a failure is
+/// logged. Returns the link and its inode, to remove at exit only if it is still ours.
+fn link_default_socket(db: &Path, socket: &Path) -> Option<(PathBuf, u64)> {
+    let default = wire::socket_path(db);
+    let target = std::path::absolute(socket).ok()?;
+    if std::path::absolute(&default).ok()? == target {
+        return None;
+    }
+    // `exists` follows links: a dangling one (a daemon gone) or a dead socket is replaced.
+    if default.exists() && std::os::unix::net::UnixStream::connect(&default).is_ok() {
+        tracing::warn!(
+            default = %default.display(),
+            "another daemon answers on the default socket; commands given only --db reach it, not this one"
+        );
+        return None;
+    }
+    let linked = std::fs::remove_file(&default)
+        .or_else(|error| match error.kind() {
+            std::io::ErrorKind::NotFound => Ok(()),
+            _ => Err(error),
+        })
+        .and_then(|()| std::os::unix::fs::symlink(&target, &default));
+    if let Err(error) = linked {
+        tracing::warn!(
+            default = %default.display(),
+            %error,
+            "cannot link the default socket to --socket; commands given only --db will not find this daemon"
+        );
+        return None;
+    }
+    socket_inode(&default).map(|inode| (default, inode))
 }
 
 fn socket_inode(path: &Path) -> Option<u64> {
