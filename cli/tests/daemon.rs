@@ -1258,3 +1258,27 @@ fn a_daemon_on_a_socket_elsewhere_is_found_by_commands_given_only_the_database()
     );
     assert!(!socket.exists(), "and so does its socket");
 }
+
+/// An empty ledger has no time of its own: `replay` prints none, on the file as through a
+/// daemon (on the file it printed the epoch).
+#[test]
+fn replay_of_an_empty_ledger_prints_the_same_on_the_file_as_through_a_daemon() {
+    let (_dir, db) = new_db();
+    assert!(cli(&db, &["init"]).status.success());
+    let on_file = cli(&db, &["replay"]);
+    let daemon = Daemon::start(&db, &[]);
+    let through = cli(&db, &["replay"]);
+    drop(daemon);
+    assert!(on_file.status.success(), "{on_file:?}");
+    assert!(through.status.success(), "{through:?}");
+    let text = String::from_utf8_lossy(&on_file.stdout);
+    assert!(
+        !text.contains("1970"),
+        "no epoch for an empty ledger: {text}"
+    );
+    assert_eq!(
+        text,
+        String::from_utf8_lossy(&through.stdout),
+        "the same on the file as through the daemon"
+    );
+}

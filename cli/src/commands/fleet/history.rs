@@ -155,7 +155,13 @@ pub fn replay(db: &Path, as_of: &str, out: &Output) -> Result<ExitCode> {
                 _ => state.ts,
             };
             let value = fleetlog::wire::answer(&state, ledger.reader(), now, &Query::Status)?;
-            (value, Some(now))
+            // An empty ledger has no time of its own (its state's is the epoch): none is
+            // printed, as through a daemon.
+            let shown = match as_of {
+                fleetlog_projections::AsOf::Time(_) => Some(now),
+                _ => (state.seq > 0).then_some(now),
+            };
+            (value, shown)
         }
         // The daemon rebuilds the state as of that point itself (`POST /v1/queries`, as_of).
         crate::commands::ledger::Source::Daemon(client) => {
