@@ -229,7 +229,7 @@ pub(super) async fn metrics(State(app): State<Shared>) -> Response {
     histogram(
         &mut text,
         "fleetlog_commit_latency_seconds",
-        "Time to make a batch durable: its redb commit, or (held exclusively, the default) its write-ahead-log frame and redb's non-durable commit.",
+        "Time to make a batch durable: its redb commit, or (held exclusively, the default) its write-ahead-log frame (redb commits it when a reader needs it, or durably at a checkpoint, which is counted here too).",
         &fleetlog_ledger::COMMIT_MICROS_BUCKETS.map(|micros| micros as f64 / 1e6),
         &writer.commit_micros_buckets,
         writer.commit_micros_total as f64 / 1e6,

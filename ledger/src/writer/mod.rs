@@ -34,7 +34,7 @@
 //!   acknowledgement sees it. Nothing run under the writer's lock reads through a `Reader`.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, TryLockError, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -51,6 +51,11 @@ use crate::sequencer::{AfterCommit, Batch, Job, Sequencer};
 use crate::storage::{Head, META, META_HEAD, Tables, begin_durable_write, encode_head};
 use crate::tail::HeadWatch;
 use crate::wal::{Redo, Wal};
+
+mod stats;
+
+pub(crate) use stats::WriterCounters;
+pub use stats::{BATCH_EVENTS_BUCKETS, COMMIT_MICROS_BUCKETS, WriterStats};
 
 /// What an acknowledged append gets back: where its event sits in the chain.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,99 +101,6 @@ impl Request {
             Request::Job(job) => job.reject(error),
             Request::Tick => {}
         }
-    }
-}
-
-/// Upper bounds of the commit-latency histogram buckets, in microseconds (then +Inf).
-pub const COMMIT_MICROS_BUCKETS: [u64; 10] = [
-    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000,
-];
-/// Upper bounds of the batch-size histogram buckets, in events (then +Inf).
-pub const BATCH_EVENTS_BUCKETS: [u64; 11] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 1_024, 4_096];
-
-/// Counters the writer keeps about its work, read without stopping it.
-#[derive(Debug, Default)]
-pub(crate) struct WriterCounters {
-    commits: AtomicU64,
-    checkpoints: AtomicU64,
-    requests: AtomicU64,
-    events: AtomicU64,
-    commit_micros_total: AtomicU64,
-    commit_micros_max: AtomicU64,
-    /// Commits per latency bucket (not cumulative; the last is +Inf).
-    commit_micros_buckets: [AtomicU64; COMMIT_MICROS_BUCKETS.len() + 1],
-    batch_events_buckets: [AtomicU64; BATCH_EVENTS_BUCKETS.len() + 1],
-}
-
-/// Which bucket `value` falls in.
-fn bucket(bounds: &[u64], value: u64) -> usize {
-    bounds.partition_point(|bound| *bound < value)
-}
-
-/// A snapshot of the writer's counters since the ledger was opened.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct WriterStats {
-    /// Batches committed (each durable when acknowledged).
-    pub commits: u64,
-    /// Of those, with a write-ahead log: durable redb commits (checkpoints). Without one,
-    /// every commit is durable in redb and this stays zero.
-    pub checkpoints: u64,
-    /// Append requests committed (idempotent retries included).
-    pub requests: u64,
-    /// Events appended.
-    pub events: u64,
-    /// Time spent inside commits, in microseconds.
-    pub commit_micros_total: u64,
-    /// The slowest commit, in microseconds.
-    pub commit_micros_max: u64,
-    /// Commits per bucket of [`COMMIT_MICROS_BUCKETS`] (not cumulative; the last is +Inf).
-    pub commit_micros_buckets: [u64; COMMIT_MICROS_BUCKETS.len() + 1],
-    /// Commits per bucket of [`BATCH_EVENTS_BUCKETS`] (not cumulative; the last is +Inf).
-    pub batch_events_buckets: [u64; BATCH_EVENTS_BUCKETS.len() + 1],
-}
-
-impl WriterStats {
-    /// Mean events per commit: how much group commit is batching.
-    pub fn mean_batch_events(&self) -> f64 {
-        match self.commits {
-            0 => 0.0,
-            commits => self.events as f64 / commits as f64,
-        }
-    }
-}
-
-impl WriterCounters {
-    pub(crate) fn snapshot(&self) -> WriterStats {
-        WriterStats {
-            commits: self.commits.load(Ordering::Relaxed),
-            checkpoints: self.checkpoints.load(Ordering::Relaxed),
-            requests: self.requests.load(Ordering::Relaxed),
-            events: self.events.load(Ordering::Relaxed),
-            commit_micros_total: self.commit_micros_total.load(Ordering::Relaxed),
-            commit_micros_max: self.commit_micros_max.load(Ordering::Relaxed),
-            commit_micros_buckets: self
-                .commit_micros_buckets
-                .each_ref()
-                .map(|count| count.load(Ordering::Relaxed)),
-            batch_events_buckets: self
-                .batch_events_buckets
-                .each_ref()
-                .map(|count| count.load(Ordering::Relaxed)),
-        }
-    }
-
-    fn record(&self, requests: usize, events: u64, commit_micros: u64) {
-        self.commits.fetch_add(1, Ordering::Relaxed);
-        self.requests.fetch_add(requests as u64, Ordering::Relaxed);
-        self.events.fetch_add(events, Ordering::Relaxed);
-        self.commit_micros_total
-            .fetch_add(commit_micros, Ordering::Relaxed);
-        self.commit_micros_max
-            .fetch_max(commit_micros, Ordering::Relaxed);
-        self.commit_micros_buckets[bucket(&COMMIT_MICROS_BUCKETS, commit_micros)]
-            .fetch_add(1, Ordering::Relaxed);
-        self.batch_events_buckets[bucket(&BATCH_EVENTS_BUCKETS, events)]
-            .fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -518,8 +430,14 @@ impl Writer {
         txn.commit()?;
         self.gate.pending.store(false, Ordering::Release);
         wal.checkpointed(&self.head);
-        self.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
+        self.counters.checkpointed();
         Ok(())
+    }
+
+    /// After a storage error: every later request fails, naming `cause` (see the invariants).
+    fn poison(&mut self, cause: &str) {
+        self.poisoned = Some(cause.to_owned());
+        self.watch.poison(cause.to_owned());
     }
 
     /// Commits the open transaction, non-durably (its batches are durable in the write-ahead
@@ -538,8 +456,7 @@ impl Writer {
         };
         if let Err(error) = txn.commit() {
             let cause = Error::from(error).to_string();
-            self.poisoned = Some(cause.clone());
-            self.watch.poison(cause.clone());
+            self.poison(&cause);
             return Err(Error::WriterPoisoned { cause });
         }
         self.gate.pending.store(false, Ordering::Release);
@@ -584,8 +501,7 @@ impl Writer {
                     after_commit,
                 } = *failed;
                 let cause = error.to_string();
-                self.poisoned = Some(cause.clone());
-                self.watch.poison(cause.clone());
+                self.poison(&cause);
                 for reply in replies {
                     let _ = reply.send(Err(Error::WriterPoisoned {
                         cause: cause.clone(),
@@ -691,7 +607,7 @@ impl Writer {
                     txn.commit()?;
                     self.gate.pending.store(false, Ordering::Release);
                     wal.checkpointed(&head);
-                    self.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
+                    self.counters.checkpointed();
                 }
                 (None, _) => txn.commit()?,
             }
