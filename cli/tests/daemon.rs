@@ -1282,3 +1282,28 @@ fn replay_of_an_empty_ledger_prints_the_same_on_the_file_as_through_a_daemon() {
         "the same on the file as through the daemon"
     );
 }
+
+/// A command that found no daemon reads the file; a daemon started meanwhile holds it
+/// exclusively. The read must go through that daemon, not fail with "held exclusively".
+#[test]
+fn a_read_that_finds_a_daemon_started_meanwhile_goes_through_it() {
+    use fleetlog::client::backend::Backend;
+    use fleetlog::wire::Query;
+    let (_dir, db) = new_db();
+    assert!(cli(&db, &["init"]).status.success());
+    let backend = Backend::connect(&db, false).expect("connects");
+    assert!(
+        !backend.is_daemon(),
+        "no daemon yet: the backend reads the file"
+    );
+    let daemon = Daemon::start(&db, &[]);
+    register(&daemon.client(), "late-reader");
+    let now = backend
+        .query_as_of(&Query::Status, None)
+        .expect("read through the daemon");
+    assert_eq!(now["seq"], 1, "{now}");
+    let then = backend
+        .query_as_of(&Query::Status, Some("1"))
+        .expect("a past point, through the daemon");
+    assert_eq!(then["seq"], 1, "{then}");
+}

@@ -190,9 +190,12 @@ impl Backend {
         match (self, as_of) {
             (_, None) => self.query(query),
             (Backend::Daemon(client), Some(as_of)) => client.query_as_of(query, as_of),
-            (Backend::Embedded(embedded), Some(as_of)) => {
-                let as_of: fleetlog_projections::AsOf = as_of.parse()?;
-                let ledger = fleetlog_ledger::Ledger::open_read_only(&embedded.db)?;
+            (Backend::Embedded(embedded), Some(text)) => {
+                let as_of: fleetlog_projections::AsOf = text.parse()?;
+                let ledger = match embedded.open_read_only()? {
+                    ReadOnly::File(ledger) => ledger,
+                    ReadOnly::Daemon(daemon) => return daemon.query_as_of(query, text),
+                };
                 let seq = fleetlog_projections::resolve(ledger.reader(), as_of)?;
                 let state = fleetlog_projections::rebuild(ledger.reader(), seq)?;
                 let now = match as_of {
@@ -205,7 +208,30 @@ impl Backend {
     }
 }
 
+/// What a read without a daemon found: the file, or a daemon that started meanwhile.
+enum ReadOnly<'a> {
+    File(fleetlog_ledger::Ledger),
+    Daemon(&'a BlockingClient),
+}
+
 impl Embedded {
+    /// The file opened to read. No daemon answered when this backend was chosen; one that
+    /// started since holds the file exclusively, and is waited for (it may still be verifying
+    /// the chain) and read through from then on, instead of the read failing.
+    fn open_read_only(&self) -> Result<ReadOnly<'_>, Error> {
+        match fleetlog_ledger::Ledger::open_read_only(&self.db) {
+            Ok(ledger) => Ok(ReadOnly::File(ledger)),
+            Err(fleetlog_ledger::Error::HeldExclusively { .. })
+                if let Some(client) =
+                    BlockingClient::wait_for_db(&self.db, crate::client::spawn::START_TIMEOUT) =>
+            {
+                let client = client.as_operator(self.as_operator);
+                Ok(ReadOnly::Daemon(self.daemon.get_or_init(|| client)))
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
     /// The file opened for writing (once), with the keys credentials are derived from.
     fn writer(&self) -> Result<&(Coordinator, Keys), Error> {
         if let Some(writer) = self.writer.get() {
@@ -245,7 +271,10 @@ impl Embedded {
         let (ledger, state, now) = match self.read.get() {
             Some(read) => read,
             None => {
-                let ledger = fleetlog_ledger::Ledger::open_read_only(&self.db)?;
+                let ledger = match self.open_read_only()? {
+                    ReadOnly::File(ledger) => ledger,
+                    ReadOnly::Daemon(daemon) => return daemon.query(query),
+                };
                 let state = fleetlog_projections::rebuild(ledger.reader(), ledger.head()?.seq)?;
                 let now = ledger.now();
                 self.read.get_or_init(|| (ledger, state, now))

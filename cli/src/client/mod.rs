@@ -414,6 +414,22 @@ impl BlockingClient {
         })
     }
 
+    /// The daemon that holds `db` exclusively: one still starting (verifying the chain before
+    /// it listens) is waited for, up to `patience`. For a reader refused the file because a
+    /// daemon holds it.
+    pub fn wait_for_db(db: &Path, patience: Duration) -> Option<Self> {
+        let started = std::time::Instant::now();
+        loop {
+            if let Some(client) = Self::for_db(db) {
+                return Some(client);
+            }
+            if started.elapsed() > patience {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// A client for the daemon serving `db`, if one answers on its socket within a second.
     pub fn for_db(db: &Path) -> Option<Self> {
         let socket = crate::wire::socket_path(db);

@@ -243,19 +243,13 @@ impl Source {
         ) {
             return Err(error);
         }
-        let started = std::time::Instant::now();
-        loop {
-            if let Some(client) = BlockingClient::for_db(db) {
-                return Ok(Source::Daemon(Box::new(client)));
-            }
-            if started.elapsed() > fleetlog::client::spawn::START_TIMEOUT {
-                return Err(error.context(format!(
-                    "no daemon answered on {} within {} s to read through",
-                    fleetlog::wire::socket_path(db).display(),
-                    fleetlog::client::spawn::START_TIMEOUT.as_secs()
-                )));
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
+        match BlockingClient::wait_for_db(db, fleetlog::client::spawn::START_TIMEOUT) {
+            Some(client) => Ok(Source::Daemon(Box::new(client))),
+            None => Err(error.context(format!(
+                "no daemon answered on {} within {} s to read through",
+                fleetlog::wire::socket_path(db).display(),
+                fleetlog::client::spawn::START_TIMEOUT.as_secs()
+            ))),
         }
     }
 }
