@@ -28,6 +28,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
+use crate::daemon::rewake::Rewake;
+
 /// A request's header must arrive within this long of the server waiting for it (also how long
 /// an idle keep-alive connection stays open).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -347,16 +349,15 @@ async fn http<Io>(
         .timer(TokioTimer::new())
         .header_read_timeout(header_read_timeout)
         .keep_alive(true);
-    let conn = builder.serve_connection(TokioIo::new(io), service);
-    tokio::pin!(conn);
+    let mut conn = Rewake::new(builder.serve_connection(TokioIo::new(io), service));
     let mut draining = false;
     loop {
         tokio::select! {
-            _ = conn.as_mut() => break,
+            _ = &mut conn => break,
             () = slot.evict.notified() => break,
             _ = drain.wait_for(|drain| *drain), if !draining => {
                 draining = true;
-                conn.as_mut().graceful_shutdown();
+                conn.inner().graceful_shutdown();
             }
         }
     }

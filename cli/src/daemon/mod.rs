@@ -15,6 +15,7 @@ pub(crate) mod listen;
 mod mcp;
 mod metrics;
 pub mod query_threads;
+mod rewake;
 mod routes;
 mod stream;
 
