@@ -516,6 +516,49 @@ fn every_list_table_shows_the_values_not_placeholders() {
 }
 
 #[test]
+fn bench_ping_measures_requests_that_append_nothing_and_needs_a_daemon() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("bench.redb");
+    let args = [
+        "--json",
+        "bench",
+        "--workload",
+        "ping",
+        "--clients",
+        "3",
+        "--ops",
+        "90",
+    ];
+    let output = fleetlog(&db, &args);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let result = json(&output);
+    assert_eq!(result["workload"], "ping", "{result}");
+    assert_eq!(result["ops"], 90, "{result}");
+    assert_eq!(result["errors"], 0, "{result}");
+    assert!(
+        result["ops_per_sec"]
+            .as_f64()
+            .is_some_and(|rate| rate > 0.0)
+    );
+    // The three clients' registrations are the only events: a ping writes nothing.
+    let events = result["events_per_sec"].as_f64().expect("events/s")
+        * result["seconds"].as_f64().expect("seconds");
+    assert_eq!(events.round(), 3.0, "{result}");
+
+    let embedded_db = dir.path().join("embedded.redb");
+    let mut embedded = args.to_vec();
+    embedded.push("--embedded");
+    let refused = fleetlog(&embedded_db, &embedded);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        stderr(&refused).contains("drop --embedded"),
+        "{}",
+        stderr(&refused)
+    );
+    assert!(!embedded_db.exists(), "refused before the ledger was made");
+}
+
+#[test]
 fn bench_refuses_a_comparison_it_cannot_make_before_running_anything() {
     let dir = tempfile::tempdir().expect("temp dir");
     let db = dir.path().join("bench.redb");

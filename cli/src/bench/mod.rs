@@ -40,7 +40,13 @@ pub enum Workload {
     Queue,
     /// A fleet's mix: 50% heartbeat, 20% append, 10% each of signal, lock, queue.
     Mixed,
+    /// A request that does no work (`GET /v1/health/live`; Redis: `PING`): the transport's
+    /// ceiling, against which the other workloads' rates read. Daemon only.
+    Ping,
 }
+
+/// Why `ping` has no embedded form.
+const PING_NEEDS_A_DAEMON: &str = "--workload ping measures the daemon's transport (a request that does no work); embedded there is no transport: drop --embedded";
 
 impl std::str::FromStr for Workload {
     type Err = Error;
@@ -53,9 +59,10 @@ impl std::str::FromStr for Workload {
             "lock" => Workload::Lock,
             "queue" => Workload::Queue,
             "mixed" => Workload::Mixed,
+            "ping" => Workload::Ping,
             other => {
                 return Err(Error::Config(format!(
-                    "workload {other:?} is not append, heartbeat, signal, lock, queue or mixed"
+                    "workload {other:?} is not append, heartbeat, signal, lock, queue, mixed or ping"
                 )));
             }
         })
@@ -176,6 +183,8 @@ pub trait Commands: Sync {
     type Client;
     fn connect(&self) -> Result<Self::Client, Error>;
     fn run(&self, client: &Self::Client, command: Command) -> Result<Outcome, Error>;
+    /// A request that does no work.
+    fn ping(&self, client: &Self::Client) -> Result<(), Error>;
     /// Several commands at once, answered in order, each on its own.
     fn run_all(
         &self,
@@ -193,6 +202,9 @@ impl Commands for Embedded {
     }
     fn run(&self, (): &(), command: Command) -> Result<Outcome, Error> {
         Ok(self.0.execute(command)?)
+    }
+    fn ping(&self, (): &()) -> Result<(), Error> {
+        Err(Error::Config(PING_NEEDS_A_DAEMON.into()))
     }
     fn run_all(
         &self,
@@ -221,6 +233,11 @@ impl Commands for Remote {
     }
     fn run(&self, client: &BlockingClient, command: Command) -> Result<Outcome, Error> {
         client.execute(&command)
+    }
+    fn ping(&self, client: &BlockingClient) -> Result<(), Error> {
+        client
+            .request(Method::GET, "/v1/health/live", None)
+            .map(drop)
     }
     fn run_all(
         &self,
@@ -269,7 +286,7 @@ fn batchable(agent: &str, workload: Workload, op: u64) -> Option<Vec<Command>> {
                 wait_ms: None,
             }),
         ],
-        Workload::Lock | Workload::Queue => return None,
+        Workload::Lock | Workload::Queue | Workload::Ping => return None,
     })
 }
 
@@ -335,6 +352,7 @@ impl<C: Commands> Target for C {
                     token,
                 }))?;
             }
+            Workload::Ping => self.ping(client)?,
             Workload::Queue => {
                 run(Command::Enqueue(Enqueue {
                     agent: agent.into(),
@@ -507,6 +525,9 @@ pub fn embedded(
     stop: Stop,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<BenchResult, Error> {
+    if workload == Workload::Ping {
+        return Err(Error::Config(PING_NEEDS_A_DAEMON.into()));
+    }
     let options = CoordinatorOptions {
         exclusive,
         ..CoordinatorOptions::default()
@@ -702,6 +723,9 @@ pub mod redis_compare {
             };
             match workload.pick(op) {
                 Workload::Append | Workload::Mixed => audit(client, "custom")?,
+                Workload::Ping => {
+                    let _: String = redis::cmd("PING").query(client).map_err(failed)?;
+                }
                 Workload::Heartbeat => {
                     client
                         .set_ex::<_, _, ()>(format!("heartbeat:{agent}"), "ok", 600)

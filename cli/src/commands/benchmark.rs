@@ -14,8 +14,9 @@ use crate::commands::output::{Output, table};
 /// The harness's options.
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
-    /// append, heartbeat, signal, lock, queue or mixed.
-    #[arg(long, default_value = "mixed", value_parser = clap::builder::PossibleValuesParser::new(["append", "heartbeat", "signal", "lock", "queue", "mixed"]))]
+    /// append, heartbeat, signal, lock, queue, mixed, or ping (a request that does no work:
+    /// the transport's ceiling; daemon only).
+    #[arg(long, default_value = "mixed", value_parser = clap::builder::PossibleValuesParser::new(["append", "heartbeat", "signal", "lock", "queue", "mixed", "ping"]))]
     pub workload: String,
     /// Concurrent clients, each its own connection and agent.
     #[arg(long, default_value_t = 50)]
