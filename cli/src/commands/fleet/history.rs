@@ -95,43 +95,45 @@ pub(super) fn tail(
             .and_then(|()| stdout.flush())
             .is_ok()
     };
+    // Through a daemon: the last ten (or from `from`) up to the head, and on with --follow.
+    let through = |client: &fleetlog::client::BlockingClient| -> Result<()> {
+        let head = client.request(hyper::Method::GET, "/v1/head", None)?["seq"]
+            .as_u64()
+            .unwrap_or(0);
+        let from = from.unwrap_or(head.saturating_sub(9).max(1));
+        // Without --follow there is nothing to wait for past the head.
+        if !follow && from > head {
+            return Ok(());
+        }
+        client.follow(from, |record| {
+            print(&record) && (follow || record.seq < head)
+        })?;
+        Ok(())
+    };
     match backend {
-        Backend::Daemon(client) => {
-            let head = client.request(hyper::Method::GET, "/v1/head", None)?["seq"]
-                .as_u64()
-                .unwrap_or(0);
-            let from = from.unwrap_or(head.saturating_sub(9).max(1));
-            // Without --follow there is nothing to wait for past the head.
-            if !follow && from > head {
-                return Ok(ExitCode::SUCCESS);
-            }
-            client.follow(from, |record| {
-                print(&record) && (follow || record.seq < head)
-            })?;
-        }
+        Backend::Daemon(client) => through(client)?,
+        // Following needs a daemon to wake it: start one for the file.
         Backend::Embedded(embedded) if follow && fleetlog::client::spawn::enabled() => {
-            // Following needs a daemon to wake it: start one for the file.
-            let client = embedded.daemon()?;
-            let head = client.request(hyper::Method::GET, "/v1/head", None)?["seq"]
-                .as_u64()
-                .unwrap_or(0);
-            let from = from.unwrap_or(head.saturating_sub(9).max(1));
-            client.follow(from, |record| print(&record))?;
+            through(embedded.daemon()?)?
         }
+        Backend::Embedded(_) if follow => anyhow::bail!(
+            "tail -f follows a running daemon: start `fleetlog --db {} serve` first",
+            db.display()
+        ),
+        // No daemon was found, but one may have started since and hold the file: then it
+        // answers (once it listens) instead of the file.
         Backend::Embedded(embedded) => {
-            if follow {
-                anyhow::bail!(
-                    "tail -f follows a running daemon: start `fleetlog --db {} serve` first",
-                    db.display()
-                );
-            }
-            let ledger = fleetlog_ledger::Ledger::open_read_only(embedded.db())?;
-            let reader = ledger.reader();
-            let last = reader.last_seq()?;
-            let from = from.unwrap_or(last.saturating_sub(9).max(1));
-            for record in reader.range(from..=last)? {
-                if !print(&record) {
-                    break;
+            match crate::commands::ledger::Source::open(embedded.db(), false)? {
+                crate::commands::ledger::Source::Daemon(client) => through(&client)?,
+                crate::commands::ledger::Source::File(ledger) => {
+                    let reader = ledger.reader();
+                    let last = reader.last_seq()?;
+                    let from = from.unwrap_or(last.saturating_sub(9).max(1));
+                    for record in reader.range(from..=last)? {
+                        if !print(&record) {
+                            break;
+                        }
+                    }
                 }
             }
         }
@@ -181,4 +183,41 @@ pub fn replay(db: &Path, as_of: &str, out: &Output) -> Result<ExitCode> {
         format!("as of {as_of} (seq {seq}{at})\n{}", status_text(&status))
     });
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A command that found no daemon reads the file; a daemon started in between holds it
+    /// exclusively, and `tail` must read through that daemon instead of failing.
+    #[test]
+    fn tail_that_finds_a_daemon_started_meanwhile_reads_through_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("fleet.redb");
+        let register = Command::Register(Register {
+            agent: "a".into(),
+            role: "worker".into(),
+            name: "a".into(),
+            working_on: String::new(),
+            capabilities: vec![],
+            metadata: Json::null(),
+        });
+        let coordinator =
+            fleetlog_projections::Coordinator::open(&db, Default::default()).expect("open");
+        coordinator.execute(register).expect("register");
+        drop(coordinator);
+
+        let backend = Backend::connect(&db, false).expect("backend");
+        assert!(!backend.is_daemon(), "no daemon was running yet");
+        let daemon = fleetlog::daemon::BackgroundDaemon::start(&db).expect("daemon");
+        let out = Output::new(true);
+        for from in [None, Some(1), Some(5)] {
+            let tailed = tail(&db, &backend, false, from, &out);
+            assert!(tailed.is_ok(), "from {from:?}: {tailed:?}");
+        }
+        drop(daemon);
+        // With the daemon gone, the same backend reads the file itself.
+        assert!(tail(&db, &backend, false, None, &out).is_ok());
+    }
 }
