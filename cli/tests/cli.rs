@@ -544,6 +544,14 @@ fn bench_ping_measures_requests_that_append_nothing_and_needs_a_daemon() {
     let events = result["events_per_sec"].as_f64().expect("events/s")
         * result["seconds"].as_f64().expect("seconds");
     assert_eq!(events.round(), 3.0, "{result}");
+    // The run lasts as long as its clients were busy, not until the progress loop next looked
+    // (it sleeps 100 ms at a time): three clients sharing 90 requests.
+    let busy = result["latency"]["mean_us"].as_f64().expect("mean") * 90.0 / 3.0 / 1e6;
+    let seconds = result["seconds"].as_f64().expect("seconds");
+    assert!(
+        seconds <= busy * 1.5 + 0.005,
+        "{seconds} s for {busy} s of requests: {result}"
+    );
 
     let embedded_db = dir.path().join("embedded.redb");
     let mut embedded = args.to_vec();

@@ -429,11 +429,14 @@ pub fn drive<T: Target>(
         Stop::Ops { ops } => ops,
         Stop::Duration { .. } => u64::MAX,
     };
-    let histograms: Vec<Result<Histogram<u64>, Error>> = std::thread::scope(|scope| {
+    // Each client's histogram and when it stopped: the run lasts until the last one stops, not
+    // until the progress loop below next looks (it sleeps 100 ms at a time).
+    type Finished = (Histogram<u64>, Instant);
+    let histograms: Vec<Result<Finished, Error>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..clients)
             .map(|n| {
                 let (done, errors, finished) = (&done, &errors, &finished);
-                scope.spawn(move || -> Result<Histogram<u64>, Error> {
+                scope.spawn(move || -> Result<Finished, Error> {
                     let mut client = target.client()?;
                     let agent = format!("bench-{n}");
                     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
@@ -445,7 +448,7 @@ pub fn drive<T: Target>(
                             || deadline.is_some_and(|d| Instant::now() >= d)
                         {
                             done.fetch_sub(batch, Ordering::Relaxed);
-                            return Ok(histogram);
+                            return Ok((histogram, Instant::now()));
                         }
                         // The last request of an op budget may carry fewer.
                         let count = batch.min(budget - index);
@@ -476,18 +479,20 @@ pub fn drive<T: Target>(
             })
             .collect()
     });
-    let elapsed = started.elapsed();
     let mut total =
         Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds");
-    for histogram in histograms {
+    let mut last = started;
+    for finished in histograms {
+        let (histogram, stopped) = finished?;
+        last = last.max(stopped);
         total
-            .add(histogram?)
+            .add(histogram)
             .map_err(|error| Error::Config(error.to_string()))?;
     }
     Ok((
         done.load(Ordering::Relaxed),
         errors.load(Ordering::Relaxed),
-        elapsed,
+        last - started,
         total,
     ))
 }
