@@ -549,7 +549,7 @@ fn bench_ping_measures_requests_that_append_nothing_and_needs_a_daemon() {
     let busy = result["latency"]["mean_us"].as_f64().expect("mean") * 90.0 / 3.0 / 1e6;
     let seconds = result["seconds"].as_f64().expect("seconds");
     assert!(
-        seconds <= busy * 1.5 + 0.005,
+        seconds <= busy * 1.5 + 0.01,
         "{seconds} s for {busy} s of requests: {result}"
     );
 
