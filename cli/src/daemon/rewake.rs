@@ -244,14 +244,13 @@ mod tests {
             }
         }
         let task = Waker::from(Arc::new(Task(Arc::clone(&notified))));
-        let mut seen = 0u64;
         let mut tx = Some(tx);
         let sent_by_poll = Arc::clone(&sent);
         let mut future = Rewake::new(std::future::poll_fn(move |cx| {
             if let Some(tx) = tx.take() {
                 tx.send(cx.waker().clone()).expect("producer alive");
             }
-            seen = sent_by_poll.load(Ordering::SeqCst);
+            let seen = sent_by_poll.load(Ordering::SeqCst);
             if seen == WAKES {
                 Poll::Ready(seen)
             } else {
